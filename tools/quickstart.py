@@ -73,7 +73,7 @@ def torch_plan(py: Path) -> list[str]:
 
 def install(py: Path, force: bool = False):
     stamp_src = b"".join((ROOT / f).read_bytes() for f in ("settings.ini", "setup.py", "tools/quickstart.py"))
-    stamp = (py.parent.parent if py.parent.name in ("bin", "Scripts") else ROOT) / ".spectra_ml-install-stamp"
+    stamp = ROOT / ".spectra_ml-install-stamp"  # gitignored; keyed on the interpreter too
     digest = hashlib.sha256(stamp_src + str(py).encode()).hexdigest()
     if not force and stamp.exists() and stamp.read_text() == digest:
         print("spectra_ml already installed (delete .venv or pass --reinstall to force)", flush=True)
