@@ -21,7 +21,7 @@ def test_products_and_figures(quick_run):
         assert (root / "figures" / f"fig4_sigma_{lab}.png").exists()
     published = sorted(p.name for p in (root.parent / "published" / "quick").glob("*.png"))
     assert published == sorted(p.name for p in (root / "figures").glob("*.png"))
-    for s in ("03_samples", "05_train", "06_predict", "07_validate"):
+    for s in ("03_samples", "05_train", "06_predict", "07_validate", "10_dynamics"):
         nb = json.loads((root / "notebooks" / f"{s}.ipynb").read_text())
         assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])  # tag survived
         assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
@@ -56,7 +56,7 @@ def test_test_split_is_hash_of_source_id(quick_run):
 
 def test_provenance(quick_run):
     root, _ = quick_run
-    for s in ("03_samples", "05_train", "06_predict", "07_validate"):
+    for s in ("03_samples", "05_train", "06_predict", "07_validate", "10_dynamics"):
         rec = json.loads((root / "provenance" / f"{s}.json").read_text())
         assert rec["versions"]["torch"] and rec["versions"]["numpy"]
         assert "git" in rec and rec["parameters"]
@@ -110,3 +110,16 @@ def test_stage_runs_alone_with_papermill(quick_run, tmp_path):
                         kernel_name=pick_kernel(), progress_bar=False)
     again = RunDir(root).read_summary()["validate"]
     assert again["mlp"] == summary["validate"]["mlp"]
+
+
+def test_dynamics_stage_in_the_pipeline(quick_run):
+    root, summary = quick_run
+    d = summary["dynamics"]
+    assert d["potential"] == "gala MilkyWayPotential(version='v1')"
+    assert d["gc"]["n"] == 161 and d["gc"]["n_orbit_flagged"] == 0
+    assert d["gala_vs_galpy"]["max_abs_rel_diff"] < 1e-6
+    assert (root / "figures" / "fig10_elz_gcs_sgr.png").exists()
+    assert any("full profile" in n for n in d["notes"])  # says what the demo cannot do
+    if d["sgr"] is not None:  # with the local data mirror (CI)
+        assert d["sgr"]["accreted_fraction"] > 0.95
+        assert d["gc_vs_vb21"]["n_matched"] >= 150 and d["gc_vs_vb21"]["median_abs_diff_Lz"] < 15
