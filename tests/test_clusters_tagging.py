@@ -1,0 +1,94 @@
+"""Cluster readers on the real reference catalogues, incidence/agreement statistics, and the 2P selection."""
+import numpy as np
+import pandas as pd
+import pytest
+from astropy.table import Table
+
+from spectra_ml import clusters as cl
+from spectra_ml import tagging as tg
+from spectra_ml.dynamics import gc_key
+
+
+def test_harris_and_vb21_readers(local_data):
+    h = cl.read_harris_feh(local_data / "clusters" / "harris2010_mwgc.dat")
+    assert 150 <= len(h) <= 157 and h.key.is_unique
+    feh = dict(zip(h.key, h.feh_harris))
+    assert feh["ngc104"] == -0.72 and feh["ngc6205"] == -1.53 and feh["pal5"] == -1.41  # published values
+    mem = cl.read_vb21_members(local_data / "vb21_members" / "catalogues")
+    assert (mem.memberprob >= 0.5).all() and mem.source_id.dtype == np.int64
+    assert mem.cluster.nunique() > 100
+
+
+def test_vb21_members_join_the_embedded_library(local_data, demo_data):
+    meta = demo_data[0]
+    mem = cl.read_vb21_members(local_data / "vb21_members" / "catalogues")
+    j = meta.drop_duplicates("source_id").merge(mem, on="source_id")
+    # the data README: 198 members (p >= 0.5) in 31 clusters
+    assert 190 <= len(j) <= 205 and 28 <= j.cluster.nunique() <= 33
+    harris = cl.read_harris_feh(local_data / "clusters" / "harris2010_mwgc.dat")
+    hj = j.merge(harris, on="key")
+    assert len(hj) > 0.9 * len(j)  # names match across catalogues
+    # APOGEE's own [Fe/H] of GC members agrees with Harris to ~0.1 dex: an external check of the join
+    giants = hj[np.isfinite(hj.fe_h)]
+    assert abs(np.median(giants.fe_h - giants.feh_harris)) < 0.15
+
+
+def test_occam_and_meszaros_readers(local_data, demo_data):
+    mem, cls = cl.read_occam(local_data / "apogee" / "occam_member-DR17.fits")
+    assert (mem.pm_prob >= 0.5).all() and cls.n_occam.min() >= 1
+    m15 = cl.read_meszaros2015(local_data / "clusters" / "meszaros2015_gc_szabolcs.dat")
+    assert len(m15) == 428 and m15.n_fe.notna().sum() == 134 and m15.al_fe.notna().sum() == 427
+    joined = demo_data[0].drop_duplicates("apogee_id").merge(m15, on="apogee_id")
+    assert len(joined) == 43  # as the data README says
+    assert set(m15["pop"].dropna().unique()) <= {1, 2, 4}
+
+
+def test_incidence_and_agreement():
+    r = cl.incidence(np.r_[np.ones(10), np.zeros(90), np.ones(2), np.zeros(998)].astype(bool),
+                     np.r_[np.ones(100), np.zeros(1000)].astype(bool))
+    assert r["members"]["fraction"] == 0.1 and np.isclose(r["field"]["fraction"], 0.002)
+    assert r["members"]["lo"] < 0.1 < r["members"]["hi"] and r["field"]["lo"] >= 0
+    a = cl.agreement([1.0, 2.0, np.nan], [1.05, 1.7, 0.0])
+    assert a["n"] == 2 and a["frac_within_0.1"] == 0.5 and a["frac_within_0.2"] == 0.5
+    t = cl.agreement([4500.0, 4420.0], [4400.0, 4400.0], (50, 150))
+    assert t["bias"] == 60.0 and t["frac_within_50"] == 0.5 and t["frac_within_150"] == 1.0
+
+
+def test_2p_truth_on_real_allstar_rows(local_data):
+    """Kane's truth flag on the 95 real APOGEE DR17 allStar rows (Kepler giants: essentially all 1P field stars)."""
+    t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
+    n_o, err = tg.apogee_n_o(t["N_FE"], t["O_FE"], t["N_FE_ERR"], t["O_FE_ERR"])
+    assert np.nanmedian(err) < 0.1 and np.isfinite(n_o).sum() > 80
+    truth = tg.apogee_2p_truth(n_o, err, t["AL_FE"])
+    assert truth.sum() <= 2  # field disc giants are not second-population stars
+
+
+def test_selection_edges_and_missing_columns():
+    df = pd.DataFrame({"mu_n_o": [0.65, 0.66, 0.9], "sigma_n_o": [0.0, 0.0, np.nan], "mu_al_fe": [0.5] * 3,
+                       "sigma_al_fe": [0.1] * 3, "mu_teff": [4999.9] * 3, "mu_fe_h": [-1.99] * 3})
+    r = tg.select_2p(df)
+    assert r.selected.tolist() == [False, True, False] and r.flag_incomplete.tolist() == [False, False, True]
+    assert tg.select_2p(df, no_min=0.6).selected.tolist() == [True, True, False]
+    with pytest.raises(KeyError, match="mu_n_o"):
+        tg.select_2p(df.drop(columns="mu_n_o"))
+
+
+def test_catalogue_round_trip(tmp_path):
+    df = pd.DataFrame({"source_id": np.array([1, 2], np.int64), "mu_teff": [4500.0, 4600.0], "sigma_teff": [50.0, 60.0]})
+    p, f = tg.write_catalogue(df, ["teff"], tmp_path / "cat", meta={"select": "test"})
+    assert pd.read_parquet(p).equals(df)
+    t = Table.read(f)
+    assert list(t["source_id"]) == [1, 2] and t.meta["SELECT"] == "test"
+    with pytest.raises(KeyError):
+        tg.write_catalogue(df, ["logg"], tmp_path / "bad")
+
+
+def test_alpha_valley_on_real_apogee(demo_data):
+    meta = demo_data[0]
+    g = meta[(meta.teff < 5200) & (meta.logg < 3)]
+    thr = tg.alpha_valley(g.alpha_m, g.fe_h)
+    assert 0.08 < thr < 0.22  # between the thin- and thick-disc sequences
+    cls = tg.alpha_class(g.alpha_m, g.fe_h, thr)
+    assert set(cls) == {"", "low", "high"} and (cls == "low").sum() > (cls == "high").sum()
+    pr = tg.class_precision_recall(cls, cls)
+    assert pr["low"]["precision"] == pr["high"]["recall"] == 1.0
