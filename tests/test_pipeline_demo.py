@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from spectra_ml.core import DEMO_LABELS, RunDir
+from spectra_ml.pipeline import DEMO_STAGES
 from spectra_ml.inference import predict_table
 from spectra_ml.samples import sample_arrays
 from spectra_ml.training import load_checkpoint
@@ -21,7 +22,7 @@ def test_products_and_figures(quick_run):
         assert (root / "figures" / f"fig4_sigma_{lab}.png").exists()
     published = sorted(p.name for p in (root.parent / "published" / "quick").glob("*.png"))
     assert published == sorted(p.name for p in (root / "figures").glob("*.png"))
-    for s in ("03_samples", "05_train", "06_predict", "07_validate", "10_dynamics"):
+    for s in DEMO_STAGES:
         nb = json.loads((root / "notebooks" / f"{s}.ipynb").read_text())
         assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])  # tag survived
         assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
@@ -56,7 +57,7 @@ def test_test_split_is_hash_of_source_id(quick_run):
 
 def test_provenance(quick_run):
     root, _ = quick_run
-    for s in ("03_samples", "05_train", "06_predict", "07_validate", "10_dynamics"):
+    for s in DEMO_STAGES:
         rec = json.loads((root / "provenance" / f"{s}.json").read_text())
         assert rec["versions"]["torch"] and rec["versions"]["numpy"]
         assert "git" in rec and rec["parameters"]
@@ -123,3 +124,20 @@ def test_dynamics_stage_in_the_pipeline(quick_run):
     if d["sgr"] is not None:  # with the local data mirror (CI)
         assert d["sgr"]["accreted_fraction"] > 0.95
         assert d["gc_vs_vb21"]["n_matched"] >= 150 and d["gc_vs_vb21"]["median_abs_diff_Lz"] < 15
+
+
+def test_cluster_and_candidate_stages_in_the_pipeline(quick_run):
+    root, summary = quick_run
+    c = summary["candidates"]
+    assert c["selection"] == "aspgap_alpha_standin" and any("full profile" in n for n in c["notes"])
+    assert 0.05 < c["alpha_threshold"] < 0.25 and c["n_test_in_range"] > 100
+    for k in ("low", "high"):
+        assert 0 <= c["precision_recall"][k]["precision"] <= 1
+    assert (root / "products" / "catalogue_alpha_high.fits").exists()
+    passes = pd.read_parquet(root / "products" / "catalogue_alpha_high_passes.parquet")
+    assert passes["pass"].nunique() == 100 and set(passes.label) == set(DEMO_LABELS)
+    cl = summary["clusters"]
+    assert any("full profile" in n for n in cl["notes"])
+    if "gc_feh_vs_harris" in cl:  # with the local data mirror (CI)
+        assert cl["gc_feh_vs_harris"]["all"]["n_clusters"] >= 5
+        assert abs(cl["gc_feh_vs_harris"]["apogee_vs_harris_star_level"]["bias"]) < 0.15
