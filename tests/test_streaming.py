@@ -69,3 +69,19 @@ def test_cli_predict(catalogue, tmp_path, capsys):
     assert main(["predict", "--model", str(model), "--input", str(d), "--output", str(tmp_path / "o"), "--passes", "5"]) == 0
     assert json.loads(capsys.readouterr().out)["n_rows_computed"] == 900
     assert main(["predict", "--model", str(model), "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
+
+
+def test_notebook_streams_a_catalogue(catalogue, tmp_path):
+    import shutil
+    import papermill as pm
+    from spectra_ml.core import RunDir
+    from spectra_ml.pipeline import notebooks_dir, pick_kernel
+    model, d, _ = catalogue
+    run = RunDir(tmp_path / "run")
+    shutil.copytree(model.parent / "model", run.model, dirs_exist_ok=True)
+    shutil.copy(model.parent / "products" / "samples.parquet", run.products / "samples.parquet")
+    pm.execute_notebook(str(notebooks_dir() / "06_predict.ipynb"), str(tmp_path / "06.ipynb"),
+                        parameters={"run_dir": str(run.root), "n_passes": 5, "catalogue_in": str(d),
+                                    "catalogue_out": str(tmp_path / "cat")}, kernel_name=pick_kernel(), progress_bar=False)
+    s = run.read_summary()["predict_catalogue"]
+    assert s["n_rows_computed"] == 900 and len(list((tmp_path / "cat").glob("*.parquet"))) == 3
