@@ -31,7 +31,7 @@ def test_stream_resume_and_flags(catalogue, tmp_path):
     model, d, s = catalogue
     out = tmp_path / "out"
     r = predict_catalogue(model, d, out, n_passes=10, progress=False)
-    assert r["n_computed"] == 3 and r["n_rows_computed"] == 900
+    assert r["n_computed"] == 3 and r["n_rows_computed"] == 900 and r["device"] == "cpu"  # no GPU here
     res = _read(out)
     assert (res.source_id.to_numpy() == s.source_id.to_numpy()).all()  # every row, in order
     assert res.flag_bad_input.sum() == 1 and np.isnan(res.loc[5, "mu_teff"])
