@@ -1,0 +1,68 @@
+"""The XP coefficient toolkit on the real archive files: readers, covariance, the seeds' normalisations."""
+import numpy as np
+import pytest
+
+from spectra_ml import xp
+
+
+@pytest.fixture
+def xp_files(local_data):
+    return local_data / "gaia_xp"
+
+
+def test_every_real_format_reads_to_the_same_layout(xp_files):
+    for name, n, corr in [("XP_CONTINUOUS_RAW.csv", 2, True), ("XP_CONTINUOUS_RAW_with_missing_BP.csv", 3, True),
+                          ("xp_continuous_combined_weiler2023_examples.vot", 4, True),
+                          ("xp_continuous_combined_chunk0.fits", 2000, False)]:
+        d = xp.read_xp(xp_files / name)
+        assert len(d["source_id"]) == n and d["bp_coefficients"].shape == (n, 55) == d["rp_coefficient_errors"].shape
+        assert d["bp_coefficients"].dtype == np.float32
+        assert ("bp_coefficient_correlations" in d) == corr
+    d = xp.read_xp(xp_files / "XP_CONTINUOUS_RAW_with_missing_BP.csv")
+    assert d["flag_missing_bp"].tolist() == [False, True, False] and not d["flag_missing_rp"].any()
+    assert np.isnan(d["bp_coefficients"][1]).all() and d["bp_n_relevant_bases"][1] == -1
+    with pytest.raises(ValueError, match="unknown XP format"):
+        xp.read_xp(xp_files.parent / "clusters" / "harris2010_mwgc.dat")
+
+
+def test_covariance_matches_gaiaxpy(xp_files):
+    from gaiaxpy.core.generic_functions import correlation_to_covariance
+    d = xp.read_xp(xp_files / "xp_continuous_combined_weiler2023_examples.vot")
+    for b in ("bp", "rp"):
+        ours = xp.xp_covariance(d[f"{b}_coefficient_errors"], d[f"{b}_coefficient_correlations"], d[f"{b}_standard_deviation"])
+        for i in range(len(ours)):
+            ref = correlation_to_covariance(d[f"{b}_coefficient_correlations"][i].astype(float),
+                                            d[f"{b}_coefficient_errors"][i].astype(float), float(d[f"{b}_standard_deviation"][i]))
+            np.testing.assert_allclose(ours[i], ref, rtol=1e-6, atol=1e-12 * np.abs(ref).max())
+            assert np.all(np.linalg.eigvalsh(ours[i]) > -1e-8 * np.abs(ours[i]).max())  # a covariance
+
+
+def test_fallows_sanders_propagation_is_the_linearised_transform(xp_files):
+    d = xp.read_xp(xp_files / "XP_CONTINUOUS_RAW.csv")
+    cov_rp = xp.xp_covariance(d["rp_coefficient_errors"], d["rp_coefficient_correlations"], d["rp_standard_deviation"])
+    cov_bp = xp.xp_covariance(d["bp_coefficient_errors"], d["bp_coefficient_correlations"], d["bp_standard_deviation"])
+    x, c_rp, c_bp = xp.fallows_sanders_features(d["bp_coefficients"], d["rp_coefficients"], cov_bp, cov_rp)
+    assert x.shape == (2, 110) and np.allclose(x[:, 0], 1.0)
+    # independent check: J S J^T with the analytic Jacobian of x_i = r_i / r_0 (RP block)
+    for k in range(2):
+        r = d["rp_coefficients"][k].astype(float)
+        J = np.eye(55) / r[0]; J[:, 0] -= r / r[0] ** 2
+        np.testing.assert_allclose(c_rp[k], J @ cov_rp[k] @ J.T, rtol=1e-6, atol=1e-12)
+        np.testing.assert_allclose(c_bp[k], cov_bp[k] / r[0] ** 2, rtol=1e-12)
+
+
+def test_kane_guiglion_aspgap_features_and_snr(xp_files):
+    d = xp.read_xp(xp_files / "xp_continuous_combined_chunk0.fits")
+    bp, rp = d["bp_coefficients"], d["rp_coefficients"]
+    k = xp.kane_coefficient_features(bp, rp)
+    g = xp.guiglion_features(bp, rp)
+    assert k.shape == (2000, 108) and g.shape == (2000, 110) and np.allclose(g[:, [0, 55]], 1)
+    np.testing.assert_allclose(k[:, :54], g[:, 1:55], rtol=1e-6)  # same normalisation, first dropped
+    a = xp.aspgap_features(bp, rp, np.full(2000, 15.0))
+    np.testing.assert_allclose(a[:, :55], bp, rtol=1e-6)  # G = 15: the factor is 1
+    snr = xp.xp_snr(bp, d["bp_coefficient_errors"])
+    assert snr.shape == (2000, 2) and (snr[:, 0] > snr[:, 1]).mean() > 0.9  # the first coefficients carry the signal
+    tr, te = k[:1500], k[1500:]
+    for S in (xp.MedianIQRScaler, xp.MinMaxScaler):
+        s = S().fit(tr); z = s.transform(te)
+        assert z.shape == te.shape and np.allclose(S.from_dict(s.to_dict()).transform(te), z)
