@@ -1,0 +1,52 @@
+"""Benchmark: parsing an archive XP CSV, our vectorised reader against GaiaXPy's own reader.
+
+The file is the real archive CSV (XP_CONTINUOUS_RAW.csv, with correlations) repeated to N rows with new
+source_ids (SYNTHETIC SIZE, real row format). Both readers parse the same file in the same process:
+ours (`spectra_ml.xp.read_xp`, coefficients, errors, correlations, standard deviations) and GaiaXPy's
+`InputReader` (what `calibrate`/`convert` use), best of 3.
+
+    SPECTRA_ML_LOCAL_DATA=../shared/data python benchmarks/bench_xp_parse.py [--rows 2000]
+"""
+import argparse, contextlib, io, json, tempfile, time, warnings
+from pathlib import Path
+
+
+def best_of(fn, n=3):
+    t = []
+    for _ in range(n):
+        t0 = time.perf_counter(); fn(); t.append(time.perf_counter() - t0)
+    return min(t)
+
+
+def main():
+    from spectra_ml.core import local_data_path
+    from spectra_ml.xp import read_xp
+    from gaiaxpy import calibrate
+    from gaiaxpy.input_reader.input_reader import InputReader
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", type=int, default=2000)
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "xp_parse.json"))
+    a = ap.parse_args()
+    src = local_data_path(required=True) / "gaia_xp" / "XP_CONTINUOUS_RAW.csv"
+    header, *rows = src.read_text().splitlines()
+    with tempfile.TemporaryDirectory() as tmp:
+        f = Path(tmp) / "XP_CONTINUOUS_synthetic.csv"
+        with open(f, "w") as g:
+            g.write(header + "\n")
+            for i in range(a.rows):
+                r = rows[i % len(rows)]; g.write(f"{i + 1}{r[r.index(','):]}\n")
+        ours = best_of(lambda: read_xp(f))
+        from spectra_ml.xp import read_xp_csv_chunks
+        ours_nocorr = best_of(lambda: list(read_xp_csv_chunks(f, with_correlations=False)))
+        def theirs():
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore"); InputReader(str(f), calibrate, False).read()
+        gx = best_of(theirs)
+    res = {"rows": a.rows, "ours_s": ours, "gaiaxpy_s": gx, "ours_rows_per_s": a.rows / ours, "gaiaxpy_rows_per_s": a.rows / gx,
+           "ratio": gx / ours, "ours_without_correlations_s": ours_nocorr, "ratio_without_correlations": gx / ours_nocorr}
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(json.dumps(res, indent=2))
+    print(json.dumps(res, indent=2))
+
+
+if __name__ == "__main__":
+    main()
