@@ -1,0 +1,118 @@
+"""Fetchers without the network: real files served from a loopback HTTP server, and a recorded DataLink
+response (the GaiaXPy test file XP_CONTINUOUS_RAW.csv is a real DataLink RAW CSV)."""
+import hashlib
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+
+from spectra_ml import sources
+
+
+class _Handler(http.server.SimpleHTTPRequestHandler):
+    cut_after = None  # bytes after which the next response is cut (a dropped connection)
+    seen_ranges = []
+
+    def log_message(self, *a):
+        pass
+
+    def do_GET(self):
+        path = Path(self.server.root) / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404); return
+        data = path.read_bytes(); start = 0
+        rng = self.headers.get("Range")
+        if rng:
+            _Handler.seen_ranges.append(rng); start = int(rng.split("=")[1].split("-")[0])
+            if start >= len(data):
+                self.send_response(416); self.end_headers(); return
+            self.send_response(206); self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start)); self.end_headers()
+        body = data[start:]
+        if _Handler.cut_after is not None:
+            body, _Handler.cut_after = body[:_Handler.cut_after], None
+        self.wfile.write(body)
+
+
+@pytest.fixture
+def server(local_data):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.root = str(local_data)
+    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
+    _Handler.seen_ranges = []; _Handler.cut_after = None
+    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv.shutdown()
+
+
+def test_interrupted_download_resumes_and_is_verified(server, local_data, tmp_path):
+    src = local_data / "apogee" / "occam_member-DR17.fits"
+    sha = hashlib.sha256(src.read_bytes()).hexdigest()
+    _Handler.cut_after = 1_000_000  # the first response stops after 1 MB
+    with pytest.raises(sources.SourceUnavailable, match="partial file"):
+        sources.download(f"{server}/apogee/occam_member-DR17.fits", tmp_path / "o.fits", sha, progress=False, retries=0)
+    part = tmp_path / "o.fits.part"
+    have = part.stat().st_size  # whole 64 kB chunks received before the drop
+    assert 900_000 < have <= 1_000_000 and not (tmp_path / "o.fits").exists()  # never taken as finished
+    out = sources.download(f"{server}/apogee/occam_member-DR17.fits", tmp_path / "o.fits", sha, progress=False)
+    assert _Handler.seen_ranges == [f"bytes={have}-"]  # it resumed, not restarted
+    assert sources.sha256_of(out) == sha and not part.exists()
+
+
+def test_hash_mismatch_is_refused(server, tmp_path):
+    with pytest.raises(sources.SourceUnavailable, match="SHA-256 mismatch"):
+        sources.download(f"{server}/clusters/harris2010_mwgc.dat", tmp_path / "h.dat", "0" * 64, progress=False)
+    assert not (tmp_path / "h.dat").exists() and not (tmp_path / "h.dat.part").exists()
+
+
+def test_fetch_prefers_the_mirror_and_records_provenance(local_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    p = sources.fetch("harris2010", allow_download=False)
+    assert p == local_data / "clusters" / "harris2010_mwgc.dat"
+    rec = (tmp_path / "harris2010.provenance.json").read_text()
+    assert '"how": "local mirror"' in rec and sources.sha256_of(p) in rec
+
+
+def test_fetch_offline_says_how_to_provide_the_source(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
+    with pytest.raises(sources.SourceUnavailable) as e:
+        sources.fetch("apogee_allstar", allow_download=False)
+    msg = str(e.value)
+    assert "apogee_allstar" in msg and "SPECTRA_ML_LOCAL_DATA" in msg and "allStar-dr17-synspec_rev1.fits" in msg
+    with pytest.raises(KeyError, match="unknown source"):
+        sources.fetch("simbad")
+
+
+def test_corrupt_cache_is_detected_and_refetched(server, local_data, tmp_path, monkeypatch):
+    src = local_data / "clusters" / "harris2010_mwgc.dat"
+    s = sources.Source("harris_test", "harris.dat", f"{server}/clusters/harris2010_mwgc.dat", "test",
+                       sha256=hashlib.sha256(src.read_bytes()).hexdigest())
+    monkeypatch.setitem(sources.SOURCES, "harris_test", s)
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    (tmp_path / "harris.dat").write_bytes(b"truncated garbage")
+    p = sources.fetch("harris_test", progress=False)
+    assert p.read_bytes() == src.read_bytes()
+    assert '"how": "download"' in (tmp_path / "harris_test.provenance.json").read_text()
+
+
+def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, tmp_path):
+    from spectra_ml.xp import read_xp
+    recorded = (local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv").read_text()  # a real DataLink RAW CSV
+    calls = {"n": 0}
+    def flaky_load(ids):
+        calls["n"] += 1
+        if calls["n"] == 2: raise ConnectionError("archive timeout")
+        return recorded
+    ids = list(range(1, 12))
+    log = sources.fetch_xp_continuous(ids, tmp_path, load=flaky_load, chunk=5, progress=False)
+    assert log["done"] == ["xp_continuous_00000.csv", "xp_continuous_00001.csv", "xp_continuous_00002.csv"]
+    assert log["failed"] == {} and calls["n"] == 4  # chunk 2 failed once and was retried
+    again = sources.fetch_xp_continuous(ids, tmp_path, load=flaky_load, chunk=5, progress=False)
+    assert len(again["skipped"]) == 3 and calls["n"] == 4  # nothing re-requested
+    d = read_xp(tmp_path / "xp_continuous_00001.csv")
+    assert d["bp_coefficients"].shape == (2, 55)
+    with pytest.raises(ValueError, match="duplicate"):
+        sources.fetch_xp_continuous([5, 5], tmp_path / "x", load=flaky_load)
