@@ -5,6 +5,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MPLBACKEND", "Agg")
+os.environ["SPECTRA_ML_OFFLINE"] = "1"  # the network is never touched in tests
 
 
 @pytest.fixture(scope="session")

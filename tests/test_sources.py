@@ -5,6 +5,7 @@ import http.server
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from spectra_ml import sources
@@ -92,6 +93,7 @@ def test_corrupt_cache_is_detected_and_refetched(server, local_data, tmp_path, m
                        sha256=hashlib.sha256(src.read_bytes()).hexdigest())
     monkeypatch.setitem(sources.SOURCES, "harris_test", s)
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    monkeypatch.delenv("SPECTRA_ML_OFFLINE")  # this download only reaches the loopback server
     (tmp_path / "harris.dat").write_bytes(b"truncated garbage")
     p = sources.fetch("harris_test", progress=False)
     assert p.read_bytes() == src.read_bytes()
@@ -116,3 +118,25 @@ def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, t
     assert d["bp_coefficients"].shape == (2, 55)
     with pytest.raises(ValueError, match="duplicate"):
         sources.fetch_xp_continuous([5, 5], tmp_path / "x", load=flaky_load)
+
+
+def test_full_profile_offline_stops_at_the_first_missing_source(tmp_path, capsys):
+    from spectra_ml.pipeline import main
+    assert main(["run", "--profile", "full", "--runs-root", str(tmp_path), "--figures-dir", ""]) == 2
+    err = capsys.readouterr().err
+    assert "apogee_allstar" in err and "SPECTRA_ML_LOCAL_DATA" in err and "downloads are disabled" in err
+
+
+def test_full_training_apogee_part_on_real_allstar_rows(local_data, tmp_path, monkeypatch):
+    """The allStar step of the full build on the 95 real DR17 rows, served as a mirror; then the clear stop at Gaia."""
+    from spectra_ml.samples import apogee_training_table, build_full_training, read_allstar
+    mirror = tmp_path / "mirror" / "apogee"; mirror.mkdir(parents=True)
+    (mirror / "allStar-dr17-synspec_rev1.fits").symlink_to(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(tmp_path / "mirror"))
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    t, flow = apogee_training_table(read_allstar(mirror / "allStar-dr17-synspec_rev1.fits"))
+    tab = flow.table()
+    assert tab.remaining.iloc[-1] == len(t) and len(t) > 50 and t.source_id.is_unique
+    assert np.allclose(t.n_o, t.n_fe - t.o_fe) and (t.n_o_err > 0).all() and t.truth_2p.sum() <= 2
+    with pytest.raises(sources.SourceUnavailable, match="gaia_dr3"):
+        build_full_training(tmp_path / "out")
