@@ -10,6 +10,8 @@ forward pass does not depend on the weights.
 """
 import argparse, json, platform, time
 from pathlib import Path
+
+from common import best_of  # benchmarks/common.py
 import numpy as np
 import torch
 
@@ -21,11 +23,6 @@ from spectra_ml.training import load_checkpoint
 from spectra_ml.xp import PercentileScaler
 
 
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter(); fn(); times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main():

@@ -10,12 +10,9 @@ ours (`spectra_ml.xp.read_xp`, coefficients, errors, correlations, standard devi
 import argparse, contextlib, io, json, tempfile, time, warnings
 from pathlib import Path
 
+from common import best_of  # benchmarks/common.py
 
-def best_of(fn, n=3):
-    t = []
-    for _ in range(n):
-        t0 = time.perf_counter(); fn(); t.append(time.perf_counter() - t0)
-    return min(t)
+
 
 
 def main():
