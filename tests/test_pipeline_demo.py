@@ -15,6 +15,7 @@ from spectra_ml.training import load_checkpoint
 def test_products_and_figures(quick_run):
     root, summary = quick_run
     for rel in ["products/samples.parquet", "products/predictions.parquet", "model/model.pt", "model/config.json",
+                "model/calibration.json",
                 "model/baseline.joblib", "figures/fig3_pred_vs_truth.png", "figures/calibration_z.png",
                 "figures/training_loss.png", "run_parameters.json", "summary.json"]:
         assert (root / rel).stat().st_size > 0, rel
@@ -40,6 +41,7 @@ def test_summary_numbers(quick_run):
         assert 0 < m["rmse"] < b, (lab, m)
         assert abs(m["bias"]) < 0.5 * b
         assert 0.3 < m["z_std"] < 3
+        assert 0.75 < m["z_std_calibrated"] < 1.3  # scale fitted on validation, checked on test
     assert set(v["baseline_gbr"]) == set(DEMO_LABELS)
     assert any("n_o" in n for n in v["notes"])  # the profile says what it lacks
     s = summary["samples"]

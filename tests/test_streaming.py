@@ -36,6 +36,8 @@ def test_stream_resume_and_flags(catalogue, tmp_path):
     assert (res.source_id.to_numpy() == s.source_id.to_numpy()).all()  # every row, in order
     assert res.flag_bad_input.sum() == 1 and np.isnan(res.loc[5, "mu_teff"])
     assert res.flag_duplicate_id.sum() == 2 and res.model_fingerprint.nunique() == 1
+    cal = json.loads((model / "calibration.json").read_text())["sigma_scale"]
+    np.testing.assert_allclose(res.sigma_cal_teff, res.sigma_teff * cal["teff"])  # the saved calibration is applied
     assert not res.flag_ood[~res.flag_bad_input].all()
     # a rerun recomputes nothing
     assert predict_catalogue(model, d, out, n_passes=10, progress=False)["n_computed"] == 0
