@@ -161,3 +161,22 @@ def test_shared_mask_formulation_has_the_loop_distribution(checkpoint, demo_data
     np.testing.assert_allclose(np.median(a["var_aleatoric"], 0), np.median(b["var_aleatoric"], 0), rtol=0.05)
     again = mc_dropout_predict(model, x, n_passes=200, progress=False, shared_masks=True, batch_size=64, seed=11)
     assert all(np.array_equal(a[k], again[k]) for k in a)  # fixed seed, fixed result
+
+
+def test_uncertain_nn_input_variance_matches_finite_differences(demo_data):
+    """Fallows & Sanders' σ²_input on real spectra and their real flux errors: autograd vs finite differences."""
+    from spectra_ml.models import build_model, input_variance
+    meta, flux, eflux = demo_data
+    sc = PercentileScaler().fit(flux[:5000])
+    x = torch.as_tensor(sc.transform(flux[:3]), dtype=torch.float64)
+    var_x = torch.as_tensor((eflux[:3] / (sc.hi - sc.lo)) ** 2, dtype=torch.float64)  # errors in scaled units
+    torch.manual_seed(0)
+    m = build_model({"model": "uncertain_nn", "n_in": 343, "n_labels": 4}).double().eval()
+    v = input_variance(m, x, var_x=var_x).detach().numpy()
+    eps = 1e-6; J = np.zeros((3, 4, 343))
+    with torch.no_grad():
+        for i in range(343):
+            d = torch.zeros_like(x); d[:, i] = eps
+            J[:, :, i] = ((m(x + d)[0] - m(x - d)[0]) / (2 * eps)).numpy()
+    np.testing.assert_allclose(v, (J ** 2 * var_x.numpy()[:, None, :]).sum(-1), rtol=1e-5)
+    assert (v > 0).all()
