@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pandas as pd
 import papermill as pm
+import pytest
 from astropy.table import Table
 
 from spectra_ml.core import KANE_LABELS, RunDir
@@ -48,3 +49,54 @@ def test_candidates_stage_full_profile_branch(local_data, tmp_path):
     assert c["fp"] == 0  # a perfect predictor selects no false 2P star among Kepler field giants
     assert (run.products / "catalogue_2p.fits").exists() and (run.figures / "fig5_confusion.png").exists()
     assert len(s["curve"]) > 5
+
+
+def test_application_cuts_on_real_kepler_giants_standing_in_for_andrae(local_data):
+    """Kane §2.3 cut logic on 95 real stars: the Montalban allStar rows stand in for the Andrae et al.
+    catalogue (their APOGEE LOG g plays log g_XGBOOST: a named stand-in, not Andrae data), E(B-V) from the
+    real SFD map at their real positions (the Kepler field, E(B-V) ~ 0.1-0.3: both sides of 0.2)."""
+    from spectra_ml.samples import application_cuts
+    from spectra_ml.sources import ebv_sfd
+    t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
+    cat = pd.DataFrame({"source_id": np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64), "logg_xgboost": np.asarray(t["LOGG"], float),
+                        "ra": np.asarray(t["RA"], float), "dec": np.asarray(t["DEC"], float)})
+    cat = pd.concat([cat, cat.iloc[:2]], ignore_index=True)  # two duplicated ids: reported as a cut, not merged silently
+    ebv, how = ebv_sfd(cat.ra, cat.dec)
+    training = cat.source_id.iloc[10:20].to_numpy()
+    app, flow = application_cuts(cat, training, ebv, gaia=False)
+    removed = flow.removed.fillna(0).astype(int).tolist()
+    assert flow.remaining.iloc[0] == 97 and removed[1] == 2 and removed[2] == 10
+    assert flow.remaining.iloc[-2] == len(app) == 97 - sum(removed)  # no row lost without a line in the flow
+    assert (app.logg_xgboost < 3).all() and not app.source_id.isin(training).any() and app.source_id.is_unique
+    assert (app.flag_high_reliability == (app.ebv_sfd < 0.2)).all()
+    assert 0 < app.flag_high_reliability.sum() < len(app)  # the Kepler field straddles E(B-V) = 0.2
+    assert flow.remaining.iloc[-1] == app.flag_high_reliability.sum()
+    with pytest.raises(KeyError, match="ruwe|parallax"):
+        application_cuts(cat, training, ebv, gaia=True)  # the Gaia cuts need gaia_source columns: said, not skipped
+    with pytest.raises(ValueError):
+        application_cuts(cat, training, ebv[:-1], gaia=False)
+
+
+def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
+    """The TAP path: the ids travel only in the uploaded VOTable, never in the ADQL text; offline it stops clearly."""
+    from astropy.table import Table as T
+    from spectra_ml import sources
+    seen = {}
+    class Job:
+        def get_results(self): return T({"SOURCE_ID": seen["ids"], "PARALLAX": np.ones(len(seen["ids"]))})
+    def launch(query, upload_resource, upload_table_name):
+        seen["query"] = query; seen["ids"] = np.asarray(T.read(upload_resource, format="votable")["source_id"])
+        assert upload_table_name == "ids"
+        return Job()
+    ids = [5853498713190525696, 4472832130942575872]
+    df = sources.gaia_source_tap(ids, launch=launch)
+    assert seen["ids"].tolist() == ids and "5853498713190525696" not in seen["query"] and "tap_upload.ids" in seen["query"]
+    assert list(df.columns) == ["source_id", "parallax"]
+    with pytest.raises(ValueError):
+        sources.gaia_source_tap(["1 OR 1=1"], launch=launch)
+    monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
+    with pytest.raises(sources.SourceUnavailable, match="gaia_dr3"):
+        sources.gaia_source_tap(ids)
+    xp_loader, _ = sources.gaia_archive_loaders(tmp_path)
+    with pytest.raises(sources.SourceUnavailable, match="gaia_dr3"):
+        xp_loader(ids)

