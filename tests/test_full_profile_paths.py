@@ -100,3 +100,15 @@ def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
     xp_loader, _ = sources.gaia_archive_loaders(tmp_path)
     with pytest.raises(sources.SourceUnavailable, match="gaia_dr3"):
         xp_loader(ids)
+
+
+def test_apogee_cut_flow_on_the_real_allstar_rows(local_data):
+    """The cut-flow table shown in 03_samples for the 95 Montalban DR17 rows, cut by cut."""
+    from spectra_ml.samples import apogee_training_table, read_allstar
+    t, f = apogee_training_table(read_allstar(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits"))
+    tab = f.table().set_index("cut")
+    assert tab.remaining.iloc[0] == 95
+    assert tab.loc["ASPCAPFLAG STAR_BAD, TEFF_BAD, LOGG_BAD unset", "removed"] == 1  # the one STAR_BAD row
+    assert tab.loc["log g < 3", "removed"] == 12 and tab.loc["N_FE_ERR < 0.1", "removed"] == 6
+    assert tab.removed.fillna(0).sum() == 95 - 76 and len(t) == 76 == tab.remaining.iloc[-1]
+    assert int(t.truth_2p.sum()) == 0  # Kepler field giants: no 2P star by Kane's APOGEE criterion
