@@ -162,6 +162,12 @@ def test_pipeline_trains_every_model(quick_run, tmp_path, name):
     s = run_pipeline(name, "demo", {"model": name, "epochs": 3, "patience": 2, "baseline": False, "options": opts},
                      stages=("05_train", "06_predict", "07_validate"), runs_root=root, progress=False, figures_dir=None)
     assert s["train"]["model"] == s["predict"]["model"] == name
+    pred = pd.read_parquet(root / name / "products" / "predictions.parquet")
+    ranges = json.loads((root / name / "model" / "config.json").read_text())["label_ranges"]
+    outside = np.zeros(len(pred), bool)
+    for lab, (lo, hi) in ranges.items(): outside |= (pred[f"mu_{lab}"] < lo).to_numpy() | (pred[f"mu_{lab}"] > hi).to_numpy()
+    assert (pred.flag_label_range.to_numpy() == outside).all() and s["predict"]["n_flag_label_range"] == outside.sum()
+    assert pred.flag_ood.dtype == bool
     assert json.loads((root / name / "model" / "config.json").read_text())["train_config"]["model"] == name
     for lab in LABELS:
         assert 0.75 < s["validate"]["mlp"][lab]["z_std_calibrated"] < 1.3
@@ -173,7 +179,7 @@ def test_compare_stage(quick_run, tmp_path):
     root = tmp_path / "runs"
     (root / "cmp" / "products").mkdir(parents=True)
     shutil.copy(quick_run[0] / "products" / "samples.parquet", root / "cmp" / "products")
-    s = run_pipeline("cmp", "demo", {"epochs": 2, "patience": 1, "baseline_max_iter": 20,
+    s = run_pipeline("cmp", "demo", {"epochs": 2, "patience": 1, "baseline_max_iter": 20, "tsne": False,
                                      "options": {"guiglion_cnn": {"n_seeds": 1, "n_split_states": 1}}},
                      stages=COMPARE_STAGES[1:], runs_root=root, progress=False, figures_dir=tmp_path / "fig")
     t = pd.read_csv(root / "cmp" / "products" / "comparison.csv")
