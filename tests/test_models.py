@@ -192,3 +192,15 @@ def test_compare_stage(quick_run, tmp_path):
     assert c["best_model_vs_kane"]["labels_with_10pct_lower_rmse"] in range(0, 5)
     for f in ("compare_one_to_one.png", "compare_calibration_z.png", "attention_uncertain_nn.png"):
         assert (root / "cmp" / "figures" / f).stat().st_size > 0
+
+
+def test_aspgap_mc_dropout_option_adds_an_epistemic_part(sample):
+    """AspGap has no dropout in the paper; with the `dropout` option its σ² = mean s² + pass spread."""
+    t = train_model(sample, LABELS, "aspgap", progress=False, max_epochs=2, patience=1, dropout=0.1)
+    X = model_inputs(sample.iloc[:300], [])
+    p = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=8, progress=False)
+    for lab in LABELS:
+        np.testing.assert_allclose(p[f"sigma_{lab}"] ** 2, p[f"sigma_model_{lab}"] ** 2 + p[f"sigma_epi_{lab}"] ** 2, rtol=1e-5)
+        assert (p[f"sigma_epi_{lab}"] > 0).all()
+    p2 = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=8, progress=False)
+    pd.testing.assert_frame_equal(p, p2)  # seeded masks: reproducible
