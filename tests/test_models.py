@@ -204,3 +204,10 @@ def test_aspgap_mc_dropout_option_adds_an_epistemic_part(sample):
         assert (p[f"sigma_epi_{lab}"] > 0).all()
     p2 = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=8, progress=False)
     pd.testing.assert_frame_equal(p, p2)  # seeded masks: reproducible
+
+
+def test_default_passes_follow_the_seeds():
+    from spectra_ml.inference import default_passes
+    assert default_passes({"model": "kane_mlp"}) == 100 and default_passes({"model": "uncertain_nn"}) == 50
+    assert default_passes({"model": "aspgap", "dropout": 0.0}) == 1 and default_passes({"model": "aspgap", "dropout": 0.1}) == 100
+    assert default_passes({"model": "guiglion_cnn"}) == 1
