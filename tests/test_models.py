@@ -168,6 +168,10 @@ def test_pipeline_trains_every_model(quick_run, tmp_path, name):
     for lab, (lo, hi) in ranges.items(): outside |= (pred[f"mu_{lab}"] < lo).to_numpy() | (pred[f"mu_{lab}"] > hi).to_numpy()
     assert (pred.flag_label_range.to_numpy() == outside).all() and s["predict"]["n_flag_label_range"] == outside.sum()
     assert pred.flag_ood.dtype == bool
+    if name == "guiglion_cnn":  # Guiglion's 8-character flag: labels and G checked, no [M/H] / parallax / t-SNE here
+        fb = pred.flag_boundary.str
+        assert (fb.len() == 8).all() and (fb[2] == "-").all() and (fb[6:] == "--").all()
+        assert ((fb[0] == "1") == ((pred.mu_teff < ranges["teff"][0]) | (pred.mu_teff > ranges["teff"][1]))).all()
     assert json.loads((root / name / "model" / "config.json").read_text())["train_config"]["model"] == name
     for lab in LABELS:
         assert 0.75 < s["validate"]["mlp"][lab]["z_std_calibrated"] < 1.3
