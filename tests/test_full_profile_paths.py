@@ -63,7 +63,8 @@ def test_application_cuts_on_real_kepler_giants_standing_in_for_andrae(local_dat
     cat = pd.concat([cat, cat.iloc[:2]], ignore_index=True)  # two duplicated ids: reported as a cut, not merged silently
     ebv, how = ebv_sfd(cat.ra, cat.dec)
     training = cat.source_id.iloc[10:20].to_numpy()
-    app, flow = application_cuts(cat, training, ebv, gaia=False)
+    app, flow = application_cuts(cat, training, ebv, gaia=False, ebv_map=how)
+    assert how in flow.cut.iloc[-2]  # the flow says which map gave E(B-V)
     removed = flow.removed.fillna(0).astype(int).tolist()
     assert flow.remaining.iloc[0] == 97 and removed[1] == 2 and removed[2] == 10
     assert flow.remaining.iloc[-2] == len(app) == 97 - sum(removed)  # no row lost without a line in the flow
