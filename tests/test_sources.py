@@ -1,6 +1,7 @@
 """Fetchers without the network: real files served from a loopback HTTP server, and a recorded DataLink
 response (the GaiaXPy test file XP_CONTINUOUS_RAW.csv is a real DataLink RAW CSV)."""
 import hashlib
+import json
 import http.server
 import threading
 from pathlib import Path
@@ -38,13 +39,42 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
         self.wfile.write(body)
 
 
+def _serve(root):
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.root = str(root)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    _Handler.seen_ranges = []; _Handler.cut_after = None
+    return srv, f"http://127.0.0.1:{srv.server_address[1]}"
+
+
 @pytest.fixture
 def server(local_data):
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.root = str(local_data)
-    t = threading.Thread(target=srv.serve_forever, daemon=True); t.start()
-    _Handler.seen_ranges = []; _Handler.cut_after = None
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv, url = _serve(local_data)
+    yield url
+    srv.shutdown()
+
+
+@pytest.fixture
+def zenodo(local_data, tmp_path, monkeypatch):
+    """A loopback stand-in for Zenodo: a zip of real VB21 member files (the mirror's, 5 clusters) and a record
+    listing written by hand in the schema of Zenodo's REST API (files[].key, checksum 'md5:...', links.self)."""
+    import zipfile
+    www = tmp_path / "www"; (www / "api" / "records").mkdir(parents=True)
+    srv, url = _serve(www)
+    names = sorted(p.name for p in (local_data / "vb21_members" / "catalogues").glob("*.txt"))[:5]
+    with zipfile.ZipFile(www / "vb21.zip", "w") as z:
+        z.write(local_data / "vb21_members" / "README.original.md", "README.md")
+        for n in names: z.write(local_data / "vb21_members" / "catalogues" / n, f"catalogues/{n}")
+    def publish(files):  # files: {key: md5}
+        (www / "api" / "records" / "4891252").write_text(json.dumps({"id": 4891252, "files": [
+            {"key": k, "size": (www / k).stat().st_size if (www / k).exists() else 0, "checksum": f"md5:{m}",
+             "links": {"self": f"{url}/{k}"}} for k, m in files.items()]}))
+    publish({"vb21.zip": hashlib.md5((www / "vb21.zip").read_bytes()).hexdigest(), "README.txt": "0" * 32})
+    monkeypatch.setattr(sources, "ZENODO_API", f"{url}/api/records")
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path / "cache")
+    (tmp_path / "cache").mkdir()
+    monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA"); monkeypatch.delenv("SPECTRA_ML_OFFLINE")  # only the loopback server is reached
+    yield www, publish, names
     srv.shutdown()
 
 
@@ -164,3 +194,50 @@ def test_sfd_ebv_against_harris_cluster_reddening(local_data):
     assert np.corrcoef(np.log10(ebv + 0.01), np.log10(j.ebv_harris + 0.01))[0, 1] > 0.85
     with pytest.raises(ValueError):
         ebv_sfd([0.0], [0.0], prefer="planck")
+
+
+def test_zenodo_record_is_resolved_verified_and_unpacked(zenodo, local_data, tmp_path):
+    from spectra_ml.clusters import read_vb21_members
+    www, publish, names = zenodo
+    p = sources.fetch("vb21_members", progress=False)
+    assert p.name == "catalogues" and sorted(f.name for f in p.glob("*.txt")) == names
+    ours = read_vb21_members(p, 0.5)
+    ref = read_vb21_members(local_data / "vb21_members" / "catalogues", 0.5)
+    assert len(ours) > 0 and set(ours.cluster) == set(ref.cluster[ref.cluster.isin(ours.cluster)])
+    assert ours.source_id.isin(ref.source_id).all() and len(ours) == ref.cluster.isin(ours.cluster).sum()
+    rec = json.loads((tmp_path / "cache" / "vb21_members.provenance.json").read_text())
+    assert rec["how"] == "download" and rec["url"].endswith("/vb21.zip") and rec["n_files"] == len(names)
+    (www / "vb21.zip").unlink()  # the second call is served from the unpacked cache
+    assert sources.fetch("vb21_members", progress=False) == p
+
+
+def test_zenodo_md5_mismatch_and_ambiguous_files_are_refused(zenodo, tmp_path):
+    www, publish, names = zenodo
+    publish({"vb21.zip": "f" * 32})
+    with pytest.raises(sources.SourceUnavailable, match="MD5 mismatch"):
+        sources.fetch("vb21_members", progress=False)
+    assert not list((tmp_path / "cache").glob("*.zip*"))  # nothing half-written is kept as good
+    (www / "other.zip").write_bytes((www / "vb21.zip").read_bytes())
+    publish({"vb21.zip": "f" * 32, "other.zip": "f" * 32})
+    with pytest.raises(sources.SourceUnavailable, match=r"2 files match '\*\.zip'.*other\.zip"):
+        sources.fetch("vb21_members", progress=False)
+
+
+def test_archive_members_outside_the_folder_and_corrupt_archives_are_refused(tmp_path):
+    import zipfile
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as z: z.writestr("../catalogues/x.txt", "1")
+    with pytest.raises(sources.SourceUnavailable, match="outside the archive"):
+        sources._unpack(evil, tmp_path / "out", "catalogues")
+    assert not (tmp_path / "catalogues").exists() and not (tmp_path / "out").exists()
+    bad = tmp_path / "bad.zip"; bad.write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(sources.SourceUnavailable, match="corrupt"):
+        sources._unpack(bad, tmp_path / "out", "catalogues")
+    assert not bad.exists()  # removed, so the next fetch downloads it again
+
+
+def test_offline_zenodo_source_names_its_record(tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
+    with pytest.raises(sources.SourceUnavailable, match=r"zenodo\.org/records/7945154 \(file table_2_catwise\.fits\.gz\)"):
+        sources.fetch("andrae2023_rgb", allow_download=False)
