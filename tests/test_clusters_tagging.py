@@ -20,11 +20,15 @@ def test_harris_and_vb21_readers(local_data):
 
 
 def test_vb21_members_join_the_embedded_library(local_data, demo_data):
+    from spectra_ml.samples import vb21_membership
     meta = demo_data[0]
     mem = cl.read_vb21_members(local_data / "vb21_members" / "catalogues")
-    j = meta.drop_duplicates("source_id").merge(mem, on="source_id")
+    jj = vb21_membership(meta, mem)
+    assert len(jj) == len(meta) and (jj.source_id.to_numpy() == meta.source_id.to_numpy()).all()  # no row added or lost
+    assert jj.gc_memberprob[jj.gc_cluster.isna()].isna().all() and (jj.gc_memberprob.dropna() >= 0.5).all()
+    j = jj[jj.gc_cluster.notna()].drop_duplicates("source_id").assign(key=lambda d: d.gc_cluster.map(gc_key))
     # the data README: 198 members (p >= 0.5) in 31 clusters
-    assert 190 <= len(j) <= 205 and 28 <= j.cluster.nunique() <= 33
+    assert 190 <= len(j) <= 205 and 28 <= j.gc_cluster.nunique() <= 33
     harris = cl.read_harris_feh(local_data / "clusters" / "harris2010_mwgc.dat")
     hj = j.merge(harris, on="key")
     assert len(hj) > 0.9 * len(j)  # names match across catalogues
