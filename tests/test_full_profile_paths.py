@@ -93,6 +93,13 @@ def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
     df = sources.gaia_source_tap(ids, launch=launch)
     assert seen["ids"].tolist() == ids and "5853498713190525696" not in seen["query"] and "tap_upload.ids" in seen["query"]
     assert list(df.columns) == ["source_id", "parallax"]
+    calls = []
+    def launch_counted(query, upload_resource, upload_table_name):
+        calls.append(1); return launch(query, upload_resource, upload_table_name)
+    df2 = sources.gaia_source_tap(ids, launch=launch_counted, cache=tmp_path / "tap", chunk=1, progress=False)
+    assert len(calls) == 2 and df2.source_id.tolist() == ids  # one uploaded table per chunk, in order
+    sources.gaia_source_tap(ids, launch=launch_counted, cache=tmp_path / "tap", chunk=1, progress=False)
+    assert len(calls) == 2  # resumed from the cached chunks
     with pytest.raises(ValueError):
         sources.gaia_source_tap(["1 OR 1=1"], launch=launch)
     monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")

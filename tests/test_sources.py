@@ -140,11 +140,13 @@ def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, t
         return recorded
     ids = list(range(1, 12))
     log = sources.fetch_xp_continuous(ids, tmp_path, load=flaky_load, chunk=5, progress=False)
-    assert log["done"] == ["xp_continuous_00000.csv", "xp_continuous_00001.csv", "xp_continuous_00002.csv"]
+    assert log["done"] == log["files"] and [f[:19] for f in log["files"]] == [f"xp_continuous_0000{k}" for k in range(3)]
     assert log["failed"] == {} and calls["n"] == 4  # chunk 2 failed once and was retried
     again = sources.fetch_xp_continuous(ids, tmp_path, load=flaky_load, chunk=5, progress=False)
-    assert len(again["skipped"]) == 3 and calls["n"] == 4  # nothing re-requested
-    d = read_xp(tmp_path / "xp_continuous_00001.csv")
+    assert again["skipped"] == log["files"] and calls["n"] == 4  # nothing re-requested
+    other = sources.fetch_xp_continuous(list(range(21, 32)), tmp_path, load=flaky_load, chunk=5, progress=False)
+    assert other["skipped"] == [] and calls["n"] == 7  # another id list never reuses these chunk files
+    d = read_xp(tmp_path / log["files"][1])
     assert d["bp_coefficients"].shape == (2, 55)
     with pytest.raises(ValueError, match="duplicate"):
         sources.fetch_xp_continuous([5, 5], tmp_path / "x", load=flaky_load)
