@@ -114,3 +114,39 @@ def test_matrix_conversion_with_correlations_and_missing_band(local_data, conver
     assert np.max(np.abs(e / E - 1)[ok]) < 1e-6
     if "missing" in name:
         assert d["flag_missing_bp"].tolist() == [False, True, False] and np.isfinite(f[1][wl > 700]).all()
+
+
+def test_csv_number_parser_against_python_float(tmp_path):
+    """The compiled CSV parser on SYNTHETIC numbers (a pure unit test): 55 × 400 random doubles over 60
+    decades, written as repr (shortest round trip), %.17g, %.6e and %.3f, with signs, against Python's
+    float(). Arrays are float32: equal to float32(float(s)) up to 1 float32 ulp (double rounding); the
+    float64 scalar column within 1 double ulp."""
+    rng = np.random.default_rng(7)
+    vals = rng.standard_normal(55 * 400) * 10.0 ** rng.integers(-30, 30, 55 * 400)
+    fmts = [lambda v: repr(float(v)), lambda v: "%.17g" % v, lambda v: "%.6e" % v, lambda v: "%.3f" % v]
+    strs = [fmts[i % 4](v) for i, v in enumerate(vals)]
+    rows = [f'{i + 1},"({", ".join(strs[55 * i:55 * i + 55])})",{strs[i]},' for i in range(400)]
+    f = tmp_path / "synthetic_numbers.csv"
+    f.write_text("source_id,bp_coefficients,bp_standard_deviation,rp_coefficients\n" + "\n".join(rows) + "\n")
+    d = next(xp.read_xp_csv_chunks(f, with_errors=False, with_correlations=True))
+    ref = np.array([float(s) for s in strs])
+    got = d["bp_coefficients"].ravel()
+    assert np.all(np.abs(got.view(np.int32) - ref.astype(np.float32).view(np.int32)) <= 1)
+    sd_ref = ref[:400]
+    assert np.all(np.abs(d["bp_standard_deviation"] - sd_ref) <= 2.3e-16 * np.abs(sd_ref))
+    assert d["flag_missing_rp"].all() and not d["flag_missing_bp"].any()  # empty RP: flagged, nothing dropped
+
+
+def test_truncated_csv_download_keeps_every_row_and_flags_the_cut_one(xp_files, tmp_path):
+    """A partial download (the real archive CSV cut in the middle of its last row's BP correlations) reads
+    without a crash: the complete rows are exact, the cut row is kept with its vectors flagged."""
+    raw = (xp_files / "XP_CONTINUOUS_RAW.csv").read_bytes()
+    full = xp.read_xp(xp_files / "XP_CONTINUOUS_RAW.csv")
+    last = raw.rstrip(b"\n").rfind(b"\n") + 1
+    cut = last + (len(raw) - last) // 3  # inside the last row, in its BP correlations
+    f = tmp_path / "partial.csv"; f.write_bytes(raw[:cut])
+    d = xp.read_xp(f)
+    assert d["source_id"].tolist() == full["source_id"].tolist()
+    np.testing.assert_array_equal(d["bp_coefficients"][0], full["bp_coefficients"][0])
+    assert d["flag_missing_rp"][-1] and np.isnan(d["rp_coefficients"][-1]).all()  # RP never arrived
+    assert np.isnan(d["bp_coefficient_correlations"][-1]).all()  # its BP correlations were cut short
