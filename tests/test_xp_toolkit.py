@@ -150,3 +150,13 @@ def test_truncated_csv_download_keeps_every_row_and_flags_the_cut_one(xp_files, 
     np.testing.assert_array_equal(d["bp_coefficients"][0], full["bp_coefficients"][0])
     assert d["flag_missing_rp"][-1] and np.isnan(d["rp_coefficients"][-1]).all()  # RP never arrived
     assert np.isnan(d["bp_coefficient_correlations"][-1]).all()  # its BP correlations were cut short
+
+
+def test_csv_reader_is_safe_from_several_threads(xp_files):
+    """Threaded callers (a threaded Dask worker) share numba's thread pool: the reader serialises its kernel."""
+    from concurrent.futures import ThreadPoolExecutor
+    ref = xp.read_xp(xp_files / "XP_CONTINUOUS_RAW_with_missing_BP.csv")
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda _: xp.read_xp(xp_files / "XP_CONTINUOUS_RAW_with_missing_BP.csv"), range(12)))
+    for d in outs:
+        np.testing.assert_array_equal(d["rp_coefficient_correlations"], ref["rp_coefficient_correlations"])
