@@ -243,3 +243,41 @@ def test_offline_zenodo_source_names_its_record(tmp_path, monkeypatch):
     monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
     with pytest.raises(sources.SourceUnavailable, match=r"zenodo\.org/records/7945154 \(file table_2_catwise\.fits\.gz\)"):
         sources.fetch("andrae2023_rgb", allow_download=False)
+
+
+def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(local_data, tmp_path, monkeypatch):
+    """The bulk CDN route on a loopback stand-in: three partitions hand-made in the CDN's layout from the three
+    real rows of the archive CSV (one row each, file names covering each row's HEALPix-8), with an _MD5SUM.txt."""
+    import gzip
+    from spectra_ml.xp import read_xp, read_xp_parquet
+    src = local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
+    header, *rows = src.read_text().splitlines()
+    ref = read_xp(src)
+    www = tmp_path / "www"; www.mkdir()
+    lines = []
+    for r, sid in zip(rows, ref["source_id"]):
+        hp = int(sources.healpix8([sid])[0]); name = f"XpContinuousMeanSpectrum_{hp - 5:06d}-{hp + 5:06d}.csv.gz"
+        with gzip.open(www / name, "wt") as g: g.write(header + "\n" + r + "\n")
+        lines.append(f"{hashlib.md5((www / name).read_bytes()).hexdigest()}  {name}")
+    (www / "_MD5SUM.txt").write_text("\n".join(lines) + "\n")
+    srv, url = _serve(www)
+    monkeypatch.delenv("SPECTRA_ML_OFFLINE")  # only the loopback server is reached
+    try:
+        want = [int(ref["source_id"][0]), int(ref["source_id"][2])]
+        got = sources.fetch_xp_bulk(want, tmp_path / "bulk", base_url=url + "/", progress=False)
+        assert len(got["partitions"]) == 2 and not list((tmp_path / "bulk").glob("*.csv.gz"))  # 2 of 3, gz removed after ingest
+        d = read_xp_parquet(got["files"], want)
+        assert sorted(d["source_id"].tolist()) == sorted(want)
+        for i in (0, 2):
+            k = d["source_id"].tolist().index(int(ref["source_id"][i]))
+            np.testing.assert_array_equal(d["bp_coefficients"][k], ref["bp_coefficients"][i])
+            np.testing.assert_array_equal(d["rp_coefficient_errors"][k], ref["rp_coefficient_errors"][i])
+        for f in www.glob("*.csv.gz"): f.unlink()  # a rerun uses the ingested partitions only
+        assert sources.fetch_xp_bulk(want, tmp_path / "bulk", base_url=url + "/", progress=False)["files"] == got["files"]
+        with pytest.raises(ValueError, match="no bulk partition"):
+            sources.xp_bulk_files([4295806720], sources.read_md5sum((www / "_MD5SUM.txt").read_text()))
+    finally:
+        srv.shutdown()
+    monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
+    with pytest.raises(sources.SourceUnavailable, match="gaia_dr3_xp_bulk"):
+        sources.fetch_xp_bulk(want, tmp_path / "elsewhere", base_url=url + "/")
