@@ -148,3 +148,62 @@ def test_galah_sample_cut_flow_and_offline_stop(tmp_path, monkeypatch):
         build_galah_sample(tmp_path / "out2")
     with pytest.raises(KeyError):
         galah_sample(pd.DataFrame(cols).drop(columns="flag_sp"))
+
+
+def test_xp_feature_frame_on_real_coefficients(local_data):
+    """Kane's features per sample row from real XP files: rows follow the sample, absent or one-band stars get NaN
+    and has=False, a duplicated XP row is used once."""
+    from spectra_ml.samples import xp_feature_frame
+    from spectra_ml.xp import kane_coefficient_features, read_xp
+    xp = read_xp(local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv")  # star 1 has no BP
+    xp2 = {k: np.concatenate([v, v[:1]]) for k, v in xp.items()}  # the first star twice
+    ids = [int(xp["source_id"][2]), 12345, int(xp["source_id"][0]), int(xp["source_id"][1])]
+    feats, has = xp_feature_frame(ids, xp2)
+    assert feats.shape == (4, 108) and has.tolist() == [True, False, True, False]
+    np.testing.assert_array_equal(feats.iloc[0].to_numpy(), kane_coefficient_features(xp["bp_coefficients"][2:3], xp["rp_coefficients"][2:3])[0])
+    np.testing.assert_array_equal(feats.iloc[2].to_numpy(), kane_coefficient_features(xp["bp_coefficients"][:1], xp["rp_coefficients"][:1])[0])
+    assert feats.iloc[[1, 3]].isna().all().all()
+
+
+def test_build_application_writes_in_chunks_and_loses_no_row(local_data, tmp_path, monkeypatch):
+    """build_application end to end, offline. The Montalban allStar rows stand in for the Andrae catalogue (APOGEE
+    TEFF/LOGG/M_H as the *_xgboost columns: a named stand-in) and their real Gaia EDR3 astrometry and photometry
+    for gaia_source; ruwe, bp_chi_squared and bp_degrees_of_freedom do not exist for them and are SYNTHETIC
+    constants that pass the §2.1 cuts (plumbing only). These stars have no XP coefficients here, so one real XP row
+    of the archive CSV is given, as SYNTHETIC, to the first star to exercise the feature path. The real SFD map
+    and the real VB21 files are used."""
+    from spectra_ml import sources
+    from spectra_ml.samples import build_application
+    from spectra_ml.xp import read_xp
+    t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
+    sid = np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64)
+    andrae = Table({"source_id": sid, "teff_xgboost": np.asarray(t["TEFF"], float), "logg_xgboost": np.asarray(t["LOGG"], float),
+                    "mh_xgboost": np.asarray(t["M_H"], float)})
+    mirror = tmp_path / "mirror"; (mirror / "andrae2023").mkdir(parents=True)
+    andrae.write(mirror / "andrae2023" / "table_2_catwise.fits.gz")
+    (mirror / "vb21_members").symlink_to(local_data / "vb21_members")
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(mirror)); monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    g = pd.DataFrame({"source_id": sid, "ra": np.asarray(t["RA"], float), "dec": np.asarray(t["DEC"], float),
+                      "parallax": np.asarray(t["GAIAEDR3_PARALLAX"], float), "parallax_error": np.asarray(t["GAIAEDR3_PARALLAX_ERROR"], float),
+                      "phot_g_mean_mag": np.asarray(t["GAIAEDR3_PHOT_G_MEAN_MAG"], float),
+                      "ruwe": 1.0, "bp_chi_squared": 1.0, "bp_degrees_of_freedom": 1.0})  # the last three: SYNTHETIC
+    real = read_xp(local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv")
+    synthetic_xp = {k: v[:1] for k, v in real.items()}; synthetic_xp["source_id"] = sid[:1]  # SYNTHETIC pairing
+    calls = []
+    def xp_loader(ids):
+        calls.append(len(ids)); return synthetic_xp
+    training = sid[10:20]
+    paths = {}
+    for chunk in (7, 10_000):
+        out = tmp_path / f"out{chunk}"
+        paths[chunk], flow = build_application(out, training, gaia_loader=lambda ids: g[g.source_id.isin(ids)],
+                                               xp_loader=xp_loader, allow_download=False, chunk_stars=chunk)
+    a, b = pd.read_parquet(paths[7]), pd.read_parquet(paths[10_000])
+    pd.testing.assert_frame_equal(a, b)  # chunking changes nothing
+    n = int(flow.remaining.iloc[-2])
+    assert 30 < len(a) == n and a.source_id.is_monotonic_increasing and not a.source_id.isin(training).any()
+    assert sum(calls[:-1]) == n and max(calls[:-1]) <= 7  # XP asked chunk by chunk
+    assert a.flag_no_xp.sum() == n - int(sid[0] in set(a.source_id))
+    if sid[0] in set(a.source_id):
+        assert np.isfinite(a.loc[a.source_id == sid[0], "xp_000"]).all()
+    assert {"gc_cluster", "gc_memberprob", "ebv_sfd", "flag_high_reliability"} <= set(a.columns)
