@@ -281,3 +281,28 @@ def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(local_data, 
     monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
     with pytest.raises(sources.SourceUnavailable, match="gaia_dr3_xp_bulk"):
         sources.fetch_xp_bulk(want, tmp_path / "elsewhere", base_url=url + "/")
+
+
+def test_source_status_lists_where_each_source_comes_from_and_checks_archives(zenodo, local_data, tmp_path, monkeypatch, capsys):
+    """`spectra_ml sources [--check]` against the loopback stand-ins: the check reports each address's answer
+    (size from the server), a missing file as not ok, and never downloads."""
+    from spectra_ml.pipeline import main
+    www, publish, names = zenodo
+    (www / "harris.dat").write_bytes((local_data / "clusters" / "harris2010_mwgc.dat").read_bytes())
+    url = sources.ZENODO_API.rsplit("/api/records", 1)[0]
+    reg = {"vb21_members": sources.SOURCES["vb21_members"],
+           "harris_test": sources.Source("harris_test", "h.dat", f"{url}/harris.dat", "test"),
+           "gone": sources.Source("gone", "g.dat", f"{url}/nothing-here.dat", "test")}
+    monkeypatch.setattr(sources, "SOURCES", reg)
+    monkeypatch.setattr(sources, "XP_BULK_URL", f"{url}/"); monkeypatch.setattr(sources, "GAIA_TAP_URL", f"{url}/tap")
+    (www / "_MD5SUM.txt").write_text("0" * 32 + "  XpContinuousMeanSpectrum_000000-003111.csv.gz\n")
+    t = sources.source_status(check=True, timeout=5).set_index("source")
+    assert t.loc["harris_test", "ok"] and t.loc["harris_test", "size_bytes"] == (www / "harris.dat").stat().st_size
+    assert t.loc["vb21_members", "ok"] and t.loc["vb21_members", "size_bytes"] == (www / "vb21.zip").stat().st_size
+    assert not t.loc["gone", "ok"] and t.loc["gone", "http"] == 404
+    assert t.loc["gaia_dr3_xp_bulk", "ok"] and not t.loc["gaia_dr3_tap", "ok"]  # no TAP stand-in: reported, not hidden
+    assert (t.available == "archive").all() and not list((tmp_path / "cache").iterdir())  # nothing was downloaded
+    assert main(["sources"]) == 0 and "harris_test" in capsys.readouterr().out
+    assert main(["sources", "--check"]) == 1  # some address does not answer: a non-zero exit
+    monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
+    assert main(["sources", "--check"]) == 2 and "forbids" in capsys.readouterr().err
