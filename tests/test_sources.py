@@ -306,3 +306,20 @@ def test_source_status_lists_where_each_source_comes_from_and_checks_archives(ze
     assert main(["sources", "--check"]) == 1  # some address does not answer: a non-zero exit
     monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
     assert main(["sources", "--check"]) == 2 and "forbids" in capsys.readouterr().err
+
+
+def test_hand_placed_archive_with_a_nested_folder_is_unpacked_once(local_data, tmp_path, monkeypatch):
+    """An archive put in the cache by hand (offline), with `catalogues/` nested under a top folder as zips often are:
+    unpacked on the first fetch, served from the unpacked cache afterwards (the zip is no longer needed)."""
+    import zipfile
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
+    names = sorted(p.name for p in (local_data / "vb21_members" / "catalogues").glob("*.txt"))[:3]
+    z = tmp_path / sources.SOURCES["vb21_members"].filename
+    with zipfile.ZipFile(z, "w") as f:
+        for n in names: f.write(local_data / "vb21_members" / "catalogues" / n, f"vb21_release/catalogues/{n}")
+    p = sources.fetch("vb21_members", allow_download=False)
+    assert p == tmp_path / "vb21_members" / "vb21_release" / "catalogues" and sorted(q.name for q in p.iterdir()) == names
+    z.unlink()
+    assert sources.fetch("vb21_members", allow_download=False) == p
+    assert '"how": "cache"' in (tmp_path / "vb21_members.provenance.json").read_text()
