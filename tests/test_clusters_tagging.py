@@ -26,6 +26,11 @@ def test_vb21_members_join_the_embedded_library(local_data, demo_data):
     jj = vb21_membership(meta, mem)
     assert len(jj) == len(meta) and (jj.source_id.to_numpy() == meta.source_id.to_numpy()).all()  # no row added or lost
     assert jj.gc_memberprob[jj.gc_cluster.isna()].isna().all() and (jj.gc_memberprob.dropna() >= 0.5).all()
+    import pyarrow as pa  # the same Parquet type whether or not a chunk of rows holds a member
+    none = vb21_membership(meta.iloc[:5].assign(source_id=np.arange(1, 6)), mem)
+    assert none.gc_cluster.isna().all()
+    t_none, t_all = (pa.Table.from_pandas(d).schema.field("gc_cluster").type for d in (none, jj))
+    assert t_none == t_all and (pa.types.is_string(t_all) or pa.types.is_large_string(t_all))
     j = jj[jj.gc_cluster.notna()].drop_duplicates("source_id").assign(key=lambda d: d.gc_cluster.map(gc_key))
     # the data README: 198 members (p >= 0.5) in 31 clusters
     assert 190 <= len(j) <= 205 and 28 <= j.gc_cluster.nunique() <= 33
