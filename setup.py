@@ -1,4 +1,5 @@
 """Packaging for spectra_ml: everything is read from settings.ini (the nbdev 2 convention)."""
+
 from configparser import ConfigParser
 from pathlib import Path
 import setuptools
@@ -7,8 +8,10 @@ cfg = ConfigParser(delimiters=["="])
 cfg.read(Path(__file__).parent / "settings.ini", encoding="utf-8")
 c = cfg["DEFAULT"]
 
+
 def _list(key):
     return c.get(key, "").split()
+
 
 readme = Path(__file__).parent / "README.md"
 setuptools.setup(

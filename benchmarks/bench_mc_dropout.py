@@ -8,6 +8,7 @@ the pipeline) with the same Kane MLP, so the ratio is robust to how busy the mac
 Without a checkpoint it uses a freshly initialised network of the same shape: the cost of a
 forward pass does not depend on the weights.
 """
+
 import argparse, json, platform, time
 from pathlib import Path
 
@@ -23,10 +24,10 @@ from spectra_ml.training import load_checkpoint
 from spectra_ml.xp import PercentileScaler
 
 
-
-
 def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--checkpoint", default=None)
     ap.add_argument("--n-stars", type=int, default=5000)
     ap.add_argument("--passes", type=int, default=MC_PASSES)
@@ -36,32 +37,61 @@ def main():
     _, flux, _ = load_demo()
     x = flux[: a.n_stars]
     if a.checkpoint:
-        model, _, fs, _ = load_checkpoint(a.checkpoint); x = fs.transform(x)
+        model, _, fs, _ = load_checkpoint(a.checkpoint)
+        x = fs.transform(x)
     else:
-        torch.manual_seed(0); model = HeteroscedasticMLP(x.shape[1], len(DEMO_LABELS))
+        torch.manual_seed(0)
+        model = HeteroscedasticMLP(x.shape[1], len(DEMO_LABELS))
         x = PercentileScaler().fit(flux[:20000]).transform(x)
-    res = {"n_stars": len(x), "passes": a.passes, "threads": torch.get_num_threads(), "repeats": a.repeats}
+    res = {
+        "n_stars": len(x),
+        "passes": a.passes,
+        "threads": torch.get_num_threads(),
+        "repeats": a.repeats,
+    }
     # baselines: a Python loop over the 100 passes (each pass loops over batches)
     for bs in (128, 512):
-        res[f"loop_b{bs}_s"] = best_of(lambda: mc_dropout_predict_loop(model, x, a.passes, batch_size=bs), a.repeats)
+        res[f"loop_b{bs}_s"] = best_of(
+            lambda: mc_dropout_predict_loop(model, x, a.passes, batch_size=bs), a.repeats
+        )
     # vectorised: passes as a tensor dimension; with and without the shared deterministic prefix
     res["vectorised_noshare_b512_s"] = best_of(
-        lambda: mc_dropout_predict(model, x, a.passes, batch_size=512, progress=False, share_prefix=False), a.repeats)
+        lambda: mc_dropout_predict(
+            model, x, a.passes, batch_size=512, progress=False, share_prefix=False
+        ),
+        a.repeats,
+    )
     for bs in (128, 512, 2048):
-        res[f"vectorised_b{bs}_s"] = best_of(lambda: mc_dropout_predict(model, x, a.passes, batch_size=bs, progress=False), a.repeats)
+        res[f"vectorised_b{bs}_s"] = best_of(
+            lambda: mc_dropout_predict(model, x, a.passes, batch_size=bs, progress=False), a.repeats
+        )
     res["vectorised_shared_masks_b512_s"] = best_of(
-        lambda: mc_dropout_predict(model, x, a.passes, batch_size=512, progress=False, shared_masks=True), a.repeats)
+        lambda: mc_dropout_predict(
+            model, x, a.passes, batch_size=512, progress=False, shared_masks=True
+        ),
+        a.repeats,
+    )
     res["vectorised_shared_masks_b2048_s"] = best_of(
-        lambda: mc_dropout_predict(model, x, a.passes, batch_size=2048, progress=False, shared_masks=True), a.repeats)
+        lambda: mc_dropout_predict(
+            model, x, a.passes, batch_size=2048, progress=False, shared_masks=True
+        ),
+        a.repeats,
+    )
     # roofline: only the matrix products of the shared-mask formulation, same shapes, no RNG/activations
-    W1, W2, W3 = (torch.randn(x.shape[1], 128), torch.randn(a.passes, 128, 128), torch.randn(a.passes, 128, 8))
+    W1, W2, W3 = (
+        torch.randn(x.shape[1], 128),
+        torch.randn(a.passes, 128, 128),
+        torch.randn(a.passes, 128, 8),
+    )
     xt = torch.as_tensor(x)
+
     def roofline(bs=2048):
         with torch.inference_mode():
             for i in range(0, len(xt), bs):
-                h = xt[i:i + bs] @ W1
+                h = xt[i : i + bs] @ W1
                 z = torch.einsum("bi,pio->pbo", h, W2)
                 torch.bmm(z, W3)
+
     res["roofline_matmul_b2048_s"] = best_of(roofline, a.repeats)
     best = min(v for k, v in res.items() if k.startswith("vectorised_"))
     res["fraction_of_roofline_best"] = res["roofline_matmul_b2048_s"] / best

@@ -6,6 +6,7 @@ the local data mirror) repeated to N rows with new source_ids, gzipped like the 
 
     SPECTRA_ML_LOCAL_DATA=../shared/data python benchmarks/bench_xp_ingest.py [--rows 100000]
 """
+
 import argparse, gzip, json, resource, subprocess, sys, tempfile, time
 from pathlib import Path
 
@@ -21,7 +22,10 @@ print(json.dumps({"seconds": time.time() - t0, "warm_up_s": warm, "partitions": 
 
 def main():
     from spectra_ml.core import local_data_path
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--rows", type=int, nargs="+", default=[5_000, 20_000])
     ap.add_argument("--rows-per-partition", type=int, default=5_000)
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "xp_ingest.json"))
@@ -35,12 +39,32 @@ def main():
             with gzip.open(f, "wt", compresslevel=1) as g:
                 g.write(header + "\n")
                 for i in range(n):
-                    r = rows[i % len(rows)]; g.write(f"{i}{r[r.index(','):]}\n")
-            out = subprocess.run([sys.executable, "-c", CHILD, str(f), str(Path(tmp) / f"p{n}"), str(a.rows_per_partition), str(src)],
-                                 capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
+                    r = rows[i % len(rows)]
+                    g.write(f"{i}{r[r.index(',') :]}\n")
+            out = (
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-c",
+                        CHILD,
+                        str(f),
+                        str(Path(tmp) / f"p{n}"),
+                        str(a.rows_per_partition),
+                        str(src),
+                    ],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
             r = {"rows": n, "gz_mb": f.stat().st_size / 2**20, **json.loads(out)}
-            r["rows_per_s"] = n / r["seconds"]; res.append(r); print(r, flush=True)
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True); Path(a.out).write_text(json.dumps(res, indent=2))
+            r["rows_per_s"] = n / r["seconds"]
+            res.append(r)
+            print(r, flush=True)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=2))
 
 
 if __name__ == "__main__":

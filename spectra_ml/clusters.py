@@ -19,269 +19,530 @@ __all__ = ['VB21_COLUMNS', 'GALAH_SNR_MIN', 'GALAH_FIG7', 'read_vb21_members', '
            'na_al_relation', 'plot_na_split']
 
 # %% ../nbs/08_clusters.ipynb #e662a371
-VB21_COLUMNS = ["source_id", "ra", "dec", "x", "y", "plx", "pmra", "pmdec", "plxe", "pmrae", "pmdece", "pmcorr",
-                "g_mag", "bp_rp", "Sigma", "qflag", "memberprob"]
+VB21_COLUMNS = [
+    "source_id",
+    "ra",
+    "dec",
+    "x",
+    "y",
+    "plx",
+    "pmra",
+    "pmdec",
+    "plxe",
+    "pmrae",
+    "pmdece",
+    "pmcorr",
+    "g_mag",
+    "bp_rp",
+    "Sigma",
+    "qflag",
+    "memberprob",
+]
 
-def read_vb21_members(folder, # the VB21 `catalogues/` folder (one tab-separated file per cluster)
-                      prob_min: float = VB21_MEMBER_PROB_MIN # membership probability cut (Kane §3.3)
-                     ) -> pd.DataFrame:
+
+def read_vb21_members(
+    folder,  # the VB21 `catalogues/` folder (one tab-separated file per cluster)
+    prob_min: float = VB21_MEMBER_PROB_MIN,  # membership probability cut (Kane §3.3)
+) -> pd.DataFrame:
     "Members of every cluster file: source_id, cluster (file stem), key, memberprob and astrometry."
     files = sorted(Path(folder).glob("*.txt"))
-    if not files: raise FileNotFoundError(f"no VB21 member files in {folder}")
+    if not files:
+        raise FileNotFoundError(f"no VB21 member files in {folder}")
     parts = []
     for f in files:
-        d = pd.read_csv(f, sep=r"\s+", comment="#", names=VB21_COLUMNS, dtype={"source_id": np.int64})
-        if d.shape[1] != len(VB21_COLUMNS): raise ValueError(f"{f}: expected {len(VB21_COLUMNS)} columns")
+        d = pd.read_csv(
+            f, sep=r"\s+", comment="#", names=VB21_COLUMNS, dtype={"source_id": np.int64}
+        )
+        if d.shape[1] != len(VB21_COLUMNS):
+            raise ValueError(f"{f}: expected {len(VB21_COLUMNS)} columns")
         d = d[d.memberprob >= prob_min].assign(cluster=f.stem, key=gc_key(f.stem))
         parts.append(d)
     return pd.concat(parts, ignore_index=True)
 
-def read_harris_feh(path # harris2010_mwgc.dat (3 parts; part II holds [Fe/H])
-                   ) -> pd.DataFrame:
+
+def read_harris_feh(
+    path,  # harris2010_mwgc.dat (3 parts; part II holds [Fe/H])
+) -> pd.DataFrame:
     "Harris (1996, 2010 edition) cluster [Fe/H] and E(B−V) from part II: ID, key, feh_harris, ebv_harris."
     lines = Path(path).read_text().splitlines()
     start = next(i for i, l in enumerate(lines) if l.strip().startswith("ID") and "[Fe/H]" in l)
     ce = lines[start].index("E(B-V)")  # fixed-width: the value sits under its header
     rows = []
-    for l in lines[start + 1:]:
-        if not l.strip(): 
-            if rows: break
+    for l in lines[start + 1 :]:
+        if not l.strip():
+            if rows:
+                break
             continue
         name, rest = l[:12].strip(), l[12:].split()
-        if not rest: continue
-        try: feh = float(rest[0])
-        except ValueError: continue
-        try: ebv = float(l[ce - 1:ce + 6])
-        except ValueError: ebv = np.nan
-        rows.append({"harris_id": name, "key": gc_key(name.replace(" ", "_")), "feh_harris": feh, "ebv_harris": ebv})
+        if not rest:
+            continue
+        try:
+            feh = float(rest[0])
+        except ValueError:
+            continue
+        try:
+            ebv = float(l[ce - 1 : ce + 6])
+        except ValueError:
+            ebv = np.nan
+        rows.append(
+            {
+                "harris_id": name,
+                "key": gc_key(name.replace(" ", "_")),
+                "feh_harris": feh,
+                "ebv_harris": ebv,
+            }
+        )
     return pd.DataFrame(rows)
 
-def read_occam(path, # occam_member-DR17.fits
-               prob_min: float = 0.5 # PM and RV membership probabilities (OCCAM: "members" have both high)
-              ) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def read_occam(
+    path,  # occam_member-DR17.fits
+    prob_min: float = 0.5,  # PM and RV membership probabilities (OCCAM: "members" have both high)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     "OCCAM DR17 members (APOGEE_ID, CLUSTER, FE_H) and the cluster mean [Fe/H] over all its members."
     from astropy.table import Table
+
     t = Table.read(path)
-    df = pd.DataFrame({"apogee_id": np.char.strip(np.asarray(t["APOGEE_ID"]).astype(str)),
-                       "cluster": np.char.strip(np.asarray(t["CLUSTER"]).astype(str)),
-                       "fe_h_apogee": np.asarray(t["FE_H"], float), "pm_prob": np.asarray(t["PM_PROB"], float),
-                       "rv_prob": np.asarray(t["RV_PROB"], float), "feh_prob": np.asarray(t["FEH_PROB"], float)})
+    df = pd.DataFrame(
+        {
+            "apogee_id": np.char.strip(np.asarray(t["APOGEE_ID"]).astype(str)),
+            "cluster": np.char.strip(np.asarray(t["CLUSTER"]).astype(str)),
+            "fe_h_apogee": np.asarray(t["FE_H"], float),
+            "pm_prob": np.asarray(t["PM_PROB"], float),
+            "rv_prob": np.asarray(t["RV_PROB"], float),
+            "feh_prob": np.asarray(t["FEH_PROB"], float),
+        }
+    )
     mem = df[(df.pm_prob >= prob_min) & (df.rv_prob >= prob_min) & (df.fe_h_apogee > -9)]
-    cl = mem.groupby("cluster").fe_h_apogee.agg(feh_occam="mean", feh_occam_std="std", n_occam="size").reset_index()
+    cl = (
+        mem.groupby("cluster")
+        .fe_h_apogee.agg(feh_occam="mean", feh_occam_std="std", n_occam="size")
+        .reset_index()
+    )
     return mem, cl
 
-def read_meszaros2015(path # meszaros2015_gc_szabolcs.dat
-                     ) -> pd.DataFrame:
+
+def read_meszaros2015(
+    path,  # meszaros2015_gc_szabolcs.dat
+) -> pd.DataFrame:
     "Mészáros et al. (2015) APOGEE GC giants; 9999 -> NaN; pop 1/2 (4: see the paper)."
     d = pd.read_csv(path, sep=r"\s+")
-    d = d.rename(columns={"id": "apogee_id", "cl": "cluster", "feh": "fe_h", "nfe": "n_fe", "ofe": "o_fe", "alfe": "al_fe"})
+    d = d.rename(
+        columns={
+            "id": "apogee_id",
+            "cl": "cluster",
+            "feh": "fe_h",
+            "nfe": "n_fe",
+            "ofe": "o_fe",
+            "alfe": "al_fe",
+        }
+    )
     return d.replace(9999, np.nan)
 
 # %% ../nbs/08_clusters.ipynb #45d64d26
-def cluster_means(df: pd.DataFrame, # one row per member star
-                  value: str, # column to average (e.g. mu_fe_h)
-                  by: str = "cluster", min_members: int = 1) -> pd.DataFrame:
+def cluster_means(
+    df: pd.DataFrame,  # one row per member star
+    value: str,  # column to average (e.g. mu_fe_h)
+    by: str = "cluster",
+    min_members: int = 1,
+) -> pd.DataFrame:
     "Per-cluster mean, its standard error and the number of stars."
     g = df.groupby(by)[value]
     out = pd.DataFrame({"mean": g.mean(), "std": g.std(ddof=1), "n": g.size()})
     out["sem"] = out["std"] / np.sqrt(out["n"])
     return out[out.n >= min_members].reset_index()
 
-def agreement(pred, ref, tol=(0.1, 0.2) # report the fractions within these |differences| (dex by default)
-             ) -> dict:
+
+def agreement(
+    pred,
+    ref,
+    tol=(0.1, 0.2),  # report the fractions within these |differences| (dex by default)
+) -> dict:
     "Bias, scatter (std) and the fractions within each tolerance of predicted minus reference values."
-    d = np.asarray(pred, float) - np.asarray(ref, float); d = d[np.isfinite(d)]
-    if not len(d): return {"n": 0}
-    return {"n": int(len(d)), "bias": float(d.mean()), "scatter": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
-            **{f"frac_within_{t:g}": float(np.mean(np.abs(d) < t)) for t in tol}}
+    d = np.asarray(pred, float) - np.asarray(ref, float)
+    d = d[np.isfinite(d)]
+    if not len(d):
+        return {"n": 0}
+    return {
+        "n": int(len(d)),
+        "bias": float(d.mean()),
+        "scatter": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
+        **{f"frac_within_{t:g}": float(np.mean(np.abs(d) < t)) for t in tol},
+    }
+
 
 def incidence(selected, in_group, z: float = 1.0) -> dict:
     "Selected fraction inside vs outside a group (e.g. GC members vs field) with Wilson binomial errors."
     s, g = np.asarray(selected, bool), np.asarray(in_group, bool)
+
     def frac(m):
         n, k = int(m.sum()), int((s & m).sum())
         p, lo, hi = wilson_interval(k, n, z)
         return {"n": n, "k": k, "fraction": float(p), "lo": float(lo), "hi": float(hi)}
+
     return {"members": frac(g), "field": frac(~g)}
 
 # %% ../nbs/08_clusters.ipynb #c5853b39
 def population_check(selected, pop) -> dict:
     "The 2P selection against Mészáros et al. (2015) populations (2 = second, 1 = first; 4 and NaN left out)."
     from spectra_ml.tagging import confusion
+
     sel, pop = np.asarray(selected, bool), np.asarray(pop, float)
     known = np.isin(pop, (1, 2))
     return {**confusion(pop[known] == 2, sel[known]), "n_unclassified": int((~known).sum())}
 
-def meszaros_population_check(df: pd.DataFrame, # rows with mu_/sigma_ of n_o and al_fe, mu_teff, mu_fe_h
-                              pop, # Mészáros et al. (2015) population per row
-                              **select_kw # thresholds for `tagging.select_2p` (default: Kane §3.2)
-                             ) -> dict:
+
+def meszaros_population_check(
+    df: pd.DataFrame,  # rows with mu_/sigma_ of n_o and al_fe, mu_teff, mu_fe_h
+    pop,  # Mészáros et al. (2015) population per row
+    **select_kw,  # thresholds for `tagging.select_2p` (default: Kane §3.2)
+) -> dict:
     "Kane's 2P selection against the Mészáros 1P/2P labels, on the rows where every needed value exists."
     from spectra_ml.tagging import select_2p
+
     s = select_2p(df, **select_kw)
     ok = ~s.flag_incomplete.to_numpy()
-    return {"n": len(df), "n_complete": int(ok.sum()), **population_check(s.selected.to_numpy()[ok], np.asarray(pop, float)[ok])}
+    return {
+        "n": len(df),
+        "n_complete": int(ok.sum()),
+        **population_check(s.selected.to_numpy()[ok], np.asarray(pop, float)[ok]),
+    }
 
-def meszaros_as_predictions(mz: pd.DataFrame # read_meszaros2015 output
-                           ) -> pd.DataFrame:
+
+def meszaros_as_predictions(
+    mz: pd.DataFrame,  # read_meszaros2015 output
+) -> pd.DataFrame:
     "Mészáros' own APOGEE abundances in prediction columns with σ = 0: Kane's criterion applied to the catalogue itself."
-    return pd.DataFrame({"mu_n_o": mz.n_fe - mz.o_fe, "sigma_n_o": 0.0, "mu_al_fe": mz.al_fe, "sigma_al_fe": 0.0,
-                         "mu_teff": mz.teff, "mu_fe_h": mz.fe_h}, index=mz.index)
+    return pd.DataFrame(
+        {
+            "mu_n_o": mz.n_fe - mz.o_fe,
+            "sigma_n_o": 0.0,
+            "mu_al_fe": mz.al_fe,
+            "sigma_al_fe": 0.0,
+            "mu_teff": mz.teff,
+            "mu_fe_h": mz.fe_h,
+        },
+        index=mz.index,
+    )
 
 # %% ../nbs/08_clusters.ipynb #ac525bf7
 GALAH_SNR_MIN = 30.0  # Kane §3.3
 
-def galah_quality(df: pd.DataFrame, # GALAH DR3 main_allstar columns
-                  elements=(), # e.g. ("na", "o", "al") -> flag_na_fe == 0 etc.
-                  snr_min: float = GALAH_SNR_MIN) -> np.ndarray:
+
+def galah_quality(
+    df: pd.DataFrame,  # GALAH DR3 main_allstar columns
+    elements=(),  # e.g. ("na", "o", "al") -> flag_na_fe == 0 etc.
+    snr_min: float = GALAH_SNR_MIN,
+) -> np.ndarray:
     "Kane §3.3 GALAH cuts as a boolean mask; missing columns raise with the schema names."
-    need = ["teff", "logg", "flag_sp", "flag_fe_h", "snr_c3_iraf"] + [f"flag_{e}_fe" for e in elements]
+    need = ["teff", "logg", "flag_sp", "flag_fe_h", "snr_c3_iraf"] + [
+        f"flag_{e}_fe" for e in elements
+    ]
     miss = [c for c in need if c not in df]
-    if miss: raise KeyError(f"GALAH DR3 columns missing: {miss}")
-    m = (df.teff < GIANT_TEFF_MAX) & (df.logg < GIANT_LOGG_MAX) & (df.flag_sp == 0) & (df.flag_fe_h == 0) & (df.snr_c3_iraf > snr_min)
-    for e in elements: m &= df[f"flag_{e}_fe"] == 0
+    if miss:
+        raise KeyError(f"GALAH DR3 columns missing: {miss}")
+    m = (
+        (df.teff < GIANT_TEFF_MAX)
+        & (df.logg < GIANT_LOGG_MAX)
+        & (df.flag_sp == 0)
+        & (df.flag_fe_h == 0)
+        & (df.snr_c3_iraf > snr_min)
+    )
+    for e in elements:
+        m &= df[f"flag_{e}_fe"] == 0
     return m.to_numpy()
 
 # %% ../nbs/08_clusters.ipynb #3eee0519
-def plot_cluster_feh(tables: dict, # label -> DataFrame with ref, mean, sem, n columns
-                     ref: str = "ref", title: str = ""):
+def plot_cluster_feh(
+    tables: dict,  # label -> DataFrame with ref, mean, sem, n columns
+    ref: str = "ref",
+    title: str = "",
+):
     "AspGap Fig. 15 style: predicted cluster [Fe/H] minus literature against literature, ±0.1/0.2 dex bands."
     import matplotlib.pyplot as plt
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(5.0, 3.4), layout="constrained")
-        ax.axhspan(-0.2, 0.2, color="0.9"); ax.axhspan(-0.1, 0.1, color="0.8"); ax.axhline(0, color="k", lw=0.7)
+        ax.axhspan(-0.2, 0.2, color="0.9")
+        ax.axhspan(-0.1, 0.1, color="0.8")
+        ax.axhline(0, color="k", lw=0.7)
         for i, (lab, t) in enumerate(tables.items()):
             ok = t[ref].notna()
-            ax.errorbar(t[ref][ok], (t["mean"] - t[ref])[ok], yerr=t["sem"].fillna(0)[ok], fmt="none", ecolor=f"C{i}", lw=0.8)
-            ax.scatter(t[ref][ok], (t["mean"] - t[ref])[ok], s=6 + 4 * np.sqrt(t["n"][ok].clip(upper=25)), color=f"C{i}",
-                       label=f"{lab} ({int(ok.sum())} clusters; size ~ members)")
-        ax.set(xlabel="literature cluster [Fe/H]", ylabel=r"$\langle\mu$[Fe/H]$\rangle$ − literature", title=title)
+            ax.errorbar(
+                t[ref][ok],
+                (t["mean"] - t[ref])[ok],
+                yerr=t["sem"].fillna(0)[ok],
+                fmt="none",
+                ecolor=f"C{i}",
+                lw=0.8,
+            )
+            ax.scatter(
+                t[ref][ok],
+                (t["mean"] - t[ref])[ok],
+                s=6 + 4 * np.sqrt(t["n"][ok].clip(upper=25)),
+                color=f"C{i}",
+                label=f"{lab} ({int(ok.sum())} clusters; size ~ members)",
+            )
+        ax.set(
+            xlabel="literature cluster [Fe/H]",
+            ylabel=r"$\langle\mu$[Fe/H]$\rangle$ − literature",
+            title=title,
+        )
         ax.legend(fontsize=7)
     return fig
 
-def plot_label_comparison(df: pd.DataFrame, pairs, # [(ours, theirs, label text), ...]
-                          title: str = ""):
+
+def plot_label_comparison(
+    df: pd.DataFrame,
+    pairs,  # [(ours, theirs, label text), ...]
+    title: str = "",
+):
     "Predicted against external labels, one panel per pair, with the 1:1 line."
     import matplotlib.pyplot as plt
+
     with figure_style():
-        fig, axs = plt.subplots(1, len(pairs), figsize=(3.2 * len(pairs), 3.0), layout="constrained", squeeze=False)
+        fig, axs = plt.subplots(
+            1, len(pairs), figsize=(3.2 * len(pairs), 3.0), layout="constrained", squeeze=False
+        )
         for ax, (a, b, lab) in zip(axs[0], pairs):
-            x, y = df[b].to_numpy(float), df[a].to_numpy(float); ok = np.isfinite(x) & np.isfinite(y)
+            x, y = df[b].to_numpy(float), df[a].to_numpy(float)
+            ok = np.isfinite(x) & np.isfinite(y)
             ax.scatter(x[ok], y[ok], s=10)
             lo, hi = np.nanmin(np.r_[x[ok], y[ok]]), np.nanmax(np.r_[x[ok], y[ok]])
-            ax.plot([lo, hi], [lo, hi], "k-", lw=0.7); ax.set(xlabel=f"reference {lab}", ylabel=f"predicted {lab}")
+            ax.plot([lo, hi], [lo, hi], "k-", lw=0.7)
+            ax.set(xlabel=f"reference {lab}", ylabel=f"predicted {lab}")
         fig.suptitle(title)
     return fig
 
 # %% ../nbs/08_clusters.ipynb #829c15e2
-def plot_cmd(color, mag, # the training sample (e.g. BP-RP, G)
-             background=None, # (color, mag) of a comparison sample (grey)
-             highlight=None, # (color, mag, label) drawn on top (e.g. GC members)
-             ylabel: str = "G [mag]"):
+def plot_cmd(
+    color,
+    mag,  # the training sample (e.g. BP-RP, G)
+    background=None,  # (color, mag) of a comparison sample (grey)
+    highlight=None,  # (color, mag, label) drawn on top (e.g. GC members)
+    ylabel: str = "G [mag]",
+):
     "Kane Fig. 1 (left): colour–magnitude diagram of the training sample over a background."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 4.0), layout="constrained")
         rng_c = (np.nanpercentile(color, 0.1) - 0.3, np.nanpercentile(color, 99.9) + 0.3)
         rng_m = (np.nanpercentile(mag, 0.1) - 0.5, np.nanpercentile(mag, 99.9) + 0.5)
         if background is not None:
-            ax.hist2d(background[0], background[1], bins=120, range=[rng_c, rng_m], norm=LogNorm(), cmap="Greys")
-        ax.hist2d(color, mag, bins=120, range=[rng_c, rng_m], norm=LogNorm(), cmap="viridis", alpha=0.9)
+            ax.hist2d(
+                background[0],
+                background[1],
+                bins=120,
+                range=[rng_c, rng_m],
+                norm=LogNorm(),
+                cmap="Greys",
+            )
+        ax.hist2d(
+            color, mag, bins=120, range=[rng_c, rng_m], norm=LogNorm(), cmap="viridis", alpha=0.9
+        )
         if highlight is not None:
-            ax.scatter(highlight[0], highlight[1], s=8, facecolor="none", edgecolor="C3", label=highlight[2]); ax.legend(loc="lower left")
-        ax.set(xlabel="BP − RP [mag]", ylabel=ylabel); ax.invert_yaxis()
+            ax.scatter(
+                highlight[0],
+                highlight[1],
+                s=8,
+                facecolor="none",
+                edgecolor="C3",
+                label=highlight[2],
+            )
+            ax.legend(loc="lower left")
+        ax.set(xlabel="BP − RP [mag]", ylabel=ylabel)
+        ax.invert_yaxis()
     return fig
 
-def plot_no_hist(n_o, is_member, cut: float = 0.55 # Kane §2.1 nominal high-[N/O] cut
-                ):
+
+def plot_no_hist(
+    n_o,
+    is_member,
+    cut: float = 0.55,  # Kane §2.1 nominal high-[N/O] cut
+):
     "Kane Fig. 1 (right): [N/O] of the training set and of its GC members, normalised."
     import matplotlib.pyplot as plt
-    n_o = np.asarray(n_o, float); m = np.asarray(is_member, bool); b = np.linspace(-0.6, 1.6, 45)
+
+    n_o = np.asarray(n_o, float)
+    m = np.asarray(is_member, bool)
+    b = np.linspace(-0.6, 1.6, 45)
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.0, 3.0), layout="constrained")
-        ax.hist(n_o[np.isfinite(n_o)], bins=b, density=True, color="C4", alpha=0.6, label="training + validation")
-        ax.hist(n_o[m & np.isfinite(n_o)], bins=b, density=True, histtype="step", color="k", label="VB21 GC members")
-        ax.axvline(cut, color="r", ls="--"); ax.set(xlabel="APOGEE [N/O]", ylabel="density"); ax.legend(fontsize=7)
+        ax.hist(
+            n_o[np.isfinite(n_o)],
+            bins=b,
+            density=True,
+            color="C4",
+            alpha=0.6,
+            label="training + validation",
+        )
+        ax.hist(
+            n_o[m & np.isfinite(n_o)],
+            bins=b,
+            density=True,
+            histtype="step",
+            color="k",
+            label="VB21 GC members",
+        )
+        ax.axvline(cut, color="r", ls="--")
+        ax.set(xlabel="APOGEE [N/O]", ylabel="density")
+        ax.legend(fontsize=7)
     return fig
 
-def plot_xp_spectra(wl, flux, labels, # wavelengths (nm), (N, n_pix) spectra, one label each
-                    bands=None, zoom=(360.0, 450.0), normalise_at: float = 600.0):
+
+def plot_xp_spectra(
+    wl,
+    flux,
+    labels,  # wavelengths (nm), (N, n_pix) spectra, one label each
+    bands=None,
+    zoom=(360.0, 450.0),
+    normalise_at: float = 600.0,
+):
     "Kane Fig. 2: XP spectra (GaiaXPy) normalised at one wavelength, whole range and the CN/CH zoom, bands marked."
     import matplotlib.pyplot as plt
     from spectra_ml.core import XP_BANDS_NM
+
     bands = XP_BANDS_NM if bands is None else bands
-    wl = np.asarray(wl, float); j = np.argmin(np.abs(wl - normalise_at))
+    wl = np.asarray(wl, float)
+    j = np.argmin(np.abs(wl - normalise_at))
     with figure_style():
         fig, axs = plt.subplots(1, 2, figsize=(8.0, 3.0), layout="constrained", width_ratios=(2, 1))
         for f, lab in zip(np.atleast_2d(flux), labels):
-            for ax in axs: ax.plot(wl, f / f[j], lw=1, label=lab)
+            for ax in axs:
+                ax.plot(wl, f / f[j], lw=1, label=lab)
         for ax in axs:
             for name, w in bands.items():
                 ax.axvline(w, color="0.5", ls=":", lw=0.8)
-                ax.text(w, 0.98, name, rotation=90, va="top", ha="right", fontsize=6, transform=ax.get_xaxis_transform(), clip_on=True)
-        axs[1].set_xlim(*zoom); m = (wl > zoom[0]) & (wl < zoom[1])
+                ax.text(
+                    w,
+                    0.98,
+                    name,
+                    rotation=90,
+                    va="top",
+                    ha="right",
+                    fontsize=6,
+                    transform=ax.get_xaxis_transform(),
+                    clip_on=True,
+                )
+        axs[1].set_xlim(*zoom)
+        m = (wl > zoom[0]) & (wl < zoom[1])
         axs[1].set_ylim(0, np.nanmax(np.atleast_2d(flux)[:, m] / np.atleast_2d(flux)[:, [j]]) * 1.1)
-        axs[0].set(xlabel="wavelength [nm]", ylabel=f"flux / flux({normalise_at:g} nm)"); axs[1].set(xlabel="wavelength [nm]")
+        axs[0].set(xlabel="wavelength [nm]", ylabel=f"flux / flux({normalise_at:g} nm)")
+        axs[1].set(xlabel="wavelength [nm]")
         axs[0].legend(fontsize=6)
     return fig
 
-def plot_na_o(galah: pd.DataFrame, # GALAH rows (na_fe, o_fe, fe_h) after `galah_quality`
-              members=None, candidates=None, # boolean masks over `galah`
-              feh_max: float = -0.5 # Kane Fig. 6: the background has [Fe/H] < -0.5
-             ):
+
+def plot_na_o(
+    galah: pd.DataFrame,  # GALAH rows (na_fe, o_fe, fe_h) after `galah_quality`
+    members=None,
+    candidates=None,  # boolean masks over `galah`
+    feh_max: float = -0.5,  # Kane Fig. 6: the background has [Fe/H] < -0.5
+):
     "Kane Fig. 6: GALAH [Na/Fe] against [O/Fe] with GC members and 2P candidates."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     g = galah[galah.fe_h < feh_max]
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
-        ax.hist2d(g.o_fe, g.na_fe, bins=80, range=[(-0.6, 1.2), (-0.8, 1.2)], norm=LogNorm(), cmap="Greys")
-        if members is not None: ax.scatter(galah.o_fe[members], galah.na_fe[members], marker="^", s=10, color="C1", label="GC members")
-        if candidates is not None: ax.scatter(galah.o_fe[candidates], galah.na_fe[candidates], s=14, facecolor="none", edgecolor="C4", label="2P candidates")
+        ax.hist2d(
+            g.o_fe, g.na_fe, bins=80, range=[(-0.6, 1.2), (-0.8, 1.2)], norm=LogNorm(), cmap="Greys"
+        )
+        if members is not None:
+            ax.scatter(
+                galah.o_fe[members],
+                galah.na_fe[members],
+                marker="^",
+                s=10,
+                color="C1",
+                label="GC members",
+            )
+        if candidates is not None:
+            ax.scatter(
+                galah.o_fe[candidates],
+                galah.na_fe[candidates],
+                s=14,
+                facecolor="none",
+                edgecolor="C4",
+                label="2P candidates",
+            )
         if candidates is not None and members is not None:
             both = np.asarray(candidates) & np.asarray(members)
-            ax.scatter(galah.o_fe[both], galah.na_fe[both], marker="^", s=40, color="C4", label="both")
-        ax.set(xlabel="GALAH [O/Fe]", ylabel="GALAH [Na/Fe]"); ax.legend(fontsize=7)
+            ax.scatter(
+                galah.o_fe[both], galah.na_fe[both], marker="^", s=40, color="C4", label="both"
+            )
+        ax.set(xlabel="GALAH [O/Fe]", ylabel="GALAH [Na/Fe]")
+        ax.legend(fontsize=7)
     return fig
+
 
 GALAH_FIG7 = ("al_fe", "fe_h", "alpha_fe", "na_fe", "mg_fe", "ca_fe")  # Kane Fig. 7 panels
 
-def plot_al_vs_galah(df: pd.DataFrame, # joined table: mu_al_fe and GALAH columns
-                     cols=GALAH_FIG7, na_cut: float = -0.04 # Kane Fig. 7: mu[Al/Fe] = -0.04 marks low/high Na
-                    ):
+
+def plot_al_vs_galah(
+    df: pd.DataFrame,  # joined table: mu_al_fe and GALAH columns
+    cols=GALAH_FIG7,
+    na_cut: float = -0.04,  # Kane Fig. 7: mu[Al/Fe] = -0.04 marks low/high Na
+):
     "Kane Fig. 7: GALAH abundances against μ[Al/Fe], log density."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     with figure_style():
         fig, axs = plt.subplots(2, 3, figsize=(9.0, 5.2), layout="constrained")
         for ax, c in zip(axs.ravel(), cols):
             ok = np.isfinite(df[c]) & np.isfinite(df.mu_al_fe)
             h = ax.hist2d(df.mu_al_fe[ok], df[c][ok], bins=60, norm=LogNorm(), cmap="viridis")
-            if c == "al_fe": lim = ax.get_xlim(); ax.plot(lim, lim, "r-", lw=0.8)
-            if c == "na_fe": ax.axvline(na_cut, color="r", lw=0.8)
-            ax.set(xlabel=r"$\mu$[Al/Fe]", ylabel=f"GALAH [{c.replace('_fe', '').replace('_h', '').capitalize()}/{'H' if c == 'fe_h' else 'Fe'}]")
+            if c == "al_fe":
+                lim = ax.get_xlim()
+                ax.plot(lim, lim, "r-", lw=0.8)
+            if c == "na_fe":
+                ax.axvline(na_cut, color="r", lw=0.8)
+            ax.set(
+                xlabel=r"$\mu$[Al/Fe]",
+                ylabel=f"GALAH [{c.replace('_fe', '').replace('_h', '').capitalize()}/{'H' if c == 'fe_h' else 'Fe'}]",
+            )
         fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.7)
     return fig
 
+
 def na_al_relation(mu_al, na_fe) -> dict:
     "Kane Fig. 8: least-squares line GALAH [Na/Fe] = a μ[Al/Fe] + b, with the Pearson r."
-    x, y = np.asarray(mu_al, float), np.asarray(na_fe, float); ok = np.isfinite(x) & np.isfinite(y)
+    x, y = np.asarray(mu_al, float), np.asarray(na_fe, float)
+    ok = np.isfinite(x) & np.isfinite(y)
     a, b = np.polyfit(x[ok], y[ok], 1)
-    return {"slope": float(a), "intercept": float(b), "pearson_r": float(np.corrcoef(x[ok], y[ok])[0, 1]), "n": int(ok.sum())}
+    return {
+        "slope": float(a),
+        "intercept": float(b),
+        "pearson_r": float(np.corrcoef(x[ok], y[ok])[0, 1]),
+        "n": int(ok.sum()),
+    }
 
-def plot_na_split(df: pd.DataFrame, feh_split: float = -0.5 # Kane Fig. 8 split in GALAH [Fe/H]
-                 ):
+
+def plot_na_split(
+    df: pd.DataFrame,
+    feh_split: float = -0.5,  # Kane Fig. 8 split in GALAH [Fe/H]
+):
     "Kane Fig. 8: GALAH [Na/Fe] against μ[Al/Fe] below and above [Fe/H] = −0.5, with the fit on the metal-poor side."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     with figure_style():
         fig, axs = plt.subplots(1, 2, figsize=(7.5, 3.2), layout="constrained", sharey=True)
-        for ax, m, t in ((axs[0], df.fe_h < feh_split, f"[Fe/H] < {feh_split}"), (axs[1], df.fe_h > feh_split, f"[Fe/H] > {feh_split}")):
+        for ax, m, t in (
+            (axs[0], df.fe_h < feh_split, f"[Fe/H] < {feh_split}"),
+            (axs[1], df.fe_h > feh_split, f"[Fe/H] > {feh_split}"),
+        ):
             d = df[m & np.isfinite(df.na_fe) & np.isfinite(df.mu_al_fe)]
-            h = ax.hist2d(d.mu_al_fe, d.na_fe, bins=50, norm=LogNorm(), cmap="viridis"); ax.set(title=t, xlabel=r"$\mu$[Al/Fe]")
+            h = ax.hist2d(d.mu_al_fe, d.na_fe, bins=50, norm=LogNorm(), cmap="viridis")
+            ax.set(title=t, xlabel=r"$\mu$[Al/Fe]")
             if ax is axs[0] and len(d) > 2:
-                r = na_al_relation(d.mu_al_fe, d.na_fe); xx = np.array(ax.get_xlim())
+                r = na_al_relation(d.mu_al_fe, d.na_fe)
+                xx = np.array(ax.get_xlim())
                 ax.plot(xx, r["slope"] * xx + r["intercept"], "r--", lw=1)
-        axs[0].set_ylabel("GALAH [Na/Fe]"); fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.8)
+        axs[0].set_ylabel("GALAH [Na/Fe]")
+        fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.8)
     return fig

@@ -14,107 +14,184 @@ __all__ = ['comparison_rows', 'improvement_over', 'published_table', 'format_mar
            'plot_calibration_grid', 'plot_attention']
 
 # %% ../nbs/11_compare.ipynb #59f2c611
-def comparison_rows(name: str, # model name
-                    pred: pd.DataFrame, # predictions with truth, split, mu_/sigma_ (and sigma_cal_) columns
-                    labels, split: str = "test", prefix: str = "mu_",
-                    train_s: float = np.nan, infer_s_per_star: float = np.nan) -> list:
+def comparison_rows(
+    name: str,  # model name
+    pred: pd.DataFrame,  # predictions with truth, split, mu_/sigma_ (and sigma_cal_) columns
+    labels,
+    split: str = "test",
+    prefix: str = "mu_",
+    train_s: float = np.nan,
+    infer_s_per_star: float = np.nan,
+) -> list:
     "Rows of the comparison table for one model."
     from spectra_ml.metrics import metrics_table, regression_metrics, unflagged
+
     m = metrics_table(pred, labels, prefix, split)
-    d = pred[pred["split"] == split]; du = d[unflagged(d)]
+    d = pred[pred["split"] == split]
+    du = d[unflagged(d)]
     rows = []
     for l in labels:
-        r = {"model": name, "label": l, "n": int(m.loc[l, "n"]), "rmse": m.loc[l, "rmse"], "bias": m.loc[l, "bias"],
-             "robust_scatter": m.loc[l, "robust_scatter"], "eta": m.loc[l].get("eta", np.nan),
-             "z_std": m.loc[l].get("z_std", np.nan), "z_std_calibrated": np.nan, "z_std_calibrated_unflagged": np.nan,
-             "n_flagged": len(d) - len(du), "train_s": train_s, "infer_ms_per_star": 1e3 * infer_s_per_star}
+        r = {
+            "model": name,
+            "label": l,
+            "n": int(m.loc[l, "n"]),
+            "rmse": m.loc[l, "rmse"],
+            "bias": m.loc[l, "bias"],
+            "robust_scatter": m.loc[l, "robust_scatter"],
+            "eta": m.loc[l].get("eta", np.nan),
+            "z_std": m.loc[l].get("z_std", np.nan),
+            "z_std_calibrated": np.nan,
+            "z_std_calibrated_unflagged": np.nan,
+            "n_flagged": len(d) - len(du),
+            "train_s": train_s,
+            "infer_ms_per_star": 1e3 * infer_s_per_star,
+        }
         if f"sigma_cal_{l}" in d:
-            r["z_std_calibrated"] = regression_metrics(d[l], d[f"mu_{l}"], d[f"sigma_cal_{l}"])["z_std"]
-            r["z_std_calibrated_unflagged"] = regression_metrics(du[l], du[f"mu_{l}"], du[f"sigma_cal_{l}"])["z_std"]
+            r["z_std_calibrated"] = regression_metrics(d[l], d[f"mu_{l}"], d[f"sigma_cal_{l}"])[
+                "z_std"
+            ]
+            r["z_std_calibrated_unflagged"] = regression_metrics(
+                du[l], du[f"mu_{l}"], du[f"sigma_cal_{l}"]
+            )["z_std"]
         rows.append(r)
     return rows
 
-def improvement_over(table: pd.DataFrame, # comparison rows
-                     reference: str = "kane_mlp" # the model to beat
-                    ) -> pd.DataFrame:
+
+def improvement_over(
+    table: pd.DataFrame,  # comparison rows
+    reference: str = "kane_mlp",  # the model to beat
+) -> pd.DataFrame:
     "Per model and label: fractional RMSE improvement over the reference (positive = better)."
     piv = table.pivot(index="model", columns="label", values="rmse")
     return 1 - piv / piv.loc[reference]
+
 
 def published_table(labels) -> pd.DataFrame:
     "The seeds' own held-out numbers (other data sets), for printing beside ours."
     return pd.DataFrame({k: {l: v.get(l) for l in labels} for k, v in PUBLISHED_RMSE.items()}).T
 
+
 def format_markdown(table: pd.DataFrame, labels) -> str:
     "The comparison as a Markdown table (label-appropriate precision)."
     fmt = lambda l, x: "—" if not np.isfinite(x) else (f"{x:.1f}" if l == "teff" else f"{x:.3f}")
-    lines = ["| model | label | RMSE | bias | robust scatter | η | z-std | z-std calibrated: all / unflagged | train [s] | inference [ms/star] |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| model | label | RMSE | bias | robust scatter | η | z-std | z-std calibrated: all / unflagged | train [s] | inference [ms/star] |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     best = table.groupby("label")["rmse"].min()
     for _, r in table.iterrows():
-        rm = fmt(r.label, r.rmse); rm = f"**{rm}**" if r.rmse == best[r.label] else rm
-        lines.append(f"| {r.model} | {r.label} | {rm} | {r.bias:+.3g} | {fmt(r.label, r.robust_scatter)} | "
-                     f"{'—' if not np.isfinite(r.eta) else f'{100 * r.eta:.2f}%'} | "
-                     f"{'—' if not np.isfinite(r.z_std) else f'{r.z_std:.2f}'} | "
-                     f"{'—' if not np.isfinite(r.z_std_calibrated) else f'{r.z_std_calibrated:.2f} / {r.z_std_calibrated_unflagged:.2f}'} | "
-                     f"{r.train_s:.0f} | {r.infer_ms_per_star:.3f} |")
+        rm = fmt(r.label, r.rmse)
+        rm = f"**{rm}**" if r.rmse == best[r.label] else rm
+        lines.append(
+            f"| {r.model} | {r.label} | {rm} | {r.bias:+.3g} | {fmt(r.label, r.robust_scatter)} | "
+            f"{'—' if not np.isfinite(r.eta) else f'{100 * r.eta:.2f}%'} | "
+            f"{'—' if not np.isfinite(r.z_std) else f'{r.z_std:.2f}'} | "
+            f"{'—' if not np.isfinite(r.z_std_calibrated) else f'{r.z_std_calibrated:.2f} / {r.z_std_calibrated_unflagged:.2f}'} | "
+            f"{r.train_s:.0f} | {r.infer_ms_per_star:.3f} |"
+        )
     return "\n".join(lines)
 
 # %% ../nbs/11_compare.ipynb #d2bd99bb
-def plot_one_to_one_grid(preds: dict, # model -> predictions table
-                         labels, split: str = "test", bins: int = 60):
+def plot_one_to_one_grid(
+    preds: dict,  # model -> predictions table
+    labels,
+    split: str = "test",
+    bins: int = 60,
+):
     "Prediction against truth, one row per model, one column per label (log density)."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
     from spectra_ml.metrics import _lims
+
     with figure_style():
-        fig, axs = plt.subplots(len(preds), len(labels), figsize=(2.6 * len(labels), 2.5 * len(preds)),
-                                layout="constrained", squeeze=False)
+        fig, axs = plt.subplots(
+            len(preds),
+            len(labels),
+            figsize=(2.6 * len(labels), 2.5 * len(preds)),
+            layout="constrained",
+            squeeze=False,
+        )
         for i, (name, p) in enumerate(preds.items()):
             d = p[p["split"] == split]
             for j, l in enumerate(labels):
-                y, mu = d[l].to_numpy(float), d[f"mu_{l}"].to_numpy(float); ok = np.isfinite(y) & np.isfinite(mu)
-                lim = _lims(y[ok]); ax = axs[i, j]
-                ax.hist2d(y[ok], mu[ok], bins=bins, range=[lim, lim], norm=LogNorm(), cmap="viridis")
+                y, mu = d[l].to_numpy(float), d[f"mu_{l}"].to_numpy(float)
+                ok = np.isfinite(y) & np.isfinite(mu)
+                lim = _lims(y[ok])
+                ax = axs[i, j]
+                ax.hist2d(
+                    y[ok], mu[ok], bins=bins, range=[lim, lim], norm=LogNorm(), cmap="viridis"
+                )
                 ax.plot(lim, lim, "k-", lw=0.7)
-                ax.set_title(f"{name}: RMSE {np.sqrt(np.mean((mu[ok] - y[ok]) ** 2)):.3g}", fontsize=8)
-                if i == len(preds) - 1: ax.set_xlabel("APOGEE " + LABEL_TEX.get(l, l))
-                if j == 0: ax.set_ylabel("predicted")
+                ax.set_title(
+                    f"{name}: RMSE {np.sqrt(np.mean((mu[ok] - y[ok]) ** 2)):.3g}", fontsize=8
+                )
+                if i == len(preds) - 1:
+                    ax.set_xlabel("APOGEE " + LABEL_TEX.get(l, l))
+                if j == 0:
+                    ax.set_ylabel("predicted")
     return fig
+
 
 def plot_calibration_grid(preds: dict, labels, split: str = "test", calibrated: bool = True):
     "Histograms of (μ − y)/σ per model and label against N(0, 1), raw and (dashed) calibrated σ."
     import matplotlib.pyplot as plt
+
     g = np.linspace(-5, 5, 201)
     with figure_style():
-        fig, axs = plt.subplots(len(preds), len(labels), figsize=(2.4 * len(labels), 1.9 * len(preds)),
-                                layout="constrained", squeeze=False, sharex=True)
+        fig, axs = plt.subplots(
+            len(preds),
+            len(labels),
+            figsize=(2.4 * len(labels), 1.9 * len(preds)),
+            layout="constrained",
+            squeeze=False,
+            sharex=True,
+        )
         for i, (name, p) in enumerate(preds.items()):
             d = p[p["split"] == split]
             for j, l in enumerate(labels):
-                ax = axs[i, j]; r = (d[f"mu_{l}"] - d[l]).to_numpy(float)
+                ax = axs[i, j]
+                r = (d[f"mu_{l}"] - d[l]).to_numpy(float)
                 for col, ls in ((f"sigma_{l}", "-"), (f"sigma_cal_{l}", "--")):
-                    if col not in d or (ls == "--" and not calibrated): continue
-                    z = r / d[col].to_numpy(float); z = z[np.isfinite(z)]
-                    ax.hist(z, bins=60, range=(-5, 5), density=True, histtype="step", ls=ls,
-                            label=f"{'calibrated' if ls == '--' else 'raw'} std {np.std(z):.2f}")
-                ax.plot(g, np.exp(-g ** 2 / 2) / np.sqrt(2 * np.pi), "k:", lw=0.8)
-                ax.set_title(f"{name} {LABEL_TEX.get(l, l)}", fontsize=8); ax.legend(fontsize=6, loc="upper left")
+                    if col not in d or (ls == "--" and not calibrated):
+                        continue
+                    z = r / d[col].to_numpy(float)
+                    z = z[np.isfinite(z)]
+                    ax.hist(
+                        z,
+                        bins=60,
+                        range=(-5, 5),
+                        density=True,
+                        histtype="step",
+                        ls=ls,
+                        label=f"{'calibrated' if ls == '--' else 'raw'} std {np.std(z):.2f}",
+                    )
+                ax.plot(g, np.exp(-(g**2) / 2) / np.sqrt(2 * np.pi), "k:", lw=0.8)
+                ax.set_title(f"{name} {LABEL_TEX.get(l, l)}", fontsize=8)
+                ax.legend(fontsize=6, loc="upper left")
                 ax.set_yticks([])
-        for ax in axs[-1]: ax.set_xlabel(r"$(\mu - y)/\sigma$")
+        for ax in axs[-1]:
+            ax.set_xlabel(r"$(\mu - y)/\sigma$")
     return fig
 
-def plot_attention(att, # (D, L) from models.gradient_attention
-                   labels, wavelength=None, # x axis (default: input index)
-                   n_spec: int | None = None # spectral inputs (the rest are auxiliary and not drawn)
-                  ):
+
+def plot_attention(
+    att,  # (D, L) from models.gradient_attention
+    labels,
+    wavelength=None,  # x axis (default: input index)
+    n_spec: int | None = None,  # spectral inputs (the rest are auxiliary and not drawn)
+):
     "Fallows & Sanders Fig. 8: the std over stars of gradient × input, per label, along the spectrum."
     import matplotlib.pyplot as plt
+
     n_spec = att.shape[0] if n_spec is None else n_spec
     x = np.arange(n_spec) if wavelength is None else np.asarray(wavelength)[:n_spec]
     with figure_style():
         fig, ax = plt.subplots(figsize=(6.5, 3))
-        for j, l in enumerate(labels): ax.plot(x, att[:n_spec, j] / att[:n_spec, j].max(), lw=0.9, label=LABEL_TEX.get(l, l))
-        ax.set(xlabel="wavelength [nm]" if wavelength is not None else "input", ylabel="attention (normalised)")
+        for j, l in enumerate(labels):
+            ax.plot(x, att[:n_spec, j] / att[:n_spec, j].max(), lw=0.9, label=LABEL_TEX.get(l, l))
+        ax.set(
+            xlabel="wavelength [nm]" if wavelength is not None else "input",
+            ylabel="attention (normalised)",
+        )
         ax.legend(ncol=len(labels), fontsize=7)
     return fig

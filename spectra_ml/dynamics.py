@@ -10,10 +10,29 @@ import numpy as np
 import pandas as pd
 import astropy.units as u
 from astropy.coordinates import CartesianDifferential, Galactocentric, ICRS, SkyCoord
-from .core import (AL_ACCRETED_MAX, AL_INSITU_MIN, BK23_E_FLAT, BK23_E_MID, BK23_E_PRO, BK23_ENERGY_SHIFT,
-                             BK23_LZ_EDGE, COMPLETENESS_CORRECTION, GALCEN_DEC_DEG, GALCEN_DISTANCE_KPC,
-                             GALCEN_RA_DEG, GALCEN_V_SUN_KMS, HALO_VPHI_MAX, INSITU_FEH_RANGE, MIN_PARALLAX_SNR,
-                             MWP_VERSION, ORBIT_DT_MYR, ORBIT_T_GYR, SCIENCE_TEFF_MAX, Z_SUN_PC, figure_style)
+from spectra_ml.core import (
+    AL_ACCRETED_MAX,
+    AL_INSITU_MIN,
+    BK23_E_FLAT,
+    BK23_E_MID,
+    BK23_E_PRO,
+    BK23_ENERGY_SHIFT,
+    BK23_LZ_EDGE,
+    COMPLETENESS_CORRECTION,
+    GALCEN_DEC_DEG,
+    GALCEN_DISTANCE_KPC,
+    GALCEN_RA_DEG,
+    GALCEN_V_SUN_KMS,
+    HALO_VPHI_MAX,
+    INSITU_FEH_RANGE,
+    MIN_PARALLAX_SNR,
+    MWP_VERSION,
+    ORBIT_DT_MYR,
+    ORBIT_T_GYR,
+    SCIENCE_TEFF_MAX,
+    Z_SUN_PC,
+    figure_style,
+)
 from .metrics import wilson_interval
 
 # %% auto #0
@@ -26,84 +45,141 @@ __all__ = ['KMS2', 'VB21_ORBIT_COLUMNS', 'galactocentric_frame', 'distance_from_
 # %% ../nbs/10_dynamics.ipynb #8ef56bbc
 def galactocentric_frame() -> Galactocentric:
     "astropy's Galactocentric frame with every parameter given explicitly (Kane §4; astropy v4.0 values)."
-    return Galactocentric(galcen_coord=ICRS(ra=GALCEN_RA_DEG * u.deg, dec=GALCEN_DEC_DEG * u.deg),
-                          galcen_distance=GALCEN_DISTANCE_KPC * u.kpc,
-                          galcen_v_sun=CartesianDifferential(list(GALCEN_V_SUN_KMS) * u.km / u.s),
-                          z_sun=Z_SUN_PC * u.pc, roll=0 * u.deg)
+    return Galactocentric(
+        galcen_coord=ICRS(ra=GALCEN_RA_DEG * u.deg, dec=GALCEN_DEC_DEG * u.deg),
+        galcen_distance=GALCEN_DISTANCE_KPC * u.kpc,
+        galcen_v_sun=CartesianDifferential(list(GALCEN_V_SUN_KMS) * u.km / u.s),
+        z_sun=Z_SUN_PC * u.pc,
+        roll=0 * u.deg,
+    )
 
-def distance_from_parallax(parallax, # mas
-                           parallax_error=None, # mas (None: no S/N flag)
-                           min_snr: float = MIN_PARALLAX_SNR # flag below this parallax S/N
-                          ) -> tuple[np.ndarray, np.ndarray]:
+
+def distance_from_parallax(
+    parallax,  # mas
+    parallax_error=None,  # mas (None: no S/N flag)
+    min_snr: float = MIN_PARALLAX_SNR,  # flag below this parallax S/N
+) -> tuple[np.ndarray, np.ndarray]:
     "Distance 1/ϖ in kpc (NaN for ϖ ≤ 0) and a flag for ϖ/σϖ below `min_snr` or non-positive ϖ."
     plx = np.asarray(parallax, float)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.where(plx > 0, 1.0 / plx, np.nan)
         flag = ~(plx > 0)
-        if parallax_error is not None: flag |= ~(plx / np.asarray(parallax_error, float) >= min_snr)
+        if parallax_error is not None:
+            flag |= ~(plx / np.asarray(parallax_error, float) >= min_snr)
     return d, flag
 
-def to_galactocentric(ra, dec, # deg (ICRS)
-                      distance, # kpc
-                      pmra, pmdec, # mas/yr (pmra includes cos dec, as Gaia gives it)
-                      rv # km/s
-                     ) -> pd.DataFrame:
+
+def to_galactocentric(
+    ra,
+    dec,  # deg (ICRS)
+    distance,  # kpc
+    pmra,
+    pmdec,  # mas/yr (pmra includes cos dec, as Gaia gives it)
+    rv,  # km/s
+) -> pd.DataFrame:
     "Galactocentric Cartesian, cylindrical and spherical coordinates; v_phi and L_z prograde-positive."
-    c = SkyCoord(ra=np.asarray(ra, float) * u.deg, dec=np.asarray(dec, float) * u.deg,
-                 distance=np.asarray(distance, float) * u.kpc, pm_ra_cosdec=np.asarray(pmra, float) * u.mas / u.yr,
-                 pm_dec=np.asarray(pmdec, float) * u.mas / u.yr, radial_velocity=np.asarray(rv, float) * u.km / u.s,
-                 frame="icrs").transform_to(galactocentric_frame())
+    c = SkyCoord(
+        ra=np.asarray(ra, float) * u.deg,
+        dec=np.asarray(dec, float) * u.deg,
+        distance=np.asarray(distance, float) * u.kpc,
+        pm_ra_cosdec=np.asarray(pmra, float) * u.mas / u.yr,
+        pm_dec=np.asarray(pmdec, float) * u.mas / u.yr,
+        radial_velocity=np.asarray(rv, float) * u.km / u.s,
+        frame="icrs",
+    ).transform_to(galactocentric_frame())
     x, y, z = (getattr(c, k).to_value(u.kpc) for k in ("x", "y", "z"))
     vx, vy, vz = (getattr(c, k).to_value(u.km / u.s) for k in ("v_x", "v_y", "v_z"))
-    R = np.hypot(x, y); r = np.sqrt(R ** 2 + z ** 2)
+    R = np.hypot(x, y)
+    r = np.sqrt(R**2 + z**2)
     lz_astropy = x * vy - y * vx
     with np.errstate(divide="ignore", invalid="ignore"):
         v_phi = -lz_astropy / R
         v_R = (x * vx + y * vy) / R
         v_r = (x * vx + y * vy + z * vz) / r
         v_theta = (z * v_R - R * vz) / r  # polar (colatitude) direction
-    return pd.DataFrame({"x": x, "y": y, "z": z, "vx": vx, "vy": vy, "vz": vz, "R": R, "r": r,
-                         "phi": np.arctan2(y, x), "v_R": v_R, "v_phi": v_phi, "v_z": vz, "v_r": v_r,
-                         "v_theta": v_theta, "Lz": -lz_astropy,
-                         "L": np.sqrt((y * vz - z * vy) ** 2 + (z * vx - x * vz) ** 2 + lz_astropy ** 2)})
+    return pd.DataFrame(
+        {
+            "x": x,
+            "y": y,
+            "z": z,
+            "vx": vx,
+            "vy": vy,
+            "vz": vz,
+            "R": R,
+            "r": r,
+            "phi": np.arctan2(y, x),
+            "v_R": v_R,
+            "v_phi": v_phi,
+            "v_z": vz,
+            "v_r": v_r,
+            "v_theta": v_theta,
+            "Lz": -lz_astropy,
+            "L": np.sqrt((y * vz - z * vy) ** 2 + (z * vx - x * vz) ** 2 + lz_astropy**2),
+        }
+    )
 
-def halo_mask(v_phi, # km/s, prograde positive
-              vphi_max: float = HALO_VPHI_MAX # Kane §3.2/§4.1
-             ) -> np.ndarray:
+
+def halo_mask(
+    v_phi,  # km/s, prograde positive
+    vphi_max: float = HALO_VPHI_MAX,  # Kane §3.2/§4.1
+) -> np.ndarray:
     "Kane's halo cut v_φ < 160 km/s (removes the prograde thin disc); NaN is not halo."
     return np.asarray(v_phi, float) < vphi_max
 
 # %% ../nbs/10_dynamics.ipynb #3fe789fc
-def mw_potential(version: str = MWP_VERSION # gala MilkyWayPotential version (Kane: "v1")
-                ):
+def mw_potential(
+    version: str = MWP_VERSION,  # gala MilkyWayPotential version (Kane: "v1")
+):
     "gala's MilkyWayPotential with its version pinned explicitly."
     import gala.potential as gp
+
     return gp.MilkyWayPotential(version=version)
 
-KMS2 = u.km ** 2 / u.s ** 2
 
-def orbital_energy(gc: pd.DataFrame, # from `to_galactocentric` (x, y, z in kpc; vx, vy, vz in km/s)
-                   potential=None # a gala potential (default: `mw_potential()`)
-                  ) -> np.ndarray:
+KMS2 = u.km**2 / u.s**2
+
+
+def orbital_energy(
+    gc: pd.DataFrame,  # from `to_galactocentric` (x, y, z in kpc; vx, vy, vz in km/s)
+    potential=None,  # a gala potential (default: `mw_potential()`)
+) -> np.ndarray:
     "Total energy E = Φ(x) + v²/2 in km²/s², vectorised over all rows."
     pot = potential if potential is not None else mw_potential()
-    q = np.vstack([gc["x"].to_numpy(float), gc["y"].to_numpy(float), gc["z"].to_numpy(float)]) * u.kpc
+    q = (
+        np.vstack([gc["x"].to_numpy(float), gc["y"].to_numpy(float), gc["z"].to_numpy(float)])
+        * u.kpc
+    )
     phi = pot.energy(q).to_value(KMS2)
-    return phi + 0.5 * (gc["vx"].to_numpy(float) ** 2 + gc["vy"].to_numpy(float) ** 2 + gc["vz"].to_numpy(float) ** 2)
+    return phi + 0.5 * (
+        gc["vx"].to_numpy(float) ** 2
+        + gc["vy"].to_numpy(float) ** 2
+        + gc["vz"].to_numpy(float) ** 2
+    )
 
-def bk23_boundary(lz, # L_z in 10^3 kpc km/s, prograde positive
-                  shift: float = BK23_ENERGY_SHIFT # Kane §4.1 energy shift for gala's potential
-                 ) -> np.ndarray:
+
+def bk23_boundary(
+    lz,  # L_z in 10^3 kpc km/s, prograde positive
+    shift: float = BK23_ENERGY_SHIFT,  # Kane §4.1 energy shift for gala's potential
+) -> np.ndarray:
     "The BK23 in-situ/accreted boundary energy (10^5 km²/s²) as Kane §4.1 prints it."
     lz = np.asarray(lz, float)
-    e = np.where(lz < -BK23_LZ_EDGE, BK23_E_FLAT,
-                 np.where(lz <= BK23_LZ_EDGE, BK23_E_MID[0] + BK23_E_MID[1] * lz ** 2, BK23_E_PRO[0] + BK23_E_PRO[1] * lz ** 2))
+    e = np.where(
+        lz < -BK23_LZ_EDGE,
+        BK23_E_FLAT,
+        np.where(
+            lz <= BK23_LZ_EDGE,
+            BK23_E_MID[0] + BK23_E_MID[1] * lz**2,
+            BK23_E_PRO[0] + BK23_E_PRO[1] * lz**2,
+        ),
+    )
     return e + shift
 
-def classify_bk23(energy, # km²/s²
-                  lz, # kpc km/s, prograde positive
-                  shift: float = BK23_ENERGY_SHIFT
-                 ) -> np.ndarray:
+
+def classify_bk23(
+    energy,  # km²/s²
+    lz,  # kpc km/s, prograde positive
+    shift: float = BK23_ENERGY_SHIFT,
+) -> np.ndarray:
     "'in-situ' below the BK23 boundary, 'accreted' above it (and for unbound orbits), '' for NaN input."
     e5, l3 = np.asarray(energy, float) / 1e5, np.asarray(lz, float) / 1e3
     out = np.where(e5 < bk23_boundary(l3, shift), "in-situ", "accreted").astype(object)
@@ -111,215 +187,358 @@ def classify_bk23(energy, # km²/s²
     return out
 
 # %% ../nbs/10_dynamics.ipynb #e02d0cb4
-def integrate_orbits(gc: pd.DataFrame, # rows from `to_galactocentric`
-                     potential=None, # gala potential (default `mw_potential()`)
-                     dt_myr: float = ORBIT_DT_MYR, # step (Myr); negative integrates backwards
-                     t_gyr: float = ORBIT_T_GYR, # total time (Gyr)
-                     backwards: bool = True # integrate into the past
-                    ) -> pd.DataFrame:
+def integrate_orbits(
+    gc: pd.DataFrame,  # rows from `to_galactocentric`
+    potential=None,  # gala potential (default `mw_potential()`)
+    dt_myr: float = ORBIT_DT_MYR,  # step (Myr); negative integrates backwards
+    t_gyr: float = ORBIT_T_GYR,  # total time (Gyr)
+    backwards: bool = True,  # integrate into the past
+) -> pd.DataFrame:
     "Integrate all rows at once; return peri, apo, zmax (kpc), ecc, energy drift and artefact flags."
     import gala.dynamics as gd, gala.integrate as gi, gala.potential as gp
+
     pot = potential if potential is not None else mw_potential()
     pos = np.vstack([gc[k].to_numpy(float) for k in ("x", "y", "z")]) * u.kpc
     vel = np.vstack([gc[k].to_numpy(float) for k in ("vx", "vy", "vz")]) * u.km / u.s
     n = int(round(t_gyr * 1e3 / abs(dt_myr)))
-    orb = gp.Hamiltonian(pot).integrate_orbit(gd.PhaseSpacePosition(pos=pos, vel=vel),
-                                              dt=(-1 if backwards else 1) * abs(dt_myr) * u.Myr, n_steps=n,
-                                              Integrator=gi.DOPRI853Integrator)
-    xyz = orb.xyz.to_value(u.kpc); E = orb.energy().to_value(KMS2)
-    if xyz.ndim == 2: xyz, E = xyz[..., None], E[:, None]  # gala drops the orbit axis for one orbit
-    r = np.sqrt((xyz ** 2).sum(0)); zabs = np.abs(xyz[2])  # (n_t, N)
+    orb = gp.Hamiltonian(pot).integrate_orbit(
+        gd.PhaseSpacePosition(pos=pos, vel=vel),
+        dt=(-1 if backwards else 1) * abs(dt_myr) * u.Myr,
+        n_steps=n,
+        Integrator=gi.DOPRI853Integrator,
+    )
+    xyz = orb.xyz.to_value(u.kpc)
+    E = orb.energy().to_value(KMS2)
+    if xyz.ndim == 2:
+        xyz, E = xyz[..., None], E[:, None]  # gala drops the orbit axis for one orbit
+    r = np.sqrt((xyz**2).sum(0))
+    zabs = np.abs(xyz[2])  # (n_t, N)
     peri, apo = r.min(0), r.max(0)
     turning = (np.diff(np.sign(np.diff(r, axis=0)), axis=0) != 0).sum(0)
     drift = np.abs(E[-1] / E[0] - 1)
-    return pd.DataFrame({"peri": peri, "apo": apo, "zmax": zabs.max(0), "ecc": (apo - peri) / (apo + peri),
-                         "energy_drift": drift, "n_turning_points": turning,
-                         "flag_orbit_artefact": (turning < 1) | ~(drift < 1e-4) | (E[0] >= 0)})
+    return pd.DataFrame(
+        {
+            "peri": peri,
+            "apo": apo,
+            "zmax": zabs.max(0),
+            "ecc": (apo - peri) / (apo + peri),
+            "energy_drift": drift,
+            "n_turning_points": turning,
+            "flag_orbit_artefact": (turning < 1) | ~(drift < 1e-4) | (E[0] >= 0),
+        }
+    )
 
 # %% ../nbs/10_dynamics.ipynb #045d0e60
 from functools import lru_cache
+
 
 @lru_cache(maxsize=1)
 def _named_objects() -> dict:
     "galpy's named_objects.json, read once."
     import galpy
+
     return json.loads((Path(galpy.__file__).parent / "orbit" / "named_objects.json").read_text())
+
 
 def load_galpy_gcs() -> pd.DataFrame:
     "The 161 GCs of galpy's `MWglobularclusters` collection: name, ra, dec, distance (kpc), pm, vlos."
     d = _named_objects()
-    rows = [{"name": n, **{k: d[n][k] for k in ("ra", "dec", "distance", "pmra", "pmdec", "vlos")}}
-            for n in d["_collections"]["MWglobularclusters"]]
+    rows = [
+        {"name": n, **{k: d[n][k] for k in ("ra", "dec", "distance", "pmra", "pmdec", "vlos")}}
+        for n in d["_collections"]["MWglobularclusters"]
+    ]
     return pd.DataFrame(rows)
+
 
 def galpy_object(name: str) -> dict:
     "One entry of galpy's named_objects.json (e.g. 'Sgr'), with its literature source."
     return dict(_named_objects()[name])
 
+
 def gc_key(name: str) -> str:
     "Normalise cluster names across catalogues: 'NGC_104_47Tuc' and 'NGC104' -> 'ngc104'."
     parts = str(name).replace(" ", "_").split("_")
-    if len(parts) > 1 and parts[1][:1].isdigit(): parts = parts[:2]
-    else: parts = parts[:1]
+    if len(parts) > 1 and parts[1][:1].isdigit():
+        parts = parts[:2]
+    else:
+        parts = parts[:1]
     return "".join(parts).lower().replace("-missingvlos", "")
+
 
 VB21_ORBIT_COLUMNS = ["peri", "apo", "Jr", "Jz", "Jphi", "E"]
 
-def read_vb21_orbits(path # vb21_gaiatools_result_orbits.txt
-                    ) -> pd.DataFrame:
+
+def read_vb21_orbits(
+    path,  # vb21_gaiatools_result_orbits.txt
+) -> pd.DataFrame:
     "VB21 orbit parameters in McMillan17 (16th/50th/84th percentiles): name, peri_16, peri, peri_84, ..."
     rows = []
     for line in Path(path).read_text().splitlines():
-        if not line.strip() or line.startswith("#"): continue
+        if not line.strip() or line.startswith("#"):
+            continue
         f = line.split()
-        if len(f) != 19: raise ValueError(f"{path}: expected 19 columns, got {len(f)}: {line[:60]!r}")
+        if len(f) != 19:
+            raise ValueError(f"{path}: expected 19 columns, got {len(f)}: {line[:60]!r}")
         row = {"name": f[0]}
         for j, c in enumerate(VB21_ORBIT_COLUMNS):
-            row[f"{c}_16"], row[c], row[f"{c}_84"] = map(float, f[1 + 3 * j: 4 + 3 * j])
+            row[f"{c}_16"], row[c], row[f"{c}_84"] = map(float, f[1 + 3 * j : 4 + 3 * j])
         rows.append(row)
     return pd.DataFrame(rows)
 
-def load_sgr_members(path, # apogee_dr16_sgr_members.fits
-                     distance_kpc: float | None = None # None: galpy's 'Sgr' distance (26.67 kpc)
-                    ) -> tuple[pd.DataFrame, dict]:
+
+def load_sgr_members(
+    path,  # apogee_dr16_sgr_members.fits
+    distance_kpc: float | None = None,  # None: galpy's 'Sgr' distance (26.67 kpc)
+) -> tuple[pd.DataFrame, dict]:
     "Sgr members with RA, Dec, Gaia PM and APOGEE RV; the distance is the Sgr core's (see the note)."
     from astropy.table import Table
+
     t = Table.read(path)
-    df = pd.DataFrame({"apogee_id": np.char.strip(np.asarray(t["APOGEE_ID"]).astype(str)),
-                       "ra": np.asarray(t["RA"], float), "dec": np.asarray(t["DEC"], float),
-                       "parallax": np.asarray(t["GAIA_PARALLAX"], float), "parallax_error": np.asarray(t["GAIA_PARALLAX_ERROR"], float),
-                       "pmra": np.asarray(t["GAIA_PMRA"], float), "pmdec": np.asarray(t["GAIA_PMDEC"], float),
-                       "rv": np.asarray(t["VHELIO_AVG"], float), "fe_h": np.asarray(t["FE_H"], float)})
+    df = pd.DataFrame(
+        {
+            "apogee_id": np.char.strip(np.asarray(t["APOGEE_ID"]).astype(str)),
+            "ra": np.asarray(t["RA"], float),
+            "dec": np.asarray(t["DEC"], float),
+            "parallax": np.asarray(t["GAIA_PARALLAX"], float),
+            "parallax_error": np.asarray(t["GAIA_PARALLAX_ERROR"], float),
+            "pmra": np.asarray(t["GAIA_PMRA"], float),
+            "pmdec": np.asarray(t["GAIA_PMDEC"], float),
+            "rv": np.asarray(t["VHELIO_AVG"], float),
+            "fe_h": np.asarray(t["FE_H"], float),
+        }
+    )
     sgr = galpy_object("Sgr")
     d = sgr["distance"] if distance_kpc is None else distance_kpc
     _, low = distance_from_parallax(df.parallax, df.parallax_error)
     df["distance"] = d
-    note = (f"Sgr member parallaxes are uninformative ({low.mean():.0%} have parallax S/N < {MIN_PARALLAX_SNR:g}); "
-            f"every member is placed at the Sgr distance {d} kpc (galpy named_objects 'Sgr', {sgr['source']}) "
-            "with its own RA, Dec, Gaia proper motion and APOGEE radial velocity.")
+    note = (
+        f"Sgr member parallaxes are uninformative ({low.mean():.0%} have parallax S/N < {MIN_PARALLAX_SNR:g}); "
+        f"every member is placed at the Sgr distance {d} kpc (galpy named_objects 'Sgr', {sgr['source']}) "
+        "with its own RA, Dec, Gaia proper motion and APOGEE radial velocity."
+    )
     return df, {"distance_kpc": d, "frac_low_parallax_snr": float(low.mean()), "note": note}
 
 # %% ../nbs/10_dynamics.ipynb #957c50b5
-def chemo_dynamical_groups(df: pd.DataFrame, # needs mu_al_fe, mu_fe_h, mu_teff, v_phi
-                           al_insitu: float = AL_INSITU_MIN, al_accreted: float = AL_ACCRETED_MAX,
-                           feh_range=INSITU_FEH_RANGE, teff_max: float = SCIENCE_TEFF_MAX,
-                           vphi_max: float = HALO_VPHI_MAX) -> pd.Series:
+def chemo_dynamical_groups(
+    df: pd.DataFrame,  # needs mu_al_fe, mu_fe_h, mu_teff, v_phi
+    al_insitu: float = AL_INSITU_MIN,
+    al_accreted: float = AL_ACCRETED_MAX,
+    feh_range=INSITU_FEH_RANGE,
+    teff_max: float = SCIENCE_TEFF_MAX,
+    vphi_max: float = HALO_VPHI_MAX,
+) -> pd.Series:
     "Kane §4.1: 'in-situ' (μ[Al/Fe] > 0.2) and 'accreted' (< −0.2) halo stars at −1.4 < μ[Fe/H] < −1.1."
-    base = (df.mu_fe_h > feh_range[0]) & (df.mu_fe_h < feh_range[1]) & (df.mu_teff < teff_max) & halo_mask(df.v_phi, vphi_max)
+    base = (
+        (df.mu_fe_h > feh_range[0])
+        & (df.mu_fe_h < feh_range[1])
+        & (df.mu_teff < teff_max)
+        & halo_mask(df.v_phi, vphi_max)
+    )
     out = pd.Series("", index=df.index, dtype=object)
     out[base & (df.mu_al_fe > al_insitu)] = "in-situ"
     out[base & (df.mu_al_fe < al_accreted)] = "accreted"
     return out
 
-def ks_energy_tests(e_candidates, groups: dict # name -> energies to compare with the candidates
-                   ) -> dict:
+
+def ks_energy_tests(
+    e_candidates,
+    groups: dict,  # name -> energies to compare with the candidates
+) -> dict:
     "Two-sample K–S tests of the candidates' energies against each group (Kane §4.1)."
     from scipy.stats import ks_2samp
-    e = np.asarray(e_candidates, float); e = e[np.isfinite(e)]
+
+    e = np.asarray(e_candidates, float)
+    e = e[np.isfinite(e)]
     out = {}
     for k, v in groups.items():
-        v = np.asarray(v, float); v = v[np.isfinite(v)]
-        r = ks_2samp(e, v); out[k] = {"statistic": float(r.statistic), "pvalue": float(r.pvalue), "n": [len(e), len(v)]}
+        v = np.asarray(v, float)
+        v = v[np.isfinite(v)]
+        r = ks_2samp(e, v)
+        out[k] = {"statistic": float(r.statistic), "pvalue": float(r.pvalue), "n": [len(e), len(v)]}
     return out
 
-def binned_fraction(x, # the binning variable (e.g. r in kpc, or μ[Fe/H])
-                    selected, # boolean: counted in the numerator
-                    bins, # bin edges
-                    correction: float = 1.0, # e.g. COMPLETENESS_CORRECTION (3.6), applied explicitly
-                    z: float = 1.0 # Wilson interval width (1 = 68%)
-                   ) -> pd.DataFrame:
+
+def binned_fraction(
+    x,  # the binning variable (e.g. r in kpc, or μ[Fe/H])
+    selected,  # boolean: counted in the numerator
+    bins,  # bin edges
+    correction: float = 1.0,  # e.g. COMPLETENESS_CORRECTION (3.6), applied explicitly
+    z: float = 1.0,  # Wilson interval width (1 = 68%)
+) -> pd.DataFrame:
     "Fraction of `selected` per bin with a Wilson binomial interval, optionally scaled by `correction`."
     bins = np.asarray(bins, float)
-    x = np.asarray(x, float); s = np.asarray(selected, bool)
+    x = np.asarray(x, float)
+    s = np.asarray(selected, bool)
     idx = np.digitize(x, bins) - 1
-    n = np.array([(idx == i).sum() for i in range(len(bins) - 1)]); k = np.array([(s & (idx == i)).sum() for i in range(len(bins) - 1)])
+    n = np.array([(idx == i).sum() for i in range(len(bins) - 1)])
+    k = np.array([(s & (idx == i)).sum() for i in range(len(bins) - 1)])
     p, lo, hi = wilson_interval(k, n, z)
-    return pd.DataFrame({"lo": bins[:-1], "hi": bins[1:], "n": n, "k": k, "fraction": p * correction,
-                         "fraction_lo": lo * correction, "fraction_hi": hi * correction})
+    return pd.DataFrame(
+        {
+            "lo": bins[:-1],
+            "hi": bins[1:],
+            "n": n,
+            "k": k,
+            "fraction": p * correction,
+            "fraction_lo": lo * correction,
+            "fraction_hi": hi * correction,
+        }
+    )
 
 # %% ../nbs/10_dynamics.ipynb #71f859a5
-def plot_elz(groups: dict, # label -> (E km²/s², Lz kpc km/s, style dict)
-             shift: float = BK23_ENERGY_SHIFT, contours: dict | None = None, # label -> (E, Lz) for 20/50/80% contours
-             background=None, # (E, Lz) drawn as a grey log-density histogram
-             lz_lim=(-4.5, 4.5), e_lim=(-2.6, -0.3)):
+def plot_elz(
+    groups: dict,  # label -> (E km²/s², Lz kpc km/s, style dict)
+    shift: float = BK23_ENERGY_SHIFT,
+    contours: dict | None = None,  # label -> (E, Lz) for 20/50/80% contours
+    background=None,  # (E, Lz) drawn as a grey log-density histogram
+    lz_lim=(-4.5, 4.5),
+    e_lim=(-2.6, -0.3),
+):
     "Kane Fig. 10 (left): E–L_z (10^5 km²/s², 10^3 kpc km/s) with the BK23 boundary."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(5.2, 4.2), layout="constrained")
         if background is not None:
-            ax.hist2d(np.asarray(background[1]) / 1e3, np.asarray(background[0]) / 1e5, bins=120,
-                      range=[lz_lim, e_lim], norm=LogNorm(), cmap="Greys")
+            ax.hist2d(
+                np.asarray(background[1]) / 1e3,
+                np.asarray(background[0]) / 1e5,
+                bins=120,
+                range=[lz_lim, e_lim],
+                norm=LogNorm(),
+                cmap="Greys",
+            )
         for lab, (e, lz) in (contours or {}).items():
-            _density_contours(ax, np.asarray(lz) / 1e3, np.asarray(e) / 1e5, lz_lim, e_lim, label=lab)
+            _density_contours(
+                ax, np.asarray(lz) / 1e3, np.asarray(e) / 1e5, lz_lim, e_lim, label=lab
+            )
         for lab, (e, lz, kw) in groups.items():
             ax.scatter(np.asarray(lz) / 1e3, np.asarray(e) / 1e5, label=lab, **{"s": 10, **kw})
         l = np.linspace(*lz_lim, 400)
         ax.plot(l, bk23_boundary(l, shift), "k--", lw=1, label="BK23 boundary (Kane §4.1)")
-        ax.set(xlim=lz_lim, ylim=e_lim, xlabel=r"$L_z$ [$10^3$ kpc km s$^{-1}$] (prograde > 0)",
-               ylabel=r"$E$ [$10^5$ km$^2$ s$^{-2}$]")
+        ax.set(
+            xlim=lz_lim,
+            ylim=e_lim,
+            xlabel=r"$L_z$ [$10^3$ kpc km s$^{-1}$] (prograde > 0)",
+            ylabel=r"$E$ [$10^5$ km$^2$ s$^{-2}$]",
+        )
         ax.legend(loc="upper left", fontsize=7)
     return fig
+
 
 def _density_contours(ax, x, y, xlim, ylim, label, levels=(0.2, 0.5, 0.8), bins=60):
     h, xe, ye = np.histogram2d(x, y, bins=bins, range=[xlim, ylim])
     from scipy.ndimage import gaussian_filter
-    h = gaussian_filter(h, 1.5).T; flat = np.sort(h.ravel())[::-1]; cum = np.cumsum(flat) / flat.sum()
+
+    h = gaussian_filter(h, 1.5).T
+    flat = np.sort(h.ravel())[::-1]
+    cum = np.cumsum(flat) / flat.sum()
     lev = sorted({flat[np.searchsorted(cum, q)] for q in levels})
     cs = ax.contour(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), h, levels=lev)
     cs.set_label(label)
 
-def plot_energy_distributions(groups: dict, # label -> energies (km²/s²)
-                              bins=np.linspace(-2.2, -0.8, 36)):
+
+def plot_energy_distributions(
+    groups: dict,  # label -> energies (km²/s²)
+    bins=np.linspace(-2.2, -0.8, 36),
+):
     "Kane Fig. 10 (right): normalised energy distributions (10^5 km²/s²) of the selected populations."
     import matplotlib.pyplot as plt
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
         for (lab, e), ls in zip(groups.items(), ("-", "--", "-.", ":")):
             e = np.asarray(e, float) / 1e5
-            ax.hist(e[np.isfinite(e)], bins=bins, density=True, histtype="step", ls=ls, lw=1.2, label=lab)
-        ax.set(xlabel=r"$E$ [$10^5$ km$^2$ s$^{-2}$]", ylabel="normalised frequency"); ax.legend(fontsize=7)
+            ax.hist(
+                e[np.isfinite(e)],
+                bins=bins,
+                density=True,
+                histtype="step",
+                ls=ls,
+                lw=1.2,
+                label=lab,
+            )
+        ax.set(xlabel=r"$E$ [$10^5$ km$^2$ s$^{-2}$]", ylabel="normalised frequency")
+        ax.legend(fontsize=7)
     return fig
 
-def plot_sky(l, b, # candidates (deg)
-             background=None, # (l, b) of the comparison sample
-             label: str = "candidates"):
+
+def plot_sky(
+    l,
+    b,  # candidates (deg)
+    background=None,  # (l, b) of the comparison sample
+    label: str = "candidates",
+):
     "Kane Fig. 9: Galactic sky positions (Aitoff) of candidates over a log-density background."
     import matplotlib.pyplot as plt
-    def wrap(a): return np.radians(-(((np.asarray(a, float) + 180) % 360) - 180))  # l increases to the left
+
+    def wrap(a):
+        return np.radians(-(((np.asarray(a, float) + 180) % 360) - 180))  # l increases to the left
+
     with figure_style():
-        fig = plt.figure(figsize=(6.4, 3.6)); ax = fig.add_subplot(111, projection="aitoff")
+        fig = plt.figure(figsize=(6.4, 3.6))
+        ax = fig.add_subplot(111, projection="aitoff")
         if background is not None:
-            ax.hexbin(wrap(background[0]), np.radians(background[1]), gridsize=80, bins="log", cmap="Greys", mincnt=1)
+            ax.hexbin(
+                wrap(background[0]),
+                np.radians(background[1]),
+                gridsize=80,
+                bins="log",
+                cmap="Greys",
+                mincnt=1,
+            )
         ax.scatter(wrap(l), np.radians(b), s=4, color="C3", label=label)
-        ax.grid(True, lw=0.3); ax.legend(loc="lower right", fontsize=7)
-        ax.set_xticklabels([f"{v}°" for v in (150, 120, 90, 60, 30, 0, 330, 300, 270, 240, 210)], fontsize=6)
+        ax.grid(True, lw=0.3)
+        ax.legend(loc="lower right", fontsize=7)
+        ax.set_xticklabels(
+            [f"{v}°" for v in (150, 120, 90, 60, 30, 0, 330, 300, 270, 240, 210)], fontsize=6
+        )
     return fig
 
-def plot_fraction(curves: dict, # label -> binned_fraction() table
-                  xlabel: str, ylabel: str = "fraction"):
+
+def plot_fraction(
+    curves: dict,  # label -> binned_fraction() table
+    xlabel: str,
+    ylabel: str = "fraction",
+):
     "Kane Figs. 11 and 12: fractions per bin with their binomial bands."
     import matplotlib.pyplot as plt
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
         for lab, t in curves.items():
             xc = 0.5 * (t.lo + t.hi)
-            ax.plot(xc, t.fraction, label=lab); ax.fill_between(xc, t.fraction_lo, t.fraction_hi, alpha=0.25)
-        ax.set(xlabel=xlabel, ylabel=ylabel); ax.legend(fontsize=7)
+            ax.plot(xc, t.fraction, label=lab)
+            ax.fill_between(xc, t.fraction_lo, t.fraction_hi, alpha=0.25)
+        ax.set(xlabel=xlabel, ylabel=ylabel)
+        ax.legend(fontsize=7)
     return fig
 
-def plot_orbit_comparison(m: pd.DataFrame # matched table with peri/apo/Lz (ours) and vb21_* columns
-                         ):
+
+def plot_orbit_comparison(
+    m: pd.DataFrame,  # matched table with peri/apo/Lz (ours) and vb21_* columns
+):
     "Our peri, apo and L_z against VB21's (McMillan17), one panel each, log axes for radii."
     import matplotlib.pyplot as plt
+
     with figure_style():
         fig, axs = plt.subplots(1, 3, figsize=(9.5, 3.1), layout="constrained")
-        for ax, (ours, theirs, lab, log) in zip(axs, [("peri", "vb21_peri", "pericentre [kpc]", True),
-                                                      ("apo", "vb21_apo", "apocentre [kpc]", True),
-                                                      ("Lz", "vb21_Lz", r"$L_z$ [kpc km/s]", False)]):
+        for ax, (ours, theirs, lab, log) in zip(
+            axs,
+            [
+                ("peri", "vb21_peri", "pericentre [kpc]", True),
+                ("apo", "vb21_apo", "apocentre [kpc]", True),
+                ("Lz", "vb21_Lz", r"$L_z$ [kpc km/s]", False),
+            ],
+        ):
             ax.errorbar(m[theirs], m[ours], fmt="o", ms=2.5, color="C0", lw=0)
-            lo, hi = np.nanmin([m[theirs].min(), m[ours].min()]), np.nanmax([m[theirs].max(), m[ours].max()])
+            lo, hi = (
+                np.nanmin([m[theirs].min(), m[ours].min()]),
+                np.nanmax([m[theirs].max(), m[ours].max()]),
+            )
             ax.plot([lo, hi], [lo, hi], "k-", lw=0.7)
-            if log: ax.set(xscale="log", yscale="log")
+            if log:
+                ax.set(xscale="log", yscale="log")
             ax.set(xlabel="VB21 (McMillan17) " + lab, ylabel="this work (gala MWP v1) " + lab)
     return fig

@@ -24,165 +24,281 @@ def enable_mc_dropout(model: nn.Module) -> nn.Module:
     "Evaluation mode everywhere except the Dropout layers, which stay stochastic."
     model.eval()
     for m in model.modules():
-        if isinstance(m, nn.Dropout): m.train()
+        if isinstance(m, nn.Dropout):
+            m.train()
     return model
+
 
 def _pass_stats(mu, var):
     "Combine pass means and variances (P, B, L) into mean, aleatoric and epistemic variance (B, L)."
     return mu.mean(0), var.mean(0), mu.var(0, unbiased=False)
 
+
 @torch.inference_mode()
-def mc_dropout_predict(model: nn.Module, # trained network returning (mu, log_var)
-                       X, # scaled features (N, n_in), all finite
-                       n_passes: int = MC_PASSES, # MC-dropout passes (Kane: 100)
-                       batch_size: int = 512, # stars per forward call (each repeated n_passes times)
-                       seed: int = DEFAULT_SEED, # makes the dropout masks reproducible
-                       progress: bool = True, # tqdm bar with stars/s
-                       keep_passes: bool = False, # also return the per-pass means and variances
-                       share_prefix: bool = True, # run the deterministic prefix once per star, not per pass
-                       shared_masks: bool = False # one mask per pass for the whole block, folded into the weights
-                      ) -> dict:
+def mc_dropout_predict(
+    model: nn.Module,  # trained network returning (mu, log_var)
+    X,  # scaled features (N, n_in), all finite
+    n_passes: int = MC_PASSES,  # MC-dropout passes (Kane: 100)
+    batch_size: int = 512,  # stars per forward call (each repeated n_passes times)
+    seed: int = DEFAULT_SEED,  # makes the dropout masks reproducible
+    progress: bool = True,  # tqdm bar with stars/s
+    keep_passes: bool = False,  # also return the per-pass means and variances
+    share_prefix: bool = True,  # run the deterministic prefix once per star, not per pass
+    shared_masks: bool = False,  # one mask per pass for the whole block, folded into the weights
+) -> dict:
     "Vectorised MC dropout: `{'mu', 'var_aleatoric', 'var_epistemic'}` (N, n_labels) in model units."
     X = torch.as_tensor(np.asarray(X, dtype=np.float32))
-    device = next(model.parameters()).device  # the same code on CPU and GPU: blocks go where the model is
+    device = next(
+        model.parameters()
+    ).device  # the same code on CPU and GPU: blocks go where the model is
     enable_mc_dropout(model)
     folded = _folded_layers(model) if shared_masks else None
-    if shared_masks and folded is None: raise ValueError("shared_masks needs a Linear/ReLU/Dropout MLP with prefix/tail")
-    gen_state = torch.random.get_rng_state(); torch.manual_seed(seed)
+    if shared_masks and folded is None:
+        raise ValueError("shared_masks needs a Linear/ReLU/Dropout MLP with prefix/tail")
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
     n, out = len(X), {k: [] for k in ("mu", "var_aleatoric", "var_epistemic")}
     passes = {"mu": [], "var": []}
     try:
-        with tqdm(total=n, desc=f"MC dropout x{n_passes}", unit="star", unit_scale=True, disable=not progress, mininterval=2.0) as bar:
+        with tqdm(
+            total=n,
+            desc=f"MC dropout x{n_passes}",
+            unit="star",
+            unit_scale=True,
+            disable=not progress,
+            mininterval=2.0,
+        ) as bar:
             for i in range(0, n, batch_size):
-                xb = X[i:i + batch_size].to(device, non_blocking=True)
+                xb = X[i : i + batch_size].to(device, non_blocking=True)
                 split = share_prefix and hasattr(model, "prefix") and hasattr(model, "tail")
                 hb = model.prefix(xb) if split else xb
                 if shared_masks and folded:
-                    mu, lv = _tail_shared_masks(model, hb, n_passes, folded); var = lv.exp()
+                    mu, lv = _tail_shared_masks(model, hb, n_passes, folded)
+                    var = lv.exp()
                 else:
                     hr = hb.unsqueeze(0).expand(n_passes, *hb.shape).reshape(-1, hb.shape[1])
                     mu, lv = model.tail(hr) if split else model(hr)
                     mu, var = mu.view(n_passes, len(xb), -1), lv.exp().view(n_passes, len(xb), -1)
-                for k, v in zip(out, _pass_stats(mu, var)): out[k].append(v)
-                if keep_passes: passes["mu"].append(mu); passes["var"].append(var)
+                for k, v in zip(out, _pass_stats(mu, var)):
+                    out[k].append(v)
+                if keep_passes:
+                    passes["mu"].append(mu)
+                    passes["var"].append(var)
                 bar.update(len(xb))
     finally:
-        torch.random.set_rng_state(gen_state); model.eval()
+        torch.random.set_rng_state(gen_state)
+        model.eval()
     res = {k: torch.cat(v).cpu().numpy() for k, v in out.items()}
-    if keep_passes: res.update({f"pass_{k}": torch.cat(v, 1).cpu().numpy() for k, v in passes.items()})
+    if keep_passes:
+        res.update({f"pass_{k}": torch.cat(v, 1).cpu().numpy() for k, v in passes.items()})
     return res
+
 
 def _folded_layers(model):
     "(prefix, [(W, b, p_drop_before), ...]) of a Linear/ReLU/Dropout body + Linear head, or None if not that shape."
-    body = list(getattr(model, "body", [])); head = getattr(model, "head", None)
-    if not body or not isinstance(head, nn.Linear) or not hasattr(model, "prefix"): return None
+    body = list(getattr(model, "body", []))
+    head = getattr(model, "head", None)
+    if not body or not isinstance(head, nn.Linear) or not hasattr(model, "prefix"):
+        return None
     k = model._first_dropout() if hasattr(model, "_first_dropout") else None
-    if k is None: return None
+    if k is None:
+        return None
     rest, layers, p = body[k:], [], 0.0
     for m in rest:
-        if isinstance(m, nn.Dropout): p = m.p
-        elif isinstance(m, nn.Linear): layers.append((m.weight, m.bias, p)); p = 0.0
-        elif not isinstance(m, nn.ReLU): return None
+        if isinstance(m, nn.Dropout):
+            p = m.p
+        elif isinstance(m, nn.Linear):
+            layers.append((m.weight, m.bias, p))
+            p = 0.0
+        elif not isinstance(m, nn.ReLU):
+            return None
     return layers + [(head.weight, head.bias, p)]
+
 
 @torch.inference_mode()
 def _tail_shared_masks(model, h, n_passes: int, layers):
     "All passes for a block at once with one dropout mask per pass, folded into the weights: (P, B, out)."
     z = None
     for i, (W, b, p) in enumerate(layers):
-        keep = ((torch.rand(n_passes, W.shape[1], device=W.device) >= p).to(W.dtype) / (1 - p) if p > 0
-                else torch.ones(n_passes, W.shape[1], device=W.device))
-        Wp = W.unsqueeze(0) * keep.unsqueeze(1)  # (P, out, in): dropout on the inputs == scaled weight columns
-        z = (torch.einsum("bi,poi->pbo", h, Wp) if z is None else torch.baddbmm(b.expand(n_passes, 1, -1), z, Wp.transpose(1, 2)))
-        if i == 0: z = z + b
-        if i < len(layers) - 1: z = torch.relu(z)
+        keep = (
+            (torch.rand(n_passes, W.shape[1], device=W.device) >= p).to(W.dtype) / (1 - p)
+            if p > 0
+            else torch.ones(n_passes, W.shape[1], device=W.device)
+        )
+        Wp = W.unsqueeze(0) * keep.unsqueeze(
+            1
+        )  # (P, out, in): dropout on the inputs == scaled weight columns
+        z = (
+            torch.einsum("bi,poi->pbo", h, Wp)
+            if z is None
+            else torch.baddbmm(b.expand(n_passes, 1, -1), z, Wp.transpose(1, 2))
+        )
+        if i == 0:
+            z = z + b
+        if i < len(layers) - 1:
+            z = torch.relu(z)
     L = model.n_labels
     return z[..., :L], z[..., L:].clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
 
+
 @torch.inference_mode()
-def mc_dropout_predict_loop(model, X, n_passes: int = MC_PASSES, batch_size: int = 512, seed: int = DEFAULT_SEED):
+def mc_dropout_predict_loop(
+    model, X, n_passes: int = MC_PASSES, batch_size: int = 512, seed: int = DEFAULT_SEED
+):
     "The naive reference: one Python-level loop over passes (and batches). For tests and benchmarks only."
-    X = torch.as_tensor(np.asarray(X, dtype=np.float32)); enable_mc_dropout(model); torch.manual_seed(seed)
+    X = torch.as_tensor(np.asarray(X, dtype=np.float32))
+    enable_mc_dropout(model)
+    torch.manual_seed(seed)
     mus, vars_ = [], []
     for _ in range(n_passes):
         m_, v_ = [], []
         for i in range(0, len(X), batch_size):
-            mu, lv = model(X[i:i + batch_size]); m_.append(mu); v_.append(lv.exp())
-        mus.append(torch.cat(m_)); vars_.append(torch.cat(v_))
+            mu, lv = model(X[i : i + batch_size])
+            m_.append(mu)
+            v_.append(lv.exp())
+        mus.append(torch.cat(m_))
+        vars_.append(torch.cat(v_))
     model.eval()
     m, a, e = _pass_stats(torch.stack(mus), torch.stack(vars_))
     return {"mu": m.numpy(), "var_aleatoric": a.numpy(), "var_epistemic": e.numpy()}
 
 # %% ../nbs/06_predict.ipynb #324a0767
-def predict_parts(model, Xs, # a trained registered model and its scaled inputs (N, n_in), all finite
-                  X_var=None, # (N, n_in) input variances in scaled units (Fallows & Sanders' σ²_input; else unused)
-                  n_passes: int = MC_PASSES, batch_size: int = 512, seed: int = DEFAULT_SEED, progress: bool = True,
-                  shared_masks: bool = False) -> tuple:
+def predict_parts(
+    model,
+    Xs,  # a trained registered model and its scaled inputs (N, n_in), all finite
+    X_var=None,  # (N, n_in) input variances in scaled units (Fallows & Sanders' σ²_input; else unused)
+    n_passes: int = MC_PASSES,
+    batch_size: int = 512,
+    seed: int = DEFAULT_SEED,
+    progress: bool = True,
+    shared_masks: bool = False,
+) -> tuple:
     """(μ, {part: variance}) in scaled label units, each model's uncertainty in its own documented parts:
     Kane `alea` + `epi` (MC dropout); Fallows & Sanders `model` + `input` + `excess` (median of passes);
     AspGap `model` (the predicted s²; + `epi`, the MC spread, with the optional decoder dropout); Guiglion `ensemble`
     (member spread) + `run` (running dispersion)."""
     from spectra_ml.models import AspGapNet, GuiglionEnsemble, UncertainNN, uncertain_predict
+
     if isinstance(model, UncertainNN):
         r = uncertain_predict(model, Xs, X_var, n_passes, seed, batch_size=max(batch_size, 1024))
         return r["y"], {"model": r["var_model"], "input": r["var_input"], "excess": r["var_excess"]}
-    if isinstance(model, AspGapNet) and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()):
+    if isinstance(model, AspGapNet) and any(
+        isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules()
+    ):
         # AspGap with the optional decoder dropout: MC passes, σ² = mean s²_model (`model`) + pass spread (`epi`)
-        enable_mc_dropout(model); gen = torch.random.get_rng_state(); torch.manual_seed(seed); mus, vs = [], []
+        enable_mc_dropout(model)
+        gen = torch.random.get_rng_state()
+        torch.manual_seed(seed)
+        mus, vs = [], []
         try:
             with torch.inference_mode():
-                for i in tqdm(range(0, len(Xs), 4096), desc=f"MC dropout x{n_passes}", disable=not progress, mininterval=2.0):
-                    xb = torch.as_tensor(np.asarray(Xs[i:i + 4096], np.float32))
+                for i in tqdm(
+                    range(0, len(Xs), 4096),
+                    desc=f"MC dropout x{n_passes}",
+                    disable=not progress,
+                    mininterval=2.0,
+                ):
+                    xb = torch.as_tensor(np.asarray(Xs[i : i + 4096], np.float32))
                     h = model.encoder(xb)  # deterministic: once per star
                     outs = [model.decoder(h) for _ in range(n_passes)]
-                    mu = torch.stack([o[:, :model.n_labels] for o in outs])
-                    v = torch.stack([o[:, model.n_labels:].clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP).exp() for o in outs])
-                    mus.append(mu); vs.append(v)
+                    mu = torch.stack([o[:, : model.n_labels] for o in outs])
+                    v = torch.stack(
+                        [
+                            o[:, model.n_labels :].clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP).exp()
+                            for o in outs
+                        ]
+                    )
+                    mus.append(mu)
+                    vs.append(v)
         finally:
-            torch.random.set_rng_state(gen); model.eval()
+            torch.random.set_rng_state(gen)
+            model.eval()
         mu, v = torch.cat(mus, 1), torch.cat(vs, 1)
-        return mu.mean(0).numpy(), {"model": v.mean(0).numpy(), "epi": mu.var(0, unbiased=False).numpy()}
+        return mu.mean(0).numpy(), {
+            "model": v.mean(0).numpy(),
+            "epi": mu.var(0, unbiased=False).numpy(),
+        }
     if isinstance(model, (GuiglionEnsemble, AspGapNet)):  # deterministic: one pass per network
-        model.eval(); mus, vs = [], []
+        model.eval()
+        mus, vs = [], []
         with torch.inference_mode():
-            for i in tqdm(range(0, len(Xs), 8192), desc="predict", disable=not progress, mininterval=2.0):
-                mu, lv = model(torch.as_tensor(np.asarray(Xs[i:i + 8192], np.float32))); mus.append(mu); vs.append(lv.exp())
+            for i in tqdm(
+                range(0, len(Xs), 8192), desc="predict", disable=not progress, mininterval=2.0
+            ):
+                mu, lv = model(torch.as_tensor(np.asarray(Xs[i : i + 8192], np.float32)))
+                mus.append(mu)
+                vs.append(lv.exp())
         mu, v = torch.cat(mus), torch.cat(vs)
-        if isinstance(model, AspGapNet): return mu.numpy(), {"model": v.numpy()}
+        if isinstance(model, AspGapNet):
+            return mu.numpy(), {"model": v.numpy()}
         return mu.numpy(), {"ensemble": v.numpy(), "run": (model.sigma_run(mu) ** 2).numpy()}
-    r = mc_dropout_predict(model, Xs, n_passes, batch_size, seed, progress, shared_masks=shared_masks)
+    r = mc_dropout_predict(
+        model, Xs, n_passes, batch_size, seed, progress, shared_masks=shared_masks
+    )
     return r["mu"], {"alea": r["var_aleatoric"], "epi": r["var_epistemic"]}
+
 
 def default_passes(train_config: dict) -> int:
     "Prediction passes for a checkpoint's model: the seed's (core.MODEL_PASSES); Kane's 100 for AspGap with the dropout option."
     from spectra_ml.core import MODEL_PASSES
-    if train_config.get("model") == "aspgap" and float(train_config.get("dropout") or 0) > 0: return MC_PASSES
+
+    if train_config.get("model") == "aspgap" and float(train_config.get("dropout") or 0) > 0:
+        return MC_PASSES
     return MODEL_PASSES.get(train_config.get("model", "kane_mlp"), MC_PASSES)
 
-def predict_table(model, feature_scaler, label_scaler, labels, # from `load_checkpoint`
-                  X, # raw features (N, n_in) (before scaling)
-                  ids=None, # identifiers to carry (e.g. source_id), length N
-                  n_passes: int = MC_PASSES, batch_size: int = 512, seed: int = DEFAULT_SEED,
-                  progress: bool = True, shared_masks: bool = False,
-                  calibration: dict | None = None, # label -> σ scale (model/calibration.json): adds sigma_cal_<label>
-                  X_var=None # raw input variances (N, n_in), e.g. eflux² (used by Fallows & Sanders' σ²_input)
-                 ) -> pd.DataFrame:
+
+def predict_table(
+    model,
+    feature_scaler,
+    label_scaler,
+    labels,  # from `load_checkpoint`
+    X,  # raw features (N, n_in) (before scaling)
+    ids=None,  # identifiers to carry (e.g. source_id), length N
+    n_passes: int = MC_PASSES,
+    batch_size: int = 512,
+    seed: int = DEFAULT_SEED,
+    progress: bool = True,
+    shared_masks: bool = False,
+    calibration: dict
+    | None = None,  # label -> σ scale (model/calibration.json): adds sigma_cal_<label>
+    X_var=None,  # raw input variances (N, n_in), e.g. eflux² (used by Fallows & Sanders' σ²_input)
+) -> pd.DataFrame:
     "Predictions per star: `mu_<l>`, `sigma_<l>` (total) and its parts `sigma_<part>_<l>`, plus `flag_bad_input`."
     X, ok = check_features(X, n_features=feature_scaler.n_features)
     n, L = len(X), len(labels)
-    mu = np.full((n, L), np.nan); parts = {}
+    mu = np.full((n, L), np.nan)
+    parts = {}
     if ok.any():
-        Vs = None if X_var is None else np.asarray(X_var, np.float64)[ok] / feature_scaler.span.astype(np.float64) ** 2
-        m, pv = predict_parts(model, feature_scaler.transform(X[ok]), Vs, n_passes, batch_size, seed, progress, shared_masks)
+        Vs = (
+            None
+            if X_var is None
+            else np.asarray(X_var, np.float64)[ok] / feature_scaler.span.astype(np.float64) ** 2
+        )
+        m, pv = predict_parts(
+            model,
+            feature_scaler.transform(X[ok]),
+            Vs,
+            n_passes,
+            batch_size,
+            seed,
+            progress,
+            shared_masks,
+        )
         mu[ok] = label_scaler.inverse_mu(m)
-        for k, v in pv.items(): parts[k] = np.full((n, L), np.nan); parts[k][ok] = label_scaler.inverse_var(v)
-    if not parts: parts = {"total": np.full((n, L), np.nan)}
+        for k, v in pv.items():
+            parts[k] = np.full((n, L), np.nan)
+            parts[k][ok] = label_scaler.inverse_var(v)
+    if not parts:
+        parts = {"total": np.full((n, L), np.nan)}
     df = pd.DataFrame({"id": ids if ids is not None else np.arange(n)})
     for j, l in enumerate(labels):
-        df[f"mu_{l}"] = mu[:, j]; df[f"sigma_{l}"] = np.sqrt(sum(v[:, j] for v in parts.values()))
+        df[f"mu_{l}"] = mu[:, j]
+        df[f"sigma_{l}"] = np.sqrt(sum(v[:, j] for v in parts.values()))
         for k, v in parts.items():
-            if k != "total": df[f"sigma_{k}_{l}"] = np.sqrt(v[:, j])
-        if calibration: df[f"sigma_cal_{l}"] = df[f"sigma_{l}"] * calibration[l]
+            if k != "total":
+                df[f"sigma_{k}_{l}"] = np.sqrt(v[:, j])
+        if calibration:
+            df[f"sigma_cal_{l}"] = df[f"sigma_{l}"] * calibration[l]
     df["flag_bad_input"] = ~ok
     df.attrs["sigma_parts"] = [k for k in parts if k != "total"]
     return df
@@ -193,103 +309,170 @@ from pathlib import Path
 
 OOD_SPAN = 1.0  # see above; not from a seed paper
 
+
 def feature_ood(feature_scaler, X, ok=None, ood_span: float = OOD_SPAN) -> np.ndarray:
     "True where any scaled feature lies beyond `ood_span` training 1–99% ranges; rows not `ok` are False (flagged elsewhere)."
     ok = np.isfinite(X).all(axis=1) if ok is None else ok
     out = np.zeros(len(X), bool)
     if ok.any():
-        z = feature_scaler.transform(X[ok]); out[ok] = ((z < -ood_span) | (z > 1 + ood_span)).any(axis=1)
+        z = feature_scaler.transform(X[ok])
+        out[ok] = ((z < -ood_span) | (z > 1 + ood_span)).any(axis=1)
     return out
 
-def label_range_flag(pred: pd.DataFrame, # predictions with mu_<label> columns
-                     label_ranges: dict | None # label -> [min, max] of the training labels (checkpoint `label_ranges`)
-                    ) -> np.ndarray:
+
+def label_range_flag(
+    pred: pd.DataFrame,  # predictions with mu_<label> columns
+    label_ranges: dict
+    | None,  # label -> [min, max] of the training labels (checkpoint `label_ranges`)
+) -> np.ndarray:
     "True where any predicted label lies outside the training set's label range (NaN predictions: False, flagged elsewhere)."
     out = np.zeros(len(pred), bool)
     for l, (lo, hi) in (label_ranges or {}).items():
-        mu = pred[f"mu_{l}"].to_numpy(float); out |= (mu < lo) | (mu > hi)
+        mu = pred[f"mu_{l}"].to_numpy(float)
+        out |= (mu < lo) | (mu > hi)
     return out
+
 
 def partition_seed(seed: int, name: str) -> int:
     "A per-partition seed from the run seed and the partition's file name (stable across machines)."
     return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=4).digest(), "big")
 
+
 def flux_features(df: pd.DataFrame, aux=(), with_variance: bool = False):
     "Default feature reader: a partition's `flux_###` (demo) or `xp_###` (full profile) columns, then `aux` columns."
     from spectra_ml.samples import model_inputs
+
     return model_inputs(df, aux, with_variance)
+
 
 def _input_record(path: Path) -> dict:
     st = path.stat()
     import pyarrow.parquet as pq
-    return {"input": path.name, "input_rows": pq.ParquetFile(path).metadata.num_rows, "input_size": st.st_size,
-            "input_mtime_ns": st.st_mtime_ns}
+
+    return {
+        "input": path.name,
+        "input_rows": pq.ParquetFile(path).metadata.num_rows,
+        "input_size": st.st_size,
+        "input_mtime_ns": st.st_mtime_ns,
+    }
+
 
 def partition_done(in_path, out_path) -> bool:
     "True when `out_path` is a complete output of the *current* `in_path` (never for a partial file)."
     import pyarrow.parquet as pq
-    in_path, out_path = Path(in_path), Path(out_path)
-    if not out_path.exists(): return False
-    try: md = pq.ParquetFile(out_path).schema_arrow.metadata or {}
-    except Exception: return False  # unreadable: recompute
-    rec = json.loads(md.get(b"spectra_ml", b"{}"))
-    return rec.get("source") == _input_record(in_path) and pq.ParquetFile(out_path).metadata.num_rows == rec["source"]["input_rows"]
 
-def predict_partition(model, feature_scaler, label_scaler, labels, # from `load_checkpoint`
-                      in_path, out_path, # input partition and output file
-                      n_passes: int = MC_PASSES, seed: int = DEFAULT_SEED, batch_size: int = 512,
-                      features=None, # df -> (N, n_in) raw features (None: the model's inputs and their variances)
-                      ood_span: float = OOD_SPAN, provenance: dict | None = None,
-                      shared_masks: bool = True, # one mask per pass per block (exact per star; ~7x faster on CPU)
-                      chunk_rows: int = 16384, # rows read and predicted at a time (bounds memory)
-                      calibration: dict | None = None, # per-label σ scales (adds sigma_cal_<label>)
-                      aux=(), # the model's auxiliary inputs (config `aux`)
-                      ood_scaler=None, # PercentileScaler of the training ranges (default: feature_scaler)
-                      label_ranges: dict | None = None # training label ranges: adds flag_label_range
-                     ) -> int:
+    in_path, out_path = Path(in_path), Path(out_path)
+    if not out_path.exists():
+        return False
+    try:
+        md = pq.ParquetFile(out_path).schema_arrow.metadata or {}
+    except Exception:
+        return False  # unreadable: recompute
+    rec = json.loads(md.get(b"spectra_ml", b"{}"))
+    return (
+        rec.get("source") == _input_record(in_path)
+        and pq.ParquetFile(out_path).metadata.num_rows == rec["source"]["input_rows"]
+    )
+
+
+def predict_partition(
+    model,
+    feature_scaler,
+    label_scaler,
+    labels,  # from `load_checkpoint`
+    in_path,
+    out_path,  # input partition and output file
+    n_passes: int = MC_PASSES,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = 512,
+    features=None,  # df -> (N, n_in) raw features (None: the model's inputs and their variances)
+    ood_span: float = OOD_SPAN,
+    provenance: dict | None = None,
+    shared_masks: bool = True,  # one mask per pass per block (exact per star; ~7x faster on CPU)
+    chunk_rows: int = 16384,  # rows read and predicted at a time (bounds memory)
+    calibration: dict | None = None,  # per-label σ scales (adds sigma_cal_<label>)
+    aux=(),  # the model's auxiliary inputs (config `aux`)
+    ood_scaler=None,  # PercentileScaler of the training ranges (default: feature_scaler)
+    label_ranges: dict | None = None,  # training label ranges: adds flag_label_range
+) -> int:
     "Predict one partition and write it atomically; return the number of rows."
     import pyarrow as pa, pyarrow.parquet as pq
+
     in_path, out_path = Path(in_path), Path(out_path)
     pf = pq.ParquetFile(in_path)
-    if "source_id" not in pf.schema_arrow.names: raise KeyError(f"{in_path}: no source_id column")
+    if "source_id" not in pf.schema_arrow.names:
+        raise KeyError(f"{in_path}: no source_id column")
     parts, seed0 = [], partition_seed(seed, in_path.name)
-    for j, batch in enumerate(pf.iter_batches(batch_size=chunk_rows)):  # bounded memory, whatever the partition size
+    for j, batch in enumerate(
+        pf.iter_batches(batch_size=chunk_rows)
+    ):  # bounded memory, whatever the partition size
         df = batch.to_pandas()
         got = flux_features(df, aux, True) if features is None else (features(df), None)
         X, ok = check_features(got[0], feature_scaler.n_features)
-        p = predict_table(model, feature_scaler, label_scaler, labels, X, ids=df["source_id"].to_numpy(), n_passes=n_passes,
-                          batch_size=batch_size, seed=seed0 + j, progress=False, shared_masks=shared_masks, calibration=calibration,
-                          X_var=got[1])
+        p = predict_table(
+            model,
+            feature_scaler,
+            label_scaler,
+            labels,
+            X,
+            ids=df["source_id"].to_numpy(),
+            n_passes=n_passes,
+            batch_size=batch_size,
+            seed=seed0 + j,
+            progress=False,
+            shared_masks=shared_masks,
+            calibration=calibration,
+            X_var=got[1],
+        )
         p["flag_ood"] = feature_ood(ood_scaler or feature_scaler, X, ok, ood_span)
         p["flag_label_range"] = label_range_flag(p, label_ranges)
-        parts.append(p); del df, X
+        parts.append(p)
+        del df, X
     pred = pd.concat(parts, ignore_index=True).rename(columns={"id": "source_id"})
     pred["flag_duplicate_id"] = pred["source_id"].duplicated(keep=False).to_numpy()
-    for k, v in (provenance or {}).items(): pred[k] = v
+    for k, v in (provenance or {}).items():
+        pred[k] = v
     table = pa.Table.from_pandas(pred, preserve_index=False)
-    rec = {"source": _input_record(in_path), "n_passes": n_passes, "seed": seed, "shared_masks": shared_masks,
-           "provenance": provenance or {}}
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"spectra_ml": json.dumps(rec).encode()})
+    rec = {
+        "source": _input_record(in_path),
+        "n_passes": n_passes,
+        "seed": seed,
+        "shared_masks": shared_masks,
+        "provenance": provenance or {},
+    }
+    table = table.replace_schema_metadata(
+        {**(table.schema.metadata or {}), b"spectra_ml": json.dumps(rec).encode()}
+    )
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, out_path)  # atomic: a partition is either absent, stale, or complete
     return len(pred)
 
+
 def release_memory():
     "Give freed memory back to the OS after a partition (Arrow's pool and glibc's heap), so peaks stay flat."
     try:
-        import pyarrow as pa; pa.default_memory_pool().release_unused()
-    except Exception: pass
+        import pyarrow as pa
+
+        pa.default_memory_pool().release_unused()
+    except Exception:
+        pass
     try:
-        import ctypes; ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError): pass  # not glibc (macOS, Windows): nothing to do
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass  # not glibc (macOS, Windows): nothing to do
+
 
 def checkpoint_fingerprint(model_dir) -> str:
     "SHA-256 (first 16 hex) of a checkpoint's weights and config: the provenance of every prediction."
     h = hashlib.sha256()
-    for f in ("model.pt", "config.json"): h.update((Path(model_dir) / f).read_bytes())
+    for f in ("model.pt", "config.json"):
+        h.update((Path(model_dir) / f).read_bytes())
     return h.hexdigest()[:16]
+
 
 def _predict_task(in_path, out_path, ckpt, labels, kw):
     "Dask task: rebuild the model from the broadcast checkpoint and predict one partition."
@@ -297,59 +480,124 @@ def _predict_task(in_path, out_path, ckpt, labels, kw):
     from spectra_ml.models import build_model
     from spectra_ml.training import LabelScaler, TrainConfig, ood_scaler_of
     from spectra_ml.xp import scaler_from_dict
+
     torch.set_num_threads(kw.pop("threads", 1))
     state, meta = ckpt
-    model = build_model(TrainConfig(**meta["train_config"]).model_config()); model.load_state_dict(state)
-    n = predict_partition(model, scaler_from_dict(meta["feature_scaler"]), LabelScaler.from_dict(meta["label_scaler"]),
-                          labels, in_path, out_path, ood_scaler=ood_scaler_of(meta), label_ranges=meta.get("label_ranges"), **kw)
+    model = build_model(TrainConfig(**meta["train_config"]).model_config())
+    model.load_state_dict(state)
+    n = predict_partition(
+        model,
+        scaler_from_dict(meta["feature_scaler"]),
+        LabelScaler.from_dict(meta["label_scaler"]),
+        labels,
+        in_path,
+        out_path,
+        ood_scaler=ood_scaler_of(meta),
+        label_ranges=meta.get("label_ranges"),
+        **kw,
+    )
     release_memory()
     return n
 
-def predict_catalogue(model_dir, # checkpoint folder (model.pt + config.json)
-                      in_dir, # folder of input Parquet partitions
-                      out_dir, # folder for the output partitions (same file names)
-                      n_passes: int = MC_PASSES, seed: int = DEFAULT_SEED, batch_size: int = 512,
-                      client=None, # a dask.distributed Client (None: this process)
-                      threads: int | None = None, # torch threads per task (None: torch's default here, 1 on Dask)
-                      progress: bool = True,
-                      shared_masks: bool = True, # see `mc_dropout_predict`; False: independent masks per star
-                      device: str = "auto" # 'auto': CUDA when available (single process), else CPU
-                     ) -> dict:
+
+def predict_catalogue(
+    model_dir,  # checkpoint folder (model.pt + config.json)
+    in_dir,  # folder of input Parquet partitions
+    out_dir,  # folder for the output partitions (same file names)
+    n_passes: int = MC_PASSES,
+    seed: int = DEFAULT_SEED,
+    batch_size: int = 512,
+    client=None,  # a dask.distributed Client (None: this process)
+    threads: int | None = None,  # torch threads per task (None: torch's default here, 1 on Dask)
+    progress: bool = True,
+    shared_masks: bool = True,  # see `mc_dropout_predict`; False: independent masks per star
+    device: str = "auto",  # 'auto': CUDA when available (single process), else CPU
+) -> dict:
     "Stream a partitioned catalogue through the model, skipping finished partitions; return a summary."
     from spectra_ml.training import load_checkpoint, ood_scaler_of
     import torch
+
     model, meta, fs, ls = load_checkpoint(model_dir)
-    if device == "auto": device = "cuda" if (client is None and torch.cuda.is_available()) else "cpu"
+    if device == "auto":
+        device = "cuda" if (client is None and torch.cuda.is_available()) else "cpu"
     model = model.to(device)
-    if device != "cpu" and batch_size == 512: batch_size = 8192  # fill a GPU: 8192 stars x 100 passes per call
+    if device != "cpu" and batch_size == 512:
+        batch_size = 8192  # fill a GPU: 8192 stars x 100 passes per call
     labels = meta["train_config"]["labels"]
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     parts = sorted(in_dir.glob("*.parquet"))
-    if not parts: raise FileNotFoundError(f"no .parquet partitions in {in_dir}")
+    if not parts:
+        raise FileNotFoundError(f"no .parquet partitions in {in_dir}")
     todo = [p for p in parts if not partition_done(p, out_dir / p.name)]
     prov = {"model_fingerprint": checkpoint_fingerprint(model_dir), "n_passes": n_passes}
     cal_file = Path(model_dir) / "calibration.json"
     calibration = json.loads(cal_file.read_text())["sigma_scale"] if cal_file.exists() else None
-    kw = dict(n_passes=n_passes, seed=seed, batch_size=batch_size, provenance=prov, shared_masks=shared_masks, calibration=calibration,
-              aux=tuple(meta["train_config"].get("aux") or ()))
+    kw = dict(
+        n_passes=n_passes,
+        seed=seed,
+        batch_size=batch_size,
+        provenance=prov,
+        shared_masks=shared_masks,
+        calibration=calibration,
+        aux=tuple(meta["train_config"].get("aux") or ()),
+    )
     t0, n_rows = time.time(), 0
     rows_of = {p: _input_record(p)["input_rows"] for p in todo}
-    bar = tqdm(total=sum(rows_of.values()), unit="star", unit_scale=True, desc="predict", disable=not progress, mininterval=2.0)
+    bar = tqdm(
+        total=sum(rows_of.values()),
+        unit="star",
+        unit_scale=True,
+        desc="predict",
+        disable=not progress,
+        mininterval=2.0,
+    )
     if client is None:
-        if threads: torch.set_num_threads(threads)
+        if threads:
+            torch.set_num_threads(threads)
         for p in todo:
-            n_rows += predict_partition(model, fs, ls, labels, p, out_dir / p.name, ood_scaler=ood_scaler_of(meta),
-                                        label_ranges=meta.get("label_ranges"), **kw)
+            n_rows += predict_partition(
+                model,
+                fs,
+                ls,
+                labels,
+                p,
+                out_dir / p.name,
+                ood_scaler=ood_scaler_of(meta),
+                label_ranges=meta.get("label_ranges"),
+                **kw,
+            )
             bar.update(rows_of[p])
             release_memory()
     else:
         from distributed import as_completed
-        ckpt = client.scatter((torch.load(Path(model_dir) / "model.pt", weights_only=True), meta), broadcast=True)
-        futs = {client.submit(_predict_task, str(p), str(out_dir / p.name), ckpt, labels, {**kw, "threads": threads or 1},
-                              pure=False): p for p in todo}
+
+        ckpt = client.scatter(
+            (torch.load(Path(model_dir) / "model.pt", weights_only=True), meta), broadcast=True
+        )
+        futs = {
+            client.submit(
+                _predict_task,
+                str(p),
+                str(out_dir / p.name),
+                ckpt,
+                labels,
+                {**kw, "threads": threads or 1},
+                pure=False,
+            ): p
+            for p in todo
+        }
         for f in as_completed(futs):
-            n_rows += f.result(); bar.update(rows_of[futs[f]])
+            n_rows += f.result()
+            bar.update(rows_of[futs[f]])
     bar.close()
     dt = time.time() - t0
-    return {"n_partitions": len(parts), "n_computed": len(todo), "device": str(device), "n_skipped": len(parts) - len(todo), "n_rows_computed": n_rows,
-            "seconds": dt, "stars_per_s": n_rows / dt if dt > 0 and n_rows else None, "model_fingerprint": prov["model_fingerprint"]}
+    return {
+        "n_partitions": len(parts),
+        "n_computed": len(todo),
+        "device": str(device),
+        "n_skipped": len(parts) - len(todo),
+        "n_rows_computed": n_rows,
+        "seconds": dt,
+        "stars_per_s": n_rows / dt if dt > 0 and n_rows else None,
+        "model_fingerprint": prov["model_fingerprint"],
+    }

@@ -13,45 +13,71 @@ __all__ = ['regression_metrics', 'outlier_rate', 'metrics_table', 'fit_sigma_sca
            'wilson_interval', 'plot_pred_vs_truth', 'plot_sigma_vs_labels', 'plot_z_histograms']
 
 # %% ../nbs/07_validate.ipynb #01a9322e
-def regression_metrics(y, mu, sigma=None, # truth, prediction, predicted 1-sigma (optional)
-                      ) -> dict:
+def regression_metrics(
+    y,
+    mu,
+    sigma=None,  # truth, prediction, predicted 1-sigma (optional)
+) -> dict:
     "RMSE, bias, robust scatter (1.4826 MAD) and, with σ, the z-score std and robust std; NaNs skipped."
     y, mu = np.asarray(y, float), np.asarray(mu, float)
     m = np.isfinite(y) & np.isfinite(mu)
-    if sigma is not None: sigma = np.asarray(sigma, float); m &= np.isfinite(sigma) & (sigma > 0)
+    if sigma is not None:
+        sigma = np.asarray(sigma, float)
+        m &= np.isfinite(sigma) & (sigma > 0)
     r = mu[m] - y[m]
-    out = {"n": int(m.sum()), "rmse": float(np.sqrt(np.mean(r ** 2))) if m.any() else np.nan,
-           "bias": float(np.mean(r)) if m.any() else np.nan,
-           "robust_scatter": float(1.4826 * np.median(np.abs(r - np.median(r)))) if m.any() else np.nan}
+    out = {
+        "n": int(m.sum()),
+        "rmse": float(np.sqrt(np.mean(r**2))) if m.any() else np.nan,
+        "bias": float(np.mean(r)) if m.any() else np.nan,
+        "robust_scatter": float(1.4826 * np.median(np.abs(r - np.median(r))))
+        if m.any()
+        else np.nan,
+    }
     if sigma is not None and m.any():
         z = r / sigma[m]
-        out.update({"z_std": float(np.std(z)), "z_robust_std": float(1.4826 * np.median(np.abs(z - np.median(z)))),
-                    "median_sigma": float(np.median(sigma[m])), "frac_within_1sigma": float(np.mean(np.abs(z) < 1))})
+        out.update(
+            {
+                "z_std": float(np.std(z)),
+                "z_robust_std": float(1.4826 * np.median(np.abs(z - np.median(z)))),
+                "median_sigma": float(np.median(sigma[m])),
+                "frac_within_1sigma": float(np.mean(np.abs(z) < 1)),
+            }
+        )
     return out
 
 # %% ../nbs/07_validate.ipynb #60b902db
-def outlier_rate(y, mu, # truth and prediction
-                 label: str # a label with an AspGap Eq. 5 bound (core.OUTLIER_BOUNDS)
-                ) -> float:
+def outlier_rate(
+    y,
+    mu,  # truth and prediction
+    label: str,  # a label with an AspGap Eq. 5 bound (core.OUTLIER_BOUNDS)
+) -> float:
     "AspGap Eq. 5: the fraction of stars with |y − μ| / bound > 1 (bound relative to |y| for Teff and log g)."
     from spectra_ml.core import OUTLIER_BOUNDS
+
     kind, b = OUTLIER_BOUNDS[label]
-    y, mu = np.asarray(y, float), np.asarray(mu, float); m = np.isfinite(y) & np.isfinite(mu)
+    y, mu = np.asarray(y, float), np.asarray(mu, float)
+    m = np.isfinite(y) & np.isfinite(mu)
     bound = b * np.abs(y[m]) if kind == "relative" else b
     return float(np.mean(np.abs(y[m] - mu[m]) / bound > 1)) if m.any() else np.nan
 
 # %% ../nbs/07_validate.ipynb #d35bb496
-def metrics_table(pred: pd.DataFrame, # predictions with truth columns, mu_<l>, sigma_<l>
-                  labels, # labels to score
-                  prefix: str = "mu_", # prediction column prefix ('gbr_' for the baseline)
-                  split: str | None = "test" # split to score (None: all rows)
-                 ) -> pd.DataFrame:
+def metrics_table(
+    pred: pd.DataFrame,  # predictions with truth columns, mu_<l>, sigma_<l>
+    labels,  # labels to score
+    prefix: str = "mu_",  # prediction column prefix ('gbr_' for the baseline)
+    split: str | None = "test",  # split to score (None: all rows)
+) -> pd.DataFrame:
     "One row per label of `regression_metrics` on one split."
     d = pred if split is None else pred[pred["split"] == split]
     from spectra_ml.core import OUTLIER_BOUNDS
-    rows = {l: regression_metrics(d[l], d[f"{prefix}{l}"], d[f"sigma_{l}"] if prefix == "mu_" else None) for l in labels}
+
+    rows = {
+        l: regression_metrics(d[l], d[f"{prefix}{l}"], d[f"sigma_{l}"] if prefix == "mu_" else None)
+        for l in labels
+    }
     for l in labels:
-        if l in OUTLIER_BOUNDS: rows[l]["eta"] = outlier_rate(d[l], d[f"{prefix}{l}"], l)
+        if l in OUTLIER_BOUNDS:
+            rows[l]["eta"] = outlier_rate(d[l], d[f"{prefix}{l}"], l)
     return pd.DataFrame(rows).T
 
 # %% ../nbs/07_validate.ipynb #d2b9c91b
@@ -59,19 +85,26 @@ def fit_sigma_scale(y, mu, sigma) -> float:
     "The factor s with std((μ − y)/(s σ)) = 1 on the given (validation) rows."
     z = (np.asarray(mu, float) - np.asarray(y, float)) / np.asarray(sigma, float)
     z = z[np.isfinite(z)]
-    if len(z) < 10: raise ValueError("need at least 10 finite rows to calibrate σ")
+    if len(z) < 10:
+        raise ValueError("need at least 10 finite rows to calibrate σ")
     return float(np.std(z))
+
 
 def unflagged(pred: pd.DataFrame) -> np.ndarray:
     "Rows with no input flag (`flag_ood`, `flag_bad_input` where present): where σ is meant to be calibrated."
     m = np.ones(len(pred), bool)
     for c in ("flag_ood", "flag_bad_input"):
-        if c in pred: m &= ~pred[c].to_numpy(bool)
+        if c in pred:
+            m &= ~pred[c].to_numpy(bool)
     return m
 
-def fit_calibration(pred: pd.DataFrame, labels, split: str = "validation",
-                    exclude_flagged: bool = True # fit on rows without flag_ood / flag_bad_input only
-                   ) -> dict:
+
+def fit_calibration(
+    pred: pd.DataFrame,
+    labels,
+    split: str = "validation",
+    exclude_flagged: bool = True,  # fit on rows without flag_ood / flag_bad_input only
+) -> dict:
     """Per-label σ scales fitted on one split of a predictions table. Out-of-distribution rows are left out
     by default: a few stars far outside the training inputs, where a deterministic σ can be wildly
     overconfident, would otherwise set the scale for everyone; they keep their flag instead."""
@@ -79,77 +112,124 @@ def fit_calibration(pred: pd.DataFrame, labels, split: str = "validation",
     return {l: fit_sigma_scale(d[l], d[f"mu_{l}"], d[f"sigma_{l}"]) for l in labels}
 
 # %% ../nbs/07_validate.ipynb #ae36a179
-def wilson_interval(k, n, # successes and trials (scalars or arrays)
-                    z: float = 1.0 # interval half-width in sigma (1: 68%)
-                   ):
+def wilson_interval(
+    k,
+    n,  # successes and trials (scalars or arrays)
+    z: float = 1.0,  # interval half-width in sigma (1: 68%)
+):
     "Fraction k/n with its Wilson score interval `(p, lo, hi)`; NaN where n = 0."
     k, n = np.asarray(k, float), np.asarray(n, float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        p = k / n; den = 1 + z ** 2 / n; c = (p + z ** 2 / (2 * n)) / den
-        h = z * np.sqrt(p * (1 - p) / n + z ** 2 / (4 * n ** 2)) / den
+        p = k / n
+        den = 1 + z**2 / n
+        c = (p + z**2 / (2 * n)) / den
+        h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
         return p, np.clip(c - h, 0, 1), np.clip(c + h, 0, 1)
 
 # %% ../nbs/07_validate.ipynb #c3fc8d28
 def _lims(*arrs, q=(0.2, 99.8)):
     v = np.concatenate([np.asarray(a, float)[np.isfinite(a)] for a in arrs])
-    lo, hi = np.percentile(v, q); pad = 0.05 * (hi - lo); return lo - pad, hi + pad
+    lo, hi = np.percentile(v, q)
+    pad = 0.05 * (hi - lo)
+    return lo - pad, hi + pad
 
-def plot_pred_vs_truth(pred: pd.DataFrame, # predictions with truth columns
-                       labels, # one panel per label
-                       split: str = "test", # rows to show
-                       prefix: str = "mu_", # 'mu_' (network) or 'gbr_' (baseline)
-                       bins: int = 80 # histogram bins per axis
-                      ):
+
+def plot_pred_vs_truth(
+    pred: pd.DataFrame,  # predictions with truth columns
+    labels,  # one panel per label
+    split: str = "test",  # rows to show
+    prefix: str = "mu_",  # 'mu_' (network) or 'gbr_' (baseline)
+    bins: int = 80,  # histogram bins per axis
+):
     "Kane Fig. 3: prediction against APOGEE truth (log density) with a residual panel below, per label."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     d = pred[pred["split"] == split] if split else pred
     with figure_style():
-        fig, axs = plt.subplots(2, len(labels), figsize=(3.0 * len(labels) + 0.8, 4.2), height_ratios=(3, 1),
-                                sharex="col", layout="constrained", squeeze=False)
+        fig, axs = plt.subplots(
+            2,
+            len(labels),
+            figsize=(3.0 * len(labels) + 0.8, 4.2),
+            height_ratios=(3, 1),
+            sharex="col",
+            layout="constrained",
+            squeeze=False,
+        )
         for j, l in enumerate(labels):
-            y, mu = d[l].to_numpy(float), d[f"{prefix}{l}"].to_numpy(float); ok = np.isfinite(y) & np.isfinite(mu)
-            lim = _lims(y[ok], mu[ok]); res = mu[ok] - y[ok]; rl = np.percentile(np.abs(res), 99.5) * 1.1
+            y, mu = d[l].to_numpy(float), d[f"{prefix}{l}"].to_numpy(float)
+            ok = np.isfinite(y) & np.isfinite(mu)
+            lim = _lims(y[ok], mu[ok])
+            res = mu[ok] - y[ok]
+            rl = np.percentile(np.abs(res), 99.5) * 1.1
             a, b = axs[0, j], axs[1, j]
             h = a.hist2d(y[ok], mu[ok], bins=bins, range=[lim, lim], norm=LogNorm(), cmap="viridis")
-            a.plot(lim, lim, "k-", lw=0.8); a.set(xlim=lim, ylim=lim, ylabel=r"$\mu$ " + LABEL_TEX.get(l, l))
-            a.set_title(f"RMSE {np.sqrt(np.mean(res ** 2)):.3g}, bias {np.mean(res):+.2g}\nN = {ok.sum()}")
-            b.hist2d(y[ok], res, bins=(bins, bins // 3), range=[lim, (-rl, rl)], norm=LogNorm(), cmap="viridis")
-            b.axhline(0, color="k", lw=0.8); b.set(xlim=lim, xlabel="APOGEE " + LABEL_TEX.get(l, l), ylabel="residual")
+            a.plot(lim, lim, "k-", lw=0.8)
+            a.set(xlim=lim, ylim=lim, ylabel=r"$\mu$ " + LABEL_TEX.get(l, l))
+            a.set_title(
+                f"RMSE {np.sqrt(np.mean(res**2)):.3g}, bias {np.mean(res):+.2g}\nN = {ok.sum()}"
+            )
+            b.hist2d(
+                y[ok],
+                res,
+                bins=(bins, bins // 3),
+                range=[lim, (-rl, rl)],
+                norm=LogNorm(),
+                cmap="viridis",
+            )
+            b.axhline(0, color="k", lw=0.8)
+            b.set(xlim=lim, xlabel="APOGEE " + LABEL_TEX.get(l, l), ylabel="residual")
         fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.8)
     return fig
 
-def plot_sigma_vs_labels(pred: pd.DataFrame, # predictions with truth columns
-                         label: str, # whose σ to show
-                         against, # truth columns for the x axes
-                         split: str = "test", bins: int = 60):
+
+def plot_sigma_vs_labels(
+    pred: pd.DataFrame,  # predictions with truth columns
+    label: str,  # whose σ to show
+    against,  # truth columns for the x axes
+    split: str = "test",
+    bins: int = 60,
+):
     "Kane Fig. 4 / B1–B3: σ of one label against true labels, and against its own residual (last panel)."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     d = pred[pred["split"] == split] if split else pred
-    s = d[f"sigma_{label}"].to_numpy(float); res = (d[f"mu_{label}"] - d[label]).to_numpy(float)
-    cols = [(d[c].to_numpy(float), "APOGEE " + LABEL_TEX.get(c, c)) for c in against] + [(res, "residual " + LABEL_TEX.get(label, label))]
+    s = d[f"sigma_{label}"].to_numpy(float)
+    res = (d[f"mu_{label}"] - d[label]).to_numpy(float)
+    cols = [(d[c].to_numpy(float), "APOGEE " + LABEL_TEX.get(c, c)) for c in against] + [
+        (res, "residual " + LABEL_TEX.get(label, label))
+    ]
     with figure_style():
-        fig, axs = plt.subplots(len(cols), 1, figsize=(3.6, 1.7 * len(cols)), constrained_layout=True)
+        fig, axs = plt.subplots(
+            len(cols), 1, figsize=(3.6, 1.7 * len(cols)), constrained_layout=True
+        )
         slim = _lims(s, q=(0.5, 99.5))
         for ax, (x, name) in zip(np.atleast_1d(axs), cols):
             ok = np.isfinite(x) & np.isfinite(s)
-            h = ax.hist2d(x[ok], s[ok], bins=bins, range=[_lims(x[ok]), slim], norm=LogNorm(), cmap="viridis")
+            h = ax.hist2d(
+                x[ok], s[ok], bins=bins, range=[_lims(x[ok]), slim], norm=LogNorm(), cmap="viridis"
+            )
             ax.set(xlabel=name, ylabel=r"$\sigma$ " + LABEL_TEX.get(label, label))
         fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.6)
     return fig
 
+
 def plot_z_histograms(pred: pd.DataFrame, labels, split: str = "test"):
     "Calibration check: histograms of (μ − y)/σ per label against a unit Gaussian."
     import matplotlib.pyplot as plt
+
     d = pred[pred["split"] == split] if split else pred
     with figure_style():
-        fig, axs = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.4), sharey=True, constrained_layout=True)
+        fig, axs = plt.subplots(
+            1, len(labels), figsize=(2.6 * len(labels), 2.4), sharey=True, constrained_layout=True
+        )
         g = np.linspace(-5, 5, 201)
         for ax, l in zip(np.atleast_1d(axs), labels):
-            z = ((d[f"mu_{l}"] - d[l]) / d[f"sigma_{l}"]).to_numpy(float); z = z[np.isfinite(z)]
+            z = ((d[f"mu_{l}"] - d[l]) / d[f"sigma_{l}"]).to_numpy(float)
+            z = z[np.isfinite(z)]
             ax.hist(z, bins=np.linspace(-5, 5, 51), density=True, histtype="step", color="C0")
-            ax.plot(g, np.exp(-g ** 2 / 2) / np.sqrt(2 * np.pi), "k--", lw=0.8)
+            ax.plot(g, np.exp(-(g**2) / 2) / np.sqrt(2 * np.pi), "k--", lw=0.8)
             ax.set(xlabel=f"z {LABEL_TEX.get(l, l)}", title=f"std {np.std(z):.2f}")
         np.atleast_1d(axs)[0].set_ylabel("density")
     return fig

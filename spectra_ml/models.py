@@ -18,37 +18,55 @@ __all__ = ['LOGVAR_CLAMP', 'MODELS', 'HeteroscedasticMLP', 'heteroscedastic_nll'
 # %% ../nbs/04_models.ipynb #0b740b4c
 LOGVAR_CLAMP = 15.0
 
+
 class HeteroscedasticMLP(nn.Module):
     "Kane §2.2: MLP that outputs a mean and a log-variance per label."
-    def __init__(self, n_in: int, # number of input features
-                 n_labels: int, # number of labels
-                 hidden=MLP_HIDDEN, # hidden layer widths (Kane: 128, 128)
-                 dropout: float = MLP_DROPOUT # dropout after each hidden layer (Kane: 0.2)
-                ):
+
+    def __init__(
+        self,
+        n_in: int,  # number of input features
+        n_labels: int,  # number of labels
+        hidden=MLP_HIDDEN,  # hidden layer widths (Kane: 128, 128)
+        dropout: float = MLP_DROPOUT,  # dropout after each hidden layer (Kane: 0.2)
+    ):
         super().__init__()
         layers, w = [], n_in
-        for h in hidden: layers += [nn.Linear(w, h), nn.ReLU(), nn.Dropout(dropout)]; w = h
+        for h in hidden:
+            layers += [nn.Linear(w, h), nn.ReLU(), nn.Dropout(dropout)]
+            w = h
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(w, 2 * n_labels)
         self.n_in, self.n_labels = n_in, n_labels
-    def forward(self, x): return self.tail(self.prefix(x))
+
+    def forward(self, x):
+        return self.tail(self.prefix(x))
+
     def _first_dropout(self):
-        return next((i for i, m in enumerate(self.body) if isinstance(m, nn.Dropout)), len(self.body))
+        return next(
+            (i for i, m in enumerate(self.body) if isinstance(m, nn.Dropout)), len(self.body)
+        )
+
     def prefix(self, x):
         "The deterministic layers before the first dropout (same output in every MC pass)."
-        return self.body[:self._first_dropout()](x)
+        return self.body[: self._first_dropout()](x)
+
     def tail(self, h):
         "From the first dropout on: (mu, log_var)."
-        out = self.head(self.body[self._first_dropout():](h))
-        mu, log_var = out[..., :self.n_labels], out[..., self.n_labels:]
+        out = self.head(self.body[self._first_dropout() :](h))
+        mu, log_var = out[..., : self.n_labels], out[..., self.n_labels :]
         return mu, log_var.clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
+
     def loss(self, x, y, var_y=None, var_x=None, epoch: int = 0):
         "Training loss on a batch (the common interface of every registered model; Kane ignores the errors)."
         return heteroscedastic_nll(*self(x), y)
 
-def heteroscedastic_nll(mu, log_var, y, # predictions and targets (N, n_labels)
-                        reduction: str = "mean" # 'mean', 'sum' or 'none'
-                       ):
+
+def heteroscedastic_nll(
+    mu,
+    log_var,
+    y,  # predictions and targets (N, n_labels)
+    reduction: str = "mean",  # 'mean', 'sum' or 'none'
+):
     "Kane §2.2 loss: (μ − y)²/σ² + log σ² (twice the Gaussian NLL, up to a constant)."
     loss = (mu - y) ** 2 * torch.exp(-log_var) + log_var
     return {"mean": loss.mean, "sum": loss.sum, "none": lambda: loss}[reduction]()
@@ -56,160 +74,277 @@ def heteroscedastic_nll(mu, log_var, y, # predictions and targets (N, n_labels)
 # %% ../nbs/04_models.ipynb #928651b7
 class UncertainNN(HeteroscedasticMLP):
     "Fallows & Sanders §3: MLP -> (ŷ, log σ²_excess) per label (architecture as Kane's: 128-128, dropout 0.2)."
-    def __init__(self, n_in, n_labels, hidden=MLP_HIDDEN, dropout=MLP_DROPOUT,
-                 warmup_epochs: int = 0 # F&S §3: first epochs without σ²_input "to seed the gradient"
-                ):
-        super().__init__(n_in, n_labels, hidden, dropout); self.warmup_epochs = int(warmup_epochs)
+
+    def __init__(
+        self,
+        n_in,
+        n_labels,
+        hidden=MLP_HIDDEN,
+        dropout=MLP_DROPOUT,
+        warmup_epochs: int = 0,  # F&S §3: first epochs without σ²_input "to seed the gradient"
+    ):
+        super().__init__(n_in, n_labels, hidden, dropout)
+        self.warmup_epochs = int(warmup_epochs)
+
     def forward_with_jacobian(self, x):
         """One pass returning (ŷ, log σ²_excess, J = ∂ŷ/∂x of shape (N, L, D)), J from the same dropout masks.
         J is built layer by layer (head · diag · W · ... · W1), which for this Linear/ReLU/Dropout stack is
         exactly what autograd gives (tested), at a fraction of the cost of L double-backward passes."""
         h, factors = x, []
         for m in self.body:
-            if isinstance(m, nn.Linear): h = m(h); factors.append(("W", m.weight))
-            elif isinstance(m, nn.ReLU): d = (h > 0).to(h.dtype); h = h * d; factors.append(("d", d))
+            if isinstance(m, nn.Linear):
+                h = m(h)
+                factors.append(("W", m.weight))
+            elif isinstance(m, nn.ReLU):
+                d = (h > 0).to(h.dtype)
+                h = h * d
+                factors.append(("d", d))
             elif isinstance(m, nn.Dropout):
                 if self.training and m.p > 0:
-                    keep = (torch.rand_like(h) >= m.p).to(h.dtype) / (1 - m.p); h = h * keep; factors.append(("d", keep))
-            else: raise TypeError(f"forward_with_jacobian supports Linear/ReLU/Dropout bodies, not {type(m).__name__}")
+                    keep = (torch.rand_like(h) >= m.p).to(h.dtype) / (1 - m.p)
+                    h = h * keep
+                    factors.append(("d", keep))
+            else:
+                raise TypeError(
+                    f"forward_with_jacobian supports Linear/ReLU/Dropout bodies, not {type(m).__name__}"
+                )
         out, L = self.head(h), self.n_labels
         G = self.head.weight[:L].unsqueeze(0).expand(len(x), -1, -1)  # (N, L, H)
-        for kind, f in reversed(factors): G = G * f[:, None, :] if kind == "d" else G @ f  # diag factor or weight
+        for kind, f in reversed(factors):
+            G = G * f[:, None, :] if kind == "d" else G @ f  # diag factor or weight
         return out[..., :L], out[..., L:].clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP), G
+
     def loss(self, x, y, var_y=None, var_x=None, epoch: int = 0):
         "Eq. 9–10 with σ²_label = var_y (0 if None) and σ²_input from var_x (0 if None or during the warm-up)."
         use_input = var_x is not None and epoch >= self.warmup_epochs
         if use_input:
-            y_pred, log_var_excess, J = self.forward_with_jacobian(x)  # ŷ and J share the dropout masks
+            y_pred, log_var_excess, J = self.forward_with_jacobian(
+                x
+            )  # ŷ and J share the dropout masks
             v_in = jacobian_variance(J, var_x)
         else:
-            y_pred, log_var_excess = self(x); v_in = torch.zeros_like(y_pred)
-        return fallows_sanders_loss(y_pred, log_var_excess, y, torch.zeros_like(y_pred) if var_y is None else var_y, v_in)
+            y_pred, log_var_excess = self(x)
+            v_in = torch.zeros_like(y_pred)
+        return fallows_sanders_loss(
+            y_pred, log_var_excess, y, torch.zeros_like(y_pred) if var_y is None else var_y, v_in
+        )
 
-def input_variance(model: nn.Module, x, # inputs (N, D); gradients are taken through the model
-                   var_x=None, # (N, D) diagonal input variances, or None when cov_x is given
-                   cov_x=None, # (N, D, D) full input covariance (e.g. propagated XP covariance)
-                   create_graph: bool = False # keep the graph (training: the loss needs dσ²_input/dθ)
-                  ):
+
+def input_variance(
+    model: nn.Module,
+    x,  # inputs (N, D); gradients are taken through the model
+    var_x=None,  # (N, D) diagonal input variances, or None when cov_x is given
+    cov_x=None,  # (N, D, D) full input covariance (e.g. propagated XP covariance)
+    create_graph: bool = False,  # keep the graph (training: the loss needs dσ²_input/dθ)
+):
     "σ²_input = diag(J Σ_x Jᵀ) per sample and label, J = ∂ŷ/∂x (layer by layer where the model offers it, else autograd)."
     if hasattr(model, "forward_with_jacobian"):
-        with torch.set_grad_enabled(create_graph): return jacobian_variance(model.forward_with_jacobian(x)[2], var_x, cov_x)
+        with torch.set_grad_enabled(create_graph):
+            return jacobian_variance(model.forward_with_jacobian(x)[2], var_x, cov_x)
     x = x.detach().requires_grad_(True)
     return propagate_variance(model(x)[0], x, var_x, cov_x, create_graph)
 
+
 def jacobian_variance(J, var_x=None, cov_x=None):
     "diag(J Σ_x Jᵀ) for J (N, L, D) and a diagonal (N, D) or full (N, D, D) input covariance."
-    if cov_x is not None: return torch.einsum("nld,nde,nle->nl", J, torch.as_tensor(cov_x, dtype=J.dtype), J)
-    return (J ** 2 * torch.as_tensor(var_x, dtype=J.dtype)[:, None, :]).sum(-1)
+    if cov_x is not None:
+        return torch.einsum("nld,nde,nle->nl", J, torch.as_tensor(cov_x, dtype=J.dtype), J)
+    return (J**2 * torch.as_tensor(var_x, dtype=J.dtype)[:, None, :]).sum(-1)
 
-def propagate_variance(y, x, # outputs (N, L) computed from inputs x (N, D) that require grad
-                       var_x=None, cov_x=None, create_graph: bool = False):
+
+def propagate_variance(
+    y,
+    x,  # outputs (N, L) computed from inputs x (N, D) that require grad
+    var_x=None,
+    cov_x=None,
+    create_graph: bool = False,
+):
     "diag(J Σ_x Jᵀ) for outputs already computed from `x` (so ŷ and J come from the same dropout mask)."
     rows = []
     for j in range(y.shape[1]):
-        g, = torch.autograd.grad(y[:, j].sum(), x, create_graph=create_graph, retain_graph=True)
+        (g,) = torch.autograd.grad(y[:, j].sum(), x, create_graph=create_graph, retain_graph=True)
         rows.append(g)
-    return jacobian_variance(torch.stack(rows, 1), var_x, cov_x)  # (N, L, D): samples are independent
+    return jacobian_variance(
+        torch.stack(rows, 1), var_x, cov_x
+    )  # (N, L, D): samples are independent
+
 
 def fallows_sanders_loss(y_pred, log_var_excess, y, var_label, var_input):
     "Their Eq. 9–10: mean of ½ (y − ŷ)² e^{−s} + ½ s, s = ln(σ²_label + σ²_input + σ²_excess)."
     s = torch.log(var_label + var_input + torch.exp(log_var_excess))
     return (0.5 * (y - y_pred) ** 2 * torch.exp(-s) + 0.5 * s).mean()
 
-def uncertain_predict(model: UncertainNN, x, # scaled inputs (N, D)
-                      var_x, # (N, D) their variances in the same scaled units (None: σ²_input = 0)
-                      n_passes: int = 50, # F&S §3.1.1: 50 dropout passes
-                      seed: int = 0, batch_size: int = 4096) -> dict:
+
+def uncertain_predict(
+    model: UncertainNN,
+    x,  # scaled inputs (N, D)
+    var_x,  # (N, D) their variances in the same scaled units (None: σ²_input = 0)
+    n_passes: int = 50,  # F&S §3.1.1: 50 dropout passes
+    seed: int = 0,
+    batch_size: int = 4096,
+) -> dict:
     "Median of dropout passes, and σ²_total = σ²_model + σ²_input + σ²_excess with every part."
-    gen_state = torch.random.get_rng_state(); torch.manual_seed(seed)
+    gen_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
     x = torch.as_tensor(np.asarray(x, dtype=np.float32))
     parts = {k: [] for k in ("y", "var_model", "var_input", "var_excess")}
     try:
         for i in range(0, len(x), batch_size):
-            xb = x[i:i + batch_size]
+            xb = x[i : i + batch_size]
             model.train()  # dropout on
             with torch.no_grad():
                 ys, les = zip(*(model(xb) for _ in range(n_passes)))
             ys, les = torch.stack(ys), torch.stack(les)
             model.eval()
-            v_in = (input_variance(model, xb, var_x=torch.as_tensor(np.asarray(var_x[i:i + batch_size], dtype=np.float32))).detach()
-                    if var_x is not None else torch.zeros_like(ys[0]))
-            for k, v in zip(parts, (ys.median(0).values, ys.var(0, unbiased=False), v_in, torch.exp(les).mean(0))): parts[k].append(v)
+            v_in = (
+                input_variance(
+                    model,
+                    xb,
+                    var_x=torch.as_tensor(np.asarray(var_x[i : i + batch_size], dtype=np.float32)),
+                ).detach()
+                if var_x is not None
+                else torch.zeros_like(ys[0])
+            )
+            for k, v in zip(
+                parts,
+                (ys.median(0).values, ys.var(0, unbiased=False), v_in, torch.exp(les).mean(0)),
+            ):
+                parts[k].append(v)
     finally:
-        torch.random.set_rng_state(gen_state); model.eval()
+        torch.random.set_rng_state(gen_state)
+        model.eval()
     out = {k: torch.cat(v).numpy() for k, v in parts.items()}
     out["var_total"] = out["var_model"] + out["var_input"] + out["var_excess"]
     return out
 
-def gradient_attention(model: nn.Module, x # a trained model (dropout off) and scaled inputs (N, D)
-                      ) -> np.ndarray:
+
+def gradient_attention(
+    model: nn.Module,
+    x,  # a trained model (dropout off) and scaled inputs (N, D)
+) -> np.ndarray:
     "Fallows & Sanders Eq. 13: G_ij = (∂ŷ_j/∂x_i) x_i per star; the attention score is its std over stars, (D, L)."
     model.eval()
     x = torch.as_tensor(np.asarray(x, np.float32)).requires_grad_(True)
     y = model(x)[0]
-    G = torch.stack([torch.autograd.grad(y[:, j].sum(), x, retain_graph=True)[0] * x for j in range(y.shape[1])], -1)
+    G = torch.stack(
+        [
+            torch.autograd.grad(y[:, j].sum(), x, retain_graph=True)[0] * x
+            for j in range(y.shape[1])
+        ],
+        -1,
+    )
     return G.detach().std(0, unbiased=False).numpy()
 
 # %% ../nbs/04_models.ipynb #705897d8
-def gaussian_kl_to_unit(chi, # (N, L) standardised residuals
-                       ):
+def gaussian_kl_to_unit(
+    chi,  # (N, L) standardised residuals
+):
     "AspGap Eq. 4 per label: KL(N(μ_χ, σ_χ²) ‖ N(0, 1)) = ln(1/σ_χ) + (σ_χ² + μ_χ²)/2 − ½ (batch moments)."
     m, sd = chi.mean(0), chi.std(0, unbiased=False).clamp_min(1e-6)
-    return -torch.log(sd) + 0.5 * (sd ** 2 + m ** 2) - 0.5
+    return -torch.log(sd) + 0.5 * (sd**2 + m**2) - 0.5
 
-def aspgap_loss(mu, log_var_model, y, var_y=None, alpha: float = 0.6, eps: float = 1e-6, kl_weight: float = 1.0):
+
+def aspgap_loss(
+    mu, log_var_model, y, var_y=None, alpha: float = 0.6, eps: float = 1e-6, kl_weight: float = 1.0
+):
     "AspGap Eq. 2–4 without the L1 term: mean over stars of Σ_labels [α/2 r²/s² + ½ ln s²] + Λ2 Σ_labels KL(χ)."
     s2 = torch.exp(log_var_model) + (0 if var_y is None else var_y)
     s2 = s2.clamp_min(eps)
     nll = (0.5 * alpha * (mu - y) ** 2 / s2 + 0.5 * torch.log(s2)).sum(1).mean()
     return nll + kl_weight * gaussian_kl_to_unit((mu - y) / torch.sqrt(s2)).sum()
 
+
 class AspGapNet(nn.Module):
     "AspGap: encoder -> latent (1024) -> XP decoder (μ, log s²_model); optional hallucinator branch."
-    def __init__(self, n_in: int, n_labels: int,
-                 hidden=(256,), # XP decoder hidden widths ([not given] in the paper)
-                 dropout: float = 0.0, # AspGap has none; kept for the common config
-                 latent: int = 1024, # AspGap §3: 1024
-                 alpha: float = 0.6, eps: float = 1e-6, l1: float = 1e-7, kl_weight: float = 1.0,
-                 hallucinator_pixels: int = 0 # >0: add the latent -> APOGEE-spectrum branch with this many pixels
-                ):
+
+    def __init__(
+        self,
+        n_in: int,
+        n_labels: int,
+        hidden=(256,),  # XP decoder hidden widths ([not given] in the paper)
+        dropout: float = 0.0,  # AspGap has none; kept for the common config
+        latent: int = 1024,  # AspGap §3: 1024
+        alpha: float = 0.6,
+        eps: float = 1e-6,
+        l1: float = 1e-7,
+        kl_weight: float = 1.0,
+        hallucinator_pixels: int = 0,  # >0: add the latent -> APOGEE-spectrum branch with this many pixels
+    ):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(n_in, latent), nn.LeakyReLU())
         layers, w = [], latent
-        for h in hidden: layers += [nn.Linear(w, h), nn.LeakyReLU()] + ([nn.Dropout(dropout)] if dropout else []); w = h
+        for h in hidden:
+            layers += [nn.Linear(w, h), nn.LeakyReLU()] + ([nn.Dropout(dropout)] if dropout else [])
+            w = h
         self.decoder = nn.Sequential(*layers, nn.Linear(w, 2 * n_labels))
-        self.hallucinator = (nn.Sequential(nn.Linear(latent, 1024), nn.LeakyReLU(), nn.Linear(1024, hallucinator_pixels))
-                             if hallucinator_pixels else None)
+        self.hallucinator = (
+            nn.Sequential(
+                nn.Linear(latent, 1024), nn.LeakyReLU(), nn.Linear(1024, hallucinator_pixels)
+            )
+            if hallucinator_pixels
+            else None
+        )
         self.n_in, self.n_labels = n_in, n_labels
         self.alpha, self.eps, self.l1, self.kl_weight = alpha, eps, l1, kl_weight
+
     def forward(self, x):
         out = self.decoder(self.encoder(x))
-        return out[..., :self.n_labels], out[..., self.n_labels:].clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
-    def l1_penalty(self): return sum(p.abs().sum() for n, p in self.named_parameters() if n.endswith("weight"))
+        return out[..., : self.n_labels], out[..., self.n_labels :].clamp(
+            -LOGVAR_CLAMP, LOGVAR_CLAMP
+        )
+
+    def l1_penalty(self):
+        return sum(p.abs().sum() for n, p in self.named_parameters() if n.endswith("weight"))
+
     def loss(self, x, y, var_y=None, var_x=None, epoch: int = 0):
         "Eq. 3 for the XP branch: weighted Gaussian NLL + Λ1 ‖θ‖₁ + Λ2 Σ KL(χ ‖ N(0,1))."
         mu, lv = self(x)
-        return aspgap_loss(mu, lv, y, var_y, self.alpha, self.eps, self.kl_weight) + self.l1 * self.l1_penalty()
-    def hallucinator_loss(self, x, apogee_flux, # XP inputs and the matching APOGEE spectra (N, n_pix)
-                          y, var_y, apogee_decoder: nn.Module, # frozen, pre-trained: spectrum -> (μ, log s²)
-                          alpha_h: float = 0.4 # AspGap §3: 0.4 on the hallucinator branch
-                         ):
+        return (
+            aspgap_loss(mu, lv, y, var_y, self.alpha, self.eps, self.kl_weight)
+            + self.l1 * self.l1_penalty()
+        )
+
+    def hallucinator_loss(
+        self,
+        x,
+        apogee_flux,  # XP inputs and the matching APOGEE spectra (N, n_pix)
+        y,
+        var_y,
+        apogee_decoder: nn.Module,  # frozen, pre-trained: spectrum -> (μ, log s²)
+        alpha_h: float = 0.4,  # AspGap §3: 0.4 on the hallucinator branch
+    ):
         "The hallucinator branch: spectrum reconstruction (MSE) + α_h-weighted label NLL through the frozen decoder."
-        if self.hallucinator is None: raise ValueError("built without a hallucinator (hallucinator_pixels=0)")
+        if self.hallucinator is None:
+            raise ValueError("built without a hallucinator (hallucinator_pixels=0)")
         spec = self.hallucinator(self.encoder(x))
         mu, lv = apogee_decoder(spec)
-        return nn.functional.mse_loss(spec, apogee_flux) + aspgap_loss(mu, lv, y, var_y, alpha_h, self.eps, 0.0)
+        return nn.functional.mse_loss(spec, apogee_flux) + aspgap_loss(
+            mu, lv, y, var_y, alpha_h, self.eps, 0.0
+        )
 
-def flat_resample(fe_h, alpha_m, # labels of the training rows
-                  feh_edges=None, alpha_edges=None, # AspGap §2 bin edges (default: core constants)
-                  per_bin: int = None, # draws per occupied bin, with replacement (AspGap: 1,000)
-                  seed: int = 0) -> np.ndarray:
+
+def flat_resample(
+    fe_h,
+    alpha_m,  # labels of the training rows
+    feh_edges=None,
+    alpha_edges=None,  # AspGap §2 bin edges (default: core constants)
+    per_bin: int = None,  # draws per occupied bin, with replacement (AspGap: 1,000)
+    seed: int = 0,
+) -> np.ndarray:
     "AspGap §2: indices that resample the rows flat in ([Fe/H], [α/M]) bins (rows outside the edges are dropped)."
     from spectra_ml.core import FLAT_FEH_EDGES, FLAT_ALPHA_EDGES, FLAT_PER_BIN
+
     fe, al = np.asarray(fe_h, float), np.asarray(alpha_m, float)
     ef, ea = np.asarray(feh_edges or FLAT_FEH_EDGES), np.asarray(alpha_edges or FLAT_ALPHA_EDGES)
     i, j = np.digitize(fe, ef) - 1, np.digitize(al, ea) - 1
-    inside = (i >= 0) & (i < len(ef) - 1) & (j >= 0) & (j < len(ea) - 1) & np.isfinite(fe) & np.isfinite(al)
+    inside = (
+        (i >= 0)
+        & (i < len(ef) - 1)
+        & (j >= 0)
+        & (j < len(ea) - 1)
+        & np.isfinite(fe)
+        & np.isfinite(al)
+    )
     rng, out = np.random.default_rng(seed), []
     key = np.where(inside, i * len(ea) + j, -1)
     for k in np.unique(key[inside]):
@@ -217,146 +352,255 @@ def flat_resample(fe_h, alpha_m, # labels of the training rows
     return np.sort(np.concatenate(out)) if out else np.array([], int)
 
 # %% ../nbs/04_models.ipynb #6ba5c36c
-def fill_rvs_nans(flux, # RVS spectra (N, 2401) on RVS_WAVELENGTH_A
-                  wavelength=None, windows=None # grid (Å) and continuum windows (default: core constants)
-                 ) -> np.ndarray:
+def fill_rvs_nans(
+    flux,  # RVS spectra (N, 2401) on RVS_WAVELENGTH_A
+    wavelength=None,
+    windows=None,  # grid (Å) and continuum windows (default: core constants)
+) -> np.ndarray:
     "Guiglion §2: replace NaN pixels by the spectrum's Q3 of the continuum-window flux."
     from spectra_ml.core import RVS_WAVELENGTH_A, RVS_CONTINUUM_A
+
     flux = np.array(flux, dtype=np.float32, copy=True)
     wl = np.asarray(RVS_WAVELENGTH_A if wavelength is None else wavelength)
-    if flux.ndim != 2 or flux.shape[1] != len(wl): raise ValueError(f"RVS flux must be (N, {len(wl)}); got {flux.shape}")
+    if flux.ndim != 2 or flux.shape[1] != len(wl):
+        raise ValueError(f"RVS flux must be (N, {len(wl)}); got {flux.shape}")
     cont = np.zeros(len(wl), bool)
-    for a, b in (windows or RVS_CONTINUUM_A): cont |= (wl >= a) & (wl <= b)
+    for a, b in windows or RVS_CONTINUUM_A:
+        cont |= (wl >= a) & (wl <= b)
     q3 = np.nanpercentile(np.where(cont, flux, np.nan), 75, axis=1)
     bad = np.isnan(flux)
     flux[bad] = np.broadcast_to(q3[:, None], flux.shape)[bad]
     return flux
 
+
 class GuiglionCNN(nn.Module):
     "One member of the Guiglion hybrid CNN; returns (μ, None): members carry no variance of their own."
-    def __init__(self, n_in: int, n_labels: int, hidden=(128, 32), dropout: float = 0.0,
-                 n_xp: int | None = None, # XP inputs (first columns); None: all of n_in
-                 n_phot: int = 0, # photometry/parallax inputs after the XP block (0: branch off)
-                 n_rvs: int = 0, # RVS pixels after those (0: branch off)
-                 xp_width: int = 64, phot_width: int = 32, rvs_filters=(32, 16, 8), rvs_kernel: int = 8, rvs_dense: int = 128):
+
+    def __init__(
+        self,
+        n_in: int,
+        n_labels: int,
+        hidden=(128, 32),
+        dropout: float = 0.0,
+        n_xp: int | None = None,  # XP inputs (first columns); None: all of n_in
+        n_phot: int = 0,  # photometry/parallax inputs after the XP block (0: branch off)
+        n_rvs: int = 0,  # RVS pixels after those (0: branch off)
+        xp_width: int = 64,
+        phot_width: int = 32,
+        rvs_filters=(32, 16, 8),
+        rvs_kernel: int = 8,
+        rvs_dense: int = 128,
+    ):
         super().__init__()
         n_xp = n_in - n_phot - n_rvs if n_xp is None else n_xp
-        if n_xp + n_phot + n_rvs != n_in: raise ValueError(f"branch widths {n_xp}+{n_phot}+{n_rvs} != n_in {n_in}")
+        if n_xp + n_phot + n_rvs != n_in:
+            raise ValueError(f"branch widths {n_xp}+{n_phot}+{n_rvs} != n_in {n_in}")
         self.sizes, act = (n_xp, n_phot, n_rvs), nn.LeakyReLU
         self.xp = nn.Sequential(nn.Linear(n_xp, xp_width), act()) if n_xp else None
         self.phot = nn.Sequential(nn.Linear(n_phot, phot_width), act()) if n_phot else None
         if n_rvs:
             f1, f2, f3 = rvs_filters
-            conv = nn.Sequential(nn.Conv1d(1, f1, rvs_kernel), act(), nn.Conv1d(f1, f2, rvs_kernel), act(), nn.MaxPool1d(2),
-                                 nn.Conv1d(f2, f3, rvs_kernel), act(), nn.MaxPool1d(2), nn.Flatten())
-            with torch.no_grad(): n_flat = conv(torch.zeros(1, 1, n_rvs)).shape[1]
+            conv = nn.Sequential(
+                nn.Conv1d(1, f1, rvs_kernel),
+                act(),
+                nn.Conv1d(f1, f2, rvs_kernel),
+                act(),
+                nn.MaxPool1d(2),
+                nn.Conv1d(f2, f3, rvs_kernel),
+                act(),
+                nn.MaxPool1d(2),
+                nn.Flatten(),
+            )
+            with torch.no_grad():
+                n_flat = conv(torch.zeros(1, 1, n_rvs)).shape[1]
             self.rvs = nn.Sequential(conv, nn.Linear(n_flat, rvs_dense), act())
-        else: self.rvs = None
+        else:
+            self.rvs = None
         w = (xp_width if n_xp else 0) + (phot_width if n_phot else 0) + (rvs_dense if n_rvs else 0)
         layers = []
-        for h in hidden: layers += [nn.Linear(w, h), act()] + ([nn.Dropout(dropout)] if dropout else []); w = h
+        for h in hidden:
+            layers += [nn.Linear(w, h), act()] + ([nn.Dropout(dropout)] if dropout else [])
+            w = h
         self.head = nn.Sequential(*layers, nn.Linear(w, n_labels))
         self.n_in, self.n_labels = n_in, n_labels
+
     def forward(self, x):
         a, b, _ = self.sizes
         parts = [self.xp(x[:, :a])] if self.xp is not None else []
-        if self.phot is not None: parts.append(self.phot(x[:, a:a + b]))
-        if self.rvs is not None: parts.append(self.rvs(x[:, a + b:].unsqueeze(1)))
+        if self.phot is not None:
+            parts.append(self.phot(x[:, a : a + b]))
+        if self.rvs is not None:
+            parts.append(self.rvs(x[:, a + b :].unsqueeze(1)))
         return self.head(torch.cat(parts, 1)), None
+
     def loss(self, x, y, var_y=None, var_x=None, epoch: int = 0):
         "Mean squared error ([UNSPEC] in the paper)."
         return nn.functional.mse_loss(self(x)[0], y)
 
+
 class GuiglionEnsemble(nn.Module):
     "Guiglion's ensemble: members trained on different split states and seeds; σ_run polynomials as buffers."
-    def __init__(self, n_in: int, n_labels: int, hidden=(128, 32), dropout: float = 0.0,
-                 n_seeds: int = 2, n_split_states: int = 2, # the paper: 4 x 7 = 28
-                 run_poly_degree: int = 3, member_train_fraction: float = 0.75, **member_kw):
+
+    def __init__(
+        self,
+        n_in: int,
+        n_labels: int,
+        hidden=(128, 32),
+        dropout: float = 0.0,
+        n_seeds: int = 2,
+        n_split_states: int = 2,  # the paper: 4 x 7 = 28
+        run_poly_degree: int = 3,
+        member_train_fraction: float = 0.75,
+        **member_kw,
+    ):
         super().__init__()
-        self.members = nn.ModuleList(GuiglionCNN(n_in, n_labels, hidden, dropout, **member_kw)
-                                     for _ in range(n_seeds * n_split_states))
-        self.n_seeds, self.n_split_states, self.member_train_fraction = n_seeds, n_split_states, member_train_fraction
-        self.register_buffer("run_poly", torch.zeros(n_labels, run_poly_degree + 1))  # highest power first (np.polyval)
-        self.register_buffer("run_range", torch.stack([torch.full((n_labels,), -np.inf), torch.full((n_labels,), np.inf)]))
+        self.members = nn.ModuleList(
+            GuiglionCNN(n_in, n_labels, hidden, dropout, **member_kw)
+            for _ in range(n_seeds * n_split_states)
+        )
+        self.n_seeds, self.n_split_states, self.member_train_fraction = (
+            n_seeds,
+            n_split_states,
+            member_train_fraction,
+        )
+        self.register_buffer(
+            "run_poly", torch.zeros(n_labels, run_poly_degree + 1)
+        )  # highest power first (np.polyval)
+        self.register_buffer(
+            "run_range",
+            torch.stack([torch.full((n_labels,), -np.inf), torch.full((n_labels,), np.inf)]),
+        )
         self.n_in, self.n_labels = n_in, n_labels
-    def member_outputs(self, x): return torch.stack([m(x)[0] for m in self.members])  # (M, N, L)
+
+    def member_outputs(self, x):
+        return torch.stack([m(x)[0] for m in self.members])  # (M, N, L)
+
     def forward(self, x):
         "(ensemble mean, log of the member variance)."
         ys = self.member_outputs(x)
         return ys.mean(0), torch.log(ys.var(0, unbiased=False).clamp_min(1e-12))
+
     def sigma_run(self, mu):
         "σ_run at the predicted labels (N, L), the polynomial evaluated inside its fitted range."
         mu = torch.maximum(torch.minimum(torch.as_tensor(mu), self.run_range[1]), self.run_range[0])
-        p = self.run_poly; out = torch.zeros_like(mu)
-        for k in range(p.shape[1]): out = out * mu + p[:, k]
+        p = self.run_poly
+        out = torch.zeros_like(mu)
+        for k in range(p.shape[1]):
+            out = out * mu + p[:, k]
         return out.clamp_min(0.0)
-    def fit_running_dispersion(self, mu, y, # ensemble predictions and truth (N, L), validation split, scaled units
-                               n_bins: int = 20):
+
+    def fit_running_dispersion(
+        self,
+        mu,
+        y,  # ensemble predictions and truth (N, L), validation split, scaled units
+        n_bins: int = 20,
+    ):
         "Fit σ_run: the residual std in quantile bins of the prediction, then a polynomial through the bin centres."
         mu, y = np.asarray(mu, float), np.asarray(y, float)
         for j in range(mu.shape[1]):
-            q = np.quantile(mu[:, j], np.linspace(0, 1, n_bins + 1)); b = np.clip(np.digitize(mu[:, j], q[1:-1]), 0, n_bins - 1)
-            c = np.array([np.median(mu[b == k, j]) for k in range(n_bins)]); sd = np.array([np.std((mu - y)[b == k, j]) for k in range(n_bins)])
+            q = np.quantile(mu[:, j], np.linspace(0, 1, n_bins + 1))
+            b = np.clip(np.digitize(mu[:, j], q[1:-1]), 0, n_bins - 1)
+            c = np.array([np.median(mu[b == k, j]) for k in range(n_bins)])
+            sd = np.array([np.std((mu - y)[b == k, j]) for k in range(n_bins)])
             self.run_poly[j] = torch.as_tensor(np.polyfit(c, sd, self.run_poly.shape[1] - 1))
             self.run_range[0, j], self.run_range[1, j] = float(c.min()), float(c.max())
         return self
 
 # %% ../nbs/04_models.ipynb #86318636
-def tsne_training_like(X_train, X_obs, # scaled inputs of the training stars and of the stars to flag
-                       perplexities=None, # default core.TSNE_PERPLEXITIES (30, 50, 75, 100)
-                       radius_quantile: float = 0.99, n_pca: int = 30, seed: int = 0, n_jobs: int = 1,
-                       max_train: int | None = 10000 # subsample the training stars for the maps (None: all)
-                      ) -> tuple:
+def tsne_training_like(
+    X_train,
+    X_obs,  # scaled inputs of the training stars and of the stars to flag
+    perplexities=None,  # default core.TSNE_PERPLEXITIES (30, 50, 75, 100)
+    radius_quantile: float = 0.99,
+    n_pca: int = 30,
+    seed: int = 0,
+    n_jobs: int = 1,
+    max_train: int | None = 10000,  # subsample the training stars for the maps (None: all)
+) -> tuple:
     "Guiglion §5 training-likeness: `(training_like (N_obs,), per-map near flags (N_obs, n_maps))`."
     from openTSNE import TSNE
     from sklearn.decomposition import PCA
     from sklearn.neighbors import NearestNeighbors
     from spectra_ml.core import TSNE_PERPLEXITIES
+
     perplexities = TSNE_PERPLEXITIES if perplexities is None else perplexities
     rng = np.random.default_rng(seed)
     Xt = np.asarray(X_train, np.float32)
-    if max_train is not None and len(Xt) > max_train: Xt = Xt[rng.choice(len(Xt), max_train, replace=False)]
+    if max_train is not None and len(Xt) > max_train:
+        Xt = Xt[rng.choice(len(Xt), max_train, replace=False)]
     pca = PCA(min(n_pca, Xt.shape[1]), random_state=seed).fit(Xt)
     Pt, Po = pca.transform(Xt), pca.transform(np.asarray(X_obs, np.float32))
     near, n_t = [], len(Pt)
     for perp in perplexities:
-        E = np.asarray(TSNE(perplexity=perp, random_state=seed, n_jobs=n_jobs).fit(np.vstack([Pt, Po])))
+        E = np.asarray(
+            TSNE(perplexity=perp, random_state=seed, n_jobs=n_jobs).fit(np.vstack([Pt, Po]))
+        )
         nn_t = NearestNeighbors(n_neighbors=2).fit(E[:n_t])
-        radius = np.quantile(nn_t.kneighbors(E[:n_t])[0][:, 1], radius_quantile)  # [:, 0] is the star itself
+        radius = np.quantile(
+            nn_t.kneighbors(E[:n_t])[0][:, 1], radius_quantile
+        )  # [:, 0] is the star itself
         near.append(nn_t.kneighbors(E[n_t:], n_neighbors=1)[0][:, 0] <= radius)
     near = np.column_stack(near)
     return near.all(1), near
 
-def flag_boundary(values: dict, # field -> (N,) predicted labels / inputs (FLAG_BOUNDARY_FIELDS names; missing: '-')
-                  ranges: dict, # field -> (min, max) of the training set
-                  training_like=None # (N,) bool from tsne_training_like, or None ('-')
-                 ) -> np.ndarray:
+
+def flag_boundary(
+    values: dict,  # field -> (N,) predicted labels / inputs (FLAG_BOUNDARY_FIELDS names; missing: '-')
+    ranges: dict,  # field -> (min, max) of the training set
+    training_like=None,  # (N,) bool from tsne_training_like, or None ('-')
+) -> np.ndarray:
     "Guiglion's 8-character flag per star: 0 inside / training-like, 1 outside / not, '-' not available."
     from spectra_ml.core import FLAG_BOUNDARY_FIELDS
+
     n = len(next(iter(values.values()))) if values else len(training_like)
     cols = []
     for f in FLAG_BOUNDARY_FIELDS:
-        if f == "tsne": v = None if training_like is None else np.where(np.asarray(training_like, bool), "0", "1")
+        if f == "tsne":
+            v = (
+                None
+                if training_like is None
+                else np.where(np.asarray(training_like, bool), "0", "1")
+            )
         elif f in values and f in ranges:
-            x = np.asarray(values[f], float); lo, hi = ranges[f]
+            x = np.asarray(values[f], float)
+            lo, hi = ranges[f]
             v = np.where(np.isfinite(x), np.where((x >= lo) & (x <= hi), "0", "1"), "1")
-        else: v = None
+        else:
+            v = None
         cols.append(np.full(n, "-") if v is None else v)
     return np.array(["".join(r) for r in zip(*cols)])
 
 # %% ../nbs/04_models.ipynb #ae659ccb
-MODELS = {"kane_mlp": HeteroscedasticMLP, "uncertain_nn": UncertainNN, "aspgap": AspGapNet, "guiglion_cnn": GuiglionEnsemble}
+MODELS = {
+    "kane_mlp": HeteroscedasticMLP,
+    "uncertain_nn": UncertainNN,
+    "aspgap": AspGapNet,
+    "guiglion_cnn": GuiglionEnsemble,
+}
 
-def build_model(config: dict # {'model': name, 'n_in', 'n_labels', 'hidden', 'dropout', 'options': {...}}
-               ) -> nn.Module:
+
+def build_model(
+    config: dict,  # {'model': name, 'n_in', 'n_labels', 'hidden', 'dropout', 'options': {...}}
+) -> nn.Module:
     "Instantiate a registered model from its config; `options` are the model's own keyword arguments."
     name = config.get("model", "kane_mlp")
-    if name not in MODELS: raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; registered: {sorted(MODELS)}")
     cls, opts = MODELS[name], dict(config.get("options") or {})
     import inspect
+
     allowed = set(inspect.signature(cls.__init__).parameters) | (
-        set(inspect.signature(GuiglionCNN.__init__).parameters) if cls is GuiglionEnsemble else set())
+        set(inspect.signature(GuiglionCNN.__init__).parameters)
+        if cls is GuiglionEnsemble
+        else set()
+    )
     unknown = set(opts) - allowed - {"self", "n_in", "n_labels", "hidden", "dropout"}
-    if unknown: raise ValueError(f"unknown option(s) {sorted(unknown)} for model {name!r}")
-    return cls(int(config["n_in"]), int(config["n_labels"]), hidden=tuple(config.get("hidden", MLP_HIDDEN)),
-               dropout=float(config.get("dropout", MLP_DROPOUT)), **opts)
+    if unknown:
+        raise ValueError(f"unknown option(s) {sorted(unknown)} for model {name!r}")
+    return cls(
+        int(config["n_in"]),
+        int(config["n_labels"]),
+        hidden=tuple(config.get("hidden", MLP_HIDDEN)),
+        dropout=float(config.get("dropout", MLP_DROPOUT)),
+        **opts,
+    )

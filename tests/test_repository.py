@@ -1,5 +1,6 @@
 """The repository's own machinery: README from index.ipynb, nbdev_clean keeping the papermill tag,
 and the install step's choice of torch build."""
+
 import importlib.util
 import json
 import os
@@ -15,12 +16,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def _load_tool(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
     return mod
 
 
 def test_readme_is_generated_from_index_notebook():
-    r = subprocess.run([sys.executable, str(ROOT / "tools" / "make_readme.py"), "--check"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "make_readme.py"), "--check"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     text = (ROOT / "README.md").read_text()
     quick = text.split("## Quickstart", 1)[1]
@@ -44,6 +50,7 @@ def test_nbdev_clean_keeps_the_parameters_tag(tmp_path):
 
 def test_every_stage_has_one_parameters_cell():
     from spectra_ml.pipeline import DEMO_STAGES, stage_parameters
+
     for s in DEMO_STAGES:
         cells = json.loads((ROOT / "nbs" / f"{s}.ipynb").read_text())["cells"]
         assert sum("parameters" in c["metadata"].get("tags", []) for c in cells) == 1, s
@@ -60,10 +67,16 @@ def test_install_step_picks_the_local_cpu_torch_wheel(tmp_path, monkeypatch):
     assert q.torch_plan(Path(sys.executable)) == ["torch==2.13.0"]
     monkeypatch.setenv("SPECTRA_ML_TORCH", "torch==2.5.1")
     monkeypatch.setenv("SPECTRA_ML_TORCH_INDEX", "https://example.invalid/cpu")
-    assert q.torch_plan(Path(sys.executable)) == ["torch==2.5.1", "--index-url", "https://example.invalid/cpu"]
+    assert q.torch_plan(Path(sys.executable)) == [
+        "torch==2.5.1",
+        "--index-url",
+        "https://example.invalid/cpu",
+    ]
 
 
-def test_install_step_elsewhere_never_asks_for_a_bare_cuda_build_without_a_gpu(tmp_path, monkeypatch):
+def test_install_step_elsewhere_never_asks_for_a_bare_cuda_build_without_a_gpu(
+    tmp_path, monkeypatch
+):
     q = _load_tool("quickstart")
     monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path))  # an empty folder: no local wheel
     monkeypatch.delenv("SPECTRA_ML_TORCH", raising=False)

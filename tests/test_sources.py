@@ -1,5 +1,6 @@
 """Fetchers without the network: real files served from a loopback HTTP server, and a recorded DataLink
 response (the GaiaXPy test file XP_CONTINUOUS_RAW.csv is a real DataLink RAW CSV)."""
+
 import hashlib
 import json
 import http.server
@@ -22,20 +23,27 @@ class _Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self):
         path = Path(self.server.root) / self.path.lstrip("/")
         if not path.is_file():
-            self.send_error(404); return
-        data = path.read_bytes(); start = 0
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        start = 0
         rng = self.headers.get("Range")
         if rng:
-            _Handler.seen_ranges.append(rng); start = int(rng.split("=")[1].split("-")[0])
+            _Handler.seen_ranges.append(rng)
+            start = int(rng.split("=")[1].split("-")[0])
             if start >= len(data):
-                self.send_response(416); self.end_headers(); return
-            self.send_response(206); self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(data) - start)); self.end_headers()
+        self.send_header("Content-Length", str(len(data) - start))
+        self.end_headers()
         body = data[start:]
         if _Handler.cut_after is not None:
-            body, _Handler.cut_after = body[:_Handler.cut_after], None
+            body, _Handler.cut_after = body[: _Handler.cut_after], None
         self.wfile.write(body)
 
 
@@ -43,7 +51,8 @@ def _serve(root):
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     srv.root = str(root)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
-    _Handler.seen_ranges = []; _Handler.cut_after = None
+    _Handler.seen_ranges = []
+    _Handler.cut_after = None
     return srv, f"http://127.0.0.1:{srv.server_address[1]}"
 
 
@@ -59,21 +68,45 @@ def zenodo(local_data, tmp_path, monkeypatch):
     """A loopback stand-in for Zenodo: a zip of real VB21 member files (the mirror's, 5 clusters) and a record
     listing written by hand in the schema of Zenodo's REST API (files[].key, checksum 'md5:...', links.self)."""
     import zipfile
-    www = tmp_path / "www"; (www / "api" / "records").mkdir(parents=True)
+
+    www = tmp_path / "www"
+    (www / "api" / "records").mkdir(parents=True)
     srv, url = _serve(www)
     names = sorted(p.name for p in (local_data / "vb21_members" / "catalogues").glob("*.txt"))[:5]
     with zipfile.ZipFile(www / "vb21.zip", "w") as z:
         z.write(local_data / "vb21_members" / "README.original.md", "README.md")
-        for n in names: z.write(local_data / "vb21_members" / "catalogues" / n, f"catalogues/{n}")
+        for n in names:
+            z.write(local_data / "vb21_members" / "catalogues" / n, f"catalogues/{n}")
+
     def publish(files):  # files: {key: md5}
-        (www / "api" / "records" / "4891252").write_text(json.dumps({"id": 4891252, "files": [
-            {"key": k, "size": (www / k).stat().st_size if (www / k).exists() else 0, "checksum": f"md5:{m}",
-             "links": {"self": f"{url}/{k}"}} for k, m in files.items()]}))
-    publish({"vb21.zip": hashlib.md5((www / "vb21.zip").read_bytes()).hexdigest(), "README.txt": "0" * 32})
+        (www / "api" / "records" / "4891252").write_text(
+            json.dumps(
+                {
+                    "id": 4891252,
+                    "files": [
+                        {
+                            "key": k,
+                            "size": (www / k).stat().st_size if (www / k).exists() else 0,
+                            "checksum": f"md5:{m}",
+                            "links": {"self": f"{url}/{k}"},
+                        }
+                        for k, m in files.items()
+                    ],
+                }
+            )
+        )
+
+    publish(
+        {
+            "vb21.zip": hashlib.md5((www / "vb21.zip").read_bytes()).hexdigest(),
+            "README.txt": "0" * 32,
+        }
+    )
     monkeypatch.setattr(sources, "ZENODO_API", f"{url}/api/records")
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path / "cache")
     (tmp_path / "cache").mkdir()
-    monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA"); monkeypatch.delenv("SPECTRA_ML_OFFLINE")  # only the loopback server is reached
+    monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA")
+    monkeypatch.delenv("SPECTRA_ML_OFFLINE")  # only the loopback server is reached
     yield www, publish, names
     srv.shutdown()
 
@@ -83,18 +116,30 @@ def test_interrupted_download_resumes_and_is_verified(server, local_data, tmp_pa
     sha = hashlib.sha256(src.read_bytes()).hexdigest()
     _Handler.cut_after = 1_000_000  # the first response stops after 1 MB
     with pytest.raises(sources.SourceUnavailable, match="partial file"):
-        sources.download(f"{server}/apogee/occam_member-DR17.fits", tmp_path / "o.fits", sha, progress=False, retries=0)
+        sources.download(
+            f"{server}/apogee/occam_member-DR17.fits",
+            tmp_path / "o.fits",
+            sha,
+            progress=False,
+            retries=0,
+        )
     part = tmp_path / "o.fits.part"
     have = part.stat().st_size  # whole 64 kB chunks received before the drop
-    assert 900_000 < have <= 1_000_000 and not (tmp_path / "o.fits").exists()  # never taken as finished
-    out = sources.download(f"{server}/apogee/occam_member-DR17.fits", tmp_path / "o.fits", sha, progress=False)
+    assert (
+        900_000 < have <= 1_000_000 and not (tmp_path / "o.fits").exists()
+    )  # never taken as finished
+    out = sources.download(
+        f"{server}/apogee/occam_member-DR17.fits", tmp_path / "o.fits", sha, progress=False
+    )
     assert _Handler.seen_ranges == [f"bytes={have}-"]  # it resumed, not restarted
     assert sources.sha256_of(out) == sha and not part.exists()
 
 
 def test_hash_mismatch_is_refused(server, tmp_path):
     with pytest.raises(sources.SourceUnavailable, match="SHA-256 mismatch"):
-        sources.download(f"{server}/clusters/harris2010_mwgc.dat", tmp_path / "h.dat", "0" * 64, progress=False)
+        sources.download(
+            f"{server}/clusters/harris2010_mwgc.dat", tmp_path / "h.dat", "0" * 64, progress=False
+        )
     assert not (tmp_path / "h.dat").exists() and not (tmp_path / "h.dat.part").exists()
 
 
@@ -112,15 +157,24 @@ def test_fetch_offline_says_how_to_provide_the_source(tmp_path, monkeypatch):
     with pytest.raises(sources.SourceUnavailable) as e:
         sources.fetch("apogee_allstar", allow_download=False)
     msg = str(e.value)
-    assert "apogee_allstar" in msg and "SPECTRA_ML_LOCAL_DATA" in msg and "allStar-dr17-synspec_rev1.fits" in msg
+    assert (
+        "apogee_allstar" in msg
+        and "SPECTRA_ML_LOCAL_DATA" in msg
+        and "allStar-dr17-synspec_rev1.fits" in msg
+    )
     with pytest.raises(KeyError, match="unknown source"):
         sources.fetch("simbad")
 
 
 def test_corrupt_cache_is_detected_and_refetched(server, local_data, tmp_path, monkeypatch):
     src = local_data / "clusters" / "harris2010_mwgc.dat"
-    s = sources.Source("harris_test", "harris.dat", f"{server}/clusters/harris2010_mwgc.dat", "test",
-                       sha256=hashlib.sha256(src.read_bytes()).hexdigest())
+    s = sources.Source(
+        "harris_test",
+        "harris.dat",
+        f"{server}/clusters/harris2010_mwgc.dat",
+        "test",
+        sha256=hashlib.sha256(src.read_bytes()).hexdigest(),
+    )
     monkeypatch.setitem(sources.SOURCES, "harris_test", s)
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
     monkeypatch.delenv("SPECTRA_ML_OFFLINE")  # this download only reaches the loopback server
@@ -132,20 +186,32 @@ def test_corrupt_cache_is_detected_and_refetched(server, local_data, tmp_path, m
 
 def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, tmp_path):
     from spectra_ml.xp import read_xp
-    recorded = (local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv").read_text()  # a real DataLink RAW CSV
+
+    recorded = (
+        local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv"
+    ).read_text()  # a real DataLink RAW CSV
     calls = {"n": 0}
+
     def flaky_load(ids):
         calls["n"] += 1
-        if calls["n"] == 2: raise ConnectionError("archive timeout")
+        if calls["n"] == 2:
+            raise ConnectionError("archive timeout")
         return recorded
+
     ids = list(range(1, 12))
     log = sources.fetch_xp_continuous(ids, tmp_path, load=flaky_load, chunk=5, progress=False)
-    assert log["done"] == log["files"] and [f[:19] for f in log["files"]] == [f"xp_continuous_0000{k}" for k in range(3)]
+    assert log["done"] == log["files"] and [f[:19] for f in log["files"]] == [
+        f"xp_continuous_0000{k}" for k in range(3)
+    ]
     assert log["failed"] == {} and calls["n"] == 4  # chunk 2 failed once and was retried
     again = sources.fetch_xp_continuous(ids, tmp_path, load=flaky_load, chunk=5, progress=False)
     assert again["skipped"] == log["files"] and calls["n"] == 4  # nothing re-requested
-    other = sources.fetch_xp_continuous(list(range(21, 32)), tmp_path, load=flaky_load, chunk=5, progress=False)
-    assert other["skipped"] == [] and calls["n"] == 7  # another id list never reuses these chunk files
+    other = sources.fetch_xp_continuous(
+        list(range(21, 32)), tmp_path, load=flaky_load, chunk=5, progress=False
+    )
+    assert (
+        other["skipped"] == [] and calls["n"] == 7
+    )  # another id list never reuses these chunk files
     d = read_xp(tmp_path / log["files"][1])
     assert d["bp_coefficients"].shape == (2, 55)
     with pytest.raises(ValueError, match="duplicate"):
@@ -154,16 +220,27 @@ def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, t
 
 def test_full_profile_offline_stops_at_the_first_missing_source(tmp_path, capsys):
     from spectra_ml.pipeline import main
-    assert main(["run", "--profile", "full", "--runs-root", str(tmp_path), "--figures-dir", ""]) == 2
+
+    assert (
+        main(["run", "--profile", "full", "--runs-root", str(tmp_path), "--figures-dir", ""]) == 2
+    )
     err = capsys.readouterr().err
-    assert "apogee_allstar" in err and "SPECTRA_ML_LOCAL_DATA" in err and "downloads are disabled" in err
+    assert (
+        "apogee_allstar" in err
+        and "SPECTRA_ML_LOCAL_DATA" in err
+        and "downloads are disabled" in err
+    )
 
 
 def test_full_training_apogee_part_on_real_allstar_rows(local_data, tmp_path, monkeypatch):
     """The allStar step of the full build on the 95 real DR17 rows, served as a mirror; then the clear stop at Gaia."""
     from spectra_ml.samples import apogee_training_table, build_full_training, read_allstar
-    mirror = tmp_path / "mirror" / "apogee"; mirror.mkdir(parents=True)
-    (mirror / "allStar-dr17-synspec_rev1.fits").symlink_to(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
+
+    mirror = tmp_path / "mirror" / "apogee"
+    mirror.mkdir(parents=True)
+    (mirror / "allStar-dr17-synspec_rev1.fits").symlink_to(
+        local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits"
+    )
     monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(tmp_path / "mirror"))
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
     t, flow = apogee_training_table(read_allstar(mirror / "allStar-dr17-synspec_rev1.fits"))
@@ -182,8 +259,15 @@ def test_sfd_ebv_against_harris_cluster_reddening(local_data):
     from spectra_ml.clusters import read_harris_feh
     from spectra_ml.dynamics import gc_key
     from spectra_ml.sources import ebv_sfd
-    pos = pd.read_csv(local_data / "clusters" / "vb21_gaiatools_input.txt", sep=r"\s+", comment="#", header=None,
-                      usecols=[0, 1, 2], names=["name", "ra", "dec"])
+
+    pos = pd.read_csv(
+        local_data / "clusters" / "vb21_gaiatools_input.txt",
+        sep=r"\s+",
+        comment="#",
+        header=None,
+        usecols=[0, 1, 2],
+        names=["name", "ra", "dec"],
+    )
     pos["key"] = pos["name"].map(gc_key)
     h = read_harris_feh(local_data / "clusters" / "harris2010_mwgc.dat")
     j = pos.merge(h, on="key")
@@ -200,15 +284,23 @@ def test_sfd_ebv_against_harris_cluster_reddening(local_data):
 
 def test_zenodo_record_is_resolved_verified_and_unpacked(zenodo, local_data, tmp_path):
     from spectra_ml.clusters import read_vb21_members
+
     www, publish, names = zenodo
     p = sources.fetch("vb21_members", progress=False)
     assert p.name == "catalogues" and sorted(f.name for f in p.glob("*.txt")) == names
     ours = read_vb21_members(p, 0.5)
     ref = read_vb21_members(local_data / "vb21_members" / "catalogues", 0.5)
     assert len(ours) > 0 and set(ours.cluster) == set(ref.cluster[ref.cluster.isin(ours.cluster)])
-    assert ours.source_id.isin(ref.source_id).all() and len(ours) == ref.cluster.isin(ours.cluster).sum()
+    assert (
+        ours.source_id.isin(ref.source_id).all()
+        and len(ours) == ref.cluster.isin(ours.cluster).sum()
+    )
     rec = json.loads((tmp_path / "cache" / "vb21_members.provenance.json").read_text())
-    assert rec["how"] == "download" and rec["url"].endswith("/vb21.zip") and rec["n_files"] == len(names)
+    assert (
+        rec["how"] == "download"
+        and rec["url"].endswith("/vb21.zip")
+        and rec["n_files"] == len(names)
+    )
     (www / "vb21.zip").unlink()  # the second call is served from the unpacked cache
     assert sources.fetch("vb21_members", progress=False) == p
 
@@ -227,12 +319,15 @@ def test_zenodo_md5_mismatch_and_ambiguous_files_are_refused(zenodo, tmp_path):
 
 def test_archive_members_outside_the_folder_and_corrupt_archives_are_refused(tmp_path):
     import zipfile
+
     evil = tmp_path / "evil.zip"
-    with zipfile.ZipFile(evil, "w") as z: z.writestr("../catalogues/x.txt", "1")
+    with zipfile.ZipFile(evil, "w") as z:
+        z.writestr("../catalogues/x.txt", "1")
     with pytest.raises(sources.SourceUnavailable, match="outside the archive"):
         sources._unpack(evil, tmp_path / "out", "catalogues")
     assert not (tmp_path / "catalogues").exists() and not (tmp_path / "out").exists()
-    bad = tmp_path / "bad.zip"; bad.write_bytes(b"PK\x03\x04 truncated")
+    bad = tmp_path / "bad.zip"
+    bad.write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(sources.SourceUnavailable, match="corrupt"):
         sources._unpack(bad, tmp_path / "out", "catalogues")
     assert not bad.exists()  # removed, so the next fetch downloads it again
@@ -241,23 +336,32 @@ def test_archive_members_outside_the_folder_and_corrupt_archives_are_refused(tmp
 def test_offline_zenodo_source_names_its_record(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
     monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
-    with pytest.raises(sources.SourceUnavailable, match=r"zenodo\.org/records/7945154 \(file table_2_catwise\.fits\.gz\)"):
+    with pytest.raises(
+        sources.SourceUnavailable,
+        match=r"zenodo\.org/records/7945154 \(file table_2_catwise\.fits\.gz\)",
+    ):
         sources.fetch("andrae2023_rgb", allow_download=False)
 
 
-def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(local_data, tmp_path, monkeypatch):
+def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(
+    local_data, tmp_path, monkeypatch
+):
     """The bulk CDN route on a loopback stand-in: three partitions hand-made in the CDN's layout from the three
     real rows of the archive CSV (one row each, file names covering each row's HEALPix-8), with an _MD5SUM.txt."""
     import gzip
     from spectra_ml.xp import read_xp, read_xp_parquet
+
     src = local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
     header, *rows = src.read_text().splitlines()
     ref = read_xp(src)
-    www = tmp_path / "www"; www.mkdir()
+    www = tmp_path / "www"
+    www.mkdir()
     lines = []
     for r, sid in zip(rows, ref["source_id"]):
-        hp = int(sources.healpix8([sid])[0]); name = f"XpContinuousMeanSpectrum_{hp - 5:06d}-{hp + 5:06d}.csv.gz"
-        with gzip.open(www / name, "wt") as g: g.write(header + "\n" + r + "\n")
+        hp = int(sources.healpix8([sid])[0])
+        name = f"XpContinuousMeanSpectrum_{hp - 5:06d}-{hp + 5:06d}.csv.gz"
+        with gzip.open(www / name, "wt") as g:
+            g.write(header + "\n" + r + "\n")
         lines.append(f"{hashlib.md5((www / name).read_bytes()).hexdigest()}  {name}")
     (www / "_MD5SUM.txt").write_text("\n".join(lines) + "\n")
     srv, url = _serve(www)
@@ -265,17 +369,29 @@ def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(local_data, 
     try:
         want = [int(ref["source_id"][0]), int(ref["source_id"][2])]
         got = sources.fetch_xp_bulk(want, tmp_path / "bulk", base_url=url + "/", progress=False)
-        assert len(got["partitions"]) == 2 and not list((tmp_path / "bulk").glob("*.csv.gz"))  # 2 of 3, gz removed after ingest
+        assert len(got["partitions"]) == 2 and not list(
+            (tmp_path / "bulk").glob("*.csv.gz")
+        )  # 2 of 3, gz removed after ingest
         d = read_xp_parquet(got["files"], want)
         assert sorted(d["source_id"].tolist()) == sorted(want)
         for i in (0, 2):
             k = d["source_id"].tolist().index(int(ref["source_id"][i]))
             np.testing.assert_array_equal(d["bp_coefficients"][k], ref["bp_coefficients"][i])
-            np.testing.assert_array_equal(d["rp_coefficient_errors"][k], ref["rp_coefficient_errors"][i])
-        for f in www.glob("*.csv.gz"): f.unlink()  # a rerun uses the ingested partitions only
-        assert sources.fetch_xp_bulk(want, tmp_path / "bulk", base_url=url + "/", progress=False)["files"] == got["files"]
+            np.testing.assert_array_equal(
+                d["rp_coefficient_errors"][k], ref["rp_coefficient_errors"][i]
+            )
+        for f in www.glob("*.csv.gz"):
+            f.unlink()  # a rerun uses the ingested partitions only
+        assert (
+            sources.fetch_xp_bulk(want, tmp_path / "bulk", base_url=url + "/", progress=False)[
+                "files"
+            ]
+            == got["files"]
+        )
         with pytest.raises(ValueError, match="no bulk partition"):
-            sources.xp_bulk_files([4295806720], sources.read_md5sum((www / "_MD5SUM.txt").read_text()))
+            sources.xp_bulk_files(
+                [4295806720], sources.read_md5sum((www / "_MD5SUM.txt").read_text())
+            )
     finally:
         srv.shutdown()
     monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
@@ -283,43 +399,66 @@ def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(local_data, 
         sources.fetch_xp_bulk(want, tmp_path / "elsewhere", base_url=url + "/")
 
 
-def test_source_status_lists_where_each_source_comes_from_and_checks_archives(zenodo, local_data, tmp_path, monkeypatch, capsys):
+def test_source_status_lists_where_each_source_comes_from_and_checks_archives(
+    zenodo, local_data, tmp_path, monkeypatch, capsys
+):
     """`spectra_ml sources [--check]` against the loopback stand-ins: the check reports each address's answer
     (size from the server), a missing file as not ok, and never downloads."""
     from spectra_ml.pipeline import main
+
     www, publish, names = zenodo
     (www / "harris.dat").write_bytes((local_data / "clusters" / "harris2010_mwgc.dat").read_bytes())
     url = sources.ZENODO_API.rsplit("/api/records", 1)[0]
-    reg = {"vb21_members": sources.SOURCES["vb21_members"],
-           "harris_test": sources.Source("harris_test", "h.dat", f"{url}/harris.dat", "test"),
-           "gone": sources.Source("gone", "g.dat", f"{url}/nothing-here.dat", "test")}
+    reg = {
+        "vb21_members": sources.SOURCES["vb21_members"],
+        "harris_test": sources.Source("harris_test", "h.dat", f"{url}/harris.dat", "test"),
+        "gone": sources.Source("gone", "g.dat", f"{url}/nothing-here.dat", "test"),
+    }
     monkeypatch.setattr(sources, "SOURCES", reg)
-    monkeypatch.setattr(sources, "XP_BULK_URL", f"{url}/"); monkeypatch.setattr(sources, "GAIA_TAP_URL", f"{url}/tap")
+    monkeypatch.setattr(sources, "XP_BULK_URL", f"{url}/")
+    monkeypatch.setattr(sources, "GAIA_TAP_URL", f"{url}/tap")
     (www / "_MD5SUM.txt").write_text("0" * 32 + "  XpContinuousMeanSpectrum_000000-003111.csv.gz\n")
     t = sources.source_status(check=True, timeout=5).set_index("source")
-    assert t.loc["harris_test", "ok"] and t.loc["harris_test", "size_bytes"] == (www / "harris.dat").stat().st_size
-    assert t.loc["vb21_members", "ok"] and t.loc["vb21_members", "size_bytes"] == (www / "vb21.zip").stat().st_size
+    assert (
+        t.loc["harris_test", "ok"]
+        and t.loc["harris_test", "size_bytes"] == (www / "harris.dat").stat().st_size
+    )
+    assert (
+        t.loc["vb21_members", "ok"]
+        and t.loc["vb21_members", "size_bytes"] == (www / "vb21.zip").stat().st_size
+    )
     assert not t.loc["gone", "ok"] and t.loc["gone", "http"] == 404
-    assert t.loc["gaia_dr3_xp_bulk", "ok"] and not t.loc["gaia_dr3_tap", "ok"]  # no TAP stand-in: reported, not hidden
-    assert (t.available == "archive").all() and not list((tmp_path / "cache").iterdir())  # nothing was downloaded
+    assert (
+        t.loc["gaia_dr3_xp_bulk", "ok"] and not t.loc["gaia_dr3_tap", "ok"]
+    )  # no TAP stand-in: reported, not hidden
+    assert (t.available == "archive").all() and not list(
+        (tmp_path / "cache").iterdir()
+    )  # nothing was downloaded
     assert main(["sources"]) == 0 and "harris_test" in capsys.readouterr().out
     assert main(["sources", "--check"]) == 1  # some address does not answer: a non-zero exit
     monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
     assert main(["sources", "--check"]) == 2 and "forbids" in capsys.readouterr().err
 
 
-def test_hand_placed_archive_with_a_nested_folder_is_unpacked_once(local_data, tmp_path, monkeypatch):
+def test_hand_placed_archive_with_a_nested_folder_is_unpacked_once(
+    local_data, tmp_path, monkeypatch
+):
     """An archive put in the cache by hand (offline), with `catalogues/` nested under a top folder as zips often are:
     unpacked on the first fetch, served from the unpacked cache afterwards (the zip is no longer needed)."""
     import zipfile
+
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
     monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
     names = sorted(p.name for p in (local_data / "vb21_members" / "catalogues").glob("*.txt"))[:3]
     z = tmp_path / sources.SOURCES["vb21_members"].filename
     with zipfile.ZipFile(z, "w") as f:
-        for n in names: f.write(local_data / "vb21_members" / "catalogues" / n, f"vb21_release/catalogues/{n}")
+        for n in names:
+            f.write(local_data / "vb21_members" / "catalogues" / n, f"vb21_release/catalogues/{n}")
     p = sources.fetch("vb21_members", allow_download=False)
-    assert p == tmp_path / "vb21_members" / "vb21_release" / "catalogues" and sorted(q.name for q in p.iterdir()) == names
+    assert (
+        p == tmp_path / "vb21_members" / "vb21_release" / "catalogues"
+        and sorted(q.name for q in p.iterdir()) == names
+    )
     z.unlink()
     assert sources.fetch("vb21_members", allow_download=False) == p
     assert '"how": "cache"' in (tmp_path / "vb21_members.provenance.json").read_text()

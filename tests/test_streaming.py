@@ -1,4 +1,5 @@
 """Catalogue-scale inference: partitions, resume after a kill, flags, and Dask identical to one process."""
+
 import json
 import numpy as np
 import pandas as pd
@@ -17,9 +18,10 @@ def catalogue(quick_run, tmp_path):
     s = s[cols].iloc[:900].copy()
     s.iloc[5, 10] = np.nan  # a broken spectrum
     s.iloc[700, 0] = s.iloc[650, 0]  # a duplicate id inside partition 3
-    d = tmp_path / "in"; d.mkdir()
+    d = tmp_path / "in"
+    d.mkdir()
     for i in range(3):
-        s.iloc[300 * i: 300 * (i + 1)].to_parquet(d / f"part-{i:03d}.parquet", index=False)
+        s.iloc[300 * i : 300 * (i + 1)].to_parquet(d / f"part-{i:03d}.parquet", index=False)
     return root / "model", d, s
 
 
@@ -31,19 +33,24 @@ def test_stream_resume_and_flags(catalogue, tmp_path):
     model, d, s = catalogue
     out = tmp_path / "out"
     r = predict_catalogue(model, d, out, n_passes=10, progress=False)
-    assert r["n_computed"] == 3 and r["n_rows_computed"] == 900 and r["device"] == "cpu"  # no GPU here
+    assert (
+        r["n_computed"] == 3 and r["n_rows_computed"] == 900 and r["device"] == "cpu"
+    )  # no GPU here
     res = _read(out)
     assert (res.source_id.to_numpy() == s.source_id.to_numpy()).all()  # every row, in order
     assert res.flag_bad_input.sum() == 1 and np.isnan(res.loc[5, "mu_teff"])
     assert res.flag_duplicate_id.sum() == 2 and res.model_fingerprint.nunique() == 1
     cal = json.loads((model / "calibration.json").read_text())["sigma_scale"]
-    np.testing.assert_allclose(res.sigma_cal_teff, res.sigma_teff * cal["teff"])  # the saved calibration is applied
+    np.testing.assert_allclose(
+        res.sigma_cal_teff, res.sigma_teff * cal["teff"]
+    )  # the saved calibration is applied
     assert not res.flag_ood[~res.flag_bad_input].all()
     # a rerun recomputes nothing
     assert predict_catalogue(model, d, out, n_passes=10, progress=False)["n_computed"] == 0
     # a killed run: one output missing, one truncated, one stale .tmp left behind
     (out / "part-000.parquet").unlink()
-    data = (out / "part-001.parquet").read_bytes(); (out / "part-001.parquet").write_bytes(data[: len(data) // 2])
+    data = (out / "part-001.parquet").read_bytes()
+    (out / "part-001.parquet").write_bytes(data[: len(data) // 2])
     (out / "part-002.parquet.tmp").write_bytes(b"partial")
     assert not partition_done(d / "part-001.parquet", out / "part-001.parquet")
     r = predict_catalogue(model, d, out, n_passes=10, progress=False)
@@ -58,19 +65,54 @@ def test_dask_local_cluster_matches_single_process(catalogue, tmp_path):
     distributed = pytest.importorskip("distributed")
     model, d, _ = catalogue
     predict_catalogue(model, d, tmp_path / "one", n_passes=10, progress=False, threads=1)
-    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
-            distributed.Client(cluster) as client:
-        r = predict_catalogue(model, d, tmp_path / "dask", n_passes=10, client=client, progress=False)
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as client,
+    ):
+        r = predict_catalogue(
+            model, d, tmp_path / "dask", n_passes=10, client=client, progress=False
+        )
     assert r["n_computed"] == 3
     pd.testing.assert_frame_equal(_read(tmp_path / "dask"), _read(tmp_path / "one"))
 
 
 def test_cli_predict(catalogue, tmp_path, capsys):
     from spectra_ml.pipeline import main
+
     model, d, _ = catalogue
-    assert main(["predict", "--model", str(model), "--input", str(d), "--output", str(tmp_path / "o"), "--passes", "5"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--input",
+                str(d),
+                "--output",
+                str(tmp_path / "o"),
+                "--passes",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert json.loads(capsys.readouterr().out)["n_rows_computed"] == 900
-    assert main(["predict", "--model", str(model), "--input", str(tmp_path / "empty"), "--output", str(tmp_path / "o")]) == 2
+    assert (
+        main(
+            [
+                "predict",
+                "--model",
+                str(model),
+                "--input",
+                str(tmp_path / "empty"),
+                "--output",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )
 
 
 def test_notebook_streams_a_catalogue(catalogue, tmp_path):
@@ -78,12 +120,22 @@ def test_notebook_streams_a_catalogue(catalogue, tmp_path):
     import papermill as pm
     from spectra_ml.core import RunDir
     from spectra_ml.pipeline import notebooks_dir, pick_kernel
+
     model, d, _ = catalogue
     run = RunDir(tmp_path / "run")
     shutil.copytree(model.parent / "model", run.model, dirs_exist_ok=True)
     shutil.copy(model.parent / "products" / "samples.parquet", run.products / "samples.parquet")
-    pm.execute_notebook(str(notebooks_dir() / "06_predict.ipynb"), str(tmp_path / "06.ipynb"),
-                        parameters={"run_dir": str(run.root), "n_passes": 5, "catalogue_in": str(d),
-                                    "catalogue_out": str(tmp_path / "cat")}, kernel_name=pick_kernel(), progress_bar=False)
+    pm.execute_notebook(
+        str(notebooks_dir() / "06_predict.ipynb"),
+        str(tmp_path / "06.ipynb"),
+        parameters={
+            "run_dir": str(run.root),
+            "n_passes": 5,
+            "catalogue_in": str(d),
+            "catalogue_out": str(tmp_path / "cat"),
+        },
+        kernel_name=pick_kernel(),
+        progress_bar=False,
+    )
     s = run.read_summary()["predict_catalogue"]
     assert s["n_rows_computed"] == 900 and len(list((tmp_path / "cat").glob("*.parquet"))) == 3

@@ -7,6 +7,7 @@ nbconvert, which the project already depends on, so it runs anywhere the project
     python tools/make_readme.py           # write README.md
     python tools/make_readme.py --check   # exit 1 if README.md is out of date
 """
+
 import sys
 from pathlib import Path
 
@@ -19,8 +20,12 @@ HEADER = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: edit the 
 
 def render() -> str:
     nb = nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4)
-    nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith("#|")]  # drop nbdev directive cells
-    body, _ = MarkdownExporter(exclude_output_prompt=True, exclude_input_prompt=True).from_notebook_node(nb)
+    nb.cells = [
+        c for c in nb.cells if not c.source.lstrip().startswith("#|")
+    ]  # drop nbdev directive cells
+    body, _ = MarkdownExporter(
+        exclude_output_prompt=True, exclude_input_prompt=True
+    ).from_notebook_node(nb)
     return HEADER + body.strip() + "\n"
 
 

@@ -17,6 +17,7 @@ inside a virtual environment, or --no-venv is given), installs PyTorch first, ch
 Then it installs the project with its pinned tools (nbdev 2, papermill, ...), registers the
 `spectra_ml` Jupyter kernel, and runs. Re-running skips installation when nothing changed.
 """
+
 from __future__ import annotations
 import glob, hashlib, os, platform, re, shutil, subprocess, sys, venv
 from pathlib import Path
@@ -44,7 +45,9 @@ def target_python(use_venv: bool) -> Path:
 def find_links(py: Path) -> list[str]:
     dirs = os.environ.get("PIP_FIND_LINKS", "").split()
     try:
-        out = subprocess.run([str(py), "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [str(py), "-m", "pip", "config", "list"], capture_output=True, text=True
+        ).stdout
         for line in out.splitlines():
             if "find-links" in line:
                 dirs += line.split("=", 1)[1].strip().strip("'\"").split()
@@ -72,16 +75,30 @@ def torch_plan(py: Path) -> list[str]:
 
 
 def install(py: Path, force: bool = False):
-    stamp_src = b"".join((ROOT / f).read_bytes() for f in ("settings.ini", "setup.py", "tools/quickstart.py"))
+    stamp_src = b"".join(
+        (ROOT / f).read_bytes() for f in ("settings.ini", "setup.py", "tools/quickstart.py")
+    )
     stamp = ROOT / ".spectra_ml-install-stamp"  # gitignored; keyed on the interpreter too
     digest = hashlib.sha256(stamp_src + str(py).encode()).hexdigest()
     if not force and stamp.exists() and stamp.read_text() == digest:
-        print("spectra_ml already installed (delete .venv or pass --reinstall to force)", flush=True)
+        print(
+            "spectra_ml already installed (delete .venv or pass --reinstall to force)", flush=True
+        )
         return
     if subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0:
         sh(py, "-m", "pip", "install", *torch_plan(py))
     sh(py, "-m", "pip", "install", "-e", f"{ROOT}[dev]")
-    sh(py, "-m", "ipykernel", "install", "--sys-prefix", "--name", "spectra_ml", "--display-name", "spectra_ml")
+    sh(
+        py,
+        "-m",
+        "ipykernel",
+        "install",
+        "--sys-prefix",
+        "--name",
+        "spectra_ml",
+        "--display-name",
+        "spectra_ml",
+    )
     stamp.write_text(digest)
 
 
@@ -107,7 +124,9 @@ def main(argv=None) -> int:
         exe = bindir / ("spectra_ml.exe" if os.name == "nt" else "spectra_ml")
         return subprocess.run([str(exe), "run", *rest], cwd=ROOT, env=env).returncode
     # test: the notebooks' own examples, then the pytest suite
-    r = subprocess.run([str(bindir / "nbdev_test"), "--n_workers", "2", "--timing"], cwd=ROOT, env=env).returncode
+    r = subprocess.run(
+        [str(bindir / "nbdev_test"), "--n_workers", "2", "--timing"], cwd=ROOT, env=env
+    ).returncode
     if r != 0:
         print("nbdev_test failed", file=sys.stderr)
     p = subprocess.run([str(py), "-m", "pytest", "tests", *rest], cwd=ROOT, env=env).returncode
