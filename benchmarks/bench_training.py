@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from spectra_ml.core import DEMO_LABELS, library_versions
 from spectra_ml.models import HeteroscedasticMLP, heteroscedastic_nll
 from spectra_ml.samples import load_demo, select_giants
-from spectra_ml.training import LabelScaler
+from spectra_ml.checkpoint import LabelScaler
 from spectra_ml.xp import PercentileScaler
 
 

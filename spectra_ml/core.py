@@ -4,8 +4,8 @@
 
 # %% ../nbs/00_core.ipynb #6a3d7c78
 from __future__ import annotations
-import datetime, hashlib, json, os, platform, random, subprocess, sys, warnings
-from dataclasses import dataclass, field, asdict
+import datetime, hashlib, json, os, platform, random, subprocess
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 import numpy as np
@@ -21,12 +21,36 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'GALCEN_RA_DEG', 'GALCEN_DEC_DEG', 'GALCEN_DISTANCE_KPC', 'GALCEN_V_SUN_KMS', 'Z_SUN_PC', 'HALO_VPHI_MAX',
            'MIN_PARALLAX_SNR', 'MWP_VERSION', 'BK23_LZ_EDGE', 'BK23_E_FLAT', 'BK23_E_MID', 'BK23_E_PRO',
            'BK23_ENERGY_SHIFT', 'AL_INSITU_MIN', 'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS',
-           'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'MODEL_NAMES', 'MODEL_DEFAULTS', 'MODEL_PASSES',
-           'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES', 'FLAT_ALPHA_EDGES', 'FLAT_PER_BIN', 'RVS_WAVELENGTH_A',
-           'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS', 'XP_BANDS_NM', 'ENV_LOCAL_DATA',
-           'DEFAULT_SEED', 'PROFILES', 'PROVENANCE_PACKAGES', 'FIGURE_RC', 'Profile', 'get_profile', 'check_labels',
-           'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256', 'write_json',
-           'RunDir', 'check_params', 'figure_style', 'save_figure']
+           'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'DEFAULT_SEED',
+           'GALAH_SNR_MIN', 'GALAH_FIG7', 'PROFILES', 'PROVENANCE_PACKAGES', 'FIGURE_RC', 'SpectraMLError', 'DataError',
+           'MissingInputError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile', 'get_profile',
+           'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256',
+           'write_json', 'RunDir', 'check_params', 'declared_parameters', 'received_parameters', 'figure_style',
+           'save_figure']
+
+# %% ../nbs/00_core.ipynb #dbcf7047
+class SpectraMLError(Exception):
+    "Base of the errors spectra_ml raises on purpose; the CLI prints the message on one line and exits 2."
+
+
+class DataError(SpectraMLError, ValueError):
+    "Input data that cannot be used as it is: the message names the file, column or row, and the fix."
+
+
+class MissingInputError(DataError, FileNotFoundError):
+    "A file, folder or product that a step needs is not there; the message says what makes it."
+
+
+class SourceError(SpectraMLError, RuntimeError):
+    "A data source that cannot be found, reached or verified (mirror, cache or archive)."
+
+
+class CheckpointError(SpectraMLError, ValueError):
+    "A checkpoint that is missing, corrupt, or does not match the data or configuration it is used with."
+
+
+class ParameterError(SpectraMLError, ValueError):
+    "A parameter name or value that a stage or command does not accept."
 
 # %% ../nbs/00_core.ipynb #62797f01
 #: Kane et al. (seed 000) §2.1: the five labels of the paper.
@@ -81,7 +105,8 @@ MC_PASSES = 100
 #: increase with flux. An MLP is indifferent to the sign.
 SCALER_PERCENTILES = (1.0, 99.0)
 
-#: DESIGN.md: train / validation / test by a hash of source_id. Test (20%) is Kane's "withheld 20%";
+# %% ../nbs/00_core.ipynb #cacc3641
+#: Three splits by a hash of source_id (README, "Honest metrics"): train / validation / test by a hash of source_id. Test (20%) is Kane's "withheld 20%";
 #: validation (10%) is used for early stopping and model choice only.
 SPLIT_FRACTIONS = {"train": 0.7, "validation": 0.1, "test": 0.2}
 #: Salt of the split hash: changing it gives a different, equally valid, split.
@@ -121,6 +146,7 @@ ASPGAP_ALPHA_TABLE3 = {"low": (0.97, 0.96), "high": (0.93, 0.94)}
 #: Kane §3.3 / AspGap §4.4: cluster members are VB21 stars with membership probability >= 0.5.
 VB21_MEMBER_PROB_MIN = 0.5
 
+# %% ../nbs/00_core.ipynb #8e3e90b4
 #: Kane §4 / astropy's Galactocentric defaults (v4.0), pinned so an astropy change cannot move
 #: results: Sgr A* (ICRS), R_sun = 8.122 kpc (GRAVITY 2018), v_sun = (12.9, 245.6, 7.78) km/s
 #: (Drimmel & Poggio 2018), z_sun = 20.8 pc (Bennett & Bovy 2019), roll 0.
@@ -160,103 +186,6 @@ COMPLETENESS_CORRECTION = 3.6
 #: Orbit integration (not specified by Kane): DOPRI853, 1 Myr steps over 5 Gyr, backwards.
 ORBIT_DT_MYR, ORBIT_T_GYR = 1.0, 5.0
 
-#: The four seed models as registered names (`spectra_ml run -p model=<name>`).
-MODEL_NAMES = ("kane_mlp", "uncertain_nn", "aspgap", "guiglion_cnn")
-#: Per-model training defaults from the seeds; anything here is overridable by a stage parameter.
-#: * Fallows & Sanders §3 (seed 001): Adam lr 5e-4, weight decay 1e-5; the first 2,500 of 20,000
-#:   iterations without σ_input ("to seed the gradient"), i.e. the first 1/8 of training. They train
-#:   for a fixed 20,000 iterations; we use early stopping on the validation split instead, and call the
-#:   first `warmup_epochs` epochs the warm-up. Their 10,000-star batches are ~70% of the demo training
-#:   split, so the demo keeps Kane's 128. 50 dropout passes at prediction, median as the value (§3.1.1).
-#: * AspGap §3 (seed 002): 1024-wide latent; decoder widths and activations [not given] (one hidden
-#:   layer of 256, LeakyReLU here); ε = 1e-6; α = 0.6 on the XP branch; Λ1 and Λ2 [not given]
-#:   (1e-7 and 1.0 here). No dropout (their σ is the predicted s², not an MC spread); `dropout` > 0 adds decoder
-#:   dropout and MC passes (an extension: on the demo it calibrates on every row but costs accuracy).
-#: * Guiglion §3 (seed 003): XP branch Dense 64, photometry branch Dense 32 (G, BP, RP, parallax; the
-#:   demo has no parallax), RVS branch Conv1D 32/16/8 (kernel 8, max-pool after blocks 2 and 3) +
-#:   Dense 128, head 128 -> 32 -> labels, LeakyReLU. Loss, lr and batch [UNSPEC]: MSE, Adam 1e-3, 128.
-#:   28 = 7 split states x 4 seeds in the paper; 2 x 2 here (a parameter).
-MODEL_DEFAULTS = {
-    "kane_mlp": {"scaler": "percentile", "aux": [], "options": {}},
-    "uncertain_nn": {
-        "scaler": "percentile",
-        "aux": [],
-        "lr": 5e-4,
-        "weight_decay": 1e-5,
-        "options": {"warmup_epochs": 10},
-    },
-    "aspgap": {
-        "scaler": "median_iqr",
-        "aux": [],
-        "dropout": 0.0,
-        "hidden": [256],
-        "options": {"latent": 1024, "alpha": 0.6, "eps": 1e-6, "l1": 1e-7, "kl_weight": 1.0},
-        "flat_resample": False,
-    },
-    "guiglion_cnn": {
-        "scaler": "minmax",
-        "aux": ["g", "bp", "rp"],
-        "dropout": 0.0,
-        "hidden": [128, 32],
-        "options": {
-            "xp_width": 64,
-            "phot_width": 32,
-            "rvs_filters": [32, 16, 8],
-            "rvs_kernel": 8,
-            "rvs_dense": 128,
-            "n_seeds": 2,
-            "n_split_states": 2,
-            "member_train_fraction": 0.75,
-            "run_poly_degree": 3,
-        },
-    },
-}
-#: Default prediction passes per model: Kane §2.2 100 MC-dropout passes; Fallows & Sanders §3.1.1 50;
-#: AspGap and the Guiglion ensemble are deterministic (one pass per network).
-MODEL_PASSES = {"kane_mlp": 100, "uncertain_nn": 50, "aspgap": 1, "guiglion_cnn": 1}
-#: AspGap Eq. 5 outlier rate η: |truth − prediction| / bound > 1, bounds 15% (relative) for Teff and
-#: log g, 0.15 dex for [M/H] (we use it for [Fe/H]), 0.05 dex for [α/M]. Labels without a bound get no η.
-OUTLIER_BOUNDS = {
-    "teff": ("relative", 0.15),
-    "logg": ("relative", 0.15),
-    "fe_h": ("absolute", 0.15),
-    "alpha_m": ("absolute", 0.05),
-}
-#: AspGap §2 flat resampling edges in [M/H] (we use [Fe/H]) and [α/M]; 1,000 stars per bin with replacement.
-FLAT_FEH_EDGES = (
-    -2.0,
-    -1.8,
-    -1.6,
-    -1.4,
-    -1.2,
-    -1.0,
-    -0.9,
-    -0.8,
-    -0.7,
-    -0.6,
-    -0.5,
-    -0.4,
-    -0.3,
-    -0.2,
-    -0.1,
-    0.0,
-    0.1,
-    0.2,
-    0.3,
-    0.4,
-    0.6,
-)
-FLAT_ALPHA_EDGES = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4)
-FLAT_PER_BIN = 1000
-#: Guiglion §2 (seed 003): RVS spectra 8460-8700 Å at 0.1 Å (2401 px); NaN pixels are filled with the
-#: spectrum's third quartile (Q3) of the flux in these continuum windows (Å).
-RVS_WAVELENGTH_A = np.round(np.arange(8460.0, 8700.0 + 0.05, 0.1), 1)
-RVS_CONTINUUM_A = ((8475.0, 8495.0), (8561.0, 8582.0), (8627.0, 8648.0))
-#: Guiglion §5 t-SNE perplexities; a star is training-like only if near training stars in all maps.
-TSNE_PERPLEXITIES = (30, 50, 75, 100)
-#: Guiglion §5 `flag_boundary`: one digit per quantity, 0 = inside the training range / training-like.
-FLAG_BOUNDARY_FIELDS = ("teff", "logg", "m_h", "alpha_m", "fe_h", "g", "parallax", "tsne")
-
 #: Molecular features in the XP range (Kane §1: CN 388 nm, CN 421.5 nm at [Fe/H] ~ -1, NH 336 nm at the
 #: blue edge; the CH G band at 430 nm is the standard Fraunhofer feature, added for Kane Fig. 2).
 XP_BANDS_NM = {"NH 336": 336.0, "CN 388": 388.0, "CN 421.5": 421.5, "CH 430": 430.0}
@@ -266,6 +195,11 @@ ENV_LOCAL_DATA = "SPECTRA_ML_LOCAL_DATA"
 #: Default seed of every stage.
 DEFAULT_SEED = 42
 
+#: Kane §3.3 GALAH DR3 quality: S/N in the red arm (snr_c3_iraf) > 30.
+GALAH_SNR_MIN = 30.0
+#: Kane Fig. 7 panels: GALAH abundances against μ[Al/Fe].
+GALAH_FIG7 = ("al_fe", "fe_h", "alpha_fe", "na_fe", "mg_fe", "ca_fe")
+
 # %% ../nbs/00_core.ipynb #917b51bb
 @dataclass(frozen=True)
 class Profile:
@@ -273,9 +207,8 @@ class Profile:
     labels: tuple  # labels the profile can train on
     description: str  # one line for humans
     missing: tuple = ()  # things the paper uses that this profile does not have
-    ready: bool = True  # can the pipeline run it end to end today?
 
-
+# %% ../nbs/00_core.ipynb #e406955f
 PROFILES = {
     "demo": Profile(
         "demo",
@@ -302,12 +235,12 @@ PROFILES = {
 def get_profile(
     name: str,  # profile name, one of `PROFILES`
 ) -> Profile:
-    "Look up a profile by name, with a clear error for an unknown or not-yet-runnable one."
+    "Look up a profile by name, with a clear error for an unknown one."
     if name not in PROFILES:
-        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+        raise ParameterError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
     return PROFILES[name]
 
-
+# %% ../nbs/00_core.ipynb #dc27f245
 def check_labels(
     labels,  # requested labels
     profile: str = "demo",  # profile whose labels are available
@@ -317,11 +250,11 @@ def check_labels(
     prof = get_profile(profile)
     bad = [l for l in labels if l not in prof.labels]
     if bad or not labels:
-        raise ValueError(
+        raise ParameterError(
             f"unknown label(s) {bad} for profile {profile!r}; available: {list(prof.labels)}"
         )
     if len(set(labels)) != len(labels):
-        raise ValueError(f"duplicate labels in {labels}")
+        raise ParameterError(f"duplicate labels in {labels}")
     return labels
 
 # %% ../nbs/00_core.ipynb #47776d65
@@ -336,7 +269,7 @@ def repo_root(
     pkg = Path(__file__).resolve().parent.parent if "__file__" in globals() else here
     return pkg if (pkg / "settings.ini").exists() else here
 
-
+# %% ../nbs/00_core.ipynb #9b5e7874
 def local_data_path(
     required: bool = False,  # raise if no mirror is configured
 ) -> Path | None:
@@ -344,16 +277,16 @@ def local_data_path(
     v = os.environ.get(ENV_LOCAL_DATA)
     if not v:
         if required:
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"set ${ENV_LOCAL_DATA} to a local data mirror (for example ../shared/data)"
             )
         return None
     p = Path(v).expanduser().resolve()
     if not p.is_dir():
-        raise FileNotFoundError(f"${ENV_LOCAL_DATA}={v!r} is not a directory")
+        raise MissingInputError(f"${ENV_LOCAL_DATA}={v!r} is not a directory")
     return p
 
-
+# %% ../nbs/00_core.ipynb #b1c1ffe1
 def set_seed(
     seed: int = DEFAULT_SEED,  # seed for python, numpy and torch
 ) -> int:
@@ -399,7 +332,7 @@ def library_versions(
             out[p] = None
     return out
 
-
+# %% ../nbs/00_core.ipynb #8b7178b4
 def git_hash(
     path: Path | None = None,  # a path inside the repository
 ) -> str | None:
@@ -422,7 +355,7 @@ def git_hash(
     except (OSError, subprocess.SubprocessError):
         return None
 
-
+# %% ../nbs/00_core.ipynb #ef859ea5
 _HASH_CACHE = {}
 
 
@@ -446,7 +379,7 @@ def file_sha256(
         _HASH_CACHE[key] = h.hexdigest()
     return _HASH_CACHE[key]
 
-
+# %% ../nbs/00_core.ipynb #7438d348
 def _jsonable(o):
     if isinstance(o, dict):
         return {str(k): _jsonable(v) for k, v in o.items()}
@@ -507,14 +440,14 @@ class RunDir:
         "The path of a product an earlier stage must have written, or a clear error."
         p = self.root / relpath
         if not p.exists():
-            raise FileNotFoundError(
+            raise MissingInputError(
                 f"{p} is missing: run {stage} first (spectra_ml run, or papermill on it)"
             )
         return p
 
     def write_provenance(
         self,
-        stage: str,  # stage name, e.g. '05_train'
+        stage: str,  # stage name, e.g. '08_training'
         params: dict,  # the parameters the stage ran with
         inputs: dict | None = None,  # name -> input file (hashed with SHA-256)
         notes: list | None = None,  # honest remarks (missing data, substitutions)
@@ -563,8 +496,39 @@ def check_params(
             f"{k!r}" + (f" (did you mean {', '.join(map(repr, h))}?)" if h else "")
             for k, h in hints.items()
         )
-        raise ValueError(f"unknown parameter(s) for {where}: {msg}. Known: {sorted(known)}")
+        raise ParameterError(f"unknown parameter(s) for {where}: {msg}. Known: {sorted(known)}")
     return given
+
+# %% ../nbs/00_core.ipynb #e44db053
+def declared_parameters(
+    notebook,  # a stage notebook (path)
+) -> list:
+    "Names assigned in a notebook's papermill `parameters` cell, in order."
+    import ast
+
+    nb = json.loads(Path(notebook).read_text())
+    for c in nb["cells"]:
+        if "parameters" in c.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(c["source"]))
+            return [
+                t.id
+                for n in tree.body
+                if isinstance(n, ast.Assign)
+                for t in n.targets
+                if isinstance(t, ast.Name)
+            ]
+    raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
+
+
+def received_parameters(
+    namespace: dict,  # the stage's globals() just after its parameters (and papermill's injected cell)
+    stage: str,  # stage notebook name, e.g. '08_training'
+) -> dict:
+    "The parameters a stage actually received: its declared names with their values now (defaults overridden by papermill)."
+    nb = repo_root() / "nbs" / f"{stage}.ipynb"
+    if not nb.exists():
+        nb = Path(__file__).resolve().parent.parent / "nbs" / f"{stage}.ipynb"
+    return {k: namespace[k] for k in declared_parameters(nb) if k in namespace}
 
 # %% ../nbs/00_core.ipynb #1b4e7dae
 FIGURE_RC = {
@@ -591,7 +555,7 @@ def figure_style():
 
     return mpl.rc_context(FIGURE_RC)
 
-
+# %% ../nbs/00_core.ipynb #3029959d
 def save_figure(
     fig,  # matplotlib figure
     path,  # output file (png); parent folders are created

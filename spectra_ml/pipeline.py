@@ -4,27 +4,27 @@
 
 # %% ../nbs/90_pipeline.ipynb #dd8bc82c
 from __future__ import annotations
-import argparse, ast, json, sys, time
+import ast, sys, time
 from pathlib import Path
 from .core import RunDir, check_labels, check_params, get_profile, repo_root, write_json
 
 # %% auto #0
 __all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'notebooks_dir', 'stage_parameters', 'parse_param',
-           'pick_kernel', 'run_pipeline', 'publish_figures', 'main']
+           'pick_kernel', 'run_pipeline', 'publish_figures']
 
 # %% ../nbs/90_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a notebook in `nbs/`.
 DEMO_STAGES = (
-    "03_samples",
-    "05_train",
-    "06_predict",
-    "07_validate",
-    "08_clusters",
-    "09_candidates",
-    "10_dynamics",
+    "05_samples",
+    "08_training",
+    "09_inference",
+    "11_metrics",
+    "12_clusters",
+    "13_tagging",
+    "14_dynamics",
 )
 #: The model comparison (issue #4): build the sample, then train and score every seed model on it.
-COMPARE_STAGES = ("03_samples", "11_compare")
+COMPARE_STAGES = ("05_samples", "15_compare")
 #: Parameters of a fast smoke run (tests, first look): a subsample and few epochs.
 QUICK_PARAMS = {
     "max_stars": 3000,
@@ -44,7 +44,7 @@ def notebooks_dir() -> Path:
         raise FileNotFoundError(f"{d} not found: run spectra_ml from a clone of the repository")
     return d
 
-
+# %% ../nbs/90_pipeline.ipynb #c02679b5
 def stage_parameters(
     stage: str,  # notebook name without .ipynb
 ) -> dict:
@@ -56,7 +56,7 @@ def stage_parameters(
         raise FileNotFoundError(f"no stage notebook {nb}")
     return {k: v["default"] for k, v in pm.inspect_notebook(str(nb)).items()}
 
-
+# %% ../nbs/90_pipeline.ipynb #d9a13df4
 def parse_param(
     text: str,  # 'name=value'; value as a Python literal, else a string
 ) -> tuple:
@@ -70,7 +70,7 @@ def parse_param(
         pass
     return k.strip(), v
 
-
+# %% ../nbs/90_pipeline.ipynb #b0a5cf3c
 def pick_kernel(name: str = KERNEL_NAME) -> str:
     "The registered project kernel if present, else the current interpreter's `python3` kernel."
     from jupyter_client.kernelspec import KernelSpecManager
@@ -100,17 +100,13 @@ def run_pipeline(
     import papermill as pm
 
     prof = get_profile(profile)
-    if not prof.ready:
-        raise NotImplementedError(
-            f"profile {profile!r} cannot run end to end yet: {prof.description}"
-        )
     params = dict(params or {})
     declared = {s: stage_parameters(s) for s in stages}
     known = set().union(*map(set, declared.values())) - {"run_dir", "profile"}
     check_params(params, known, "spectra_ml run")
     if "labels" in params:
         check_labels(params["labels"], profile)
-    from spectra_ml.core import MODEL_NAMES
+    from spectra_ml.models import MODEL_NAMES
 
     for m in ([params["model"]] if "model" in params else []) + list(params.get("models", [])):
         if m not in MODEL_NAMES:
@@ -163,7 +159,7 @@ def run_pipeline(
         },
     )
 
-
+# %% ../nbs/90_pipeline.ipynb #38b7e286
 def publish_figures(
     run: RunDir,  # a finished run
     dest,  # folder to copy the run's figures into (replaced)
@@ -179,173 +175,3 @@ def publish_figures(
         run.products.glob("*.md")
     )  # Markdown tables a stage wrote for the README (e.g. comparison.md)
     return [shutil.copy2(f, dest / f.name) for f in sorted(run.figures.glob("*.png")) + tables]
-
-# %% ../nbs/90_pipeline.ipynb #d2cecca4
-def _print_summary(s: dict, root: Path):
-    v = s.get("validate", {})
-    if v.get("mlp"):
-        print(
-            f"\nTest split ({v['n_test']} stars):  label   MLP RMSE  bias   z-std | boosting RMSE"
-        )
-        for l, m in v["mlp"].items():
-            g = (v.get("baseline_gbr") or {}).get(l, {}).get("rmse", float("nan"))
-            print(
-                f"  {l:>8} {m['rmse']:10.4g} {m['bias']:+8.3g} {m.get('z_std', float('nan')):6.2f} | {g:.4g}"
-            )
-        for n in v.get("notes", []):
-            print("  note:", n)
-    cmp = root / "products" / "comparison.md"
-    if s.get("compare") and cmp.exists():
-        c = s["compare"]["best_model_vs_kane"]
-        print(
-            f"\nModel comparison (test split):\n{cmp.read_text()}\nbest model vs kane_mlp: {c['model']}, "
-            f"{c['labels_with_10pct_lower_rmse']} label(s) with >= 10% lower RMSE"
-        )
-    print(
-        f"\nRun directory: {root}\n  summary.json, figures/, notebooks/, products/, model/, provenance/"
-    )
-
-
-def _predict_cli(a) -> int:
-    from spectra_ml.inference import predict_catalogue
-
-    client = cluster = None
-    try:
-        if a.scheduler or a.dask_workers:
-            from distributed import Client, LocalCluster
-
-            if a.scheduler:
-                client = Client(a.scheduler)
-            else:
-                cluster = LocalCluster(n_workers=a.dask_workers, threads_per_worker=1)
-                client = Client(cluster)
-        r = predict_catalogue(
-            a.model,
-            a.input,
-            a.output,
-            a.passes,
-            a.seed,
-            a.batch_size,
-            client=client,
-            shared_masks=not a.per_star_masks,
-        )
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        print(f"spectra_ml: error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
-    print(json.dumps(r, indent=1))
-    return 0
-
-
-def main(argv=None):
-    "Entry point of the `spectra_ml` command."
-    ap = argparse.ArgumentParser(
-        prog="spectra_ml", description="Gaia XP -> stellar labels: run the pipeline"
-    )
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="execute the stage notebooks with papermill")
-    r.add_argument("--name", default=None, help="run name (default: the profile name, or 'quick')")
-    r.add_argument("--profile", default="demo", help="data profile (default: demo)")
-    r.add_argument(
-        "-p",
-        "--param",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="stage parameter, repeatable",
-    )
-    r.add_argument("--stages", nargs="+", default=list(DEMO_STAGES), help="stage notebooks to run")
-    r.add_argument("--runs-root", default="runs", help="parent folder of run directories")
-    r.add_argument("--quick", action="store_true", help="smoke run: subsample and few epochs")
-    r.add_argument(
-        "--compare",
-        action="store_true",
-        help="run the model comparison (stages: " + " ".join(COMPARE_STAGES) + ")",
-    )
-    r.add_argument("--kernel", default=None, help="Jupyter kernel name")
-    r.add_argument(
-        "--figures-dir",
-        default="figures",
-        help="copy the run's figures to FIGURES_DIR/NAME ('' to skip)",
-    )
-    sub.add_parser("stages", help="list the stages and their parameters")
-    so = sub.add_parser(
-        "sources", help="where each data source would come from now (mirror, cache, archive)"
-    )
-    so.add_argument(
-        "--check",
-        action="store_true",
-        help="ask each archive whether it answers (network; nothing is downloaded)",
-    )
-    pr = sub.add_parser(
-        "predict", help="stream a partitioned Parquet catalogue through a trained model"
-    )
-    pr.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/demo/model)")
-    pr.add_argument(
-        "--input",
-        required=True,
-        help="folder of input Parquet partitions (source_id + model inputs)",
-    )
-    pr.add_argument(
-        "--output",
-        required=True,
-        help="folder for the prediction partitions (finished ones are skipped)",
-    )
-    pr.add_argument("--passes", type=int, default=100, help="MC-dropout passes (Kane: 100)")
-    pr.add_argument("--seed", type=int, default=42)
-    pr.add_argument("--batch-size", type=int, default=512)
-    pr.add_argument(
-        "--dask-workers",
-        type=int,
-        default=0,
-        help="start a local Dask cluster with this many workers",
-    )
-    pr.add_argument(
-        "--scheduler",
-        default=None,
-        help="address of a running Dask scheduler (e.g. from dask-jobqueue)",
-    )
-    pr.add_argument(
-        "--per-star-masks",
-        action="store_true",
-        help="independent dropout masks per star (slower; default: one per pass per block)",
-    )
-    a = ap.parse_args(argv)
-    if a.cmd == "stages":
-        for s in DEMO_STAGES + COMPARE_STAGES[1:]:
-            print(s, stage_parameters(s))
-        return 0
-    if a.cmd == "predict":
-        return _predict_cli(a)
-    if a.cmd == "sources":
-        from spectra_ml.sources import SourceUnavailable, source_status
-
-        try:
-            t = source_status(check=a.check)
-        except SourceUnavailable as e:
-            print(f"spectra_ml: error: {e}", file=sys.stderr)
-            return 2
-        print(t.to_string(index=False))
-        return 0 if not a.check or bool(t.ok.all()) else 1
-    try:
-        params = dict(parse_param(p) for p in a.param)
-        name = a.name or ("quick" if a.quick else a.profile)
-        s = run_pipeline(
-            name,
-            a.profile,
-            params,
-            COMPARE_STAGES if a.compare else a.stages,
-            a.runs_root,
-            a.quick,
-            a.kernel,
-            figures_dir=a.figures_dir or None,
-        )
-    except (ValueError, FileNotFoundError, NotImplementedError, RuntimeError) as e:
-        print(f"spectra_ml: error: {e}", file=sys.stderr)
-        return 2
-    _print_summary(s, Path(a.runs_root) / name)
-    return 0

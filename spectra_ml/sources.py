@@ -48,7 +48,7 @@ class Source:
             else None
         )
 
-
+# %% ../nbs/01_sources.ipynb #2634bbf8
 SOURCES = {
     s.name: s
     for s in [
@@ -127,7 +127,7 @@ SOURCES = {
 class SourceUnavailable(RuntimeError):
     "A source is neither in the mirror, nor cached, nor downloadable: the message says how to provide it."
 
-
+# %% ../nbs/01_sources.ipynb #e8396382
 def cache_dir() -> Path:
     "The download cache, `data/cache/` in the repository (gitignored)."
     d = repo_root() / "data" / "cache"
@@ -257,7 +257,7 @@ def fetch(
         raise SourceUnavailable(f"source {name!r}: {e}. Alternatively, {how}.") from None
     return _record(s, path, "download", url)
 
-
+# %% ../nbs/01_sources.ipynb #e4618f48
 def fetch_optional(
     name: str,  # a key of SOURCES
     notes: list,  # the stage's notes: the reason is appended when the source is missing
@@ -270,7 +270,7 @@ def fetch_optional(
         notes.append(f"skipped: {e}")
         return None
 
-
+# %% ../nbs/01_sources.ipynb #a1719669
 def zenodo_file(
     record: str,  # Zenodo record id
     pattern: str,  # file name, or a glob pattern that must match exactly one file of the record
@@ -381,7 +381,7 @@ def validate_source_ids(ids) -> list:
         raise ValueError(f"{dup} duplicate source_id(s) in the request")
     return out
 
-
+# %% ../nbs/01_sources.ipynb #3116ec39
 #: gaia_source columns the full profile needs: astrometry for the cuts and for dynamics, photometry for the cuts
 GAIA_SOURCE_COLUMNS = (
     "source_id",
@@ -407,7 +407,7 @@ GAIA_SOURCE_COLUMNS = (
 def downloads_allowed() -> bool:
     return os.environ.get(ENV_OFFLINE, "") not in ("1", "true", "yes")
 
-
+# %% ../nbs/01_sources.ipynb #4916aaea
 def gaia_source_adql(columns=GAIA_SOURCE_COLUMNS, upload_table: str = "ids") -> str:
     "ADQL joining gaia_source to an uploaded id table (the ids never enter the query text)."
     cols = []
@@ -417,7 +417,7 @@ def gaia_source_adql(columns=GAIA_SOURCE_COLUMNS, upload_table: str = "ids") -> 
         cols.append(f"g.{c}")
     return f"SELECT {', '.join(cols)} FROM gaiadr3.gaia_source AS g JOIN tap_upload.{upload_table} AS u ON g.source_id = u.source_id"
 
-
+# %% ../nbs/01_sources.ipynb #fab5a6c4
 def _chunk_name(stem: str, k: int, ids: list, suffix: str) -> str:
     "A chunk file named by its position and its ids' content, so another id list never reuses it."
     return f"{stem}_{k:05d}_{hashlib.sha256(','.join(map(str, ids)).encode()).hexdigest()[:12]}{suffix}"
@@ -484,7 +484,7 @@ def fetch_xp_continuous(
         "DataLink XP_CONTINUOUS",
     )
 
-
+# %% ../nbs/01_sources.ipynb #527ad1b0
 def _astroquery_xp_csv(ids) -> str:
     "One DataLink request through astroquery (network)."
     from astroquery.gaia import Gaia
@@ -552,7 +552,7 @@ def gaia_source_tap(
             )
         return pd.concat([pd.read_parquet(out / f) for f in log["files"]], ignore_index=True)
 
-
+# %% ../nbs/01_sources.ipynb #186da755
 XP_BULK_URL = "https://cdn.gea.esac.esa.int/Gaia/gdr3/Spectroscopy/xp_continuous_mean_spectrum/"  # Gaia DR3 bulk XP (CDN)
 XP_BULK_MANIFEST = (
     "_MD5SUM.txt"  # the folder's MD5 list: one '<md5>  <file name>' line per partition
@@ -563,7 +563,7 @@ def healpix8(source_id) -> np.ndarray:
     "HEALPix level-8 (nested) index of Gaia source_ids (the id's top bits are the level-12 index, id // 2**35)."
     return np.asarray(source_id, np.int64) >> 43
 
-
+# %% ../nbs/01_sources.ipynb #af28acd9
 def read_md5sum(text: str) -> "pd.DataFrame":
     "The bulk folder's `_MD5SUM.txt` as a table: name, md5, and the HEALPix-8 range [hp_lo, hp_hi] in each file name."
     import re
@@ -582,7 +582,7 @@ def read_md5sum(text: str) -> "pd.DataFrame":
         )
     return pd.DataFrame(rows).sort_values("hp_lo", ignore_index=True)
 
-
+# %% ../nbs/01_sources.ipynb #02c269e9
 def xp_bulk_files(ids, manifest: "pd.DataFrame") -> list:
     "Names of the bulk partitions that hold the given source_ids (each id's HEALPix-8 inside a file's range)."
     hp = healpix8(validate_source_ids(ids))
@@ -594,7 +594,7 @@ def xp_bulk_files(ids, manifest: "pd.DataFrame") -> list:
         )
     return manifest.name.to_numpy()[np.unique(k)].tolist()
 
-
+# %% ../nbs/01_sources.ipynb #2319975e
 def fetch_xp_bulk(
     ids,
     out_dir,  # source_ids, and the folder for the manifest, downloads and Parquet partitions
@@ -603,7 +603,7 @@ def fetch_xp_bulk(
     progress: bool = True,
 ) -> dict:
     "Bulk route for XP coefficients: the partitions holding the ids, downloaded (MD5-checked, resumable) and streamed to Parquet."
-    from spectra_ml.xp import ingest_xp_csv
+    from spectra_ml.xp_io import ingest_xp_csv
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -633,7 +633,7 @@ def fetch_xp_bulk(
         files += [out_dir / "parquet" / p for p in json.loads(done.read_text())["parquet"]]
     return {"partitions": names, "files": files}
 
-
+# %% ../nbs/01_sources.ipynb #b1368695
 def gaia_archive_loaders(
     cache=None,  # folder for the DataLink and TAP chunk files (default: data/cache/gaia_dr3)
     xp_route: str = "datalink",  # 'datalink' (chunked requests: id lists) or 'bulk' (whole CDN partitions: most of the sky)
@@ -641,13 +641,13 @@ def gaia_archive_loaders(
     "Default `(xp_loader, gaia_loader)` of the full profile: DataLink XP_CONTINUOUS (or the bulk files) and TAP gaia_source."
     if xp_route not in ("datalink", "bulk"):
         raise ValueError(f"xp_route must be 'datalink' or 'bulk', not {xp_route!r}")
-    from spectra_ml.xp import read_xp
+    from spectra_ml.xp_io import read_xp
 
     cache = Path(cache) if cache is not None else cache_dir() / "gaia_dr3"
 
     def xp_loader(ids):
         if xp_route == "bulk":
-            from spectra_ml.xp import read_xp_parquet
+            from spectra_ml.xp_io import read_xp_parquet
 
             return read_xp_parquet(fetch_xp_bulk(ids, cache / "xp_bulk")["files"], ids)
         if not downloads_allowed():

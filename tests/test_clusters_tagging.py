@@ -7,7 +7,7 @@ from astropy.table import Table
 
 from spectra_ml import clusters as cl
 from spectra_ml import tagging as tg
-from spectra_ml.dynamics import gc_key
+from spectra_ml.catalogues import gc_key
 
 
 def test_harris_and_vb21_readers(local_data):

@@ -10,7 +10,7 @@ import torch
 from spectra_ml.core import DEMO_LABELS, XP_WAVELENGTH_NM, check_labels
 from spectra_ml.inference import mc_dropout_predict, mc_dropout_predict_loop, predict_table
 from spectra_ml.samples import assign_split, select_giants
-from spectra_ml.training import CheckpointMismatchError, load_checkpoint
+from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint
 from spectra_ml.xp import PercentileScaler, check_features
 
 
@@ -149,7 +149,8 @@ def test_vectorised_mc_dropout_matches_the_loop_in_distribution(checkpoint, demo
 
 def test_training_is_deterministic_under_a_seed(demo_data):
     """Identical seeds give identical weights and predictions on CPU; another seed does not."""
-    from spectra_ml.training import LabelScaler, TrainConfig, fit
+    from spectra_ml.checkpoint import LabelScaler, TrainConfig
+    from spectra_ml.training import fit
 
     meta, flux, _ = demo_data
     keep, _ = select_giants(meta, DEMO_LABELS)

@@ -55,7 +55,7 @@ def test_candidates_stage_full_profile_branch(local_data, tmp_path):
         json.dumps({"train_config": {"labels": list(KANE_LABELS)}})
     )
     pm.execute_notebook(
-        str(notebooks_dir() / "09_candidates.ipynb"),
+        str(notebooks_dir() / "13_tagging.ipynb"),
         str(tmp_path / "09.ipynb"),
         parameters={"run_dir": str(run.root), "k": None},
         kernel_name=pick_kernel(),
@@ -169,7 +169,7 @@ def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
 
 
 def test_apogee_cut_flow_on_the_real_allstar_rows(local_data):
-    """The cut-flow table shown in 03_samples for the 95 Montalban DR17 rows, cut by cut."""
+    """The cut-flow table shown in 05_samples for the 95 Montalban DR17 rows, cut by cut."""
     from spectra_ml.samples import apogee_training_table, read_allstar
 
     t, f = apogee_training_table(
@@ -236,7 +236,8 @@ def test_xp_feature_frame_on_real_coefficients(local_data):
     """Kane's features per sample row from real XP files: rows follow the sample, absent or one-band stars get NaN
     and has=False, a duplicated XP row is used once."""
     from spectra_ml.samples import xp_feature_frame
-    from spectra_ml.xp import kane_coefficient_features, read_xp
+    from spectra_ml.xp import kane_coefficient_features
+    from spectra_ml.xp_io import read_xp
 
     xp = read_xp(
         local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
@@ -265,7 +266,7 @@ def test_build_application_writes_in_chunks_and_loses_no_row(local_data, tmp_pat
     and the real VB21 files are used."""
     from spectra_ml import sources
     from spectra_ml.samples import build_application
-    from spectra_ml.xp import read_xp
+    from spectra_ml.xp_io import read_xp
 
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
     sid = np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64)

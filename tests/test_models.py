@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import torch
 
-from spectra_ml.core import DEMO_LABELS, MODEL_NAMES, MODEL_PASSES
+from spectra_ml.core import DEMO_LABELS
+from spectra_ml.models import MODEL_NAMES, MODEL_PASSES
 from spectra_ml.inference import predict_table
 from spectra_ml.models import (
     AspGapNet,
@@ -24,12 +25,8 @@ from spectra_ml.models import (
     heteroscedastic_nll,
 )
 from spectra_ml.samples import model_inputs
-from spectra_ml.training import (
-    CheckpointMismatchError,
-    load_checkpoint,
-    repeated_two_fold,
-    train_model,
-)
+from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint
+from spectra_ml.training import repeated_two_fold, train_model
 
 LABELS = list(DEMO_LABELS)
 
@@ -202,7 +199,7 @@ def test_unknown_options_and_models_are_refused(sample):
     from spectra_ml.pipeline import run_pipeline
 
     with pytest.raises(ValueError, match="unknown model"):
-        run_pipeline("x", "demo", {"model": "kane"}, stages=("05_train",))
+        run_pipeline("x", "demo", {"model": "kane"}, stages=("08_training",))
 
 
 def test_flat_resampling_on_real_labels(sample):
@@ -286,7 +283,7 @@ def test_pipeline_trains_every_model(quick_run, tmp_path, name):
         name,
         "demo",
         {"model": name, "epochs": 3, "patience": 2, "baseline": False, "options": opts},
-        stages=("05_train", "06_predict", "07_validate"),
+        stages=("08_training", "09_inference", "11_metrics"),
         runs_root=root,
         progress=False,
         figures_dir=None,

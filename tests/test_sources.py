@@ -185,7 +185,7 @@ def test_corrupt_cache_is_detected_and_refetched(server, local_data, tmp_path, m
 
 
 def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, tmp_path):
-    from spectra_ml.xp import read_xp
+    from spectra_ml.xp_io import read_xp
 
     recorded = (
         local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv"
@@ -219,7 +219,7 @@ def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, t
 
 
 def test_full_profile_offline_stops_at_the_first_missing_source(tmp_path, capsys):
-    from spectra_ml.pipeline import main
+    from spectra_ml.cli import main
 
     assert (
         main(["run", "--profile", "full", "--runs-root", str(tmp_path), "--figures-dir", ""]) == 2
@@ -256,8 +256,8 @@ def test_sfd_ebv_against_harris_cluster_reddening(local_data):
     compilation (mostly from cluster CMDs). SFD is known to run high at large extinction, so the tight check
     is on E(B-V) < 0.3; above, only the ordering is checked."""
     import pandas as pd
-    from spectra_ml.clusters import read_harris_feh
-    from spectra_ml.dynamics import gc_key
+    from spectra_ml.catalogues import read_harris_feh
+    from spectra_ml.catalogues import gc_key
     from spectra_ml.sources import ebv_sfd
 
     pos = pd.read_csv(
@@ -283,7 +283,7 @@ def test_sfd_ebv_against_harris_cluster_reddening(local_data):
 
 
 def test_zenodo_record_is_resolved_verified_and_unpacked(zenodo, local_data, tmp_path):
-    from spectra_ml.clusters import read_vb21_members
+    from spectra_ml.catalogues import read_vb21_members
 
     www, publish, names = zenodo
     p = sources.fetch("vb21_members", progress=False)
@@ -349,7 +349,7 @@ def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(
     """The bulk CDN route on a loopback stand-in: three partitions hand-made in the CDN's layout from the three
     real rows of the archive CSV (one row each, file names covering each row's HEALPix-8), with an _MD5SUM.txt."""
     import gzip
-    from spectra_ml.xp import read_xp, read_xp_parquet
+    from spectra_ml.xp_io import read_xp, read_xp_parquet
 
     src = local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
     header, *rows = src.read_text().splitlines()
@@ -404,7 +404,7 @@ def test_source_status_lists_where_each_source_comes_from_and_checks_archives(
 ):
     """`spectra_ml sources [--check]` against the loopback stand-ins: the check reports each address's answer
     (size from the server), a missing file as not ok, and never downloads."""
-    from spectra_ml.pipeline import main
+    from spectra_ml.cli import main
 
     www, publish, names = zenodo
     (www / "harris.dat").write_bytes((local_data / "clusters" / "harris2010_mwgc.dat").read_bytes())

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectra_ml.inference import partition_done, predict_catalogue
+from spectra_ml.catalogue import partition_done, predict_catalogue
 from spectra_ml.samples import flux_columns
 
 
@@ -79,7 +79,7 @@ def test_dask_local_cluster_matches_single_process(catalogue, tmp_path):
 
 
 def test_cli_predict(catalogue, tmp_path, capsys):
-    from spectra_ml.pipeline import main
+    from spectra_ml.cli import main
 
     model, d, _ = catalogue
     assert (
@@ -126,7 +126,7 @@ def test_notebook_streams_a_catalogue(catalogue, tmp_path):
     shutil.copytree(model.parent / "model", run.model, dirs_exist_ok=True)
     shutil.copy(model.parent / "products" / "samples.parquet", run.products / "samples.parquet")
     pm.execute_notebook(
-        str(notebooks_dir() / "06_predict.ipynb"),
+        str(notebooks_dir() / "09_inference.ipynb"),
         str(tmp_path / "06.ipynb"),
         parameters={
             "run_dir": str(run.root),
