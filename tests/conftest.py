@@ -18,7 +18,7 @@ def quick_run(tmp_path_factory):
     summary = run_pipeline(
         "quick",
         "demo",
-        {"seed": 7},
+        {"seed": 42},  # the seed of the regression digest (tests/test_regression.py)
         runs_root=root,
         quick=True,
         progress=False,

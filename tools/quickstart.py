@@ -123,7 +123,13 @@ def main(argv=None) -> int:
     if cmd == "demo":
         exe = bindir / ("spectra_ml.exe" if os.name == "nt" else "spectra_ml")
         return subprocess.run([str(exe), "run", *rest], cwd=ROOT, env=env).returncode
-    # test: the notebooks' own examples, then the pytest suite
+    # test: the formatter, the notebooks' own examples, then the pytest suite
+    ruff = bindir / ("ruff.exe" if os.name == "nt" else "ruff")
+    f = subprocess.run([str(ruff), "format", "--check", "."], cwd=ROOT, env=env).returncode
+    if f != 0:
+        print(
+            "the tree is not formatted: run `ruff format .`, then `nbdev_export`", file=sys.stderr
+        )
     r = subprocess.run(
         [str(bindir / "nbdev_test"), "--n_workers", "2", "--timing"], cwd=ROOT, env=env
     ).returncode
@@ -132,7 +138,7 @@ def main(argv=None) -> int:
     p = subprocess.run([str(py), "-m", "pytest", "tests", *rest], cwd=ROOT, env=env).returncode
     if p == 5:
         print("pytest collected no tests: that is a failure here", file=sys.stderr)
-    return r or p
+    return f or r or p
 
 
 if __name__ == "__main__":
