@@ -6,7 +6,7 @@
 from __future__ import annotations
 import argparse, json, sys
 from pathlib import Path
-from .core import SpectraMLError
+from .core import SpectraMLError, check_output_path, check_parameter_values
 from spectra_ml.pipeline import (
     COMPARE_STAGES,
     DEMO_STAGES,
@@ -94,6 +94,12 @@ def cmd_predict(
     "`spectra_ml predict`: stream a partitioned catalogue through a checkpoint, here or on Dask."
     from spectra_ml.catalogue import predict_catalogue
 
+    check_output_path(a.input, a.output)
+    check_parameter_values(
+        {"n_passes": a.passes, "batch_size": a.batch_size, "dask_workers": a.dask_workers},
+        {"n_passes": None, "batch_size": 512, "dask_workers": 0},
+        "spectra_ml predict",
+    )
     client = cluster = None
     try:
         if a.scheduler or a.dask_workers:

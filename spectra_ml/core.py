@@ -22,11 +22,12 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'MIN_PARALLAX_SNR', 'MWP_VERSION', 'BK23_LZ_EDGE', 'BK23_E_FLAT', 'BK23_E_MID', 'BK23_E_PRO',
            'BK23_ENERGY_SHIFT', 'AL_INSITU_MIN', 'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS',
            'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'DEFAULT_SEED',
-           'GALAH_SNR_MIN', 'GALAH_FIG7', 'PROFILES', 'PROVENANCE_PACKAGES', 'FIGURE_RC', 'SpectraMLError', 'DataError',
-           'MissingInputError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile', 'get_profile',
-           'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256',
-           'write_json', 'RunDir', 'check_params', 'declared_parameters', 'received_parameters', 'figure_style',
-           'save_figure']
+           'GALAH_SNR_MIN', 'GALAH_FIG7', 'PROFILES', 'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE',
+           'PARAMETER_CHOICES', 'FIGURE_RC', 'SpectraMLError', 'DataError', 'MissingInputError', 'SourceError',
+           'CheckpointError', 'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root',
+           'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256', 'write_json', 'RunDir',
+           'check_params', 'check_parameter_values', 'check_output_path', 'declared_parameters', 'received_parameters',
+           'declared_defaults', 'figure_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #dbcf7047
 class SpectraMLError(Exception):
@@ -416,20 +417,27 @@ class RunDir:
 
     def __init__(
         self,
-        root,  # path of the run directory (created if missing)
+        root,  # the run directory; a relative path is taken from the repository root (see below)
     ):
-        self.root = Path(root).expanduser().resolve()
-        for d in self.SUBDIRS:
-            (self.root / d).mkdir(parents=True, exist_ok=True)
+        root = Path(root).expanduser()
+        if not root.is_absolute():
+            root = repo_root() / root
+        self.root = root.resolve()
+
+    def _sub(self, name: str) -> Path:
+        "A subfolder, created when first asked for (a run that is only read creates nothing)."
+        d = self.root / name
+        d.mkdir(parents=True, exist_ok=True)
+        return d
 
     def __repr__(self):
         return f"RunDir({str(self.root)!r})"
 
-    products = property(lambda self: self.root / "products")
-    model = property(lambda self: self.root / "model")
-    figures = property(lambda self: self.root / "figures")
-    notebooks = property(lambda self: self.root / "notebooks")
-    provenance = property(lambda self: self.root / "provenance")
+    products = property(lambda self: self._sub("products"))
+    model = property(lambda self: self._sub("model"))
+    figures = property(lambda self: self._sub("figures"))
+    notebooks = property(lambda self: self._sub("notebooks"))
+    provenance = property(lambda self: self._sub("provenance"))
     summary_path = property(lambda self: self.root / "summary.json")
 
     def require(
@@ -499,6 +507,98 @@ def check_params(
         raise ParameterError(f"unknown parameter(s) for {where}: {msg}. Known: {sorted(known)}")
     return given
 
+# %% ../nbs/00_core.ipynb #21104804
+#: Issue #16: the ranges of stage parameters, checked before any stage runs and again when a stage
+#: notebook runs alone. A parameter's type is its declared default's (an int stays an int, a bool a
+#: bool; a None default accepts any value); these add the lower bounds and the allowed values.
+PARAMETER_MIN = {
+    "epochs": 1,
+    "patience": 1,
+    "n_passes": 1,
+    "n_passes_catalogue": 1,
+    "batch_size": 1,
+    "max_stars": 1,
+    "baseline_max_iter": 1,
+    "min_members": 1,
+    "lr_patience": 0,
+    "dask_workers": 0,
+    "orbit_dt_myr": 1e-6,
+    "orbit_t_gyr": 1e-6,
+    "lr": 1e-12,
+}
+PARAMETER_RANGE = {
+    "member_prob_min": (0.0, 1.0),
+    "occam_prob_min": (0.0, 1.0),
+    "outlier_frac": (0.0, 1.0),
+    "dropout": (0.0, 0.999),
+}
+PARAMETER_CHOICES = {
+    "split": ("train", "validation", "test"),
+    "split_scheme": ("hash", "random"),
+    "application_xp_route": ("bulk", "datalink"),
+    "profile": ("demo", "full"),
+}
+
+# %% ../nbs/00_core.ipynb #36f986e5
+def _type_ok(value, default) -> bool:
+    "Does `value` have the type of the declared `default` (None: any; an int is a float too)?"
+    if default is None or value is None:
+        return True
+    if isinstance(default, bool):
+        return isinstance(value, bool)
+    if isinstance(default, int):
+        return isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(default, (list, tuple)):
+        return isinstance(value, (list, tuple))
+    return isinstance(value, type(default))
+
+
+def check_parameter_values(
+    given: dict,  # name -> value a user passed
+    defaults: dict,  # name -> declared default value of the stages that take it
+    where: str = "the pipeline",  # for the message
+) -> dict:
+    "Refuse values of the wrong type or out of range, naming the parameter, its value and what it accepts."
+    bad = []
+    for k, v in given.items():
+        if k in defaults and not _type_ok(v, defaults[k]):
+            bad.append(
+                f"{k}={v!r} must be of type {type(defaults[k]).__name__}, like its default {defaults[k]!r}"
+            )
+            continue
+        if v is None or isinstance(v, bool):
+            continue
+        if k in PARAMETER_MIN and isinstance(v, (int, float)) and v < PARAMETER_MIN[k]:
+            bad.append(f"{k}={v!r} must be >= {PARAMETER_MIN[k]}")
+        lo_hi = PARAMETER_RANGE.get(k)
+        if lo_hi and isinstance(v, (int, float)) and not lo_hi[0] <= v <= lo_hi[1]:
+            bad.append(f"{k}={v!r} must lie in [{lo_hi[0]}, {lo_hi[1]}]")
+        if k in PARAMETER_CHOICES and v not in PARAMETER_CHOICES[k]:
+            bad.append(f"{k}={v!r} must be one of {list(PARAMETER_CHOICES[k])}")
+    if bad:
+        raise ParameterError(f"bad parameter value(s) for {where}: " + "; ".join(bad))
+    return given
+
+# %% ../nbs/00_core.ipynb #3e7e81b6
+def check_output_path(
+    input_path,  # what is read (file or folder)
+    output_path,  # where results go (file or folder)
+    folder: bool = True,  # the output is a folder (a file there is refused)
+) -> Path:
+    "Refuse an output equal to, inside, or containing the input, and an output folder that is a file."
+    i, o = Path(input_path).expanduser().resolve(), Path(output_path).expanduser().resolve()
+    if o == i or i in o.parents or o in i.parents:
+        raise ParameterError(
+            f"output {o} would overlap the input {i}: choose an output outside the input (and vice versa)"
+        )
+    if folder and o.exists() and not o.is_dir():
+        raise ParameterError(
+            f"output {o} exists and is a file, not a folder: remove it or choose another"
+        )
+    return o
+
 # %% ../nbs/00_core.ipynb #e44db053
 def declared_parameters(
     notebook,  # a stage notebook (path)
@@ -528,7 +628,51 @@ def received_parameters(
     nb = repo_root() / "nbs" / f"{stage}.ipynb"
     if not nb.exists():
         nb = Path(__file__).resolve().parent.parent / "nbs" / f"{stage}.ipynb"
-    return {k: namespace[k] for k in declared_parameters(nb) if k in namespace}
+    declared = declared_parameters(nb)
+    injected = _injected_names(namespace)
+    check_params({k: None for k in injected}, declared, f"stage {stage}")
+    got = {k: namespace[k] for k in declared if k in namespace}
+    check_parameter_values(
+        {k: got[k] for k in injected if k in got}, declared_defaults(nb), f"stage {stage}"
+    )
+    return got
+
+
+def declared_defaults(
+    notebook,  # a stage notebook (path)
+) -> dict:
+    "Declared parameters with their default values (None where a default is not a literal)."
+    import ast
+
+    nb = json.loads(Path(notebook).read_text())
+    for c in nb["cells"]:
+        if "parameters" in c.get("metadata", {}).get("tags", []):
+            out = {}
+            for n in ast.parse("".join(c["source"])).body:
+                if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name):
+                    try:
+                        out[n.targets[0].id] = ast.literal_eval(n.value)
+                    except ValueError:
+                        out[n.targets[0].id] = None
+            return out
+    return {}
+
+
+def _injected_names(namespace: dict) -> list:
+    "Names assigned by papermill's injected-parameters cell (IPython's input history), or [] outside papermill."
+    import ast
+
+    for src in reversed(namespace.get("In") or []):
+        if src.lstrip().startswith("# Parameters"):
+            tree = ast.parse(src)
+            return [
+                t.id
+                for n in tree.body
+                if isinstance(n, ast.Assign)
+                for t in n.targets
+                if isinstance(t, ast.Name)
+            ]
+    return []
 
 # %% ../nbs/00_core.ipynb #1b4e7dae
 FIGURE_RC = {

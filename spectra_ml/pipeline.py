@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_pipeline.ipynb #dd8bc82c
 from __future__ import annotations
-import ast, sys, time
+import ast, os, socket, sys, time
 from pathlib import Path
 from spectra_ml.core import (
     MissingInputError,
@@ -12,6 +12,8 @@ from spectra_ml.core import (
     RunDir,
     SpectraMLError,
     check_labels,
+    check_parameter_values,
+    declared_defaults,
     check_params,
     get_profile,
     repo_root,
@@ -20,7 +22,7 @@ from spectra_ml.core import (
 
 # %% auto #0
 __all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'notebooks_dir', 'stage_parameters', 'parse_param',
-           'pick_kernel', 'StageError', 'run_pipeline', 'publish_figures']
+           'pick_kernel', 'StageError', 'RunBusyError', 'run_lock', 'run_pipeline', 'publish_figures']
 
 # %% ../nbs/90_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a notebook in `nbs/`.
@@ -98,6 +100,55 @@ def pick_kernel(name: str = KERNEL_NAME) -> str:
 class StageError(SpectraMLError, RuntimeError):
     "A stage notebook failed; the message names the stage, the error and the executed notebook to read."
 
+# %% ../nbs/90_pipeline.ipynb #69b90c90
+class RunBusyError(SpectraMLError, RuntimeError):
+    "Another process is running into the same run directory."
+
+
+class run_lock:
+    "One run folder, one run at a time: `run.lock` holds the owner's host and pid while a run is going."
+
+    def __init__(
+        self,
+        run: RunDir,  # the run directory to lock
+    ):
+        self.path = run.root / "run.lock"
+
+    def _owner_alive(self) -> bool:
+        try:
+            host, pid = self.path.read_text().split()
+        except (OSError, ValueError):
+            return False
+        if host != socket.gethostname():
+            return True  # another machine: we cannot tell, so respect it
+        try:
+            os.kill(int(pid), 0)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                if self._owner_alive():
+                    raise RunBusyError(
+                        f"{self.path.parent} is in use by another run ({self.path.read_text().strip()}); "
+                        "wait for it, or choose another --name"
+                    ) from None
+                self.path.unlink(missing_ok=True)  # a crashed run's lock
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(f"{socket.gethostname()} {os.getpid()}\n")
+            return self
+        raise RunBusyError(f"could not lock {self.path}")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
 # %% ../nbs/90_pipeline.ipynb #a2380780
 def run_pipeline(
     name: str = "demo",  # run name: output goes to runs_root/name
@@ -111,13 +162,15 @@ def run_pipeline(
     figures_dir="figures",  # copy the figures to figures_dir/name (None: don't)
 ) -> dict:
     "Execute the stage notebooks with papermill into `runs_root/name`; return the run summary."
-    import papermill as pm
-
     get_profile(profile)  # an unknown profile raises ParameterError
     params = dict(params or {})
     declared = {s: stage_parameters(s) for s in stages}
     known = set().union(*map(set, declared.values())) - {"run_dir", "profile"}
     check_params(params, known, "spectra_ml run")
+    defaults = {}
+    for s in stages:
+        defaults.update(declared_defaults(notebooks_dir() / f"{s}.ipynb"))
+    check_parameter_values(params, defaults, "spectra_ml run")
     if "labels" in params:
         check_labels(params["labels"], profile)
     from spectra_ml.models import model_spec
@@ -126,7 +179,20 @@ def run_pipeline(
         model_spec(m)  # one lookup validates a model name
     if quick:
         params = {**QUICK_PARAMS, **params}
-    run = RunDir(Path(runs_root) / name)
+    run = RunDir(Path(runs_root).expanduser().resolve() / name)
+    with run_lock(run):
+        return _run_stages(
+            run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
+        )
+
+
+def _run_stages(
+    run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
+) -> dict:
+    "The body of `run_pipeline`, under the run's lock."
+    import papermill as pm
+
+    stages = list(declared)
     base = {"run_dir": str(run.root), "profile": profile, **params}
     write_json(
         run.root / "run_parameters.json",
