@@ -8,14 +8,21 @@ import hashlib, json, os, time
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-from .core import SourceError, file_sha256, local_data_path, repo_root, write_json
+from spectra_ml.core import (
+    ParameterError,
+    SourceError,
+    file_sha256,
+    local_data_path,
+    repo_root,
+    write_json,
+)
 
 # %% auto #0
 __all__ = ['ZENODO_API', 'SOURCES', 'sha256_of', 'ENV_OFFLINE', 'DATALINK_MAX_IDS', 'GAIA_SOURCE_COLUMNS', 'GAIA_TAP_MAX_IDS',
            'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_TAP_URL', 'Source', 'SourceUnavailable', 'cache_dir', 'download',
-           'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids', 'downloads_allowed', 'gaia_source_adql',
-           'fetch_xp_continuous', 'gaia_source_tap', 'healpix8', 'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk',
-           'gaia_archive_loaders', 'source_status', 'ebv_sfd']
+           'SourceMismatchError', 'verify_source', 'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids',
+           'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous', 'gaia_source_tap', 'healpix8', 'read_md5sum',
+           'xp_bulk_files', 'fetch_xp_bulk', 'gaia_archive_loaders', 'source_status', 'ebv_sfd']
 
 # %% ../nbs/01_sources.ipynb #3ae605c3
 ZENODO_API = "https://zenodo.org/api/records"  # GET <ZENODO_API>/<record>: JSON with files[] (key, size, checksum 'md5:…', links.self)
@@ -38,6 +45,10 @@ class Source:
     unpack: str | None = (
         None  # the download is a zip/tar archive: return the folder of this name inside it
     )
+    rows: int | None = (
+        None  # where no fixed hash exists: data lines (text), rows (FITS HDU 1) or files (folder)
+    )
+    columns: tuple = ()  # FITS columns that must be present
 
     @property
     def address(self) -> str | None:
@@ -59,6 +70,18 @@ SOURCES = {
             "https://data.sdss.org/datamodel/files/APOGEE_ASPCAP/APRED_VERS/ASPCAP_VERS/allStar.html",
             mirror="apogee/allStar-dr17-synspec_rev1.fits",
             description="APOGEE DR17 allStar (about 4 GB)",
+            rows=733901,  # DR17 synspec_rev1: 733,901 entries (the allStar data model)
+            columns=(
+                "APOGEE_ID",
+                "GAIAEDR3_SOURCE_ID",
+                "TEFF",
+                "LOGG",
+                "FE_H",
+                "N_FE",
+                "O_FE",
+                "AL_FE",
+                "ASPCAPFLAG",
+            ),
         ),
         Source(
             "galah_dr3",
@@ -67,6 +90,16 @@ SOURCES = {
             "https://www.galah-survey.org/dr3/the_catalogues/",
             mirror="galah/GALAH_DR3_main_allstar_v2.fits",
             description="GALAH DR3 main catalogue",
+            rows=588571,  # GALAH DR3 main_allstar v2: 588,571 spectra (Buder et al. 2021)
+            columns=(
+                "sobject_id",
+                "dr3_source_id",
+                "teff",
+                "logg",
+                "fe_h",
+                "flag_sp",
+                "snr_c3_iraf",
+            ),
         ),
         Source(
             "harris2010",
@@ -75,6 +108,7 @@ SOURCES = {
             "https://physics.mcmaster.ca/~harris/mwgc.ref",
             mirror="clusters/harris2010_mwgc.dat",
             description="Harris (1996, 2010 edition) Milky Way globular clusters",
+            rows=553,  # non-blank lines of the 2010 edition: 3 parts of 157 clusters, with their headers
         ),
         Source(
             "vb21_members",
@@ -93,6 +127,7 @@ SOURCES = {
             "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://github.com/GalacticDynamics-Oxford/GaiaTools",
             mirror="clusters/vb21_gaiatools_result_orbits.txt",
             description="VB21 GC orbits in McMillan17",
+            rows=170,  # one line per cluster, after the '#' header
         ),
         Source(
             "occam_dr17",
@@ -101,6 +136,8 @@ SOURCES = {
             "SDSS DR17 OCCAM value-added catalogue (Myers et al. 2022, AJ 164, 85)",
             mirror="apogee/occam_member-DR17.fits",
             description="OCCAM DR17 open-cluster membership",
+            rows=26699,
+            columns=("CLUSTER", "APOGEE_ID", "FE_H"),
         ),
         Source(
             "meszaros2015",
@@ -119,6 +156,7 @@ SOURCES = {
             mirror="andrae2023/table_2_catwise.fits.gz",
             zenodo=("7945154", "table_2_catwise.fits.gz"),
             description="Andrae+23 vetted RGB catalogue (17.6 million giants)",
+            columns=("source_id", "teff_xgboost", "logg_xgboost", "mh_xgboost"),
         ),
     ]
 }
@@ -209,6 +247,58 @@ def _md5_of(path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "md5").hexdigest()
 
+# %% ../nbs/01_sources.ipynb #bf075467
+class SourceMismatchError(SourceError):
+    "A source's file is not the registered one: another hash, too few rows, or missing columns."
+
+
+def _data_rows(path: Path) -> int:
+    "Data lines of a text file, rows of a FITS table (HDU 1, header only), or files in a folder."
+    if path.is_dir():
+        return sum(1 for f in path.rglob("*") if f.is_file())
+    if path.name.lower().endswith((".fits", ".fits.gz", ".fit")):
+        from astropy.io import fits
+
+        return int(fits.getheader(path, 1)["NAXIS2"])
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip() and not line.lstrip().startswith(b"#"))
+
+
+def verify_source(
+    s: "Source",  # the registry entry
+    path: Path,  # the file or folder found for it (mirror, cache or download)
+) -> str:
+    "Check a source's file against the registry (SHA-256, else rows and columns): the checks done, or SourceMismatchError."
+    path = Path(path)
+    fix = f"replace it with the registered file ({s.address or s.doc}), or remove it to fetch again"
+    if s.sha256:
+        got = sha256_of(path)
+        if got != s.sha256:
+            raise SourceMismatchError(
+                f"{path}: SHA-256 {got}, expected {s.sha256} for source {s.name!r}; {fix}"
+            )
+        return "sha256"
+    done = []
+    if s.columns and not path.is_dir() and ".fit" in path.name.lower():
+        from astropy.io import fits
+
+        header = fits.getheader(path, 1)
+        have = {str(header[k]).strip().lower() for k in header if k.startswith("TTYPE")}
+        missing = [c for c in s.columns if c.lower() not in have]
+        if missing:
+            raise SourceMismatchError(
+                f"{path}: columns {missing} missing for source {s.name!r}; {fix}"
+            )
+        done.append("columns")
+    if s.rows is not None:
+        n = _data_rows(path)
+        if n != s.rows:
+            raise SourceMismatchError(
+                f"{path}: {n} rows, expected {s.rows} for source {s.name!r} (cut, or another edition?); {fix}"
+            )
+        done.append(f"rows ({n})")
+    return " + ".join(done) or "unverified (no hash or structure registered)"
+
 # %% ../nbs/01_sources.ipynb #0f06c6c7
 ENV_OFFLINE = "SPECTRA_ML_OFFLINE"  # set to 1 to forbid downloads (the test suite does)
 
@@ -220,22 +310,25 @@ def fetch(
 ) -> Path:
     "Path of a source's file (or unpacked folder): mirror first, then a verified cache, then a download; provenance recorded."
     if name not in SOURCES:
-        raise KeyError(f"unknown source {name!r}; registered: {sorted(SOURCES)}")
+        raise ParameterError(f"unknown source {name!r}; registered: {sorted(SOURCES)}")
     allow_download = allow_download and downloads_allowed()
     s = SOURCES[name]
     mirror = local_data_path()
     if mirror is not None and s.mirror and (mirror / s.mirror).exists():
-        return _record(s, mirror / s.mirror, "local mirror")
+        return _record(
+            s, mirror / s.mirror, "local mirror", verified=verify_source(s, mirror / s.mirror)
+        )
     cached = cache_dir() / s.filename
     if s.unpack and (done := _unpacked(cache_dir() / s.name, s.unpack)):
-        return _record(s, done, "cache")
+        return _record(s, done, "cache", verified=verify_source(s, done))
     if cached.exists() and not s.unpack:
         if s.sha256 is None or sha256_of(cached) == s.sha256:
-            return _record(s, cached, "cache")
+            return _record(s, cached, "cache", verified=verify_source(s, cached))
         cached.unlink()  # corrupt cache: refetch
     if s.unpack and cached.exists():  # an archive placed by hand, or left by an interrupted unpack
         try:
-            return _record(s, _unpack(cached, cache_dir() / s.name, s.unpack), "cache")
+            done = _unpack(cached, cache_dir() / s.name, s.unpack)
+            return _record(s, done, "cache", verified=verify_source(s, done))
         except SourceUnavailable:
             pass  # corrupt: _unpack removed it; download it again
     how = f"set $SPECTRA_ML_LOCAL_DATA to a mirror holding {s.mirror!r}, or download it by hand ({s.address or 'see ' + s.doc}) to {cached}"
@@ -255,7 +348,7 @@ def fetch(
             path = _unpack(path, cache_dir() / s.name, s.unpack)
     except SourceUnavailable as e:
         raise SourceUnavailable(f"source {name!r}: {e}. Alternatively, {how}.") from None
-    return _record(s, path, "download", url)
+    return _record(s, path, "download", url, verified=verify_source(s, path))
 
 # %% ../nbs/01_sources.ipynb #e4618f48
 def fetch_optional(
@@ -340,7 +433,9 @@ def _unpack(archive: Path, dest: Path, folder: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _record(s: Source, path: Path, how: str, url: str | None = None) -> Path:
+def _record(
+    s: Source, path: Path, how: str, url: str | None = None, verified: str | None = None
+) -> Path:
     "Write the provenance of a fetched file or folder to data/cache/<name>.provenance.json."
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     write_json(
@@ -355,6 +450,7 @@ def _record(s: Source, path: Path, how: str, url: str | None = None) -> Path:
             "n_files": len(files),
             "size": sum(p.stat().st_size for p in files),
             "sha256": sha256_of(path),
+            "verified": verified,
             "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         },
     )
@@ -725,7 +821,12 @@ def source_status(
             )
             else "archive"
         )
-        row = {"source": s.name, "available": where, "address": s.address}
+        row = {"source": s.name, "available": where, "address": s.address, "verified": None}
+        if where == "mirror":
+            try:
+                row["verified"] = verify_source(s, mirror / s.mirror)
+            except SourceMismatchError as e:
+                row["verified"] = f"MISMATCH: {e}"
         if check:
             try:
                 url = s.url or zenodo_file(*s.zenodo, timeout=timeout)[0]

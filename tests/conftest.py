@@ -44,3 +44,19 @@ def local_data():
     if p is None:
         pytest.skip("set SPECTRA_ML_LOCAL_DATA to a local data mirror (CI uses ../shared/data)")
     return p
+
+
+@pytest.fixture
+def standin_source(monkeypatch):
+    """Register a named stand-in for a source (a few real rows in place of a whole survey file): the
+    registry's row count is lifted for that source alone, its hash and required columns still apply."""
+    import dataclasses
+
+    from spectra_ml import sources
+
+    def standin(name: str):
+        monkeypatch.setitem(
+            sources.SOURCES, name, dataclasses.replace(sources.SOURCES[name], rows=None)
+        )
+
+    return standin

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from spectra_ml import sources
+from spectra_ml.core import ParameterError
 
 
 class _Handler(http.server.SimpleHTTPRequestHandler):
@@ -162,7 +163,7 @@ def test_fetch_offline_says_how_to_provide_the_source(tmp_path, monkeypatch):
         and "SPECTRA_ML_LOCAL_DATA" in msg
         and "allStar-dr17-synspec_rev1.fits" in msg
     )
-    with pytest.raises(KeyError, match="unknown source"):
+    with pytest.raises(ParameterError, match="unknown source"):
         sources.fetch("simbad")
 
 
@@ -232,9 +233,13 @@ def test_full_profile_offline_stops_at_the_first_missing_source(tmp_path, capsys
     )
 
 
-def test_full_training_apogee_part_on_real_allstar_rows(local_data, tmp_path, monkeypatch):
+def test_full_training_apogee_part_on_real_allstar_rows(
+    local_data, tmp_path, monkeypatch, standin_source
+):
     """The allStar step of the full build on the 95 real DR17 rows, served as a mirror; then the clear stop at Gaia."""
     from spectra_ml.samples import apogee_training_table, build_full_training, read_allstar
+
+    standin_source("apogee_allstar")  # 95 real rows stand in for the 733,901
 
     mirror = tmp_path / "mirror" / "apogee"
     mirror.mkdir(parents=True)
@@ -462,3 +467,41 @@ def test_hand_placed_archive_with_a_nested_folder_is_unpacked_once(
     z.unlink()
     assert sources.fetch("vb21_members", allow_download=False) == p
     assert '"how": "cache"' in (tmp_path / "vb21_members.provenance.json").read_text()
+
+
+def test_mirror_files_are_verified_against_the_registry(local_data, tmp_path, monkeypatch):
+    """A cut or edited reference file in the mirror is refused, naming the file, the expected and found
+    value, and the fix (issue #16: a Mészáros file cut to 100 lines used to give 13 joined stars silently)."""
+    from spectra_ml.sources import SourceMismatchError
+
+    assert (
+        sources.fetch("meszaros2015", allow_download=False)
+        == local_data / "clusters" / "meszaros2015_gc_szabolcs.dat"
+    )
+    mirror = tmp_path / "mirror"
+    for rel in (
+        "clusters/meszaros2015_gc_szabolcs.dat",
+        "clusters/harris2010_mwgc.dat",
+        "apogee/occam_member-DR17.fits",
+    ):
+        (mirror / rel).parent.mkdir(parents=True, exist_ok=True)
+        (mirror / rel).write_bytes((local_data / rel).read_bytes())
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(mirror))
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path / "cache")
+    assert sources.fetch("harris2010", allow_download=False).exists()  # the intact copy passes
+    mz = mirror / "clusters/meszaros2015_gc_szabolcs.dat"
+    mz.write_text("".join(mz.read_text().splitlines(True)[:100]))
+    with pytest.raises(
+        SourceMismatchError, match=r"meszaros2015_gc_szabolcs\.dat: SHA-256 .* expected 2dd25eb5"
+    ):
+        sources.fetch("meszaros2015", allow_download=False)
+    h = mirror / "clusters/harris2010_mwgc.dat"
+    lines = h.read_text().splitlines(True)
+    h.write_text("".join(lines[:400]))  # cut in its second part
+    with pytest.raises(
+        SourceMismatchError, match=r"369 rows, expected 553"
+    ):  # 400 lines, 31 of them blank
+        sources.fetch("harris2010", allow_download=False)
+    status = sources.source_status().set_index("source")
+    assert status.loc["harris2010", "verified"].startswith("MISMATCH")
+    assert status.loc["occam_dr17", "verified"] == "columns + rows (26699)"
