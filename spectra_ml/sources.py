@@ -70,7 +70,7 @@ SOURCES = {
             "https://data.sdss.org/datamodel/files/APOGEE_ASPCAP/APRED_VERS/ASPCAP_VERS/allStar.html",
             mirror="apogee/allStar-dr17-synspec_rev1.fits",
             description="APOGEE DR17 allStar (about 4 GB)",
-            rows=733901,  # DR17 synspec_rev1: 733,901 entries (the allStar data model)
+            # no row count: not confirmed here; the required columns are the structural check
             columns=(
                 "APOGEE_ID",
                 "GAIAEDR3_SOURCE_ID",
