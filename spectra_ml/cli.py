@@ -128,13 +128,9 @@ def cmd_predict(
     print(json.dumps(r, indent=1))
     return 0
 
-# %% ../nbs/91_cli.ipynb #32b7506b
-def build_parser() -> argparse.ArgumentParser:
-    "The argument parser: one subparser per subcommand, each bound to its handler."
-    ap = argparse.ArgumentParser(
-        prog="spectra_ml", description="Gaia XP -> stellar labels: run the pipeline"
-    )
-    sub = ap.add_subparsers(dest="cmd", required=True)
+# %% ../nbs/91_cli.ipynb #a1f765f4
+def _add_run(sub):
+    "The `run` subcommand's arguments."
     r = sub.add_parser("run", help="execute the stage notebooks with papermill")
     r.add_argument("--name", default=None, help="run name (default: the profile name, or 'quick')")
     r.add_argument("--profile", default="demo", help="data profile (default: demo)")
@@ -157,18 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--figures-dir", default="figures", help="copy figures to FIGURES_DIR/NAME ('' to skip)"
     )
     r.set_defaults(handler=cmd_run)
-    sub.add_parser("stages", help="list the stages and their parameters").set_defaults(
-        handler=cmd_stages
-    )
-    so = sub.add_parser(
-        "sources", help="where each data source would come from now (mirror, cache, archive)"
-    )
-    so.add_argument(
-        "--check",
-        action="store_true",
-        help="ask each archive whether it answers (nothing is downloaded)",
-    )
-    so.set_defaults(handler=cmd_sources)
+
+
+def _add_predict(sub):
+    "The `predict` subcommand's arguments."
     pr = sub.add_parser(
         "predict", help="stream a partitioned Parquet catalogue through a trained model"
     )
@@ -206,6 +194,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--per-star-masks", action="store_true", help="independent dropout masks per star (slower)"
     )
     pr.set_defaults(handler=cmd_predict)
+
+# %% ../nbs/91_cli.ipynb #32b7506b
+def build_parser() -> argparse.ArgumentParser:
+    "The argument parser: one subparser per subcommand, each bound to its handler."
+    ap = argparse.ArgumentParser(
+        prog="spectra_ml", description="Gaia XP -> stellar labels: run the pipeline"
+    )
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    _add_run(sub)
+    sub.add_parser("stages", help="list the stages and their parameters").set_defaults(
+        handler=cmd_stages
+    )
+    so = sub.add_parser(
+        "sources", help="where each data source would come from now (mirror, cache, archive)"
+    )
+    so.add_argument(
+        "--check",
+        action="store_true",
+        help="ask each archive whether it answers (nothing is downloaded)",
+    )
+    so.set_defaults(handler=cmd_sources)
+    _add_predict(sub)
     return ap
 
 # %% ../nbs/91_cli.ipynb #23b9303d

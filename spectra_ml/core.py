@@ -25,31 +25,31 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'GALAH_SNR_MIN', 'GALAH_FIG7', 'PROFILES', 'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE',
            'PARAMETER_CHOICES', 'FIGURE_RC', 'SpectraMLError', 'DataError', 'MissingInputError', 'SourceError',
            'CheckpointError', 'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root',
-           'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256', 'write_json', 'RunDir',
-           'check_params', 'check_parameter_values', 'check_output_path', 'declared_parameters', 'received_parameters',
-           'declared_defaults', 'figure_style', 'save_figure']
+           'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256', 'write_json',
+           'provenance_record', 'RunDir', 'check_params', 'check_parameter_values', 'check_output_path',
+           'declared_parameters', 'received_parameters', 'declared_defaults', 'figure_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #dbcf7047
 class SpectraMLError(Exception):
     "Base of the errors spectra_ml raises on purpose; the CLI prints the message on one line and exits 2."
 
-
+# %% ../nbs/00_core.ipynb #28d4bf26
 class DataError(SpectraMLError, ValueError):
     "Input data that cannot be used as it is: the message names the file, column or row, and the fix."
 
-
+# %% ../nbs/00_core.ipynb #f698bd35
 class MissingInputError(DataError, FileNotFoundError):
     "A file, folder or product that a step needs is not there; the message says what makes it."
 
-
+# %% ../nbs/00_core.ipynb #3454d0b3
 class SourceError(SpectraMLError, RuntimeError):
     "A data source that cannot be found, reached or verified (mirror, cache or archive)."
 
-
+# %% ../nbs/00_core.ipynb #4898f60b
 class CheckpointError(SpectraMLError, ValueError):
     "A checkpoint that is missing, corrupt, or does not match the data or configuration it is used with."
 
-
+# %% ../nbs/00_core.ipynb #c1db2997
 class ParameterError(SpectraMLError, ValueError):
     "A parameter name or value that a stage or command does not accept."
 
@@ -409,6 +409,26 @@ def write_json(
     os.replace(tmp, path)
     return path
 
+# %% ../nbs/00_core.ipynb #6c09a322
+def provenance_record(
+    stage: str,  # stage name, e.g. '08_training'
+    params: dict,  # the parameters the stage ran with
+    inputs: dict | None = None,  # name -> input file (hashed with SHA-256)
+    notes: list | None = None,  # honest remarks (missing data, substitutions)
+) -> dict:
+    "A stage's parameters, library versions, git hash and input-data hashes, as one JSON-able record."
+    return {
+        "stage": stage,
+        "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "parameters": params,
+        "git": git_hash(),
+        "versions": library_versions(),
+        "inputs": {
+            k: {"path": str(v), "sha256": file_sha256(v)} for k, v in (inputs or {}).items()
+        },
+        "notes": list(notes or []),
+    }
+
 # %% ../nbs/00_core.ipynb #3c6694b5
 class RunDir:
     "A run directory: products, model, figures, executed notebooks, provenance and summary."
@@ -456,23 +476,14 @@ class RunDir:
     def write_provenance(
         self,
         stage: str,  # stage name, e.g. '08_training'
-        params: dict,  # the parameters the stage ran with
+        params: dict,  # the parameters the stage ran with (`received_parameters`)
         inputs: dict | None = None,  # name -> input file (hashed with SHA-256)
         notes: list | None = None,  # honest remarks (missing data, substitutions)
     ) -> Path:
-        "Record parameters, library versions, git hash and input-data hashes of one stage."
-        rec = {
-            "stage": stage,
-            "utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "parameters": params,
-            "git": git_hash(),
-            "versions": library_versions(),
-            "inputs": {
-                k: {"path": str(v), "sha256": file_sha256(v)} for k, v in (inputs or {}).items()
-            },
-            "notes": list(notes or []),
-        }
-        return write_json(self.provenance / f"{stage}.json", rec)
+        "Record a stage's parameters, versions, git hash and input hashes in provenance/<stage>.json."
+        return write_json(
+            self.provenance / f"{stage}.json", provenance_record(stage, params, inputs, notes)
+        )
 
     def read_summary(self) -> dict:
         return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
@@ -619,7 +630,7 @@ def declared_parameters(
             ]
     raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
 
-
+# %% ../nbs/00_core.ipynb #222a0cdf
 def received_parameters(
     namespace: dict,  # the stage's globals() just after its parameters (and papermill's injected cell)
     stage: str,  # stage notebook name, e.g. '08_training'
@@ -637,7 +648,7 @@ def received_parameters(
     )
     return got
 
-
+# %% ../nbs/00_core.ipynb #eb93fc9d
 def declared_defaults(
     notebook,  # a stage notebook (path)
 ) -> dict:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/90_pipeline.ipynb #dd8bc82c
 from __future__ import annotations
-import ast, os, socket, sys, time
+import ast, json, os, socket, sys, time
 from pathlib import Path
 from spectra_ml.core import (
     MissingInputError,
@@ -21,8 +21,9 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'notebooks_dir', 'stage_parameters', 'parse_param',
-           'pick_kernel', 'StageError', 'RunBusyError', 'run_lock', 'run_pipeline', 'publish_figures']
+__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'FIGURE_CAPTIONS', 'REPORT_TEMPLATE', 'notebooks_dir',
+           'stage_parameters', 'parse_param', 'pick_kernel', 'StageError', 'RunBusyError', 'run_lock', 'run_pipeline',
+           'write_report', 'publish_figures']
 
 # %% ../nbs/90_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a notebook in `nbs/`.
@@ -104,7 +105,7 @@ class StageError(SpectraMLError, RuntimeError):
 class RunBusyError(SpectraMLError, RuntimeError):
     "Another process is running into the same run directory."
 
-
+# %% ../nbs/90_pipeline.ipynb #37d4c47c
 class run_lock:
     "One run folder, one run at a time: `run.lock` holds the owner's host and pid while a run is going."
 
@@ -149,6 +150,73 @@ class run_lock:
         self.path.unlink(missing_ok=True)
         return False
 
+# %% ../nbs/90_pipeline.ipynb #eb68abbb
+def _execute_stage(
+    run: RunDir,  # the run directory
+    stage: str,  # stage notebook name
+    params: dict,  # the parameters it declares
+    kernel: str,  # Jupyter kernel
+    progress: bool,  # papermill's progress bar
+) -> float:
+    "Run one stage notebook with papermill into the run's notebooks/; its seconds, or StageError."
+    import papermill as pm
+
+    print(f"[spectra_ml] {stage}: {params}", flush=True)
+    t0 = time.time()
+    try:
+        pm.execute_notebook(
+            str(notebooks_dir() / f"{stage}.ipynb"),
+            str(run.notebooks / f"{stage}.ipynb"),
+            parameters=params,
+            kernel_name=kernel,
+            cwd=str(run.root),
+            progress_bar=progress,
+        )
+    except pm.PapermillExecutionError as e:
+        raise StageError(
+            f"stage {stage} failed ({e.ename}: {e.evalue}); see {run.notebooks / (stage + '.ipynb')}"
+        ) from None
+    return round(time.time() - t0, 1)
+
+# %% ../nbs/90_pipeline.ipynb #e01de939
+def _run_stages(
+    run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
+) -> dict:
+    "The body of `run_pipeline`, under the run's lock; the report is written whatever happens."
+    stages = list(declared)
+    base = {"run_dir": str(run.root), "profile": profile, **params}
+    record = {
+        "name": name,
+        "profile": profile,
+        "stages": stages,
+        "quick": quick,
+        "parameters": params,
+    }
+    write_json(run.root / "run_parameters.json", record)
+    kernel = kernel_name or pick_kernel()
+    timings = {}
+    try:
+        for s in stages:
+            timings[s] = _execute_stage(
+                run, s, {k: v for k, v in base.items() if k in declared[s]}, kernel, progress
+            )
+        summary = run.update_summary(
+            "pipeline",
+            {
+                "name": name,
+                "profile": profile,
+                "stages": stages,
+                "stage_seconds": timings,
+                "parameters": params,
+                "kernel": kernel,
+            },
+        )
+    finally:
+        write_report(run)
+    if figures_dir is not None:
+        publish_figures(run, Path(figures_dir) / name)
+    return summary
+
 # %% ../nbs/90_pipeline.ipynb #a2380780
 def run_pipeline(
     name: str = "demo",  # run name: output goes to runs_root/name
@@ -185,59 +253,122 @@ def run_pipeline(
             run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
         )
 
-
-def _run_stages(
-    run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
-) -> dict:
-    "The body of `run_pipeline`, under the run's lock."
-    import papermill as pm
-
-    stages = list(declared)
-    base = {"run_dir": str(run.root), "profile": profile, **params}
-    write_json(
-        run.root / "run_parameters.json",
-        {
-            "name": name,
-            "profile": profile,
-            "stages": list(stages),
-            "quick": quick,
-            "parameters": params,
-        },
+# %% ../nbs/90_pipeline.ipynb #d73e5c94
+#: Captions of the figures the stages write (the report shows the file stem for any other).
+FIGURE_CAPTIONS = {
+    "fig1_cmd": "Kane Fig. 1: the training sample in the colour-magnitude diagram",
+    "fig2_xp_spectra": "Kane Fig. 2: XP spectra and the molecular features they carry",
+    "fig3_pred_vs_truth": "Kane Fig. 3: predicted against APOGEE labels, test split",
+    "calibration_z": "Standardised residuals on the test split, before and after the validation-fitted scale",
+    "training_loss": "Training and validation loss per epoch",
+    "baseline_pred_vs_truth": "The boosting baseline: predicted against APOGEE labels, test split",
+    "cluster_feh": "Globular-cluster members (VB21) and open clusters (OCCAM): mean [Fe/H] against the catalogues",
+    "meszaros2015": "Meszaros et al. (2015) cluster giants: network against APOGEE",
+    "gc_orbits_vs_vb21": "Globular-cluster orbits (gala) against VB21",
+    "fig10_elz_gcs_sgr": "Kane Fig. 10: energy against angular momentum for the GCs and Sagittarius",
+    "alpha_confusion": "AspGap stand-in tag: confusion matrix of low/high [alpha/M], test split",
+    "alpha_plane_train": "AspGap stand-in tag: the [alpha/M]-[Fe/H] plane of the training split",
+    "alpha_purity_completeness": "AspGap stand-in tag: purity and completeness against the threshold",
+}
+for lab in ("teff", "logg", "fe_h", "alpha_m", "n_o", "al_fe"):
+    FIGURE_CAPTIONS[f"fig4_sigma_{lab}"] = (
+        f"Kane Fig. 4 / B1-B4: predicted sigma of {lab} against the labels"
     )
-    kernel = kernel_name or pick_kernel()
-    timings = {}
-    for s in stages:
-        p = {k: v for k, v in base.items() if k in declared[s]}
-        print(f"[spectra_ml] {s}: {p}", flush=True)
-        t0 = time.time()
-        try:
-            pm.execute_notebook(
-                str(notebooks_dir() / f"{s}.ipynb"),
-                str(run.notebooks / f"{s}.ipynb"),
-                parameters=p,
-                kernel_name=kernel,
-                cwd=str(run.root),
-                progress_bar=progress,
-            )
-        except pm.PapermillExecutionError as e:
-            raise StageError(
-                f"stage {s} failed ({e.ename}: {e.evalue}); see {run.notebooks / (s + '.ipynb')}"
-            ) from None
-        timings[s] = round(time.time() - t0, 1)
-    summary = run.update_summary(
-        "pipeline",
-        {
-            "name": name,
-            "profile": profile,
-            "stages": list(stages),
-            "stage_seconds": timings,
-            "parameters": params,
-            "kernel": kernel,
-        },
+#: One self-contained page; the script marks how many figures the browser decoded (tests read it).
+REPORT_TEMPLATE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>spectra_ml {title}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}
+table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:85%;text-align:left}}
+figure{{margin:1em 0}}img{{max-width:100%}}figcaption{{font-size:90%;color:#333}}.notes li{{color:#844}}</style></head>
+<body>{body}
+<script>window.addEventListener("load",function(){{var im=document.images,n=0;
+for(var i=0;i<im.length;i++){{if(im[i].complete&&im[i].naturalWidth>0){{n++;}}}}
+document.body.setAttribute("data-figures",im.length);document.body.setAttribute("data-rendered",n);}});</script>
+</body></html>"""
+
+# %% ../nbs/90_pipeline.ipynb #cf1bc8f8
+def _html_table(obj) -> str:
+    "A dict of scalars, a dict of dicts, or a DataFrame as an HTML table (nested lists shown as text)."
+    import html
+
+    import pandas as pd
+
+    if isinstance(obj, pd.DataFrame):
+        return obj.to_html(index=False, border=0, na_rep="", float_format=lambda x: f"{x:.4g}")
+    if obj and all(isinstance(v, dict) for v in obj.values()):
+        return pd.DataFrame(obj).T.to_html(border=0, na_rep="", float_format=lambda x: f"{x:.4g}")
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
+        for k, v in obj.items()
     )
-    if figures_dir is not None:
-        publish_figures(run, Path(figures_dir) / name)
-    return summary
+    return f"<table>{rows}</table>"
+
+
+def _report_section(name: str, data) -> str:
+    "One summary section: its scalars, its tables and its notes."
+    import html
+
+    if not isinstance(data, dict):
+        return f"<h3>{html.escape(name)}</h3><p>{html.escape(str(data))}</p>"
+    scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
+    tables = {k: v for k, v in data.items() if isinstance(v, dict) and v}
+    notes = [
+        n for k in ("notes", "note") for n in (data.get(k) or []) if isinstance(data.get(k), list)
+    ]
+    out = [f"<h3>{html.escape(name)}</h3>", _html_table(scalars) if scalars else ""]
+    for k, v in tables.items():
+        out.append(f"<h4>{html.escape(k)}</h4>{_html_table(v)}")
+    if notes:
+        out.append(
+            "<ul class='notes'>"
+            + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes)
+            + "</ul>"
+        )
+    return "\n".join(out)
+
+# %% ../nbs/90_pipeline.ipynb #7f06b150
+def write_report(
+    run: RunDir,  # a run directory (finished, or stopped by a failed stage)
+) -> Path:
+    "Write `report.html`: one offline file with the summary, every figure (embedded), cut flows, notes, notebooks, provenance."
+    import base64
+    import html
+
+    import pandas as pd
+
+    summary = run.read_summary()
+    parts = [f"<h1>spectra_ml run {html.escape(run.root.name)}</h1>"]
+    parts.append("<h2>Summary</h2>" + "".join(_report_section(k, v) for k, v in summary.items()))
+    flows = sorted(run.products.glob("cut_flow*.csv"))
+    if flows:
+        parts.append("<h2>Cut flows</h2>")
+        parts += [f"<h3>{f.name}</h3>" + _html_table(pd.read_csv(f)) for f in flows]
+    figs = sorted(run.figures.glob("*.png"))
+    parts.append(f"<h2>Figures ({len(figs)})</h2>")
+    for f in figs:
+        data = base64.b64encode(f.read_bytes()).decode()
+        cap = html.escape(FIGURE_CAPTIONS.get(f.stem, f.stem))
+        parts.append(
+            f"<figure><img src='data:image/png;base64,{data}' alt='{f.name}'><figcaption>{cap} ({f.name})</figcaption></figure>"
+        )
+    nbs = sorted(run.notebooks.glob("*.ipynb"))
+    parts.append(
+        "<h2>Executed notebooks</h2><ul>"
+        + "".join(f"<li><a href='notebooks/{n.name}'>{n.name}</a></li>" for n in nbs)
+        + "</ul>"
+    )
+    parts.append("<h2>Provenance</h2>")
+    for f in sorted(run.provenance.glob("*.json")):
+        rec = json.loads(f.read_text())
+        inputs = {k: v.get("sha256", "")[:16] for k, v in (rec.get("inputs") or {}).items()}
+        head = {"stage": rec.get("stage"), "utc": rec.get("utc"), "git": rec.get("git")}
+        parts.append(
+            f"<h3>{html.escape(f.stem)}</h3>{_html_table(head)}<h4>parameters</h4>{_html_table(rec.get('parameters') or {})}<h4>inputs (SHA-256)</h4>{_html_table(inputs)}"
+        )
+    page = REPORT_TEMPLATE.format(title=html.escape(run.root.name), body="\n".join(parts))
+    out = run.root / "report.html"
+    out.write_text(page)
+    return out
 
 # %% ../nbs/90_pipeline.ipynb #38b7e286
 def publish_figures(

@@ -18,11 +18,12 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['ZENODO_API', 'SOURCES', 'sha256_of', 'ENV_OFFLINE', 'DATALINK_MAX_IDS', 'GAIA_SOURCE_COLUMNS', 'GAIA_TAP_MAX_IDS',
-           'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_TAP_URL', 'Source', 'SourceUnavailable', 'cache_dir', 'download',
-           'SourceMismatchError', 'verify_source', 'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids',
-           'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous', 'gaia_source_tap', 'healpix8', 'read_md5sum',
-           'xp_bulk_files', 'fetch_xp_bulk', 'gaia_archive_loaders', 'source_status', 'ebv_sfd']
+__all__ = ['ZENODO_API', 'SURVEY_SOURCES', 'REFERENCE_SOURCES', 'SOURCES', 'sha256_of', 'ENV_OFFLINE', 'DATALINK_MAX_IDS',
+           'GAIA_SOURCE_COLUMNS', 'GAIA_TAP_MAX_IDS', 'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_TAP_URL', 'Source',
+           'cache_dir', 'download', 'SourceMismatchError', 'verify_source', 'fetch', 'fetch_optional', 'zenodo_file',
+           'validate_source_ids', 'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous', 'gaia_source_tap',
+           'healpix8', 'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk', 'gaia_archive_loaders', 'source_status',
+           'ebv_sfd']
 
 # %% ../nbs/01_sources.ipynb #3ae605c3
 ZENODO_API = "https://zenodo.org/api/records"  # GET <ZENODO_API>/<record>: JSON with files[] (key, size, checksum 'md5:…', links.self)
@@ -59,111 +60,114 @@ class Source:
             else None
         )
 
-# %% ../nbs/01_sources.ipynb #2634bbf8
-SOURCES = {
-    s.name: s
-    for s in [
-        Source(
-            "apogee_allstar",
-            "allStar-dr17-synspec_rev1.fits",
-            "https://data.sdss.org/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits",
-            "https://data.sdss.org/datamodel/files/APOGEE_ASPCAP/APRED_VERS/ASPCAP_VERS/allStar.html",
-            mirror="apogee/allStar-dr17-synspec_rev1.fits",
-            description="APOGEE DR17 allStar (about 4 GB)",
-            # no row count: not confirmed here; the required columns are the structural check
-            columns=(
-                "APOGEE_ID",
-                "GAIAEDR3_SOURCE_ID",
-                "TEFF",
-                "LOGG",
-                "FE_H",
-                "N_FE",
-                "O_FE",
-                "AL_FE",
-                "ASPCAPFLAG",
-            ),
+# %% ../nbs/01_sources.ipynb #dcc770c6
+#: The surveys: APOGEE DR17, GALAH DR3 and the Andrae+23 RGB catalogue.
+SURVEY_SOURCES = [
+    Source(
+        "apogee_allstar",
+        "allStar-dr17-synspec_rev1.fits",
+        "https://data.sdss.org/sas/dr17/apogee/spectro/aspcap/dr17/synspec_rev1/allStar-dr17-synspec_rev1.fits",
+        "https://data.sdss.org/datamodel/files/APOGEE_ASPCAP/APRED_VERS/ASPCAP_VERS/allStar.html",
+        mirror="apogee/allStar-dr17-synspec_rev1.fits",
+        description="APOGEE DR17 allStar (about 4 GB)",
+        # no row count: not confirmed here; the required columns are the structural check
+        columns=(
+            "APOGEE_ID",
+            "GAIAEDR3_SOURCE_ID",
+            "TEFF",
+            "LOGG",
+            "FE_H",
+            "N_FE",
+            "O_FE",
+            "AL_FE",
+            "ASPCAPFLAG",
         ),
-        Source(
-            "galah_dr3",
-            "GALAH_DR3_main_allstar_v2.fits",
-            "https://cloud.datacentral.org.au/teamdata/GALAH/public/GALAH_DR3/GALAH_DR3_main_allstar_v2.fits",
-            "https://www.galah-survey.org/dr3/the_catalogues/",
-            mirror="galah/GALAH_DR3_main_allstar_v2.fits",
-            description="GALAH DR3 main catalogue",
-            rows=588571,  # GALAH DR3 main_allstar v2: 588,571 spectra (Buder et al. 2021)
-            columns=(
-                "sobject_id",
-                "dr3_source_id",
-                "teff",
-                "logg",
-                "fe_h",
-                "flag_sp",
-                "snr_c3_iraf",
-            ),
+    ),
+    Source(
+        "galah_dr3",
+        "GALAH_DR3_main_allstar_v2.fits",
+        "https://cloud.datacentral.org.au/teamdata/GALAH/public/GALAH_DR3/GALAH_DR3_main_allstar_v2.fits",
+        "https://www.galah-survey.org/dr3/the_catalogues/",
+        mirror="galah/GALAH_DR3_main_allstar_v2.fits",
+        description="GALAH DR3 main catalogue",
+        rows=588571,  # GALAH DR3 main_allstar v2: 588,571 spectra (Buder et al. 2021)
+        columns=(
+            "sobject_id",
+            "dr3_source_id",
+            "teff",
+            "logg",
+            "fe_h",
+            "flag_sp",
+            "snr_c3_iraf",
         ),
-        Source(
-            "harris2010",
-            "harris2010_mwgc.dat",
-            "https://physics.mcmaster.ca/~harris/mwgc.dat",
-            "https://physics.mcmaster.ca/~harris/mwgc.ref",
-            mirror="clusters/harris2010_mwgc.dat",
-            description="Harris (1996, 2010 edition) Milky Way globular clusters",
-            rows=553,  # non-blank lines of the 2010 edition: 3 parts of 157 clusters, with their headers
-        ),
-        Source(
-            "vb21_members",
-            "vb21_zenodo_4891252.zip",
-            None,
-            "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://zenodo.org/records/4891252 (README: column list)",
-            mirror="vb21_members/catalogues",
-            zenodo=("4891252", "*.zip"),
-            unpack="catalogues",
-            description="VB21 Gaia EDR3 membership of 170 globular clusters (one file per cluster)",
-        ),
-        Source(
-            "vb21_orbits",
-            "vb21_gaiatools_result_orbits.txt",
-            "https://raw.githubusercontent.com/GalacticDynamics-Oxford/GaiaTools/34c4b3a1de84a66869fd79692463f97c07e7bf0e/result_orbits.txt",
-            "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://github.com/GalacticDynamics-Oxford/GaiaTools",
-            mirror="clusters/vb21_gaiatools_result_orbits.txt",
-            description="VB21 GC orbits in McMillan17",
-            rows=170,  # one line per cluster, after the '#' header
-        ),
-        Source(
-            "occam_dr17",
-            "occam_member-DR17.fits",
-            "https://data.sdss.org/sas/dr17/apogee/vac/apogee-occam/occam_member-DR17.fits",
-            "SDSS DR17 OCCAM value-added catalogue (Myers et al. 2022, AJ 164, 85)",
-            mirror="apogee/occam_member-DR17.fits",
-            description="OCCAM DR17 open-cluster membership",
-            rows=26699,
-            columns=("CLUSTER", "APOGEE_ID", "FE_H"),
-        ),
-        Source(
-            "meszaros2015",
-            "meszaros2015_gc_szabolcs.dat",
-            "https://raw.githubusercontent.com/sdss/apogee/6516b113910b84a7445aea0bc4af383ad51d952f/data/calib/gc_szabolcs.dat",
-            "Meszaros et al. 2015, AJ 149, 153, Table 2 (the APOGEE team's copy in sdss/apogee)",
-            mirror="clusters/meszaros2015_gc_szabolcs.dat",
-            sha256="2dd25eb51c765321e96e72b83d7ab80b5626242b38d7832819909583e71c57d4",
-            description="APOGEE GC giants with 1P/2P labels",
-        ),
-        Source(
-            "andrae2023_rgb",
-            "table_2_catwise.fits.gz",
-            None,
-            "Andrae, Rix & Chandra 2023, ApJS 267, 8; https://zenodo.org/records/7945154 (table 2: vetted RGB)",
-            mirror="andrae2023/table_2_catwise.fits.gz",
-            zenodo=("7945154", "table_2_catwise.fits.gz"),
-            description="Andrae+23 vetted RGB catalogue (17.6 million giants)",
-            columns=("source_id", "teff_xgboost", "logg_xgboost", "mh_xgboost"),
-        ),
-    ]
-}
+    ),
+    Source(
+        "andrae2023_rgb",
+        "table_2_catwise.fits.gz",
+        None,
+        "Andrae, Rix & Chandra 2023, ApJS 267, 8; https://zenodo.org/records/7945154 (table 2: vetted RGB)",
+        mirror="andrae2023/table_2_catwise.fits.gz",
+        zenodo=("7945154", "table_2_catwise.fits.gz"),
+        description="Andrae+23 vetted RGB catalogue (17.6 million giants)",
+        columns=("source_id", "teff_xgboost", "logg_xgboost", "mh_xgboost"),
+    ),
+]
 
+# %% ../nbs/01_sources.ipynb #113f785d
+#: The reference catalogues: Harris, VB21 members and orbits, OCCAM, Meszaros.
+REFERENCE_SOURCES = [
+    Source(
+        "harris2010",
+        "harris2010_mwgc.dat",
+        "https://physics.mcmaster.ca/~harris/mwgc.dat",
+        "https://physics.mcmaster.ca/~harris/mwgc.ref",
+        mirror="clusters/harris2010_mwgc.dat",
+        description="Harris (1996, 2010 edition) Milky Way globular clusters",
+        rows=553,  # non-blank lines of the 2010 edition: 3 parts of 157 clusters, with their headers
+    ),
+    Source(
+        "vb21_members",
+        "vb21_zenodo_4891252.zip",
+        None,
+        "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://zenodo.org/records/4891252 (README: column list)",
+        mirror="vb21_members/catalogues",
+        zenodo=("4891252", "*.zip"),
+        unpack="catalogues",
+        description="VB21 Gaia EDR3 membership of 170 globular clusters (one file per cluster)",
+    ),
+    Source(
+        "vb21_orbits",
+        "vb21_gaiatools_result_orbits.txt",
+        "https://raw.githubusercontent.com/GalacticDynamics-Oxford/GaiaTools/34c4b3a1de84a66869fd79692463f97c07e7bf0e/result_orbits.txt",
+        "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://github.com/GalacticDynamics-Oxford/GaiaTools",
+        mirror="clusters/vb21_gaiatools_result_orbits.txt",
+        description="VB21 GC orbits in McMillan17",
+        rows=170,  # one line per cluster, after the '#' header
+    ),
+    Source(
+        "occam_dr17",
+        "occam_member-DR17.fits",
+        "https://data.sdss.org/sas/dr17/apogee/vac/apogee-occam/occam_member-DR17.fits",
+        "SDSS DR17 OCCAM value-added catalogue (Myers et al. 2022, AJ 164, 85)",
+        mirror="apogee/occam_member-DR17.fits",
+        description="OCCAM DR17 open-cluster membership",
+        rows=26699,
+        columns=("CLUSTER", "APOGEE_ID", "FE_H"),
+    ),
+    Source(
+        "meszaros2015",
+        "meszaros2015_gc_szabolcs.dat",
+        "https://raw.githubusercontent.com/sdss/apogee/6516b113910b84a7445aea0bc4af383ad51d952f/data/calib/gc_szabolcs.dat",
+        "Meszaros et al. 2015, AJ 149, 153, Table 2 (the APOGEE team's copy in sdss/apogee)",
+        mirror="clusters/meszaros2015_gc_szabolcs.dat",
+        sha256="2dd25eb51c765321e96e72b83d7ab80b5626242b38d7832819909583e71c57d4",
+        description="APOGEE GC giants with 1P/2P labels",
+    ),
+]
 
-class SourceUnavailable(SourceError):
-    "A source is neither in the mirror, nor cached, nor downloadable: the message says how to provide it."
+# %% ../nbs/01_sources.ipynb #fd1b4647
+#: Every registered source by name.
+SOURCES = {s.name: s for s in SURVEY_SOURCES + REFERENCE_SOURCES}
 
 # %% ../nbs/01_sources.ipynb #e8396382
 def cache_dir() -> Path:
@@ -242,7 +246,7 @@ def download(
     os.replace(part, dest)
     return dest
 
-
+# %% ../nbs/01_sources.ipynb #a3e06630
 def _md5_of(path) -> str:
     with open(path, "rb") as f:
         return hashlib.file_digest(f, "md5").hexdigest()
@@ -251,7 +255,7 @@ def _md5_of(path) -> str:
 class SourceMismatchError(SourceError):
     "A source's file is not the registered one: another hash, too few rows, or missing columns."
 
-
+# %% ../nbs/01_sources.ipynb #f3d1f9a9
 def _data_rows(path: Path) -> int:
     "Data lines of a text file, rows of a FITS table (HDU 1, header only), or files in a folder."
     if path.is_dir():
@@ -388,13 +392,13 @@ def zenodo_file(
     algo, _, digest = hits[0].get("checksum", "").partition(":")
     return hits[0]["links"]["self"], (digest if algo == "md5" else None)
 
-
+# %% ../nbs/01_sources.ipynb #60d5b7dc
 def _unpacked(root: Path, folder: str) -> Path | None:
     "The first folder named `folder` under an unpacked archive (archives often nest it under a top folder), or None."
     found = sorted(p for p in root.rglob(folder) if p.is_dir()) if root.is_dir() else []
     return found[0] if found else None
 
-
+# %% ../nbs/01_sources.ipynb #7cf83fc8
 def _unpack(archive: Path, dest: Path, folder: str) -> Path:
     "Extract a zip or tar archive into dest (atomically; no member may leave dest) and return its `folder`."
     import shutil, tarfile, tempfile, zipfile
@@ -432,7 +436,7 @@ def _unpack(archive: Path, dest: Path, folder: str) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
+# %% ../nbs/01_sources.ipynb #aec7a413
 def _record(
     s: Source, path: Path, how: str, url: str | None = None, verified: str | None = None
 ) -> Path:
@@ -518,7 +522,7 @@ def _chunk_name(stem: str, k: int, ids: list, suffix: str) -> str:
     "A chunk file named by its position and its ids' content, so another id list never reuses it."
     return f"{stem}_{k:05d}_{hashlib.sha256(','.join(map(str, ids)).encode()).hexdigest()[:12]}{suffix}"
 
-
+# %% ../nbs/01_sources.ipynb #174c449a
 def _fetch_chunks(
     ids,
     out_dir,
@@ -557,7 +561,7 @@ def _fetch_chunks(
     write_json(out_dir / f"{stem}_manifest.json", {**log, "n_ids": len(ids), "chunk": chunk})
     return log
 
-
+# %% ../nbs/01_sources.ipynb #314a9e00
 def fetch_xp_continuous(
     ids,
     out_dir,  # source_ids and the folder for one CSV per chunk
@@ -598,7 +602,7 @@ def _astroquery_xp_csv(ids) -> str:
     tables = [t.to_pandas() for v in res.values() for t in v]
     return pd.concat(tables, ignore_index=True).to_csv(index=False) if tables else ""
 
-
+# %% ../nbs/01_sources.ipynb #733d1e49
 GAIA_TAP_MAX_IDS = 100_000  # ids per uploaded table: a size the archive's TAP upload accepts (not confirmed offline; a parameter)
 
 
@@ -798,7 +802,7 @@ def _probe(url: str, timeout: float) -> dict:
     except requests.RequestException as e:
         return {"http": None, "ok": False, "error": f"{type(e).__name__}: {e}"}
 
-
+# %% ../nbs/01_sources.ipynb #ee0ecbd7
 def source_status(
     check: bool = False,  # also ask each archive whether it answers (network; nothing is downloaded)
     timeout: float = 20.0,

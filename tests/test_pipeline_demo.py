@@ -187,3 +187,63 @@ def test_cluster_and_candidate_stages_in_the_pipeline(quick_run):
     if "gc_feh_vs_harris" in cl:  # with the local data mirror (CI)
         assert cl["gc_feh_vs_harris"]["all"]["n_clusters"] >= 5
         assert abs(cl["gc_feh_vs_harris"]["apogee_vs_harris_star_level"]["bias"]) < 0.15
+
+
+def _chromium():
+    import shutil
+
+    return (
+        shutil.which("chromium")
+        or shutil.which("chromium-browser")
+        or shutil.which("google-chrome")
+    )
+
+
+def test_run_report_is_one_offline_file_with_every_figure(quick_run):
+    root, _ = quick_run
+    page = (root / "report.html").read_text()
+    figs = sorted((root / "figures").glob("*.png"))
+    assert len(figs) >= 10 and page.count("data:image/png;base64,") == len(figs)
+    assert "src='http" not in page and 'src="http' not in page  # nothing to fetch: it opens offline
+    for text in (
+        "Cut flows",
+        "Executed notebooks",
+        "Provenance",
+        "Kane Fig. 3",
+        "notebooks/09_inference.ipynb",
+    ):
+        assert text in page, text
+    assert "n_o" in page  # the notes say what the demo profile lacks
+
+
+@pytest.mark.skipif(
+    _chromium() is None, reason="no Chromium here (.ci/run installs Debian's chromium)"
+)
+def test_run_report_renders_every_figure_in_headless_chromium(quick_run):
+    import re
+    import subprocess
+
+    root, _ = quick_run
+    out = subprocess.run(
+        [
+            _chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            f"--user-data-dir={root / '.chromium'}",
+            "--virtual-time-budget=15000",
+            "--dump-dom",
+            (root / "report.html").as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
+    n = len(list((root / "figures").glob("*.png")))
+    m = re.search(r'data-figures="(\d+)" data-rendered="(\d+)"', out)
+    assert m, out[-2000:]
+    assert int(m.group(1)) == n and int(m.group(2)) == n

@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+#: `split` cuts a group further when it is longer than this
+MAX_LINES = 60
 
 
 def _directives(lines):
@@ -52,6 +54,38 @@ def split_source(src: str) -> list[str]:
             groups[-1].extend(cur)
         else:
             groups.append(cur)
+    # a group still over MAX_LINES is cut at each of its definitions
+    out = []
+    for g in groups:
+        n = g[-1].end_lineno - g[0].lineno + 1
+        defs = [
+            k
+            for k, x in enumerate(g)
+            if isinstance(x, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
+        if n <= MAX_LINES or len(defs) < 2:
+            out.append(g)
+            continue
+        cuts = [0] + [
+            k
+            for k in defs[1:]
+            if not any(
+                isinstance(y, (ast.FunctionDef, ast.ClassDef))
+                for y in g[defs[defs.index(k) - 1] + 1 : k]
+            )
+            or True
+        ]
+        start = 0
+        for k in defs[1:]:
+            j = k
+            while j > start and not isinstance(
+                g[j - 1], (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+            ):
+                j -= 1
+            out.append(g[start:j])
+            start = j
+        out.append(g[start:])
+    groups = [g for g in out if g]
     if any(isinstance(n, (ast.Import, ast.ImportFrom)) for n in groups[0]) and len(groups) > 1:
         pass
     starts = []
