@@ -36,7 +36,7 @@ def make_synthetic(folder: Path, n: int, seed: int = 0):
 
 CHILD = """
 import json, resource, sys, time
-from spectra_ml.inference import predict_catalogue
+from spectra_ml.catalogue import predict_catalogue
 model, inp, out, workers = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 client = cluster = None
 if workers:

@@ -20,10 +20,10 @@ from spectra_ml.core import (
 # %% auto #0
 __all__ = ['ZENODO_API', 'SURVEY_SOURCES', 'REFERENCE_SOURCES', 'SOURCES', 'sha256_of', 'ENV_OFFLINE', 'DATALINK_MAX_IDS',
            'GAIA_SOURCE_COLUMNS', 'GAIA_TAP_MAX_IDS', 'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_TAP_URL', 'Source',
-           'cache_dir', 'download', 'SourceMismatchError', 'verify_source', 'fetch', 'fetch_optional', 'zenodo_file',
-           'validate_source_ids', 'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous', 'gaia_source_tap',
-           'healpix8', 'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk', 'gaia_archive_loaders', 'source_status',
-           'ebv_sfd']
+           'SourceUnavailable', 'cache_dir', 'download', 'SourceMismatchError', 'verify_source', 'fetch',
+           'fetch_optional', 'zenodo_file', 'validate_source_ids', 'downloads_allowed', 'gaia_source_adql',
+           'fetch_xp_continuous', 'gaia_source_tap', 'healpix8', 'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk',
+           'gaia_archive_loaders', 'source_status', 'ebv_sfd']
 
 # %% ../nbs/01_sources.ipynb #3ae605c3
 ZENODO_API = "https://zenodo.org/api/records"  # GET <ZENODO_API>/<record>: JSON with files[] (key, size, checksum 'md5:…', links.self)
@@ -168,6 +168,11 @@ REFERENCE_SOURCES = [
 # %% ../nbs/01_sources.ipynb #fd1b4647
 #: Every registered source by name.
 SOURCES = {s.name: s for s in SURVEY_SOURCES + REFERENCE_SOURCES}
+
+# %% ../nbs/01_sources.ipynb #1a92e051
+class SourceUnavailable(SourceError):
+    "A source is neither in the mirror, nor cached, nor downloadable: the message says how to provide it."
+
 
 # %% ../nbs/01_sources.ipynb #e8396382
 def cache_dir() -> Path:
