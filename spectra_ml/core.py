@@ -23,8 +23,8 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'BK23_ENERGY_SHIFT', 'AL_INSITU_MIN', 'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS',
            'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'DEFAULT_SEED',
            'GALAH_SNR_MIN', 'GALAH_FIG7', 'PROFILES', 'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE',
-           'PARAMETER_CHOICES', 'FIGURE_RC', 'SpectraMLError', 'DataError', 'MissingInputError', 'SourceError',
-           'CheckpointError', 'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root',
+           'PARAMETER_CHOICES', 'FIGURE_RC', 'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError',
+           'SourceError', 'CheckpointError', 'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root',
            'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256', 'write_json',
            'provenance_record', 'RunDir', 'check_params', 'check_parameter_values', 'check_output_path',
            'declared_parameters', 'received_parameters', 'declared_defaults', 'figure_style', 'save_figure']
@@ -40,6 +40,13 @@ class DataError(SpectraMLError, ValueError):
 # %% ../nbs/00_core.ipynb #f698bd35
 class MissingInputError(DataError, FileNotFoundError):
     "A file, folder or product that a step needs is not there; the message says what makes it."
+
+# %% ../nbs/00_core.ipynb #926db4aa
+class MissingColumnError(DataError, KeyError):
+    "A table lacks a column a step needs; the message names the table (file), the columns and where they come from."
+
+    def __str__(self):
+        return str(self.args[0]) if self.args else ""
 
 # %% ../nbs/00_core.ipynb #3454d0b3
 class SourceError(SpectraMLError, RuntimeError):
