@@ -6,6 +6,7 @@ import pytest
 import astropy.units as u
 from astropy.coordinates import SkyCoord
 
+from spectra_ml import catalogues as cat
 from spectra_ml import dynamics as dyn
 from spectra_ml.core import BK23_ENERGY_SHIFT, GALCEN_V_SUN_KMS
 
@@ -113,59 +114,78 @@ def test_circular_orbit_lz_and_energy_vectorised_vs_loop():
     )
 
 
-def test_real_globular_clusters_bk23_and_orbits():
-    gcs = dyn.load_galpy_gcs()
-    assert len(gcs) == 161
-    g = pd.concat(
-        [gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)],
-        axis=1,
-    )
-    g["E"] = dyn.orbital_energy(g)
-    cls = dict(zip(g.name, dyn.classify_bk23(g.E, g.Lz)))
+@pytest.fixture(scope="module")
+def gc_table():
+    """galpy's 161 real GCs through `gc_dynamics` (frame, energy, BK23 class, 5 Gyr orbits), once."""
+    return dyn.gc_dynamics(cat.load_galpy_gcs())
+
+
+def test_real_globular_clusters_bk23_and_orbits(gc_table):
+    g = gc_table
+    assert len(g) == 161 and list(g.columns[:7]) == [
+        "name",
+        "ra",
+        "dec",
+        "distance",
+        "pmra",
+        "pmdec",
+        "vlos",
+    ]
+    cls = dict(zip(g.name, g.bk23))
     # disc/bulge clusters are in situ; NGC 3201 (retrograde) and Pal 3 (distant halo) are accreted
     for name in ("NGC104", "NGC6121", "NGC6752", "NGC6397"):
         assert cls[name] == "in-situ", name
     for name in ("NGC3201", "Pal3", "NGC2419"):
         assert cls[name] == "accreted", name
-    sel = g[g.name.isin(["NGC104", "NGC3201", "NGC6752", "Pal5", "NGC5139"])].reset_index(drop=True)
-    orb = dyn.integrate_orbits(sel)
-    assert not orb.flag_orbit_artefact.any() and (orb.energy_drift < 1e-6).all()
-    assert (orb.n_turning_points >= 2).all()  # real orbits turn around, repeatedly, in 5 Gyr
+    sel = g[g.name.isin(["NGC104", "NGC3201", "NGC6752", "Pal5", "NGC5139"])]
+    assert not sel.flag_orbit_artefact.any() and (sel.energy_drift < 1e-6).all()
+    assert (sel.n_turning_points >= 2).all()  # real orbits turn around, repeatedly, in 5 Gyr
+    counts = dyn.bk23_counts(g)
+    assert counts["n"] == 161 and counts["n_in_situ"] + counts["n_accreted"] == 161
+    assert counts["n_orbit_flagged"] == 0 and 80 < counts["n_in_situ"] < 130
 
 
-def test_gc_orbits_agree_with_vb21(local_data):
-    vb = dyn.read_vb21_orbits(local_data / "clusters" / "vb21_gaiatools_result_orbits.txt")
-    assert len(vb) == 170 and (vb.peri_16 <= vb.peri).all() and (vb.peri <= vb.peri_84).all()
-    gcs = dyn.load_galpy_gcs()
-    g = pd.concat(
-        [gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)],
-        axis=1,
-    )
-    g["key"], vb["key"] = g.name.map(dyn.gc_key), vb.name.map(dyn.gc_key)
-    m = g.merge(
-        vb[["key", "Jphi", "peri", "apo"]].rename(columns={"peri": "vb_peri", "apo": "vb_apo"}),
-        on="key",
-    )
-    assert len(m) >= 150
+def test_gc_orbits_agree_with_vb21(local_data, gc_table):
+    vb = cat.read_vb21_orbits(local_data / "clusters" / "vb21_gaiatools_result_orbits.txt")
+    s, m = dyn.gc_vs_vb21(gc_table, vb)
+    assert s["n_galpy"] == 161 and s["n_matched"] == len(m) >= 150
     # L_z hardly depends on the potential: VB21's J_phi is -L_z in our prograde-positive convention
-    d = m.Lz + m.Jphi
-    assert (
-        np.median(np.abs(d)) < 15
-        and (np.abs(d) < np.maximum(50, 0.05 * np.abs(m.Jphi))).mean() > 0.85
-    )
-    orb = dyn.integrate_orbits(m)
-    assert (
-        np.median(np.abs(orb.apo / m.vb_apo - 1)) < 0.05
-        and np.median(np.abs(orb.peri / m.vb_peri - 1)) < 0.1
-    )
+    assert s["median_abs_diff_Lz"] < 15 and s["frac_Lz_within_5pct_or_50"] > 0.85
+    assert s["lz_sign_agreement"] > 0.95 and np.allclose(m.vb21_Lz, -m.vb21_Jphi)
+    # the radii differ by the potential (McMillan17 vs MWP v1), but not by much
+    assert s["median_abs_rel_diff_apo"] < 0.05 and s["median_abs_rel_diff_peri"] < 0.1
+    out = {r["name"] for r in s["outliers"]}
+    big = (m.d_peri.abs() > 0.3) | (m.d_apo.abs() > 0.3)
+    assert out == set(m.name[big]) and 0 < len(out) < 0.2 * len(m)
+    strict, _ = dyn.gc_vs_vb21(gc_table, vb, outlier_frac=0.1)
+    assert len(strict["outliers"]) > len(out)
 
 
 def test_sagittarius_members_are_accreted(local_data):
-    sgr, info = dyn.load_sgr_members(local_data / "apogee" / "apogee_dr16_sgr_members.fits")
-    assert len(sgr) == 400 and info["distance_kpc"] == 26.67 and "uninformative" in info["note"]
-    k = dyn.to_galactocentric(sgr.ra, sgr.dec, sgr.distance, sgr.pmra, sgr.pmdec, sgr.rv)
-    e = dyn.orbital_energy(k)
-    assert (dyn.classify_bk23(e, k.Lz) == "accreted").mean() > 0.95
+    sgr, info = cat.load_sgr_members(local_data / "apogee" / "apogee_dr16_sgr_members.fits")
+    s, table = dyn.sgr_dynamics(sgr, info)
+    assert s["n"] == 400 and s["accreted_fraction"] > 0.95 and s["distance_kpc"] == 26.67
+    assert s["note"] == info["note"] and set(table.bk23) <= {"accreted", "in-situ"}
+    assert (table.E < 0).mean() > 0.95  # bound to the Galaxy, but above the BK23 boundary
+    groups = dyn.elz_groups(dyn.gc_dynamics(cat.load_galpy_gcs().iloc[:3], t_gyr=0.1), table)
+    assert len(groups["Sgr members (APOGEE DR16)"][0]) == 400
+
+
+def test_gala_vs_galpy_on_the_real_clusters(gc_table):
+    r = dyn.gala_vs_galpy(gc_table)
+    assert r["n"] == 161 and r["max_abs_rel_diff"] < 1e-6 and r["max_abs_diff_kms2"] < 1.0
+    assert -7e4 < r["zero_point_offset_kms2"] < -6e4  # the constant offset of the two codes' bulge
+
+
+def test_dynamics_summary_keys(gc_table):
+    s = dyn.dynamics_summary(
+        "v1", gc_table, None, {"n": 161}, None, [dyn.full_profile_note("demo")]
+    )
+    assert list(s) == ["frame", "potential", "gc", "gc_vs_vb21", "gala_vs_galpy", "sgr", "notes"]
+    assert s["gc"] == dyn.bk23_counts(gc_table) and s["frame"]["galcen_distance_kpc"] == 8.122
+    assert "full profile" in s["notes"][0] and "'demo'" in s["notes"][0]
+    groups = dyn.elz_groups(gc_table)
+    assert sum(len(e) for e, _, _ in groups.values()) == 161
 
 
 def test_gala_matches_galpy_on_the_same_potential():
@@ -220,7 +240,7 @@ def test_science_figures_draw_on_real_clusters(tmp_path):
     import matplotlib.pyplot as plt
     from astropy.coordinates import SkyCoord
 
-    gcs = dyn.load_galpy_gcs()
+    gcs = cat.load_galpy_gcs()
     g = pd.concat(
         [gcs, dyn.to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)],
         axis=1,
