@@ -31,7 +31,8 @@ __all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'GA
            'apogee_cuts', 'gaia_cuts', 'read_fits_columns', 'read_allstar', 'apogee_training_table', 'vb21_membership',
            'xp_feature_frame', 'build_full_training', 'application_cuts', 'build_application', 'galah_sample',
            'build_galah_sample', 'hash_unit', 'assign_split', 'flux_columns', 'build_demo_sample', 'sample_arrays',
-           'model_inputs', 'plot_cmd', 'plot_no_hist', 'plot_xp_spectra']
+           'model_inputs', 'plot_cmd', 'plot_no_hist', 'plot_xp_spectra', 'plot_sample_cmd', 'library_xp_spectra',
+           'draw_sample_figures', 'build_sample', 'sample_summary']
 
 # %% ../nbs/05_samples.ipynb #bb58c721
 DEMO_FILE = "apogee_library_spectra.fits.gz"
@@ -803,3 +804,122 @@ def plot_xp_spectra(
         axs[1].set(xlabel="wavelength [nm]")
         axs[0].legend(fontsize=6)
     return fig
+
+# %% ../nbs/05_samples.ipynb #dc9a7aa0
+def plot_sample_cmd(
+    sample: pd.DataFrame,  # a sample table with phot_{g,bp,rp}_mean_mag
+    background: pd.DataFrame | None = None,  # a comparison sample with the same columns (grey)
+    member_ids=None,  # source_ids to highlight (VB21 GC members), or None
+    ylabel: str = "apparent G [mag] (the embedded set has no parallaxes)",  # the magnitude axis
+):
+    "Kane Fig. 1 (left) for a sample table: BP − RP against G, over a background, members on top."
+
+    def cm(d):
+        return d.phot_bp_mean_mag - d.phot_rp_mean_mag, d.phot_g_mean_mag
+
+    hl = None
+    if member_ids is not None:
+        s_m = sample[sample.source_id.isin(member_ids)]
+        hl = (*cm(s_m), f"VB21 GC members ({len(s_m)})")
+    bg = cm(background) if background is not None else None
+    return plot_cmd(*cm(sample), background=bg, highlight=hl, ylabel=ylabel)
+
+# %% ../nbs/05_samples.ipynb #0ab9315e
+def library_xp_spectra(
+    xp_file,  # a FITS file of XP coefficients, one column per coefficient (xp_continuous_combined)
+    stars: pd.DataFrame,  # reference table with source_id, teff, fe_h (e.g. the embedded library)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    "GaiaXPy spectra of the stars shared by an XP file and a table: `(source_id, wl, flux, legend names)`."
+    from astropy.table import Table
+    from spectra_ml.xp import sampled_spectra
+    from spectra_ml.xp_io import gaiaxpy_input_from_columns
+
+    xp = Table.read(xp_file)
+    pick = np.isin(np.asarray(xp["source_id"]), stars.source_id.to_numpy())
+    sid, wl, fl, _ = sampled_spectra(gaiaxpy_input_from_columns(xp[pick]))
+    lab = stars.drop_duplicates("source_id").set_index("source_id").loc[sid]
+    names = [
+        f"{s}: Teff {r.teff:.0f} K, [Fe/H] {r.fe_h:+.2f}" for s, r in zip(sid, lab.itertuples())
+    ]
+    return sid, wl, fl, names
+
+# %% ../nbs/05_samples.ipynb #ae41402c
+def draw_sample_figures(
+    sample: pd.DataFrame,  # the run's sample table
+    figures,  # the run's figures folder
+    background: pd.DataFrame
+    | None = None,  # Fig. 1 background and Fig. 2 star table (demo: library)
+    member_ids=None,  # VB21 GC member source_ids (None: the sample's gc_cluster column, if any)
+    xp_file=None,  # local XP coefficient file for Fig. 2 (None: Fig. 2 is skipped)
+) -> tuple[dict, list]:
+    "Kane Figs 1 and 2 as far as the data allow: `({figure: file, fig2_stars}, notes)`."
+    from spectra_ml.core import save_figure
+
+    figures, out, notes = Path(figures), {}, []
+    if member_ids is None and "gc_cluster" in sample:
+        member_ids = sample.source_id[sample.gc_cluster.notna()]
+    save_figure(plot_sample_cmd(sample, background, member_ids), figures / "fig1_cmd.png")
+    out["fig1_cmd"] = "figures/fig1_cmd.png"
+    if "n_o" in sample:
+        fit = sample.split.isin(["train", "validation"]).to_numpy()
+        is_member = sample.source_id.isin([] if member_ids is None else member_ids).to_numpy()
+        save_figure(plot_no_hist(sample.n_o[fit], is_member[fit]), figures / "fig1_no_hist.png")
+        out["fig1_no_hist"] = "figures/fig1_no_hist.png"
+    else:
+        notes.append(
+            "Fig. 1 (right), the APOGEE [N/O] histogram, needs N and O labels: full profile"
+        )
+    if xp_file is None:
+        notes.append("no local XP coefficient file (SPECTRA_ML_LOCAL_DATA): Fig. 2 skipped")
+        return out, notes
+    sid, wl, fl, names = library_xp_spectra(xp_file, sample if background is None else background)
+    save_figure(plot_xp_spectra(wl, fl, names), figures / "fig2_xp_spectra.png")
+    out["fig2_xp_spectra"] = "figures/fig2_xp_spectra.png"
+    out["fig2_stars"] = [int(x) for x in sid]
+    notes.append(
+        "Fig. 2 uses the real archive XP coefficients of the stars shared by the local XP file and the "
+        "reference table (no [N/O] labels: the paper's high-/normal-[N/O] pair needs the full profile)"
+    )
+    return out, notes
+
+# %% ../nbs/05_samples.ipynb #d980f6e0
+def build_sample(
+    products,  # the run's products folder (the full profile writes its tables there)
+    profile: str = "demo",  # data profile
+    labels=None,  # labels to train on (None: the profile's)
+    split_fractions: dict = SPLIT_FRACTIONS,  # split name -> fraction
+    split_scheme: str = "hash",  # 'hash' of source_id or 'random' (Kane's 80/20)
+    seed: int = DEFAULT_SEED,  # seed for subsampling and the random scheme
+    max_stars: int | None = None,  # demo: subsample the selected giants (None: all)
+    application_xp_route: str = "bulk",  # full: XP of the application sample ('bulk' or 'datalink')
+) -> tuple[pd.DataFrame, list, dict]:
+    "The profile's training sample, its cut flow (records) and further cut flows (full: application, GALAH)."
+    from spectra_ml.core import check_labels
+
+    labels = list(get_profile(profile).labels) if labels is None else check_labels(labels, profile)
+    if profile != "full":
+        sample, flow = build_demo_sample(
+            labels, split_fractions, split_scheme, seed=seed, max_stars=max_stars
+        )
+        return sample, flow, {}
+    # the full profile stops with SourceUnavailable, naming the source, when an archive is out of reach
+    sample, flow_df = build_full_training(products)
+    ids = sample.source_id.to_numpy()
+    _, app_flow = build_application(products, ids, xp_route=application_xp_route)
+    _, galah_flow = build_galah_sample(products)
+    return sample, flow_df.to_dict(orient="records"), {"application": app_flow, "galah": galah_flow}
+
+# %% ../nbs/05_samples.ipynb #078f35ea
+def sample_summary(
+    sample: pd.DataFrame,  # the built sample
+    flow: list,  # its cut flow (records)
+    profile: str = "demo",  # data profile
+) -> dict:
+    "The `samples` entry of summary.json: profile, size, split counts, cut flow, what the profile lacks."
+    return {
+        "profile": profile,
+        "n_selected": len(sample),
+        "splits": sample["split"].value_counts().to_dict(),
+        "cut_flow": flow,
+        "profile_lacks": list(get_profile(profile).missing),
+    }

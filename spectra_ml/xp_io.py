@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 import numba
 import numpy as np
+from .core import DataError
 
 # %% auto #0
 __all__ = ['XP_N_COEFF', 'XP_N_CORR', 'XP_ARRAYS', 'gaiaxpy_input_from_columns', 'read_xp_csv_chunks', 'ingest_xp_csv',
@@ -48,7 +49,7 @@ _POW10 = np.array(
     [10.0**k for k in range(23)]
 )  # exactly representable: one IEEE division or product is correctly rounded
 
-
+# %% ../nbs/03_xp_io.ipynb #8392e6cc
 @numba.njit(
     cache=True, inline="always", error_model="numpy"
 )  # numpy error model: no zero-division branch per number
@@ -106,7 +107,7 @@ def _csv_number(buf, i, e, p10):
         v = v * 10.0**ex
     return (-v if neg else v), i, True
 
-
+# %% ../nbs/03_xp_io.ipynb #ef4345e4
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
 def _csv_rows(buf, starts, ends, kind, slot, length, out_f, out_d, out_i, counts, p10):
     "Parse rows buf[starts[r]:ends[r]] field by field. kind: 0 skip, 1 int64, 2 float64 scalar, 3 float32 array."
@@ -163,10 +164,7 @@ def _csv_rows(buf, starts, ends, kind, slot, length, out_f, out_d, out_i, counts
                 i += 1  # to the next field
             i += 1
 
-
-_CSV_LOCK = __import__("threading").Lock()
-
-
+# %% ../nbs/03_xp_io.ipynb #d336b84c
 def _csv_layout(header: bytes, path, with_errors: bool, with_correlations: bool):
     "Field kinds and output slots for one CSV header (the columns the reader keeps)."
     import csv
@@ -215,6 +213,9 @@ def _csv_layout(header: bytes, path, with_errors: bool, with_correlations: bool)
         arrays,
         scalars,
     )
+
+# %% ../nbs/03_xp_io.ipynb #c3e12538
+_CSV_LOCK = __import__("threading").Lock()  # guards numba's thread pool (see below)
 
 
 def _parse_csv_block(data: bytes, layout) -> dict:
@@ -265,7 +266,7 @@ def _concat(chunks: list) -> dict:
         else {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
     )
 
-
+# %% ../nbs/03_xp_io.ipynb #dea15da0
 def _open_csv(path):
     "A binary file object: ISA-L's inflate for .gz (about 1.7x Arrow's and 2x Python's zlib here), else the plain file."
     if not str(path).endswith(".gz"):
@@ -318,15 +319,13 @@ def _csv_line_blocks(path, start: int, block_bytes: int):
             if not block:
                 return
 
-
+# %% ../nbs/03_xp_io.ipynb #c5b3500a
 def read_xp_csv_chunks(
     path,  # archive CSV (optionally .gz); leading '#' lines allowed (bulk ECSV headers)
     chunk_rows: int = 50_000,  # rows per yielded chunk: bounds the memory peak
-    with_errors: bool = True,
-    with_correlations: bool
-    | None = False,  # also parse the 1485 packed correlations and the standard deviation (None: if present)
-    block_bytes: int = 1
-    << 25,  # bytes parsed at a time (memory-mapped for a plain file, decompressed for .gz)
+    with_errors: bool = True,  # also parse the coefficient errors
+    with_correlations: bool | None = False,  # also correlations and std (None: if present)
+    block_bytes: int = 1 << 25,  # bytes parsed at a time (memory-mapped, or decompressed for .gz)
 ):
     "Yield dicts: source_id, n_relevant_bases, (N, 55) float32 coefficient arrays and flags per band."
     with _open_csv(path) as fh:  # the header, after any '#' lines
@@ -406,7 +405,9 @@ def read_xp_parquet(
 
     files = list(files)
     if not files:
-        raise ValueError("no XP Parquet partitions given")
+        raise DataError(
+            "read_xp_parquet: no XP Parquet partitions given; pass the files from ingest_xp_csv"
+        )
     want = None if ids is None else pa.array(np.asarray(ids, np.int64))
     parts = []
     for f in files:
@@ -469,4 +470,7 @@ def read_xp(
         return _from_arrays(
             t["source_id"], lambda c: t[c] if c.endswith("n_relevant_bases") else g[c], False
         )
-    raise ValueError(f"{path}: unknown XP format (expected .csv[.gz], .vot/.xml or .fits)")
+    raise DataError(
+        f"{path}: unknown XP format; give an archive XP continuous file ending in .csv[.gz], "
+        ".vot/.xml or .fits"
+    )

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from spectra_ml.core import DEMO_LABELS, XP_WAVELENGTH_NM, check_labels
-from spectra_ml.inference import mc_dropout_predict, mc_dropout_predict_loop, predict_table
+from spectra_ml.models import mc_dropout_predict, mc_dropout_predict_loop
+from spectra_ml.inference import predict_table
 from spectra_ml.samples import assign_split, select_giants
 from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint
 from spectra_ml.xp import PercentileScaler, check_features

@@ -185,7 +185,7 @@ def test_apogee_cut_flow_on_the_real_allstar_rows(local_data):
     assert int(t.truth_2p.sum()) == 0  # Kepler field giants: no 2P star by Kane's APOGEE criterion
 
 
-def test_galah_sample_cut_flow_and_offline_stop(tmp_path, monkeypatch):
+def test_galah_sample_cut_flow_and_offline_stop(tmp_path, monkeypatch, standin_source):
     """Kane §3.3 GALAH selection on a HAND-MADE table in the DR3 main_allstar schema (no GALAH file is available
     here: this checks the cut logic, the reader and the flow, not GALAH data), served through a mirror."""
     from astropy.table import Table as T
@@ -222,6 +222,7 @@ def test_galah_sample_cut_flow_and_offline_stop(tmp_path, monkeypatch):
     T(cols).write(mirror / "GALAH_DR3_main_allstar_v2.fits")
     monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(tmp_path / "mirror"))
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    standin_source("galah_dr3")  # a 7-row hand-made file, not the registered 588,571-row edition
     g2, flow2 = build_galah_sample(tmp_path / "out")
     assert (tmp_path / "out" / "galah.parquet").exists() and g2.source_id.tolist() == [11, 12]
     (tmp_path / "empty").mkdir()
