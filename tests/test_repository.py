@@ -4,6 +4,7 @@ and the install step's choice of torch build."""
 import importlib.util
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -87,3 +88,224 @@ def test_install_step_elsewhere_never_asks_for_a_bare_cuda_build_without_a_gpu(
     assert plan[:3] == ["torch", "--index-url", q.CPU_INDEX]
     monkeypatch.setattr(q.shutil, "which", lambda name: "/usr/bin/nvidia-smi")
     assert q.torch_plan(Path(sys.executable)) == ["torch"]
+
+
+# --- README numbers come from files (tools/make_readme.py) -------------------------------------
+
+OLD_NOTEBOOK_NAMES = (
+    "02_xp",
+    "03_samples",
+    "04_models",
+    "05_train",
+    "06_predict",
+    "07_validate",
+    "08_clusters",
+    "09_candidates",
+    "10_dynamics",
+    "11_compare",
+)
+
+
+def _index_cells():
+    return {
+        c["id"]: "".join(c["source"])
+        for c in json.loads((ROOT / "nbs" / "index.ipynb").read_text())["cells"]
+    }
+
+
+def test_readme_placeholders_read_values_and_name_what_is_missing(tmp_path):
+    mr = _load_tool("make_readme")
+    f = tmp_path / "summary.json"
+    f.write_text(
+        json.dumps(
+            {
+                "validate": {
+                    "mlp": {"teff": {"rmse": 85.04, "bias": -3.7312}},
+                    "on": ["teff", "logg"],
+                },
+                "clusters": {"gc": {"frac_within_0.1": 0.2667}},
+                "dyn": {"out": [{"name": "A", "peri": 0.2}, {"name": "B", "peri": 3.0}]},
+                "nothing": None,
+            }
+        )
+    )
+    src = {"demo": (str(f), "spectra_ml run")}
+    text = (
+        "RMSE {{demo:validate.mlp.teff.rmse:.1f}} K, bias {{demo:validate.mlp.teff.bias:+.3g}}, "
+        "{{demo:validate.on|len}} labels ({{demo:validate.on|join}}), "
+        "{{demo:clusters.gc.frac_within_0.1:.2f}}, {{demo:validate.on.1}}, "
+        "{{demo:dyn.out|where(peri<0.5)|len}} low, others {{demo:dyn.out|where(peri>=0.5)|pluck(name)|join}}, "
+        "{{demo:nothing|dash:.1f}}"
+    )
+    assert mr.render_text(text, src) == (
+        "RMSE 85.0 K, bias -3.73, 2 labels (teff, logg), 0.27, logg, 1 low, others B, —"
+    )
+    f.write_text(json.dumps({"validate": {"mlp": {"teff": {"rmse": 99.96}}}}))
+    assert mr.render_text("{{demo:validate.mlp.teff.rmse:.1f}}", src) == "100.0"  # read, not typed
+    with pytest.raises(mr.TemplateError, match=r"no key 'logg\.rmse' under validate\.mlp"):
+        mr.render_text("{{demo:validate.mlp.logg.rmse}}", src)
+    f.write_text(json.dumps({"nothing": None}))
+    with pytest.raises(mr.TemplateError, match="null"):
+        mr.render_text("{{demo:nothing}}", src)
+    missing = {"demo": (str(tmp_path / "nope.json"), "spectra_ml run")}
+    with pytest.raises(
+        mr.MissingSource, match=r"nope\.json is missing.*'validate\.n_test'.*spectra_ml run"
+    ):
+        mr.render_text("{{demo:validate.n_test}}", missing)
+    with pytest.raises(mr.TemplateError, match="unknown source"):
+        mr.render_text("{{nosuch:a.b}}", src)
+
+
+def test_readme_render_fails_loudly_on_a_missing_source(tmp_path):
+    "No number falls back to a typed one: a missing summary stops the render, naming file and keys."
+    mr = _load_tool("make_readme")
+    gone = {k: (str(tmp_path / f"{k}.json"), f"make {k}") for k in mr.SOURCES}
+    with pytest.raises(mr.TemplateError) as e:
+        mr.render(gone)
+    msg = str(e.value)
+    assert "demo.json is missing: make it with make demo" in msg
+    assert "validate.mlp.teff.rmse" in msg and "compare.json is missing" in msg
+
+
+def test_readme_result_tables_hold_no_typed_numbers():
+    "Every number cell of the Results and model-comparison tables in index.ipynb is a placeholder."
+    mr = _load_tool("make_readme")
+    cells = _index_cells()
+    sections = [
+        s for s in cells.values() if s.startswith(("## Results", "## The four seed models"))
+    ]
+    assert len(sections) == 2
+    n_rows = 0
+    for s in sections:
+        assert "{{include:figures/compare/comparison.md}}" in s or "## Results" in s
+        for line in s.splitlines():
+            if not line.startswith("|") or set(line) <= set("|-") or "label" in line.split("|")[1]:
+                continue
+            if "{{" not in line:
+                continue  # a header row
+            n_rows += 1
+            text = mr.PLACEHOLDER.sub("", line)
+            text = re.sub(r"\b(19|20)\d\d\b|DR\d+", "", text)  # years and data releases are names
+            cols = text.strip("|").split("|")[1:]  # all but the first column
+            assert not any(re.search(r"\d", c) for c in cols), (
+                f"typed number in index.ipynb: {line!r}"
+            )
+    assert n_rows >= 16  # results 4, clusters 4, gains 4, published 4
+
+
+def test_readme_module_map_has_one_line_per_notebook_from_its_description():
+    mr = _load_tool("make_readme")
+    rows = [r for r in mr.module_map().splitlines()[2:]]
+    nbs = sorted(p.stem for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    assert [r.split("`")[1] for r in rows] == nbs
+    core = json.loads((ROOT / "nbs" / "00_core.ipynb").read_text())["cells"][0]
+    quote = [l[1:].strip() for l in "".join(core["source"]).splitlines() if l.startswith(">")]
+    assert rows[0].endswith(" ".join(quote) + " |")
+    assert "`spectra_ml.core`" in rows[0] and "`spectra_ml.cli`" in rows[-1]
+    readme = (ROOT / "README.md").read_text()
+    assert mr.module_map() in readme and mr.stage_map() in readme
+
+
+def test_stage_calls_are_read_from_the_stage_cells(tmp_path):
+    mr = _load_tool("make_readme")
+
+    def cell(kind, src, tags=()):
+        c = {
+            "cell_type": kind,
+            "id": str(abs(hash(src)))[:8],
+            "metadata": {"tags": list(tags)},
+            "source": src,
+        }
+        return {**c, "outputs": [], "execution_count": None} if kind == "code" else c
+
+    nb = tmp_path / "42_thing.ipynb"
+    cells = [
+        cell("markdown", "# thing: a thing\n\n> One sentence."),
+        cell("code", "#| default_exp thing"),
+        cell(
+            "code",
+            "#| export\nfrom spectra_ml.core import RunDir, write_json\nimport spectra_ml.xp as X",
+        ),
+        cell("code", "#| export\ndef measure(x):\n    return x\n\ndef _helper():\n    pass"),
+        cell("code", "write_json('example.json', {})  # an example, before the stage"),
+        cell("markdown", "## Stage: do it"),
+        cell("code", "run_dir = 'runs/x'\nwrite_json(1)", tags=["parameters"]),
+        cell(
+            "code",
+            "#| eval: false\nfrom spectra_ml.models import MODELS as M\nrun = RunDir(run_dir)\n"
+            "y = measure(X.check_features(1))\nrun.write_provenance('x', {})\nprint(M.get('a'), len(y))\n%time 1",
+        ),
+    ]
+    nb.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    assert mr.stage_calls(nb) == [
+        "thing.measure",
+        "core.RunDir",
+        "models.MODELS.get",
+        "xp.check_features",
+    ]
+
+
+def test_readme_stage_table_lists_every_pipeline_stage():
+    from spectra_ml.pipeline import COMPARE_STAGES, DEMO_STAGES
+
+    mr = _load_tool("make_readme")
+    stages = [p.stem for p in mr.stage_notebooks()]
+    assert stages == sorted(set(DEMO_STAGES) | set(COMPARE_STAGES))
+    for p in mr.stage_notebooks():
+        own = mr.notebook_header(p)["module"]
+        assert any(c.startswith(own + ".") for c in mr.stage_calls(p)), p.stem
+
+
+def _saved_pngs(src: str) -> list[str]:
+    "The .png file names a cell's code spells out (as string literals; `{x}` for an f-string field)."
+    return re.findall(r"""f?["']([\w{}]+\.png)["']""", src)
+
+
+def test_figures_readme_lists_every_figure_the_notebooks_save():
+    "figures/README.md names each figure file the stage cells or exported functions name, and where."
+    mr = _load_tool("make_readme")
+    table = {}
+    for line in (ROOT / "figures" / "README.md").read_text().splitlines():
+        m = re.match(r"\| `([^`]+\.png)` \|.*\| `(\d\d_\w+)` \|$", line)
+        if m:
+            table[m.group(1)] = m.group(2)
+    generic = {"l": "<label>", "name": "<model>"}
+    saved = {}
+    for p in sorted((ROOT / "nbs").glob("[0-9][0-9]_*.ipynb")):
+        cells = mr._nb(p)
+        start = next(
+            (
+                i
+                for i, c in enumerate(cells)
+                if c["cell_type"] == "markdown" and mr.STAGE_HEADING.search(mr._src(c))
+            ),
+            len(cells),
+        )
+        for i, c in enumerate(cells):
+            src = mr._src(c)
+            if c["cell_type"] != "code" or not (i > start or re.match(r"\s*#\|\s*export", src)):
+                continue  # examples save nothing that counts
+            for name in _saved_pngs(src):
+                name = re.sub(r"\{(\w+)\}", lambda m: generic.get(m.group(1), "<x>"), name)
+                saved.setdefault(name, set()).add(p.stem)
+    assert len(saved) >= 19
+    for name, where in saved.items():
+        assert len(where) == 1, f"{name} is saved by several notebooks: {sorted(where)}"
+    assert {k: v.pop() for k, v in saved.items()} == table, (
+        "figures/README.md is out of date with the notebooks' save_figure calls"
+    )
+
+
+def test_no_stale_text_in_the_docs():
+    docs = {
+        "README.md": (ROOT / "README.md").read_text(),
+        "nbs/index.ipynb": (ROOT / "nbs" / "index.ipynb").read_text(),
+        "data/README.md": (ROOT / "data" / "README.md").read_text(),
+        "benchmarks/README.md": (ROOT / "benchmarks" / "README.md").read_text(),
+        "figures/README.md": (ROOT / "figures" / "README.md").read_text(),
+    }
+    for where, text in docs.items():
+        for old in OLD_NOTEBOOK_NAMES:
+            assert not re.search(rf"\b{old}\b", text), f"{where} names the old notebook {old}"
+        for phrase in ("later issue", "not yet automatic"):
+            assert phrase not in text, f"{where}: {phrase!r}"

@@ -1,28 +1,374 @@
 #!/usr/bin/env python3
-"""Write README.md from nbs/index.ipynb (the nbdev readme_nb).
+"""Write README.md from nbs/index.ipynb (the nbdev readme_nb), with its numbers read from files.
 
 `nbdev_readme` does the same through Quarto, which is a separate binary download; this uses
 nbconvert, which the project already depends on, so it runs anywhere the project installs.
 
     python tools/make_readme.py           # write README.md
     python tools/make_readme.py --check   # exit 1 if README.md is out of date
+    python tools/make_readme.py --source demo=runs/demo/summary.json --stdout  # render from a run
+
+The markdown of index.ipynb may hold placeholders, replaced here (never typed by hand):
+
+- `{{SOURCE:KEY|FILTER:FORMAT}}`: one value of a JSON file. SOURCE is a name in `SOURCES`
+  (`demo`, `compare`) or `bench/NAME` (benchmarks/results/NAME.json); KEY a dotted path into it
+  (list items by index; a key that itself holds dots is matched whole); FILTERs (optional, any
+  number) are those in `FILTERS`; FORMAT (optional) a Python format spec (`.1f`, `+.3g`, `,`, `.1%`).
+  `{{demo:validate.mlp.teff.rmse:.1f}}` is the demo run's test-split Teff RMSE with one decimal.
+- `{{include:PATH}}`: a committed file (e.g. `figures/compare/comparison.md`), verbatim.
+- `{{modules}}`: the module map, one row per notebook, from each notebook's `> ` description line.
+- `{{stage_calls}}`: for each stage notebook, the library functions its stage cells (the cells after
+  the `## Stage` heading) call, read from their code.
+
+A missing file or key is an error naming the file, the key and how to make it: no number falls
+back to a typed one.
 """
 
+from __future__ import annotations
+
+import ast
+import json
+import re
 import sys
 from pathlib import Path
-
-import nbformat
-from nbconvert import MarkdownExporter
 
 ROOT = Path(__file__).resolve().parent.parent
 HEADER = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: edit the notebook, not this file. -->\n\n"
 
+#: Where each placeholder source lives, and how to make it when it is missing.
+SOURCES = {
+    "demo": ("figures/demo/summary.json", "spectra_ml run  (publishes figures/demo/)"),
+    "compare": (
+        "figures/compare/summary.json",
+        "spectra_ml run --name compare --compare  (publishes figures/compare/)",
+    ),
+}
+BENCH = ("benchmarks/results/{}.json", "python benchmarks/bench_{}.py  (see benchmarks/README.md)")
 
-def render() -> str:
+#: Filters a placeholder may apply to a value, in order, before its format. `where(F<X)` keeps the
+#: items of a list of records whose field F compares so with X (<, <=, >, >=, ==, !=; X a number
+#: or a word), `pluck(F)` takes field F of each record, `dash` turns a null into "—".
+FILTERS = {
+    "len": len,
+    "sum": lambda v: sum(v.values() if isinstance(v, dict) else v),
+    "min": lambda v: min(v.values() if isinstance(v, dict) else v),
+    "max": lambda v: max(v.values() if isinstance(v, dict) else v),
+    "join": lambda v: ", ".join(map(str, v)),
+    "yesno": lambda v: "yes" if v else "no",
+    "abs": abs,
+    "dash": lambda v: v,
+}
+_OPS = {
+    "<=": lambda a, b: a <= b,
+    ">=": lambda a, b: a >= b,
+    "!=": lambda a, b: a != b,
+    "==": lambda a, b: a == b,
+    "<": lambda a, b: a < b,
+    ">": lambda a, b: a > b,
+}
+_CALL = re.compile(r"^(\w+)\((.*)\)$")
+
+
+def _apply(f: str, value, spec: str):
+    "One filter of a placeholder, plain (`len`) or with an argument (`where(x<1)`, `pluck(name)`)."
+    m = _CALL.match(f)
+    if m and m.group(1) == "pluck":
+        return [r[m.group(2).strip()] for r in value]
+    if m and m.group(1) == "where":
+        cond = m.group(2)
+        op = next((o for o in _OPS if o in cond), None)
+        if op is None:
+            raise TemplateError(f"{{{{{spec}}}}}: where() needs a comparison, e.g. where(x<1)")
+        field, x = (t.strip() for t in cond.split(op, 1))
+        try:
+            x = float(x)
+        except ValueError:
+            pass
+        return [r for r in value if r.get(field) is not None and _OPS[op](r[field], x)]
+    if f not in FILTERS:
+        raise TemplateError(
+            f"{{{{{spec}}}}}: unknown filter {f!r}; known: {sorted(FILTERS)}, where(...), pluck(...)"
+        )
+    return FILTERS[f](value)
+
+
+PLACEHOLDER = re.compile(r"\{\{\s*([^{}]+?)\s*\}\}")
+STAGE_HEADING = re.compile(r"^##\s+Stage\b", re.M)
+
+
+class TemplateError(Exception):
+    "A placeholder that cannot be filled: a missing file or key, or a bad filter or format."
+
+
+class MissingSource(TemplateError):
+    "The file a placeholder reads does not exist."
+
+    def __init__(self, rel, key: str, how: str):
+        self.rel, self.key, self.how = str(rel), key, how
+        super().__init__(f"{rel} is missing (needed for key {key!r}): make it with {how}")
+
+
+def _source_file(name: str, sources: dict) -> tuple[Path, str]:
+    if name in sources:
+        path, how = sources[name]
+    elif name.startswith("bench/"):
+        b = name.split("/", 1)[1]
+        path, how = BENCH[0].format(b), BENCH[1].format(b)
+    else:
+        raise TemplateError(
+            f"unknown source {name!r}: use one of {sorted(sources)} or bench/NAME (tools/make_readme.py SOURCES)"
+        )
+    path = Path(path)
+    return (path if path.is_absolute() else ROOT / path), how
+
+
+def lookup(data, key: str, where: str):
+    "The value at dotted `key` in `data`; a key holding dots (`a.b_0.9`) is matched whole."
+    parts = key.split(".")
+    cur, i, seen = data, 0, []
+    while i < len(parts):
+        for j in range(len(parts), i, -1):  # longest key first
+            k = ".".join(parts[i:j])
+            if isinstance(cur, dict) and k in cur:
+                cur, i = cur[k], j
+                seen.append(k)
+                break
+            if isinstance(cur, list) and k.lstrip("-").isdigit() and -len(cur) <= int(k) < len(cur):
+                cur, i = cur[int(k)], j
+                seen.append(k)
+                break
+        else:
+            have = sorted(cur)[:12] if isinstance(cur, dict) else f"a {type(cur).__name__}"
+            raise TemplateError(
+                f"{where}: no key {'.'.join(parts[i:])!r} under {'.'.join(seen) or 'the top level'} "
+                f"(there: {have}); was what writes it changed?"
+            )
+    return cur
+
+
+def fill(spec: str, sources: dict = SOURCES, cache: dict | None = None) -> str:
+    "The text of one placeholder `SOURCE:KEY|FILTER:FORMAT` (or `include:PATH`)."
+    cache = {} if cache is None else cache
+    name, sep, rest = spec.partition(":")
+    if not sep:
+        raise TemplateError(f"placeholder {{{{{spec}}}}}: expected SOURCE:KEY")
+    if name == "include":
+        path = ROOT / rest
+        if not path.exists():
+            raise TemplateError(f"{rest} is missing (needed by {{{{include:{rest}}}}})")
+        return path.read_text().strip()
+    key, _, fmt = rest.partition(":")
+    key, *filters = [s.strip() for s in key.split("|")]
+    path, how = _source_file(name, sources)
+    rel = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    if path not in cache:
+        if not path.exists():
+            raise MissingSource(rel, key, how)
+        cache[path] = json.loads(path.read_text())
+    value = lookup(cache[path], key, str(rel))
+    for f in filters:
+        value = _apply(f, value, spec)
+    if value is None and "dash" in filters:
+        return "—"
+    if value is None:
+        raise TemplateError(f"{rel}: key {key!r} is null (the stage did not compute it)")
+    try:
+        return format(value, fmt)
+    except (TypeError, ValueError) as e:
+        raise TemplateError(f"{{{{{spec}}}}}: cannot format {value!r} with {fmt!r} ({e})") from None
+
+
+def _nb(path: Path) -> list[dict]:
+    return json.loads(path.read_text())["cells"]
+
+
+def _src(cell) -> str:
+    s = cell["source"]
+    return "".join(s) if isinstance(s, list) else s
+
+
+def notebook_header(path: Path) -> dict:
+    "Module name, title and one-sentence description (`> ` lines) of a library notebook."
+    cells = _nb(path)
+    first = next(_src(c) for c in cells if c["cell_type"] == "markdown")
+    title = first.splitlines()[0].lstrip("# ").strip()
+    quote, started = [], False
+    for line in first.splitlines()[1:]:
+        if line.startswith(">"):
+            quote.append(line[1:].strip())
+            started = True
+        elif started:
+            break
+    m = next(
+        (
+            re.search(r"^#\|\s*default_exp\s+(\S+)", _src(c), re.M)
+            for c in cells
+            if "default_exp" in _src(c)
+        ),
+        None,
+    )
+    return {
+        "notebook": path.stem,
+        "module": m.group(1) if m else None,
+        "title": title.split(":", 1)[1].strip() if ":" in title else title,
+        "description": " ".join(quote),
+    }
+
+
+def library_notebooks() -> list[Path]:
+    return sorted(p for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+
+
+def module_map() -> str:
+    "The module map: one row per library notebook, its module and its description."
+    rows = ["| notebook | module | what it holds |", "|---|---|---|"]
+    for p in library_notebooks():
+        h = notebook_header(p)
+        desc = h["description"].replace("|", "\\|")
+        rows.append(f"| `{h['notebook']}` | `spectra_ml.{h['module']}` | {desc} |")
+    return "\n".join(rows)
+
+
+def _code(src: str) -> str:
+    "A cell's Python without nbdev directives, magics and shell lines."
+    keep = ["" if l.lstrip().startswith(("#|", "%", "!")) else l for l in src.splitlines()]
+    return "\n".join(keep)
+
+
+def _parse(src: str):
+    try:
+        return ast.parse(_code(src))
+    except SyntaxError:
+        return None
+
+
+def stage_calls(path: Path) -> list[str]:
+    "`module.name` of every spectra_ml function or class the stage cells of a notebook call."
+    cells = _nb(path)
+    own = notebook_header(path)["module"]
+    names: dict[str, str] = {}  # local name -> 'module.name' (or 'module' for a module)
+    stage_start = next(
+        (
+            i
+            for i, c in enumerate(cells)
+            if c["cell_type"] == "markdown" and STAGE_HEADING.search(_src(c))
+        ),
+        None,
+    )
+    if stage_start is None:
+        return []
+    for i, c in enumerate(cells):
+        if c["cell_type"] != "code" or (tree := _parse(_src(c))) is None:
+            continue
+        exported = i < stage_start and re.match(r"\s*#\|\s*export", _src(c))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spectra_ml"):
+                mod = node.module.removeprefix("spectra_ml").lstrip(".")
+                for a in node.names:
+                    names[a.asname or a.name] = f"{mod}.{a.name}" if mod else a.name
+            elif isinstance(node, ast.Import):
+                for a in node.names:
+                    if a.name.startswith("spectra_ml."):
+                        names[a.asname or a.name] = a.name.removeprefix("spectra_ml.")
+            elif (
+                exported
+                and node in tree.body
+                and isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
+            ):
+                names[node.name] = f"{own}.{node.name}"
+    calls: list[str] = []
+    for c in cells[stage_start:]:
+        if c["cell_type"] != "code" or "parameters" in c["metadata"].get("tags", []):
+            continue
+        tree = _parse(_src(c))
+        for node in ast.walk(tree) if tree else []:
+            if not isinstance(node, ast.Call):
+                continue
+            f, chain = node.func, []
+            while isinstance(f, ast.Attribute):
+                chain.insert(0, f.attr)
+                f = f.value
+            if isinstance(f, ast.Name) and f.id in names:
+                target = ".".join([names[f.id], *chain])
+                if target not in calls:
+                    calls.append(target)
+    calls.sort(key=lambda t: (t.split(".")[0] != own, t))
+    return calls
+
+
+def stage_notebooks() -> list[Path]:
+    "Notebooks with a `## Stage` heading: the ones papermill runs as pipeline stages."
+    return [
+        p
+        for p in library_notebooks()
+        if any(c["cell_type"] == "markdown" and STAGE_HEADING.search(_src(c)) for c in _nb(p))
+    ]
+
+
+def stage_map() -> str:
+    "For each stage notebook, the library functions its stage cells call."
+    rows = ["| stage | what its stage cells call, by module |", "|---|---|"]
+    for p in stage_notebooks():
+        by_module: dict[str, list] = {}
+        for c in stage_calls(p):
+            mod, _, name = c.partition(".")
+            by_module.setdefault(mod, []).append(name or mod)
+        calls = "; ".join(
+            f"`{m}`: " + ", ".join(f"`{n}`" for n in names) for m, names in by_module.items()
+        )
+        rows.append(f"| `{p.stem}` | {calls} |")
+    return "\n".join(rows)
+
+
+BLOCKS = {"modules": module_map, "stage_calls": stage_map}
+
+
+def render_text(text: str, sources: dict = SOURCES, errors: list | None = None, cache=None) -> str:
+    "Fill every placeholder of one markdown text; collect failures in `errors` (or raise the first)."
+    cache = {} if cache is None else cache
+
+    def sub(m):
+        spec = m.group(1)
+        try:
+            return BLOCKS[spec]() if spec in BLOCKS else fill(spec, sources, cache)
+        except TemplateError as e:
+            if errors is None:
+                raise
+            errors.append(e)
+            return m.group(0)
+
+    return PLACEHOLDER.sub(sub, text)
+
+
+def _report(errors: list) -> list[str]:
+    "One line per missing file (with every key it was needed for), then each other failure once."
+    missing: dict[str, list] = {}
+    for e in errors:
+        if isinstance(e, MissingSource):
+            missing.setdefault(e.rel, [e.how]).append(e.key)
+    lines = []
+    for rel, (how, *keys) in missing.items():
+        keys = list(dict.fromkeys(keys))
+        lines.append(
+            f"{rel} is missing: make it with {how}; it is needed for {len(keys)} key(s): "
+            + ", ".join(keys)
+        )
+    return lines + list(dict.fromkeys(str(e) for e in errors if not isinstance(e, MissingSource)))
+
+
+def render(sources: dict = SOURCES) -> str:
+    "README.md's text: index.ipynb's markdown with every placeholder filled (TemplateError lists failures)."
+    import nbformat
+    from nbconvert import MarkdownExporter
+
     nb = nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4)
-    nb.cells = [
-        c for c in nb.cells if not c.source.lstrip().startswith("#|")
-    ]  # drop nbdev directive cells
+    nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith("#|")]  # nbdev directives
+    errors, cache = [], {}
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            c.source = render_text(c.source, sources, errors, cache)
+    if errors:
+        raise TemplateError("README placeholders not filled:\n  " + "\n  ".join(_report(errors)))
     body, _ = MarkdownExporter(
         exclude_output_prompt=True, exclude_input_prompt=True
     ).from_notebook_node(nb)
@@ -30,8 +376,33 @@ def render() -> str:
 
 
 def main(argv):
-    text, out = render(), ROOT / "README.md"
-    if "--check" in argv:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="exit 1 if README.md is out of date")
+    ap.add_argument("--stdout", action="store_true", help="print the render instead of writing it")
+    ap.add_argument(
+        "--source",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="read a source from another file, e.g. demo=runs/demo/summary.json",
+    )
+    a = ap.parse_args(argv)
+    sources = dict(SOURCES)
+    for s in a.source:
+        name, _, path = s.partition("=")
+        sources[name] = (str(Path(path).resolve()), f"the file given by --source {name}=...")
+    try:
+        text = render(sources)
+    except TemplateError as e:
+        print(e, file=sys.stderr)
+        return 1
+    out = ROOT / "README.md"
+    if a.stdout:
+        sys.stdout.write(text)
+        return 0
+    if a.check:
         if not out.exists() or out.read_text() != text:
             print("README.md is out of date: run python tools/make_readme.py", file=sys.stderr)
             return 1
