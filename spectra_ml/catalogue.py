@@ -4,17 +4,18 @@
 
 # %% ../nbs/10_catalogue.ipynb #5baeadcf
 from __future__ import annotations
-import hashlib, json, os, time
+import contextlib, hashlib, json, os, time
 from pathlib import Path
 import pandas as pd
 from tqdm.auto import tqdm
-from .core import DEFAULT_SEED, MC_PASSES
-from .checkpoint import checkpoint_fingerprint
+from .core import DEFAULT_SEED, MC_PASSES, MissingInputError
+from .checkpoint import checkpoint_fingerprint, open_checkpoint, rebuild_model
 from .inference import OOD_SPAN, feature_ood, label_range_flag, predict_table
 from .xp import check_features
 
 # %% auto #0
-__all__ = ['partition_seed', 'flux_features', 'partition_done', 'predict_partition', 'release_memory', 'predict_catalogue']
+__all__ = ['partition_seed', 'flux_features', 'partition_done', 'write_partition', 'predict_partition', 'release_memory',
+           'catalogue_partitions', 'predict_catalogue']
 
 # %% ../nbs/10_catalogue.ipynb #62e6593f
 def partition_seed(seed: int, name: str) -> int:
@@ -58,6 +59,25 @@ def partition_done(in_path, out_path) -> bool:
         and pq.ParquetFile(out_path).metadata.num_rows == rec["source"]["input_rows"]
     )
 
+# %% ../nbs/10_catalogue.ipynb #472a13e8
+def write_partition(
+    pred: pd.DataFrame,  # one partition's predictions
+    record: dict,  # what made it (input record, passes, seed, masks, provenance): stored in the Parquet metadata
+    out_path,  # the output file
+) -> Path:
+    "Write a prediction partition atomically (temporary file, then rename), with its record in the schema metadata."
+    import pyarrow as pa, pyarrow.parquet as pq
+
+    out_path = Path(out_path)
+    table = pa.Table.from_pandas(pred, preserve_index=False)
+    meta = {**(table.schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
+    table = table.replace_schema_metadata(meta)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    pq.write_table(table, tmp)
+    os.replace(tmp, out_path)  # atomic: a partition is either absent, stale, or complete
+    return out_path
+
 # %% ../nbs/10_catalogue.ipynb #a60394d3
 def predict_partition(
     model,
@@ -80,7 +100,7 @@ def predict_partition(
     label_ranges: dict | None = None,  # training label ranges: adds flag_label_range
 ) -> int:
     "Predict one partition and write it atomically; return the number of rows."
-    import pyarrow as pa, pyarrow.parquet as pq
+    import pyarrow.parquet as pq
 
     in_path, out_path = Path(in_path), Path(out_path)
     pf = pq.ParquetFile(in_path)
@@ -116,7 +136,6 @@ def predict_partition(
     pred["flag_duplicate_id"] = pred["source_id"].duplicated(keep=False).to_numpy()
     for k, v in (provenance or {}).items():
         pred[k] = v
-    table = pa.Table.from_pandas(pred, preserve_index=False)
     rec = {
         "source": _input_record(in_path),
         "n_passes": n_passes,
@@ -124,13 +143,7 @@ def predict_partition(
         "shared_masks": shared_masks,
         "provenance": provenance or {},
     }
-    table = table.replace_schema_metadata(
-        {**(table.schema.metadata or {}), b"spectra_ml": json.dumps(rec).encode()}
-    )
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(out_path.name + ".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, out_path)  # atomic: a partition is either absent, stale, or complete
+    write_partition(pred, rec, out_path)
     return len(pred)
 
 # %% ../nbs/10_catalogue.ipynb #044224b2
@@ -153,16 +166,13 @@ def release_memory():
 def _predict_task(in_path, out_path, ckpt, labels, kw):
     "Dask task: rebuild the model from the broadcast checkpoint and predict one partition."
     import torch
-    from spectra_ml.models import build_model
-    from spectra_ml.checkpoint import LabelScaler, TrainConfig, ood_scaler_of
+    from spectra_ml.checkpoint import LabelScaler, ood_scaler_of
     from spectra_ml.xp import scaler_from_dict
 
     torch.set_num_threads(kw.pop("threads", 1))
     state, meta = ckpt
-    model = build_model(TrainConfig(**meta["train_config"]).model_config())
-    model.load_state_dict(state)
     n = predict_partition(
-        model,
+        rebuild_model(state, meta),
         scaler_from_dict(meta["feature_scaler"]),
         LabelScaler.from_dict(meta["label_scaler"]),
         labels,
@@ -175,49 +185,117 @@ def _predict_task(in_path, out_path, ckpt, labels, kw):
     release_memory()
     return n
 
+# %% ../nbs/10_catalogue.ipynb #f2e75ef9
+def _stream_here(model, ck, todo, out_dir, kw, threads, bar, rows_of) -> int:
+    "Predict the partitions `todo` in this process, one after the other, memory trimmed after each."
+    import torch
 
+    if threads:
+        torch.set_num_threads(threads)
+    n_rows = 0
+    for p in todo:
+        n_rows += predict_partition(
+            model,
+            ck.feature_scaler,
+            ck.label_scaler,
+            ck.labels,
+            p,
+            out_dir / p.name,
+            ood_scaler=ck.ood_scaler,
+            label_ranges=ck.label_ranges,
+            **kw,
+        )
+        bar.update(rows_of[p])
+        release_memory()
+    return n_rows
+
+
+@contextlib.contextmanager
+def _local_client(n_workers: int):
+    "A local Dask cluster's client (one thread per worker), closed with its cluster on exit."
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=n_workers, threads_per_worker=1, dashboard_address=None) as cluster:
+        with Client(cluster) as client:
+            yield client
+
+# %% ../nbs/10_catalogue.ipynb #6fe3c35a
+def _stream_dask(client, model_dir, meta, todo, out_dir, labels, kw, threads, bar, rows_of) -> int:
+    "Predict the partitions `todo` on a Dask cluster: the checkpoint is scattered once to every worker."
+    import torch
+    from distributed import as_completed
+
+    ckpt = client.scatter(
+        (torch.load(Path(model_dir) / "model.pt", weights_only=True), meta), broadcast=True
+    )
+    kw = {**kw, "threads": threads or 1}
+    futs = {
+        client.submit(_predict_task, str(p), str(out_dir / p.name), ckpt, labels, kw, pure=False): p
+        for p in todo
+    }
+    n_rows = 0
+    for f in as_completed(futs):
+        n_rows += f.result()
+        bar.update(rows_of[futs[f]])
+    return n_rows
+
+# %% ../nbs/10_catalogue.ipynb #8a339ace
+def catalogue_partitions(
+    in_dir,  # folder of input Parquet partitions
+    out_dir,  # folder of the output partitions
+) -> tuple:
+    "`(all partitions, those still to compute)`, sorted by name; no partition at all is an error."
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    parts = sorted(in_dir.glob("*.parquet"))
+    if not parts:
+        raise MissingInputError(
+            f"no .parquet partitions in {in_dir}: point --input at a folder of Parquet files with "
+            "source_id and flux_### (or xp_###) columns"
+        )
+    return parts, [p for p in parts if not partition_done(p, out_dir / p.name)]
+
+# %% ../nbs/10_catalogue.ipynb #425ae132
 def predict_catalogue(
     model_dir,  # checkpoint folder (model.pt + config.json)
     in_dir,  # folder of input Parquet partitions
     out_dir,  # folder for the output partitions (same file names)
-    n_passes: int = MC_PASSES,
+    n_passes: int | None = None,  # None: the model's own passes (its registry entry)
     seed: int = DEFAULT_SEED,
     batch_size: int = 512,
-    client=None,  # a dask.distributed Client (None: this process)
+    client=None,  # a dask.distributed Client (None: this process, or dask_workers)
     threads: int | None = None,  # torch threads per task (None: torch's default here, 1 on Dask)
     progress: bool = True,
-    shared_masks: bool = True,  # see `mc_dropout_predict`; False: independent masks per star
+    shared_masks: bool = True,  # see `models.mc_dropout_predict`; False: independent masks per star
     device: str = "auto",  # 'auto': CUDA when available (single process), else CPU
+    dask_workers: int = 0,  # >0 and no client: a local Dask cluster with this many workers
 ) -> dict:
     "Stream a partitioned catalogue through the model, skipping finished partitions; return a summary."
-    from spectra_ml.checkpoint import load_checkpoint, ood_scaler_of
     import torch
 
-    model, meta, fs, ls = load_checkpoint(model_dir)
+    if dask_workers and client is None:
+        with _local_client(dask_workers) as c:
+            args = (model_dir, in_dir, out_dir, n_passes, seed, batch_size, c, threads, progress)
+            return predict_catalogue(*args, shared_masks=shared_masks, device=device)
+    ck = open_checkpoint(model_dir)
+    n_passes = ck.passes if n_passes is None else n_passes
     if device == "auto":
         device = "cuda" if (client is None and torch.cuda.is_available()) else "cpu"
-    model = model.to(device)
+    model = ck.model.to(device)
     if device != "cpu" and batch_size == 512:
         batch_size = 8192  # fill a GPU: 8192 stars x 100 passes per call
-    labels = meta["train_config"]["labels"]
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    parts = sorted(in_dir.glob("*.parquet"))
-    if not parts:
-        raise FileNotFoundError(f"no .parquet partitions in {in_dir}")
-    todo = [p for p in parts if not partition_done(p, out_dir / p.name)]
+    out_dir = Path(out_dir)
+    parts, todo = catalogue_partitions(in_dir, out_dir)
     prov = {"model_fingerprint": checkpoint_fingerprint(model_dir), "n_passes": n_passes}
-    cal_file = Path(model_dir) / "calibration.json"
-    calibration = json.loads(cal_file.read_text())["sigma_scale"] if cal_file.exists() else None
     kw = dict(
         n_passes=n_passes,
         seed=seed,
         batch_size=batch_size,
         provenance=prov,
         shared_masks=shared_masks,
-        calibration=calibration,
-        aux=tuple(meta["train_config"].get("aux") or ()),
+        calibration=ck.calibration,
+        aux=tuple(ck.config.aux or ()),
     )
-    t0, n_rows = time.time(), 0
+    t0 = time.time()
     rows_of = {p: _input_record(p)["input_rows"] for p in todo}
     bar = tqdm(
         total=sum(rows_of.values()),
@@ -228,43 +306,12 @@ def predict_catalogue(
         mininterval=2.0,
     )
     if client is None:
-        if threads:
-            torch.set_num_threads(threads)
-        for p in todo:
-            n_rows += predict_partition(
-                model,
-                fs,
-                ls,
-                labels,
-                p,
-                out_dir / p.name,
-                ood_scaler=ood_scaler_of(meta),
-                label_ranges=meta.get("label_ranges"),
-                **kw,
-            )
-            bar.update(rows_of[p])
-            release_memory()
+        n_rows = _stream_here(model, ck, todo, out_dir, kw, threads, bar, rows_of)
     else:
-        from distributed import as_completed
-
-        ckpt = client.scatter(
-            (torch.load(Path(model_dir) / "model.pt", weights_only=True), meta), broadcast=True
+        meta = json.loads((Path(model_dir) / "config.json").read_text())
+        n_rows = _stream_dask(
+            client, model_dir, meta, todo, out_dir, ck.labels, kw, threads, bar, rows_of
         )
-        futs = {
-            client.submit(
-                _predict_task,
-                str(p),
-                str(out_dir / p.name),
-                ckpt,
-                labels,
-                {**kw, "threads": threads or 1},
-                pure=False,
-            ): p
-            for p in todo
-        }
-        for f in as_completed(futs):
-            n_rows += f.result()
-            bar.update(rows_of[futs[f]])
     bar.close()
     dt = time.time() - t0
     return {

@@ -22,12 +22,14 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'MIN_PARALLAX_SNR', 'MWP_VERSION', 'BK23_LZ_EDGE', 'BK23_E_FLAT', 'BK23_E_MID', 'BK23_E_PRO',
            'BK23_ENERGY_SHIFT', 'AL_INSITU_MIN', 'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS',
            'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'DEFAULT_SEED',
-           'GALAH_SNR_MIN', 'GALAH_FIG7', 'PROFILES', 'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE',
-           'PARAMETER_CHOICES', 'FIGURE_RC', 'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError',
-           'SourceError', 'CheckpointError', 'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root',
-           'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256', 'write_json',
-           'provenance_record', 'RunDir', 'check_params', 'check_parameter_values', 'check_output_path',
-           'declared_parameters', 'received_parameters', 'declared_defaults', 'figure_style', 'save_figure']
+           'GALAH_SNR_MIN', 'GALAH_FIG7', 'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES', 'FLAT_ALPHA_EDGES', 'FLAT_PER_BIN',
+           'RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS', 'PROFILES',
+           'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'FIGURE_RC',
+           'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError',
+           'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed',
+           'library_versions', 'git_hash', 'file_sha256', 'write_json', 'provenance_record', 'RunDir', 'check_params',
+           'check_parameter_values', 'check_output_path', 'declared_parameters', 'received_parameters',
+           'declared_defaults', 'figure_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #dbcf7047
 class SpectraMLError(Exception):
@@ -207,6 +209,50 @@ DEFAULT_SEED = 42
 GALAH_SNR_MIN = 30.0
 #: Kane Fig. 7 panels: GALAH abundances against μ[Al/Fe].
 GALAH_FIG7 = ("al_fe", "fe_h", "alpha_fe", "na_fe", "mg_fe", "ca_fe")
+
+# %% ../nbs/00_core.ipynb #50064991
+#: AspGap Eq. 5 outlier rate η: |truth − prediction| / bound > 1, bounds 15% (relative) for Teff and
+#: log g, 0.15 dex for [M/H] (we use it for [Fe/H]), 0.05 dex for [α/M]. Labels without a bound get no η.
+OUTLIER_BOUNDS = {
+    "teff": ("relative", 0.15),
+    "logg": ("relative", 0.15),
+    "fe_h": ("absolute", 0.15),
+    "alpha_m": ("absolute", 0.05),
+}
+#: AspGap §2 flat resampling edges in [M/H] (we use [Fe/H]) and [α/M]; 1,000 stars per bin with replacement.
+FLAT_FEH_EDGES = (
+    -2.0,
+    -1.8,
+    -1.6,
+    -1.4,
+    -1.2,
+    -1.0,
+    -0.9,
+    -0.8,
+    -0.7,
+    -0.6,
+    -0.5,
+    -0.4,
+    -0.3,
+    -0.2,
+    -0.1,
+    0.0,
+    0.1,
+    0.2,
+    0.3,
+    0.4,
+    0.6,
+)
+FLAT_ALPHA_EDGES = (-0.2, -0.1, 0.0, 0.1, 0.2, 0.3, 0.4)
+FLAT_PER_BIN = 1000
+#: Guiglion §2 (seed 003): RVS spectra 8460-8700 Å at 0.1 Å (2401 px); NaN pixels are filled with the
+#: spectrum's third quartile (Q3) of the flux in these continuum windows (Å).
+RVS_WAVELENGTH_A = np.round(np.arange(8460.0, 8700.0 + 0.05, 0.1), 1)
+RVS_CONTINUUM_A = ((8475.0, 8495.0), (8561.0, 8582.0), (8627.0, 8648.0))
+#: Guiglion §5 t-SNE perplexities; a star is training-like only if near training stars in all maps.
+TSNE_PERPLEXITIES = (30, 50, 75, 100)
+#: Guiglion §5 `flag_boundary`: one digit per quantity, 0 = inside the training range / training-like.
+FLAG_BOUNDARY_FIELDS = ("teff", "logg", "m_h", "alpha_m", "fe_h", "g", "parallax", "tsne")
 
 # %% ../nbs/00_core.ipynb #917b51bb
 @dataclass(frozen=True)

@@ -53,7 +53,7 @@ def outlier_rate(
     label: str,  # a label with an AspGap Eq. 5 bound (core.OUTLIER_BOUNDS)
 ) -> float:
     "AspGap Eq. 5: the fraction of stars with |y − μ| / bound > 1 (bound relative to |y| for Teff and log g)."
-    from spectra_ml.models import OUTLIER_BOUNDS
+    from spectra_ml.core import OUTLIER_BOUNDS
 
     kind, b = OUTLIER_BOUNDS[label]
     y, mu = np.asarray(y, float), np.asarray(mu, float)
@@ -70,7 +70,7 @@ def metrics_table(
 ) -> pd.DataFrame:
     "One row per label of `regression_metrics` on one split."
     d = pred if split is None else pred[pred["split"] == split]
-    from spectra_ml.models import OUTLIER_BOUNDS
+    from spectra_ml.core import OUTLIER_BOUNDS
 
     rows = {
         l: regression_metrics(d[l], d[f"{prefix}{l}"], d[f"sigma_{l}"] if prefix == "mu_" else None)

@@ -339,10 +339,22 @@ def write_report(
     summary = run.read_summary()
     parts = [f"<h1>spectra_ml run {html.escape(run.root.name)}</h1>"]
     parts.append("<h2>Summary</h2>" + "".join(_report_section(k, v) for k, v in summary.items()))
-    flows = sorted(run.products.glob("cut_flow*.csv"))
-    if flows:
-        parts.append("<h2>Cut flows</h2>")
-        parts += [f"<h3>{f.name}</h3>" + _html_table(pd.read_csv(f)) for f in flows]
+    flows = {
+        f"{k}: cut flow": v["cut_flow"]
+        for k, v in summary.items()
+        if isinstance(v, dict) and v.get("cut_flow")
+    }
+    flows.update({f.name: pd.read_csv(f) for f in sorted(run.products.glob("cut_flow*.csv"))})
+    parts.append(f"<h2>Cut flows ({len(flows)})</h2>")
+    for k, v in flows.items():
+        table = (
+            v
+            if isinstance(v, pd.DataFrame)
+            else pd.DataFrame(v)
+            if isinstance(v, list)
+            else pd.DataFrame([v])
+        )
+        parts.append(f"<h3>{html.escape(k)}</h3>" + _html_table(table))
     figs = sorted(run.figures.glob("*.png"))
     parts.append(f"<h2>Figures ({len(figs)})</h2>")
     for f in figs:

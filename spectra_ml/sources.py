@@ -173,7 +173,6 @@ SOURCES = {s.name: s for s in SURVEY_SOURCES + REFERENCE_SOURCES}
 class SourceUnavailable(SourceError):
     "A source is neither in the mirror, nor cached, nor downloadable: the message says how to provide it."
 
-
 # %% ../nbs/01_sources.ipynb #e8396382
 def cache_dir() -> Path:
     "The download cache, `data/cache/` in the repository (gitignored)."

@@ -15,36 +15,17 @@ from spectra_ml.core import (
     SEL_NO_K,
     SEL_NO_MIN,
     SEL_TEFF_MAX,
-    TRUTH_AL_MIN,
-    TRUTH_NO_MIN,
     figure_style,
 )
+from spectra_ml.samples import (
+    apogee_2p_truth,
+)  # Kane §2.1's APOGEE truth, with the samples
 
 # %% auto #0
-__all__ = ['apogee_n_o', 'apogee_2p_truth', 'select_2p', 'fit_error_slope', 'confusion', 'purity_completeness_curve',
-           'alpha_valley', 'alpha_class', 'class_precision_recall', 'write_catalogue', 'pass_table', 'plot_confusion',
-           'plot_purity_completeness', 'plot_alpha_plane', 'kane_2p_tagging', 'alpha_threshold_scan', 'alpha_standin',
-           'alpha_figures', 'catalogue_passes']
-
-# %% ../nbs/13_tagging.ipynb #9eadde09
-def apogee_n_o(n_fe, o_fe, n_fe_err, o_fe_err) -> tuple[np.ndarray, np.ndarray]:
-    "[N/O] and its error from APOGEE [N/Fe], [O/Fe] and their errors."
-    n, o = np.asarray(n_fe, float), np.asarray(o_fe, float)
-    return n - o, np.hypot(np.asarray(n_fe_err, float), np.asarray(o_fe_err, float))
-
-# %% ../nbs/13_tagging.ipynb #354468bd
-def apogee_2p_truth(
-    n_o,
-    n_o_err,
-    al_fe,  # APOGEE values
-    no_min: float = TRUTH_NO_MIN,
-    al_min: float = TRUTH_AL_MIN,  # Kane §2.1
-) -> np.ndarray:
-    "Kane §2.1 true high-[N/O], high-[Al/Fe] stars; NaN anywhere gives False."
-    with np.errstate(invalid="ignore"):
-        return (np.asarray(n_o, float) - np.asarray(n_o_err, float) > no_min) & (
-            np.asarray(al_fe, float) > al_min
-        )
+__all__ = ['select_2p', 'fit_error_slope', 'confusion', 'purity_completeness_curve', 'alpha_valley', 'alpha_class',
+           'class_precision_recall', 'write_catalogue', 'pass_table', 'plot_confusion', 'plot_purity_completeness',
+           'plot_alpha_plane', 'kane_2p_tagging', 'alpha_threshold_scan', 'alpha_standin', 'alpha_figures',
+           'catalogue_passes']
 
 # %% ../nbs/13_tagging.ipynb #679f0abf
 def select_2p(

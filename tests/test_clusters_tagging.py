@@ -11,6 +11,7 @@ from spectra_ml import clusters as cl
 from spectra_ml import tagging as tg
 from spectra_ml import catalogues as cat
 from spectra_ml.catalogues import gc_key
+from spectra_ml.samples import apogee_2p_truth, apogee_n_o
 
 
 def test_vb21_members_join_the_embedded_library(local_data, demo_data):
@@ -79,9 +80,9 @@ def test_incidence_and_agreement():
 def test_2p_truth_on_real_allstar_rows(local_data):
     """Kane's truth flag on the 95 real APOGEE DR17 allStar rows (Kepler giants: essentially all 1P field stars)."""
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
-    n_o, err = tg.apogee_n_o(t["N_FE"], t["O_FE"], t["N_FE_ERR"], t["O_FE_ERR"])
+    n_o, err = apogee_n_o(t["N_FE"], t["O_FE"], t["N_FE_ERR"], t["O_FE_ERR"])
     assert np.nanmedian(err) < 0.1 and np.isfinite(n_o).sum() > 80
-    truth = tg.apogee_2p_truth(n_o, err, t["AL_FE"])
+    truth = apogee_2p_truth(n_o, err, t["AL_FE"])
     assert truth.sum() <= 2  # field disc giants are not second-population stars
 
 

@@ -16,7 +16,7 @@ from astropy.table import Table
 from spectra_ml.core import KANE_LABELS, RunDir
 from spectra_ml.pipeline import notebooks_dir, pick_kernel
 from spectra_ml.samples import assign_split
-from spectra_ml.tagging import apogee_n_o
+from spectra_ml.samples import apogee_n_o
 
 
 def perfect_predictor_fixture(local_data) -> pd.DataFrame:

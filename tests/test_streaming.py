@@ -139,3 +139,24 @@ def test_notebook_streams_a_catalogue(catalogue, tmp_path):
     )
     s = run.read_summary()["predict_catalogue"]
     assert s["n_rows_computed"] == 900 and len(list((tmp_path / "cat").glob("*.parquet"))) == 3
+
+
+def test_catalogue_uses_the_models_own_passes_unless_told(tmp_path):
+    """`predict_catalogue(n_passes=None)` (the CLI default): the checkpoint model's registry passes."""
+    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.training import train_model
+
+    s = build_demo_sample(["teff", "logg"], max_stars=300)[0]
+    t = train_model(s, ["teff", "logg"], "uncertain_nn", progress=False, max_epochs=1)
+    t.save(tmp_path / "model")
+    d = tmp_path / "in"
+    d.mkdir()
+    s[["source_id"] + flux_columns(343)].iloc[:40].to_parquet(d / "part-000.parquet", index=False)
+    r = predict_catalogue(tmp_path / "model", d, tmp_path / "own", progress=False)
+    own = pd.read_parquet(tmp_path / "own" / "part-000.parquet")
+    assert r["n_rows_computed"] == 40 and (own.n_passes == 50).all()  # Fallows & Sanders §3.1.1
+    predict_catalogue(tmp_path / "model", d, tmp_path / "five", n_passes=5, progress=False)
+    five = pd.read_parquet(tmp_path / "five" / "part-000.parquet")
+    assert (five.n_passes == 5).all() and not np.allclose(
+        five.sigma_model_teff, own.sigma_model_teff
+    )
