@@ -664,24 +664,22 @@ def check_output_path(
     return o
 
 # %% ../nbs/00_core.ipynb #e44db053
-def declared_parameters(
-    notebook,  # a stage notebook (path)
-) -> list:
-    "Names assigned in a notebook's papermill `parameters` cell, in order."
+def _parameters_cell(notebook) -> "ast.Module":
+    "The parsed papermill `parameters` cell of a notebook, or ParameterError."
     import ast
 
     nb = json.loads(Path(notebook).read_text())
     for c in nb["cells"]:
         if "parameters" in c.get("metadata", {}).get("tags", []):
-            tree = ast.parse("".join(c["source"]))
-            return [
-                t.id
-                for n in tree.body
-                if isinstance(n, ast.Assign)
-                for t in n.targets
-                if isinstance(t, ast.Name)
-            ]
+            return ast.parse("".join(c["source"]))
     raise ParameterError(f"{notebook} has no cell tagged 'parameters'")
+
+
+def declared_parameters(
+    notebook,  # a stage notebook (path)
+) -> list:
+    "Names assigned in a notebook's papermill `parameters` cell, in order."
+    return list(declared_defaults(notebook))
 
 # %% ../nbs/00_core.ipynb #222a0cdf
 def received_parameters(
@@ -708,18 +706,16 @@ def declared_defaults(
     "Declared parameters with their default values (None where a default is not a literal)."
     import ast
 
-    nb = json.loads(Path(notebook).read_text())
-    for c in nb["cells"]:
-        if "parameters" in c.get("metadata", {}).get("tags", []):
-            out = {}
-            for n in ast.parse("".join(c["source"])).body:
-                if isinstance(n, ast.Assign) and isinstance(n.targets[0], ast.Name):
+    out = {}
+    for n in _parameters_cell(notebook).body:
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                if isinstance(t, ast.Name):
                     try:
-                        out[n.targets[0].id] = ast.literal_eval(n.value)
+                        out[t.id] = ast.literal_eval(n.value)
                     except ValueError:
-                        out[n.targets[0].id] = None
-            return out
-    return {}
+                        out[t.id] = None
+    return out
 
 
 def _injected_names(namespace: dict) -> list:

@@ -247,3 +247,37 @@ def test_run_report_renders_every_figure_in_headless_chromium(quick_run):
     m = re.search(r'data-figures="(\d+)" data-rendered="(\d+)"', out)
     assert m, out[-2000:]
     assert int(m.group(1)) == n and int(m.group(2)) == n
+
+
+def test_stage_notebook_runs_from_nbs_with_its_defaults(quick_run, tmp_path):
+    """Opened where users open it (nbs/) and run top to bottom with its default run_dir = "runs/demo",
+    a stage finds the run in the repository's runs/ folder, not a stray nbs/runs/demo/."""
+    import shutil
+
+    import papermill as pm
+
+    from spectra_ml.core import repo_root
+
+    root, _ = quick_run
+    demo = repo_root() / "runs" / "demo"
+    if demo.exists() or demo.is_symlink():
+        pytest.skip(f"{demo} exists (a real run): not touched by the tests")
+    copy = tmp_path / "demo_copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("run.lock"))
+    demo.parent.mkdir(exist_ok=True)
+    demo.symlink_to(copy, target_is_directory=True)
+    try:
+        nbs = repo_root() / "nbs"
+        pm.execute_notebook(
+            str(nbs / "11_metrics.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            kernel_name="spectra_ml"
+            if "spectra_ml" in __import__("jupyter_client").kernelspec.find_kernel_specs()
+            else "python3",
+            cwd=str(nbs),
+            progress_bar=False,
+        )
+    finally:
+        demo.unlink()
+    assert not (nbs / "runs").exists()
+    assert (copy / "provenance" / "11_metrics.json").exists()
