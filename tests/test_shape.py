@@ -113,20 +113,13 @@ def _notebooks():
 
 
 def _stage_cells(nb_path):
-    cells = json.loads(nb_path.read_text())["cells"]
-    stage = False
-    for c in cells:
-        src = "".join(c["source"])
-        if c["cell_type"] == "markdown" and re.match(r"##\s+Stage\b", src.lstrip()):
-            stage = True
-        tags = c.get("metadata", {}).get("tags", [])
-        if (
-            stage
-            and c["cell_type"] == "code"
-            and "parameters" not in tags
-            and not src.lstrip().startswith("#| export")
-        ):
-            yield src
+    "The stage cells, as tools/nbtools.py finds them (one definition for the tool and the test)."
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nbtools", ROOT / "tools" / "nbtools.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.stage_cells(nb_path)
 
 
 def _statements(src: str) -> int:

@@ -136,30 +136,28 @@ def split_notebook(path: Path) -> int:
     return n_new
 
 
+def stage_cells(nb_path: Path):
+    "The sources of a notebook's stage cells: code after its `## Stage` heading, not `parameters`, not exported."
+    stage = False
+    for c in json.loads(Path(nb_path).read_text())["cells"]:
+        src = "".join(c["source"])
+        if c["cell_type"] == "markdown" and re.match(r"##\s+Stage\b", src.lstrip()):
+            stage = True
+        tags = c.get("metadata", {}).get("tags", [])
+        exported = src.lstrip().startswith("#| export")
+        if stage and c["cell_type"] == "code" and "parameters" not in tags and not exported:
+            yield src
+
+
 def stats():
     for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         exp = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
         exp = [s for s in exp if s.lstrip().startswith("#| export")]
-        stage, st = False, []
-        for c in cells:
-            src = "".join(c["source"])
-            if c["cell_type"] == "markdown" and re.match(r"##\s+Stage\b", src.lstrip()):
-                stage = True
-            tags = c.get("metadata", {}).get("tags", [])
-            if (
-                stage
-                and c["cell_type"] == "code"
-                and "parameters" not in tags
-                and not src.lstrip().startswith("#| export")
-            ):
-                st.append(
-                    sum(
-                        1
-                        for ln in src.splitlines()
-                        if ln.strip() and not ln.strip().startswith("#")
-                    )
-                )
+        st = [
+            sum(1 for ln in src.splitlines() if ln.strip() and not ln.strip().startswith("#"))
+            for src in stage_cells(nb)
+        ]
         big = max((len(s.splitlines()) for s in exp), default=0)
         print(f"{nb.name:24} export cells {len(exp):3}  largest {big:4}  stage cells {st}")
 
