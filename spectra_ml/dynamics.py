@@ -35,10 +35,10 @@ from .metrics import wilson_interval
 
 # %% auto #0
 __all__ = ['KMS2', 'galactocentric_frame', 'distance_from_parallax', 'to_galactocentric', 'halo_mask', 'mw_potential',
-           'orbital_energy', 'bk23_boundary', 'classify_bk23', 'integrate_orbits', 'gc_dynamics', 'bk23_counts',
-           'gc_vs_vb21', 'gala_vs_galpy', 'sgr_dynamics', 'elz_groups', 'full_profile_note', 'dynamics_summary',
-           'chemo_dynamical_groups', 'ks_energy_tests', 'binned_fraction', 'plot_elz', 'plot_energy_distributions',
-           'plot_sky', 'plot_fraction', 'plot_orbit_comparison']
+           'orbital_energy', 'bk23_boundary', 'classify_bk23', 'integrate_orbits', 'kinematics_and_class',
+           'gc_dynamics', 'bk23_counts', 'gc_vs_vb21', 'gala_vs_galpy', 'sgr_dynamics', 'elz_groups',
+           'full_profile_note', 'dynamics_summary', 'chemo_dynamical_groups', 'ks_energy_tests', 'binned_fraction',
+           'plot_elz', 'plot_energy_distributions', 'plot_sky', 'plot_fraction', 'plot_orbit_comparison']
 
 # %% ../nbs/14_dynamics.ipynb #8ef56bbc
 def galactocentric_frame() -> Galactocentric:
@@ -226,6 +226,22 @@ def integrate_orbits(
         }
     )
 
+# %% ../nbs/14_dynamics.ipynb #707e7e49
+def kinematics_and_class(
+    table: pd.DataFrame,  # ra, dec (deg), distance (kpc), pmra, pmdec (mas/yr) and a line-of-sight velocity
+    vlos: str,  # the name of its line-of-sight velocity column (km/s)
+    potential,  # gala potential
+    energy_shift: float = BK23_ENERGY_SHIFT,  # BK23 boundary shift (10^5 km²/s², Kane §4.1)
+) -> pd.DataFrame:
+    "The table with its Galactocentric kinematics, orbital energy E and BK23 class added, one row each."
+    kin = to_galactocentric(
+        table.ra, table.dec, table.distance, table.pmra, table.pmdec, table[vlos]
+    )
+    out = pd.concat([table, kin], axis=1)
+    out["E"] = orbital_energy(out, potential)
+    out["bk23"] = classify_bk23(out.E, out.Lz, energy_shift)
+    return out
+
 # %% ../nbs/14_dynamics.ipynb #dfafbda5
 def gc_dynamics(
     gcs: pd.DataFrame,  # `catalogues.load_galpy_gcs`: name, ra, dec, distance, pmra, pmdec, vlos
@@ -236,10 +252,7 @@ def gc_dynamics(
 ) -> pd.DataFrame:
     "Each cluster's Galactocentric kinematics, energy E, BK23 class and orbit (peri, apo, ...), one row each."
     pot = potential if potential is not None else mw_potential()
-    kin = to_galactocentric(gcs.ra, gcs.dec, gcs.distance, gcs.pmra, gcs.pmdec, gcs.vlos)
-    g = pd.concat([gcs, kin], axis=1)
-    g["E"] = orbital_energy(g, pot)
-    g["bk23"] = classify_bk23(g.E, g.Lz, energy_shift)
+    g = kinematics_and_class(gcs, "vlos", pot, energy_shift)
     return pd.concat([g, integrate_orbits(g, pot, dt_myr, t_gyr)], axis=1)
 
 
@@ -330,10 +343,7 @@ def sgr_dynamics(
 ) -> tuple[dict, pd.DataFrame]:
     "The Sgr members' kinematics, energies and BK23 classes: an accreted population must come out accreted."
     pot = potential if potential is not None else mw_potential()
-    k = to_galactocentric(sgr.ra, sgr.dec, sgr.distance, sgr.pmra, sgr.pmdec, sgr.rv)
-    s = pd.concat([sgr, k], axis=1)
-    s["E"] = orbital_energy(s, pot)
-    s["bk23"] = classify_bk23(s.E, s.Lz, energy_shift)
+    s = kinematics_and_class(sgr, "rv", pot, energy_shift)
     return {"n": len(s), "accreted_fraction": float((s.bk23 == "accreted").mean()), **info}, s
 
 # %% ../nbs/14_dynamics.ipynb #6f85e9ea
