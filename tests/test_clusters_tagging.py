@@ -12,6 +12,7 @@ from spectra_ml import tagging as tg
 from spectra_ml import catalogues as cat
 from spectra_ml.catalogues import gc_key
 from spectra_ml.samples import apogee_2p_truth, apogee_n_o
+from spectra_ml.metrics import incidence
 
 
 def test_vb21_members_join_the_embedded_library(local_data, demo_data):
@@ -65,7 +66,7 @@ def test_kane_criterion_against_meszaros_populations(local_data):
 
 
 def test_incidence_and_agreement():
-    r = cl.incidence(
+    r = incidence(
         np.r_[np.ones(10), np.zeros(90), np.ones(2), np.zeros(998)].astype(bool),
         np.r_[np.ones(100), np.zeros(1000)].astype(bool),
     )
@@ -90,9 +91,9 @@ def test_selection_edges_and_missing_columns():
     df = pd.DataFrame(
         {
             "mu_n_o": [0.65, 0.66, 0.9],
-            "sigma_n_o": [0.0, 0.0, np.nan],
+            "sigma_alea_n_o": [0.0, 0.0, np.nan],
             "mu_al_fe": [0.5] * 3,
-            "sigma_al_fe": [0.1] * 3,
+            "sigma_alea_al_fe": [0.1] * 3,
             "mu_teff": [4999.9] * 3,
             "mu_fe_h": [-1.99] * 3,
         }
@@ -106,6 +107,11 @@ def test_selection_edges_and_missing_columns():
     assert tg.select_2p(df, no_min=0.6).selected.tolist() == [True, True, False]
     with pytest.raises(KeyError, match="mu_n_o"):
         tg.select_2p(df.drop(columns="mu_n_o"))
+    # the paper's σ (sigma_alea_) is the default; the total σ (sigma_) is read only when asked for
+    with pytest.raises(KeyError, match="sigma_n_o"):
+        tg.select_2p(df, sigma="total")
+    tot = df.assign(sigma_n_o=[0.0, 1.0, 0.0], sigma_al_fe=0.1)
+    assert tg.select_2p(tot, sigma="total").selected.tolist() == [False, False, True]
 
 
 def test_catalogue_round_trip(tmp_path):

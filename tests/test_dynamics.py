@@ -184,6 +184,11 @@ def test_dynamics_summary_keys(gc_table):
     assert list(s) == ["frame", "potential", "gc", "gc_vs_vb21", "gala_vs_galpy", "sgr", "notes"]
     assert s["gc"] == dyn.bk23_counts(gc_table) and s["frame"]["galcen_distance_kpc"] == 8.122
     assert "full profile" in s["notes"][0] and "'demo'" in s["notes"][0]
+    # on the full profile the note names only what did not run, from the data, never "full profile only"
+    assert dyn.full_profile_note("full", {}) == ""
+    note = dyn.full_profile_note("full", {"Fig. 9": "no halo rows"})
+    assert "full profile" not in note and "Fig. 9: no halo rows" in note
+    assert dyn.dynamics_summary("v1", gc_table, None, {}, None, ["", "x"])["notes"] == ["x"]
     groups = dyn.elz_groups(gc_table)
     assert sum(len(e) for e, _, _ in groups.values()) == 161
 

@@ -50,27 +50,51 @@ def perfect_predictor_fixture(local_data) -> pd.DataFrame:
 def test_candidates_stage_full_profile_branch(local_data, tmp_path):
     run = RunDir(tmp_path / "full_fixture")
     df = perfect_predictor_fixture(local_data)
+    for (
+        l
+    ) in KANE_LABELS:  # the fixture's σ (APOGEE's error) as Kane §2.2's σ; no pass-to-pass spread
+        df[f"sigma_alea_{l}"], df[f"sigma_epi_{l}"] = df[f"sigma_{l}"], 0.0
     df.to_parquet(run.products / "predictions.parquet", index=False)
+    samples = df.assign(
+        parallax=np.nan, pmra=np.nan, pmdec=np.nan, radial_velocity=np.nan, ra=np.nan, dec=np.nan
+    )
+    samples.assign(gc_memberprob=np.nan).to_parquet(run.products / "samples.parquet", index=False)
+    app = (
+        run.products / "application_predictions"
+    )  # the same real rows as a one-partition application sample
+    app.mkdir()
+    samples.assign(gc_memberprob=np.nan, ebv_sfd=0.1).to_parquet(
+        app / "part-00000.parquet", index=False
+    )
     (run.model / "config.json").write_text(
         json.dumps({"train_config": {"labels": list(KANE_LABELS)}})
     )
     pm.execute_notebook(
         str(notebooks_dir() / "13_tagging.ipynb"),
-        str(tmp_path / "09.ipynb"),
+        str(tmp_path / "13.ipynb"),
         parameters={"run_dir": str(run.root), "k": None},
         kernel_name=pick_kernel(),
         progress_bar=False,
     )
     s = run.read_summary()["candidates"]
-    assert s["selection"] == "kane_2p" and s["notes"] == []
+    assert s["selection"] == "kane_2p" and s["notes"] == [] and s["sigma"] == "alea"
     assert s["k_fit"]["n_used"] >= 3 and np.isfinite(s["k_fit"]["k"])
     c = s["confusion"]
     assert c["tp"] + c["fp"] + c["fn"] + c["tn"] == int((df.split == "test").sum())
     assert c["fp"] == 0  # a perfect predictor selects no false 2P star among Kepler field giants
-    assert (run.products / "catalogue_2p.fits").exists() and (
-        run.figures / "fig5_confusion.png"
-    ).exists()
-    assert len(s["curve"]) > 5
+    assert s["vs_paper"]["n_selected"]["paper"] == 103 and len(s["curve"]) > 5
+    for f in (
+        "fig3_no_alfe_plane",
+        "fig4_sigma_no_vs_err",
+        "fig5_confusion",
+        "purity_completeness",
+    ):
+        assert (run.figures / f"{f}.png").exists()
+    flags = pd.read_parquet(run.products / "candidate_flags.parquet")
+    assert len(flags) == len(df) and s["application"]["n_rows"] == len(df)
+    assert (run.products / "catalogue_appendix_a.fits").exists() and s["products"][
+        "needs_full_profile"
+    ] == []
 
 
 def test_application_cuts_on_real_kepler_giants_standing_in_for_andrae(local_data):
