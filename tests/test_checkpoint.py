@@ -100,3 +100,48 @@ def test_config_defaults_come_from_the_registry():
     assert TrainConfig.for_model("aspgap", LABELS, 343).options["latent"] == 1024  # not mutated
     with pytest.raises(ParameterError, match="kane_mlp, uncertain_nn, aspgap, guiglion_cnn"):
         TrainConfig.for_model("resnet", LABELS, 343)
+
+
+def test_checkpoint_records_its_input_names_in_order(trained, sample, tmp_path):
+    """#16.1: config.json names the inputs (spectrum, then aux); old checkpoints get them from the feature kind."""
+    from spectra_ml.checkpoint import input_columns, select_inputs
+    from spectra_ml.samples import flux_columns
+
+    t = trained["guiglion_cnn"]
+    t.save(tmp_path)
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["input_columns"] == flux_columns(343) + ["g", "bp", "rp"]
+    ck = open_checkpoint(tmp_path)
+    assert input_columns(ck) == meta["input_columns"] == input_columns(meta)
+    X = select_inputs(sample.iloc[:30], input_columns(ck), "sample")
+    np.testing.assert_array_equal(
+        X, model_inputs(sample.iloc[:30], ck.config.aux)
+    )  # training's own
+    del meta["input_columns"]  # a checkpoint written before names were recorded
+    (tmp_path / "config.json").write_text(json.dumps(meta))
+    assert open_checkpoint(tmp_path).inputs is None
+    assert input_columns(open_checkpoint(tmp_path)) == flux_columns(343) + ["g", "bp", "rp"]
+    meta["train_config"]["aux"] = ["g"]  # 346 inputs, one aux: 345 spectral, no known kind
+    with pytest.raises(CheckpointMismatchError, match="345 spectral inputs"):
+        input_columns(meta)
+
+
+def test_select_inputs_by_name_refuses_missing_and_ignores_extras(sample):
+    from spectra_ml.checkpoint import select_inputs
+    from spectra_ml.core import MissingColumnError
+    from spectra_ml.samples import flux_columns
+
+    names = flux_columns(343)
+    s = sample.iloc[:20]
+    a = select_inputs(s, names, "a.parquet")
+    b = select_inputs(
+        s[["teff"] + names[::-1]], names, "a.parquet"
+    )  # reversed, with an extra column
+    np.testing.assert_array_equal(a, b)
+    xp = s[names].rename(columns=lambda c: c.replace("flux_", "xp_"))
+    with pytest.raises(
+        MissingColumnError, match=r"x.parquet lacks 343 of the model's 343 input columns"
+    ):
+        select_inputs(xp, names, "x.parquet")
+    with pytest.raises(MissingColumnError, match=r"g \(needs 'phot_g_mean_mag'\)"):
+        select_inputs(s.drop(columns="phot_g_mean_mag"), names + ["g"], "x.parquet")

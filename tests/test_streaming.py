@@ -56,8 +56,10 @@ def test_stream_resume_and_flags(catalogue, tmp_path):
     r = predict_catalogue(model, d, out, n_passes=10, progress=False)
     assert r["n_computed"] == 2 and r["n_skipped"] == 1
     pd.testing.assert_frame_equal(_read(out), res)  # same numbers as the uninterrupted run
-    # a changed input partition is recomputed
+    # the same rows rewritten: the input digest is of the content, still done; other rows: not done
     s.iloc[600:900].to_parquet(d / "part-002.parquet", index=False)
+    assert partition_done(d / "part-002.parquet", out / "part-002.parquet")
+    s.iloc[300:600].to_parquet(d / "part-002.parquet", index=False)
     assert not partition_done(d / "part-002.parquet", out / "part-002.parquet")
 
 
@@ -160,3 +162,276 @@ def test_catalogue_uses_the_models_own_passes_unless_told(tmp_path):
     assert (five.n_passes == 5).all() and not np.allclose(
         five.sigma_model_teff, own.sigma_model_teff
     )
+
+
+# --- keyed resume, partitions, carried columns, named inputs, Appendix A (issue 13 items 1, 10; #16.1, .3, .4)
+
+LABELS4 = ["teff", "logg", "fe_h", "alpha_m"]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A kane_mlp trained one epoch on 400 real demo giants, saved; and 120 real rows of its inputs."""
+    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.training import train_model
+
+    root = tmp_path_factory.mktemp("tiny")
+    s = build_demo_sample(LABELS4, max_stars=400)[0]
+    train_model(s, LABELS4, "kane_mlp", progress=False, max_epochs=1).save(root / "model")
+    rows = s[["source_id"] + flux_columns(343)].iloc[:120].reset_index(drop=True)
+    return root / "model", rows, s.iloc[:120].reset_index(drop=True)
+
+
+def _run(model, inp, out, **kw):
+    return predict_catalogue(model, inp, out, n_passes=3, progress=False, **kw)
+
+
+def test_resume_is_keyed_and_refuses_what_differs(tiny, tmp_path):
+    from spectra_ml.catalogue import ResumeMismatchError
+    from spectra_ml.core import DataError
+
+    model, rows, _ = tiny
+    d = tmp_path / "in"
+    d.mkdir()
+    rows.iloc[:60].to_parquet(d / "a.parquet", index=False)
+    out = tmp_path / "out"
+    first = _run(model, d, out)
+    assert first["files_hold"]["seed"] == [42] and first["files_hold"]["n_passes"] == [3]
+    assert _run(model, d, out)["n_skipped"] == 1  # the same key: reused
+    for kw, what in (
+        ({"seed": 7}, "seed"),
+        ({"batch_size": 64}, "batch_size"),
+        ({"shared_masks": False}, "shared_masks"),
+    ):
+        with pytest.raises(ResumeMismatchError, match=what) as e:
+            _run(model, d, out, **kw)
+        assert isinstance(e.value, DataError) and "overwrite" in str(e.value)
+    with pytest.raises(ResumeMismatchError, match="n_passes"):
+        predict_catalogue(model, d, out, n_passes=4, progress=False)
+    rows.iloc[60:].to_parquet(d / "a.parquet", index=False)  # another input under the same name
+    with pytest.raises(ResumeMismatchError, match="input_digest"):
+        _run(model, d, out)
+    r = _run(model, d, out, seed=7, overwrite=True)
+    assert r["n_overwritten"] == 1 and r["files_hold"]["seed"] == [
+        7
+    ]  # the summary says what the files hold
+    res = pd.read_parquet(out / "a.parquet")
+    assert list(res.source_id) == list(rows.source_id.iloc[60:])
+
+
+def test_partitions_recursive_empty_corrupt_and_duplicates(tiny, tmp_path):
+    from spectra_ml.core import DataError
+
+    model, rows, _ = tiny
+    d = tmp_path / "in"
+    (d / "hp=1").mkdir(parents=True)
+    (d / "hp=2").mkdir()
+    rows.iloc[:40].to_parquet(d / "hp=1" / "part-0.parquet", index=False)
+    dup = rows.iloc[40:80].copy()
+    dup.iloc[0, 0] = rows.source_id.iloc[3]  # an id also in hp=1
+    dup.to_parquet(d / "hp=2" / "part-0.PARQUET", index=False)  # upper-case suffix
+    rows.iloc[:0].to_parquet(d / "empty.parquet", index=False)
+    (d / "broken.parquet").write_bytes(b"PAR1 this is not a parquet file")
+    out = tmp_path / "out"
+    with pytest.raises(DataError, match="broken.parquet") as e:
+        _run(model, d, out)
+    s = e.value.summary
+    assert (
+        s["n_partitions"] == 3
+        and s["n_failed"] == 1
+        and s["failed"][0]["file"].endswith("broken.parquet")
+    )
+    assert sorted(s["partitions"]) == [
+        "empty.parquet",
+        "hp=1/part-0.parquet",
+        "hp=2/part-0.PARQUET",
+    ]
+    one, two = (
+        pd.read_parquet(out / "hp=1" / "part-0.parquet"),
+        pd.read_parquet(out / "hp=2" / "part-0.PARQUET"),
+    )
+    assert len(one) == 40 and len(two) == 40  # the others completed
+    assert one.flag_duplicate_id.sum() == 1 and one.flag_duplicate_id.iloc[3]  # across partitions
+    assert two.flag_duplicate_id.iloc[0] and two.flag_duplicate_id.sum() == 1
+    empty = pd.read_parquet(out / "empty.parquet")
+    assert len(empty) == 0 and list(empty.columns) == list(one.columns)
+
+
+def test_one_big_file_is_split_and_every_input_column_carried(tiny, tmp_path):
+    import pyarrow.parquet as pq
+
+    model, rows, _ = tiny
+    a = rows.copy()
+    a["ebv_sfd"] = np.linspace(0, 1.2, len(a))
+    a["flag_high_reliability"] = a.ebv_sfd < 0.2
+    a["vb21_cluster"] = ["NGC_104" if i % 7 == 0 else None for i in range(len(a))]
+    a["eflux_000"] = 0.01
+    a.to_parquet(tmp_path / "application.parquet", index=False, row_group_size=25)
+    r = _run(model, tmp_path / "application.parquet", tmp_path / "out", partition_rows=50)
+    parts = sorted((tmp_path / "out").glob("part-*.parquet"))
+    assert [p.name for p in parts] == [f"part-0000{i}.parquet" for i in range(3)]  # 50, 50, 20 rows
+    assert [pq.ParquetFile(p).metadata.num_rows for p in parts] == [50, 50, 20] and r[
+        "n_rows_computed"
+    ] == 120
+    res = _read(tmp_path / "out")
+    assert list(res.source_id) == list(a.source_id)  # rows in = rows out, in order
+    for c in ("ebv_sfd", "flag_high_reliability", "vb21_cluster"):
+        assert res[c].equals(a[c]), c  # carried unchanged
+    assert not [
+        c for c in res if c.startswith(("flux_", "eflux_"))
+    ]  # inputs and their errors are not
+    for lab in LABELS4:
+        np.testing.assert_allclose(
+            res[f"sigma_{lab}"] ** 2,
+            res[f"sigma_alea_{lab}"] ** 2 + res[f"sigma_epi_{lab}"] ** 2,
+            rtol=1e-5,
+        )
+
+
+def test_inputs_are_selected_by_name(tiny, tmp_path):
+    """#16.1: reversed flux columns give identical predictions; `xp_###` columns for a flux model are refused."""
+    from spectra_ml.checkpoint import open_checkpoint, input_columns
+    from spectra_ml.core import DataError, MissingColumnError
+    from spectra_ml.inference import predict_sample
+
+    model, rows, s = tiny
+    ck = open_checkpoint(model)
+    assert input_columns(ck) == flux_columns(343)  # recorded in config.json at save time
+    fwd, rev = tmp_path / "fwd", tmp_path / "rev"
+    fwd.mkdir()
+    rev.mkdir()
+    rows.to_parquet(fwd / "p.parquet", index=False)
+    rows[["source_id"] + flux_columns(343)[::-1]].to_parquet(rev / "p.parquet", index=False)
+    r = _run(model, fwd, tmp_path / "o1")
+    assert r["input_columns_source"] == "recorded"  # train_model passes the sample's column names
+    _run(model, rev, tmp_path / "o2")
+    pd.testing.assert_frame_equal(
+        _read(tmp_path / "o1"), _read(tmp_path / "o2")
+    )  # identical predictions
+    a, _ = predict_sample(ck, s, n_passes=3, progress=False)
+    b, _ = predict_sample(ck, s[s.columns[::-1]], n_passes=3, progress=False)
+    pd.testing.assert_frame_equal(a, b)
+    xp = tmp_path / "xp"
+    xp.mkdir()
+    rows.rename(columns={f: f.replace("flux_", "xp_") for f in flux_columns(343)}).to_parquet(
+        xp / "p.parquet", index=False
+    )
+    with pytest.raises(
+        DataError,
+        match=r"p.parquet: MissingColumnError: .*lacks 343 of the model's 343 input columns: flux_000",
+    ):
+        _run(model, xp, tmp_path / "o3")
+    with pytest.raises(MissingColumnError, match="flux_000"):
+        predict_sample(ck, s.drop(columns="flux_000"), n_passes=3, progress=False)
+
+
+def _synthetic_predictions(folder, n_parts, rows, labels, seed=0):
+    """SYNTHETIC prediction partitions in predict_catalogue's schema (shapes and bookkeeping only)."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n_parts):
+        d = pd.DataFrame({"source_id": np.arange(i * rows, (i + 1) * rows, dtype=np.int64)})
+        for lab in labels:
+            d[f"mu_{lab}"] = rng.normal(size=rows)
+            d[f"sigma_alea_{lab}"] = rng.uniform(0.1, 0.2, rows)
+            d[f"sigma_epi_{lab}"] = rng.uniform(0.01, 0.05, rows)
+            d[f"sigma_{lab}"] = np.hypot(d[f"sigma_alea_{lab}"], d[f"sigma_epi_{lab}"])
+        d["ebv_sfd"] = rng.uniform(0, 1, rows)
+        d["flag_bad_input"] = False
+        d.to_parquet(folder / f"part-{i:05d}.parquet", index=False)
+
+
+def test_appendix_a_columns_units_fits_equals_parquet(tmp_path):
+    from astropy.io import fits
+    from astropy.table import Table
+    import pyarrow.parquet as pq
+    from spectra_ml.catalogue import write_appendix_a
+    from spectra_ml.core import KANE_LABELS
+
+    _synthetic_predictions(tmp_path / "pred", 3, 50, KANE_LABELS)
+    flags = lambda df: pd.DataFrame(
+        {
+            "flag_high_reliability": df.ebv_sfd < 0.2,  # noqa: E731
+            "flag_2p_candidate": df.mu_n_o - df.sigma_alea_n_o > 0.65,
+        }
+    )
+    r = write_appendix_a(tmp_path / "pred", tmp_path / "cat" / "appendix_a", KANE_LABELS, flags)
+    paper = [
+        "source_id",
+        "teff",
+        "logg",
+        "feh",
+        "no",
+        "alfe",
+        "teff_stdev",
+        "logg_stdev",
+        "feh_stdev",
+        "no_stdev",
+        "alfe_stdev",
+        "ebv",
+    ]  # Kane Appendix A, in this order
+    assert r["columns"] == paper and r["missing"] == {} and r["n_rows"] == 150
+    p = pd.read_parquet(r["parquet"])
+    assert list(p.columns) == paper + ["flag_high_reliability", "flag_2p_candidate"]
+    src = _read(tmp_path / "pred")
+    np.testing.assert_array_equal(p.no_stdev, src.sigma_alea_n_o)  # the paper's σ (Kane §2.2)
+    np.testing.assert_array_equal(p.ebv, src.ebv_sfd)
+    np.testing.assert_array_equal(p.flag_2p_candidate, src.mu_n_o - src.sigma_alea_n_o > 0.65)
+    schema = pq.read_schema(r["parquet"])
+    assert (
+        schema.field("teff").metadata[b"unit"] == b"K"
+        and schema.field("ebv").metadata[b"unit"] == b"mag"
+    )
+    assert b"2.2" in schema.field("feh_stdev").metadata[b"description"]
+    with fits.open(r["fits"]) as h:
+        head = h[1].header
+        assert head["TUNIT2"] == "K" and head["TTYPE12"] == "ebv" and "Sec. 2.2" in head["TCOMM7"]
+        assert head["NAXIS2"] == 150
+    t = Table.read(r["fits"]).to_pandas()
+    pd.testing.assert_frame_equal(
+        t, p, check_dtype=False
+    )  # FITS and Parquet hold the same catalogue
+    passes = pd.read_parquet(r["passes"])
+    assert list(passes.columns) == ["source_id"] + [f"{c}_pass_stdev" for c in paper[1:6]]
+    np.testing.assert_array_equal(passes.alfe_pass_stdev, src.sigma_epi_al_fe)
+    tot = write_appendix_a(tmp_path / "pred", tmp_path / "tot", KANE_LABELS, sigma="total")
+    np.testing.assert_array_equal(pd.read_parquet(tot["parquet"]).teff_stdev, src.sigma_teff)
+
+
+def test_appendix_a_demo_labels_omit_what_is_missing(tmp_path):
+    from spectra_ml.catalogue import write_appendix_a
+    from spectra_ml.core import DEMO_LABELS, MissingColumnError
+
+    _synthetic_predictions(tmp_path / "pred", 2, 10, DEMO_LABELS)
+    r = write_appendix_a(tmp_path / "pred", tmp_path / "demo", DEMO_LABELS)
+    assert r["columns"] == [
+        "source_id",
+        "teff",
+        "logg",
+        "feh",
+        "teff_stdev",
+        "logg_stdev",
+        "feh_stdev",
+        "ebv",
+    ]
+    assert sorted(r["missing"]) == ["alfe", "no"]  # omitted, not filled
+    with pytest.raises(MissingColumnError, match="n_o"):
+        write_appendix_a(tmp_path / "pred", tmp_path / "bad", ["teff", "n_o"])
+
+
+def test_appendix_a_streams_with_bounded_memory(tmp_path):
+    """Peak Python memory while writing 40 synthetic partitions stays near one chunk, far below the table."""
+    import tracemalloc
+    from spectra_ml.catalogue import write_appendix_a
+    from spectra_ml.core import KANE_LABELS
+
+    _synthetic_predictions(
+        tmp_path / "pred", 40, 5000, KANE_LABELS
+    )  # 200,000 rows, ~36 MB in memory
+    whole = 200_000 * (1 + 4 * len(KANE_LABELS) + 2) * 8
+    tracemalloc.start()
+    r = write_appendix_a(tmp_path / "pred", tmp_path / "cat", KANE_LABELS, chunk_rows=2000)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert r["n_rows"] == 200_000 and r["n_partitions"] == 40
+    assert peak < whole / 10, (peak, whole)
