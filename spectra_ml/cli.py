@@ -16,7 +16,9 @@ from spectra_ml.pipeline import (
 )
 
 # %% auto #0
-__all__ = ['print_run_summary', 'cmd_run', 'cmd_stages', 'cmd_sources', 'cmd_predict', 'build_parser', 'main']
+__all__ = ['print_run_summary', 'cmd_run', 'cmd_stages', 'cmd_sources', 'xp_input_files', 'convert_xp_files',
+           'model_spectral_inputs', 'input_key_folder', 'prepare_predict_input', 'cmd_predict', 'OneLineParser',
+           'build_parser', 'main']
 
 # %% ../nbs/91_cli.ipynb #54dc7646
 def print_run_summary(
@@ -87,19 +89,148 @@ def cmd_sources(
     print(t.to_string(index=False))
     return 0 if not a.check or bool(t.ok.all()) else 1
 
+# %% ../nbs/91_cli.ipynb #40cbfed4
+def xp_input_files(
+    path,  # `--input`: a Parquet folder, an XP continuous file, or a folder of them
+) -> list:
+    "The archive XP files to convert at `path` (the file, or a folder's, recursively); [] for a folder of Parquet partitions."
+    from spectra_ml.core import MissingInputError, ParameterError
+    from spectra_ml.xp_io import XP_SUFFIXES
+
+    p = Path(path)
+    if not p.exists():
+        raise MissingInputError(
+            f"--input {p} does not exist: give a folder of Parquet partitions or XP continuous files"
+        )
+    if p.is_file():
+        if not p.name.lower().endswith(XP_SUFFIXES):
+            raise ParameterError(
+                f"--input {p}: not an XP continuous file ({', '.join(XP_SUFFIXES)}) nor a folder of Parquet partitions"
+            )
+        return [p]
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(XP_SUFFIXES))
+    if files and any(f.name.lower().endswith(".parquet") for f in p.rglob("*")):
+        raise ParameterError(
+            f"--input {p} holds both Parquet partitions and XP files: give a folder of one kind"
+        )
+    return files
+
+# %% ../nbs/91_cli.ipynb #89ec08e0
+def convert_xp_files(
+    files,  # archive XP continuous files (xp_input_files)
+    names,  # the model's spectral input columns (checkpoint.input_columns, less the auxiliary ones)
+    work,  # folder for the converted Parquet partitions (one per file)
+) -> dict:
+    "Each XP file as one Parquet partition of model inputs (`xp.xp_input_table`); an unreadable file names itself."
+    import os
+    from spectra_ml.core import DataError
+    from spectra_ml.xp import xp_input_table
+    from spectra_ml.xp_io import read_xp
+
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    parts, n, bad = [], 0, 0
+    for k, f in enumerate(files):
+        try:
+            xp = read_xp(f)
+        except DataError:  # the reader's own message names the file and the fix
+            raise
+        except (KeyError, ValueError, OSError, IndexError) as e:
+            raise DataError(
+                f"{f}: not a readable XP continuous file ({type(e).__name__}: {e}); fix or remove it"
+            ) from None
+        t = xp_input_table(xp, names, where=str(f))
+        out = work / f"{k:05d}_{f.name.split('.')[0]}.parquet"
+        t.to_parquet(out.with_name(out.name + ".tmp"), index=False)
+        os.replace(out.with_name(out.name + ".tmp"), out)
+        parts.append(out)
+        n, bad = n + len(t), bad + int(t.flag_xp_unconvertible.sum())
+    return {"partitions": [str(p) for p in parts], "n_stars": n, "n_unconvertible": bad}
+
+# %% ../nbs/91_cli.ipynb #dd2e59c7
+def model_spectral_inputs(
+    model_dir,  # checkpoint folder
+) -> list:
+    "The checkpoint's spectral input names in order (its input columns less the auxiliary ones, which come from gaia_source)."
+    from spectra_ml.checkpoint import input_columns, open_checkpoint
+    from spectra_ml.samples import AUX_FEATURES
+
+    return [n for n in input_columns(open_checkpoint(model_dir)) if n not in AUX_FEATURES]
+
+# %% ../nbs/91_cli.ipynb #aecb2462
+def input_key_folder(
+    work,  # the --work folder
+    kind: str,  # 'xp' (files) or 'ids' (source_ids and cones)
+    what: list,  # what the partitions are made from: file paths with size and mtime, or the ids
+    names: list,  # the model's spectral inputs
+) -> Path:
+    "The subfolder of `work` for these inputs and this representation, so another request never picks up stale partitions."
+    import hashlib
+
+    text = json.dumps([[str(w) for w in what], list(names)])
+    return Path(work) / f"{kind}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
+
+# %% ../nbs/91_cli.ipynb #bc5d17b4
+def prepare_predict_input(
+    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
+) -> tuple:
+    "`(folder of model-input partitions, what was done)`: the Parquet input as it is, or XP files / fetched stars converted into `--work`."
+    from spectra_ml import sources
+
+    work = Path(a.work) if a.work else Path(a.output).with_name(Path(a.output).name + "_inputs")
+    check_output_path(work, a.output)
+    if a.input:
+        files = xp_input_files(a.input)
+        if not files:
+            return Path(a.input), {"input": "parquet"}
+        check_output_path(a.input, work)
+        names = model_spectral_inputs(a.model)
+        stamp = [f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
+        sub = input_key_folder(work, "xp", stamp, names)
+        return sub, {"input": "xp_files", "work": str(sub), **convert_xp_files(files, names, sub)}
+    names = model_spectral_inputs(a.model)
+    gaia, how = None, {"input": "source_ids"}
+    if a.cone:
+        most = sources.CONE_MAX_STARS if a.max_stars is None else a.max_stars
+        if most < 1:
+            raise sources.ParameterError(f"--max-stars {most}: must be at least 1")
+        cache = a.cache or sources.cache_dir() / "gaia_dr3"
+        gaia = sources.gaia_cone_tap(*a.cone, max_stars=most, cache=cache)
+        if gaia.empty:
+            raise sources.ParameterError(
+                f"--cone {' '.join(a.cone)}: no Gaia DR3 star with XP spectra in that cone"
+            )
+        ids, how = (
+            gaia.source_id.tolist(),
+            {"input": "cone", "cone_deg": [float(x) for x in a.cone]},
+        )
+    else:
+        ids = sources.read_source_ids(a.source_ids)
+    sub = input_key_folder(work, "ids", ids, names)
+    r = sources.user_star_partitions(ids, sub, names, cache=a.cache, gaia=gaia, progress=False)
+    return sub, {
+        **how,
+        "work": str(sub),
+        "n_ids": r["n_ids"],
+        "n_no_xp": r["n_no_xp"],
+        "cache": r["cache"],
+    }
+
 # %% ../nbs/91_cli.ipynb #b6eca3c4
 def cmd_predict(
     a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
 ) -> int:
-    "`spectra_ml predict`: stream a partitioned catalogue through a checkpoint, here or on Dask."
+    "`spectra_ml predict`: a catalogue, XP files, source_ids or a cone streamed through a checkpoint, here or on Dask."
     from spectra_ml.catalogue import predict_catalogue
 
-    check_output_path(a.input, a.output)
+    if a.input:
+        check_output_path(a.input, a.output)
     check_parameter_values(
         {"n_passes": a.passes, "batch_size": a.batch_size, "dask_workers": a.dask_workers},
         {"n_passes": None, "batch_size": 512, "dask_workers": 0},
         "spectra_ml predict",
     )
+    in_dir, prepared = prepare_predict_input(a)
     client = cluster = None
     try:
         if a.scheduler or a.dask_workers:
@@ -112,20 +243,21 @@ def cmd_predict(
                 client = Client(cluster)
         r = predict_catalogue(
             a.model,
-            a.input,
+            in_dir,
             a.output,
             a.passes,
             a.seed,
             a.batch_size,
             client=client,
             shared_masks=not a.per_star_masks,
+            overwrite=a.overwrite,
         )
     finally:
         if client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
-    print(json.dumps(r, indent=1))
+    print(json.dumps({**r, "prepared": prepared}, indent=1))
     return 0
 
 # %% ../nbs/91_cli.ipynb #a1f765f4
@@ -154,22 +286,62 @@ def _add_run(sub):
     )
     r.set_defaults(handler=cmd_run)
 
+# %% ../nbs/91_cli.ipynb #59d2ddd7
+def _add_predict_inputs(pr):
+    "`predict`'s input arguments: one of --input, --source-ids, --cone, and where fetched inputs go."
+    src = pr.add_mutually_exclusive_group(required=True)
+    src.add_argument(
+        "--input",
+        help="folder of Parquet partitions (source_id + model inputs), or XP continuous file(s): "
+        "CSV, VOTable or FITS, one file or a folder (converted to the model's inputs)",
+    )
+    src.add_argument(
+        "--source-ids",
+        metavar="FILE_OR_LIST",
+        help="Gaia DR3 source_ids: a file (one a line, or a table with source_id) or a comma-separated "
+        "list; XP via DataLink, gaia_source via TAP",
+    )
+    src.add_argument(
+        "--cone",
+        nargs=3,
+        metavar=("RA", "DEC", "RADIUS_DEG"),
+        help="every Gaia DR3 star with XP spectra in this cone (ICRS degrees), via TAP and DataLink",
+    )
+    pr.add_argument(
+        "--work",
+        default=None,
+        help="folder for converted or fetched inputs (default: OUTPUT_inputs beside the output)",
+    )
+    pr.add_argument(
+        "--cache",
+        default=None,
+        help="folder for DataLink/TAP chunk files (default: data/cache/gaia_dr3); a rerun resumes from it",
+    )
+    pr.add_argument(
+        "--max-stars",
+        type=int,
+        default=None,
+        help="refuse a cone with more stars than this (default: sources.CONE_MAX_STARS, 100000)",
+    )
 
+# %% ../nbs/91_cli.ipynb #e9626cf4
 def _add_predict(sub):
     "The `predict` subcommand's arguments."
     pr = sub.add_parser(
-        "predict", help="stream a partitioned Parquet catalogue through a trained model"
+        "predict",
+        help="labels for a Parquet catalogue, archive XP files, a list of source_ids or a cone",
     )
     pr.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/demo/model)")
-    pr.add_argument(
-        "--input",
-        required=True,
-        help="folder of input Parquet partitions (source_id + model inputs)",
-    )
+    _add_predict_inputs(pr)
     pr.add_argument(
         "--output",
         required=True,
         help="folder for the predictions (finished partitions are skipped)",
+    )
+    pr.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="recompute finished output partitions made differently (other model, seed, passes...)",
     )
     pr.add_argument(
         "--passes",
@@ -195,12 +367,17 @@ def _add_predict(sub):
     )
     pr.set_defaults(handler=cmd_predict)
 
+# %% ../nbs/91_cli.ipynb #7686f4fa
+class OneLineParser(argparse.ArgumentParser):
+    "An ArgumentParser whose usage errors are one line on stderr and exit 2, like the project's own errors."
+
+    def error(self, message):
+        self.exit(2, f"spectra_ml: error: {self.prog}: {message} (see {self.prog} --help)\n")
+
 # %% ../nbs/91_cli.ipynb #32b7506b
 def build_parser() -> argparse.ArgumentParser:
     "The argument parser: one subparser per subcommand, each bound to its handler."
-    ap = argparse.ArgumentParser(
-        prog="spectra_ml", description="Gaia XP -> stellar labels: run the pipeline"
-    )
+    ap = OneLineParser(prog="spectra_ml", description="Gaia XP -> stellar labels: run the pipeline")
     sub = ap.add_subparsers(dest="cmd", required=True)
     _add_run(sub)
     sub.add_parser("stages", help="list the stages and their parameters").set_defaults(

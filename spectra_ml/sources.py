@@ -19,11 +19,12 @@ from spectra_ml.core import (
 
 # %% auto #0
 __all__ = ['ZENODO_API', 'SURVEY_SOURCES', 'REFERENCE_SOURCES', 'SOURCES', 'sha256_of', 'ENV_OFFLINE', 'DATALINK_MAX_IDS',
-           'GAIA_SOURCE_COLUMNS', 'GAIA_TAP_MAX_IDS', 'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_TAP_URL', 'Source',
-           'SourceUnavailable', 'cache_dir', 'download', 'SourceMismatchError', 'verify_source', 'fetch',
-           'fetch_optional', 'zenodo_file', 'validate_source_ids', 'downloads_allowed', 'gaia_source_adql',
-           'fetch_xp_continuous', 'gaia_source_tap', 'healpix8', 'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk',
-           'gaia_archive_loaders', 'source_status', 'ebv_sfd']
+           'GAIA_SOURCE_COLUMNS', 'ENV_GAIA_ARCHIVE', 'GAIA_TAP_MAX_IDS', 'XP_BULK_URL', 'XP_BULK_MANIFEST',
+           'CONE_MAX_STARS', 'GAIA_TAP_URL', 'Source', 'SourceUnavailable', 'cache_dir', 'download',
+           'SourceMismatchError', 'verify_source', 'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids',
+           'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous', 'gaia_client', 'gaia_source_tap', 'healpix8',
+           'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk', 'gaia_archive_loaders', 'read_source_ids', 'cone_adql',
+           'gaia_cone_tap', 'user_star_partitions', 'source_status', 'ebv_sfd']
 
 # %% ../nbs/01_sources.ipynb #3ae605c3
 ZENODO_API = "https://zenodo.org/api/records"  # GET <ZENODO_API>/<record>: JSON with files[] (key, size, checksum 'md5:…', links.self)
@@ -569,13 +570,13 @@ def _fetch_chunks(
 def fetch_xp_continuous(
     ids,
     out_dir,  # source_ids and the folder for one CSV per chunk
-    load=None,  # callable(list of ids) -> CSV text; default: astroquery Gaia.load_data
+    load=None,  # callable(list of ids) -> CSV text; default: one DataLink request (_datalink_xp_csv)
     chunk: int = DATALINK_MAX_IDS,
     retries: int = 2,
     progress: bool = True,
 ) -> dict:
     "DataLink XP_CONTINUOUS (RAW, csv) in chunks; finished chunks are skipped, failures logged and retried."
-    load = load or _astroquery_xp_csv
+    load = load or _datalink_xp_csv
     return _fetch_chunks(
         ids,
         out_dir,
@@ -589,22 +590,51 @@ def fetch_xp_continuous(
     )
 
 # %% ../nbs/01_sources.ipynb #527ad1b0
-def _astroquery_xp_csv(ids) -> str:
-    "One DataLink request through astroquery (network)."
-    from astroquery.gaia import Gaia
+def _datalink_xp_csv(
+    ids,  # one chunk of validated source_ids (at most DATALINK_MAX_IDS)
+    timeout: float = 600.0,
+) -> str:
+    """One DataLink XP_CONTINUOUS RAW CSV request, with the parameters astroquery's `Gaia.load_data` sends, to ESA's
+    archive or $SPECTRA_ML_GAIA_ARCHIVE. The answer's CSV files are joined verbatim (one header): no table round
+    trip (astropy's reader crashes on a header-only answer and rewrites every number)."""
+    import io, requests, zipfile
 
-    res = Gaia.load_data(
-        ids=ids,
-        retrieval_type="XP_CONTINUOUS",
-        data_structure="RAW",
-        data_release="Gaia DR3",
-        format="csv",
-        verbose=False,
-    )
-    import pandas as pd
+    base = os.environ.get(ENV_GAIA_ARCHIVE, "").strip() or "https://gea.esac.esa.int"
+    form = {
+        "ID": ",".join(map(str, ids)),
+        "RETRIEVAL_TYPE": "XP_CONTINUOUS",
+        "DATA_STRUCTURE": "RAW",
+    }
+    form.update(FORMAT="csv", RELEASE="Gaia DR3", VALID_DATA="false", USE_ZIP_ALWAYS="true")
+    r = requests.post(f"{base.rstrip('/')}/data-server/data", data=form, timeout=timeout)
+    r.raise_for_status()
+    head, rows = None, []
+    with zipfile.ZipFile(io.BytesIO(r.content)) as z:
+        for name in sorted(n for n in z.namelist() if n.lower().endswith(".csv")):
+            lines = z.read(name).decode().splitlines(keepends=True)
+            k = next((i for i, l in enumerate(lines) if not l.startswith("#")), len(lines))
+            if head is not None and lines[k : k + 1] != head[-1:]:
+                raise SourceError(
+                    f"DataLink answer {name}: another CSV header than the first file's"
+                )
+            head = head or lines[: k + 1]
+            rows += lines[k + 1 :]
+    return "".join((head or []) + rows)
 
-    tables = [t.to_pandas() for v in res.values() for t in v]
-    return pd.concat(tables, ignore_index=True).to_csv(index=False) if tables else ""
+# %% ../nbs/01_sources.ipynb #6e508836
+ENV_GAIA_ARCHIVE = "SPECTRA_ML_GAIA_ARCHIVE"  # base address of another Gaia archive (a mirror; a loopback stand-in in tests)
+
+
+def gaia_client():
+    "astroquery's Gaia client: ESA's archive, or the one at $SPECTRA_ML_GAIA_ARCHIVE (its tap-server and data-server)."
+    url = os.environ.get(ENV_GAIA_ARCHIVE, "").strip()
+    if not url:
+        from astroquery.gaia import Gaia
+
+        return Gaia
+    from astroquery.gaia import GaiaClass
+
+    return GaiaClass(gaia_tap_server=url, gaia_data_server=url, show_server_messages=False)
 
 # %% ../nbs/01_sources.ipynb #733d1e49
 GAIA_TAP_MAX_IDS = 100_000  # ids per uploaded table: a size the archive's TAP upload accepts (not confirmed offline; a parameter)
@@ -630,9 +660,7 @@ def gaia_source_tap(
             raise SourceUnavailable(
                 "source 'gaia_dr3' (gaia_source via TAP): downloads are disabled"
             )
-        from astroquery.gaia import Gaia
-
-        launch = Gaia.launch_job_async
+        launch = gaia_client().launch_job_async
 
     def write(c, tmp):
         with tempfile.TemporaryDirectory() as d:
@@ -741,6 +769,8 @@ def fetch_xp_bulk(
 def gaia_archive_loaders(
     cache=None,  # folder for the DataLink and TAP chunk files (default: data/cache/gaia_dr3)
     xp_route: str = "datalink",  # 'datalink' (chunked requests: id lists) or 'bulk' (whole CDN partitions: most of the sky)
+    load=None,  # DataLink callable(ids) -> CSV text (default: astroquery against the Gaia archive)
+    launch=None,  # TAP callable (default: astroquery Gaia.launch_job_async)
 ) -> tuple:
     "Default `(xp_loader, gaia_loader)` of the full profile: DataLink XP_CONTINUOUS (or the bulk files) and TAP gaia_source."
     if xp_route not in ("datalink", "bulk"):
@@ -754,11 +784,11 @@ def gaia_archive_loaders(
             from spectra_ml.xp_io import read_xp_parquet
 
             return read_xp_parquet(fetch_xp_bulk(ids, cache / "xp_bulk")["files"], ids)
-        if not downloads_allowed():
+        if load is None and not downloads_allowed():
             raise SourceUnavailable(
                 "source 'gaia_dr3' (XP_CONTINUOUS via DataLink): downloads are disabled"
             )
-        log = fetch_xp_continuous(ids, cache)
+        log = fetch_xp_continuous(ids, cache, load=load)
         if log["failed"]:
             raise SourceUnavailable(
                 f"DataLink chunks failed after retries: {log['failed']}; rerun to resume"
@@ -779,9 +809,219 @@ def gaia_archive_loaders(
         return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
     def gaia_loader(ids):
-        return gaia_source_tap(ids, cache=cache)
+        return gaia_source_tap(ids, launch=launch, cache=cache)
 
     return xp_loader, gaia_loader
+
+# %% ../nbs/01_sources.ipynb #69256b96
+def _id_values(p: Path) -> list:
+    "The raw source_id values of a file, as text where the file is text: a table's source_id column, else one id a line."
+    name = p.name.lower()
+    if name.endswith(".parquet"):
+        import pandas as pd
+
+        return pd.read_parquet(p, columns=["source_id"]).source_id.tolist()
+    if name.endswith((".fits", ".fit", ".fits.gz", ".vot", ".xml", ".ecsv")):
+        from astropy.table import Table
+
+        t = Table.read(p)
+        col = next((c for c in t.colnames if c.lower() == "source_id"), None)
+        if col is None:
+            raise ParameterError(f"{p}: no source_id column (columns: {t.colnames[:8]})")
+        return list(t[col])
+    lines = [l.strip() for l in p.read_text().splitlines()]
+    lines = [l for l in lines if l and not l.startswith("#")]
+    if lines and "source_id" in [c.strip().lower() for c in lines[0].split(",")]:  # a CSV table
+        import csv
+
+        rows = list(csv.DictReader(lines))
+        key = next(k for k in rows[0] if k.strip().lower() == "source_id") if rows else None
+        return [r[key] for r in rows] if key else []
+    return lines
+
+# %% ../nbs/01_sources.ipynb #96799490
+def read_source_ids(
+    spec: str,  # a file (one id a line, or a CSV/Parquet/FITS/VOTable table with source_id) or ids joined by commas
+) -> list:
+    "The user's Gaia DR3 source_ids as ints; a ParameterError names the bad value and its line, or the duplicates."
+    p = Path(str(spec)).expanduser()
+    if p.is_file():
+        values, where = _id_values(p), str(p)
+    elif all(s.strip().isdigit() for s in str(spec).split(",")):
+        values, where = str(spec).split(","), "the --source-ids list"
+    else:
+        raise ParameterError(
+            f"--source-ids {spec!r}: no such file, and not a comma-separated list of source_ids"
+        )
+    if not values:
+        raise ParameterError(f"{where}: no source_id in it")
+    out = []
+    for i, v in enumerate(values, 1):
+        try:
+            out += validate_source_ids([v])
+        except ValueError:
+            raise ParameterError(
+                f"{where}, entry {i}: {v!r} is not a Gaia DR3 source_id (a positive 64-bit integer written "
+                "in full, not in floating point); fix that entry"
+            ) from None
+    dup = sorted({s for s in out if out.count(s) > 1}) if len(set(out)) < len(out) else []
+    if dup:
+        raise ParameterError(f"{where}: duplicate source_id(s) {dup[:5]}; give each star once")
+    return out
+
+# %% ../nbs/01_sources.ipynb #c4860c32
+CONE_MAX_STARS = 100_000  # the most stars a cone may return before it is refused (a safety default, not from a seed)
+
+
+def cone_adql(
+    ra: float,
+    dec: float,
+    radius: float,  # cone centre and radius, ICRS degrees
+    columns=GAIA_SOURCE_COLUMNS,
+    top: int | None = None,  # at most this many rows (ADQL TOP)
+) -> str:
+    "ADQL for the gaia_source stars with XP spectra in a cone; the numbers are validated before they enter the text."
+    try:
+        ra, dec, radius = (float(x) for x in (ra, dec, radius))
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"--cone needs three numbers RA DEC RADIUS_DEG, got {(ra, dec, radius)}"
+        ) from None
+    if not (0 <= ra <= 360 and -90 <= dec <= 90 and 0 < radius <= 180):
+        raise ParameterError(
+            f"--cone {ra} {dec} {radius}: need 0 <= RA <= 360, -90 <= DEC <= 90 and 0 < RADIUS_DEG <= 180 (degrees)"
+        )
+    head = gaia_source_adql(columns).split(" FROM ")[0]
+    if top is not None:
+        head = head.replace("SELECT ", f"SELECT TOP {int(top)} ", 1)
+    return (
+        f"{head} FROM gaiadr3.gaia_source AS g WHERE g.has_xp_continuous = 'True' AND "
+        f"1 = CONTAINS(POINT('ICRS', g.ra, g.dec), CIRCLE('ICRS', {ra!r}, {dec!r}, {radius!r}))"
+    )
+
+# %% ../nbs/01_sources.ipynb #544cac15
+def gaia_cone_tap(
+    ra: float,
+    dec: float,
+    radius: float,  # cone centre and radius, ICRS degrees
+    launch=None,  # callable(query, upload_resource, upload_table_name) -> job; default astroquery Gaia.launch_job_async
+    columns=GAIA_SOURCE_COLUMNS,
+    max_stars: int = CONE_MAX_STARS,  # more stars than this: refused (a smaller cone, or a larger max_stars)
+    cache=None,  # folder for the result (Parquet, named by the query): a rerun asks nothing
+) -> "pd.DataFrame":
+    "gaia_source rows of the stars with XP spectra in a cone: one TAP query, cached; more than max_stars is an error."
+    import pandas as pd
+
+    q = cone_adql(ra, dec, radius, columns, top=int(max_stars) + 1)
+    f = (
+        None
+        if cache is None
+        else Path(cache) / f"gaia_cone_{hashlib.sha256(q.encode()).hexdigest()[:12]}.parquet"
+    )
+    if f is not None and f.exists():
+        df = pd.read_parquet(f)
+    else:
+        if launch is None:
+            if not downloads_allowed():
+                raise SourceUnavailable(
+                    "source 'gaia_dr3' (gaia_source cone via TAP): downloads are disabled"
+                )
+            launch = gaia_client().launch_job_async
+        try:
+            res = launch(q, upload_resource=None, upload_table_name=None).get_results()
+        except Exception as e:  # network or archive error: one clear line, nothing cached
+            raise SourceUnavailable(
+                f"TAP cone query failed ({type(e).__name__}: {e}); rerun later"
+            ) from None
+        df = res.to_pandas() if hasattr(res, "to_pandas") else pd.DataFrame(res)
+        df.columns = [c.lower() for c in df.columns]
+        if f is not None:
+            f.parent.mkdir(parents=True, exist_ok=True)
+            df.to_parquet(f.with_name(f.name + ".tmp"), index=False)
+            os.replace(f.with_name(f.name + ".tmp"), f)
+    if len(df) > max_stars:
+        raise ParameterError(
+            f"the cone ({ra}, {dec}, r = {radius} deg) holds more than {max_stars} stars with XP spectra: "
+            "use a smaller radius, or raise --max-stars"
+        )
+    return df
+
+# %% ../nbs/01_sources.ipynb #3c1a5588
+def _chunk_table(ids, csv: Path, names) -> "pd.DataFrame":
+    "One DataLink chunk as model inputs: a row per requested id, in order; ids the archive did not answer get `flag_no_xp`."
+    import pandas as pd
+    from spectra_ml.core import DataError
+    from spectra_ml.xp import xp_input_table
+    from spectra_ml.xp_io import read_xp
+
+    have = pd.DataFrame({"source_id": np.zeros(0, np.int64)})
+    if csv.stat().st_size > 0:  # empty: no star of the chunk has XP
+        try:
+            xp = read_xp(csv)
+        except (KeyError, ValueError, OSError) as e:
+            raise DataError(
+                f"{csv}: unreadable DataLink answer ({e}); delete it and rerun to fetch it again"
+            ) from None
+        have = xp_input_table(xp, names, where=str(csv)).drop_duplicates("source_id")
+    t = pd.DataFrame({"source_id": np.asarray(ids, np.int64)}).merge(
+        have, on="source_id", how="left"
+    )
+    t["flag_no_xp"] = ~t.source_id.isin(have.source_id).to_numpy()
+    for c in [c for c in t.columns if c.startswith("flag_")]:
+        t[c] = t[c].astype("boolean").fillna(True).astype(bool)  # no XP: every XP flag is raised
+    return t
+
+# %% ../nbs/01_sources.ipynb #b4004d63
+def user_star_partitions(
+    ids,  # Gaia DR3 source_ids (validated: positive integers, no duplicates)
+    out_dir,  # folder for the model-input partitions, one per DataLink chunk (resumable)
+    names,  # the model's spectral inputs, e.g. flux_000..flux_342 (see xp.xp_input_table)
+    cache=None,  # folder for the DataLink and TAP chunk files (default: data/cache/gaia_dr3)
+    gaia=None,  # gaia_source rows already known (e.g. from the cone query); None: fetched by TAP for the ids
+    load=None,  # DataLink callable(ids) -> CSV text (default: astroquery against the Gaia archive)
+    launch=None,  # TAP callable (default: astroquery Gaia.launch_job_async)
+    chunk: int = DATALINK_MAX_IDS,  # ids per DataLink request (the archive takes at most 5,000)
+    progress: bool = True,
+) -> dict:
+    "Model-input partitions for a list of Gaia stars: XP via DataLink, gaia_source via TAP, one row per requested id."
+    import pandas as pd
+
+    ids = validate_source_ids(ids)
+    if chunk > DATALINK_MAX_IDS or chunk < 1:
+        raise ParameterError(
+            f"chunk={chunk}: DataLink takes 1 to {DATALINK_MAX_IDS} ids per request"
+        )
+    cache = Path(cache) if cache is not None else cache_dir() / "gaia_dr3"
+    if load is None and not downloads_allowed():
+        raise SourceUnavailable(
+            "source 'gaia_dr3' (XP_CONTINUOUS via DataLink): downloads are disabled"
+        )
+    log = fetch_xp_continuous(ids, cache, load=load, chunk=chunk, progress=progress)
+    if log["failed"]:
+        raise SourceUnavailable(
+            f"DataLink chunks failed after retries: {log['failed']}; rerun the same command to resume "
+            f"(finished chunks are kept in {cache})"
+        )
+    if gaia is None:
+        gaia = gaia_source_tap(ids, launch=launch, cache=cache, progress=progress)
+    gaia = gaia.drop_duplicates("source_id")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts, n_no_xp = [], 0
+    for k, name in enumerate(log["files"]):
+        t = _chunk_table(ids[k * chunk : (k + 1) * chunk], cache / name, names)
+        t = t.merge(
+            gaia.drop(columns=[c for c in gaia.columns if c in t and c != "source_id"]),
+            on="source_id",
+            how="left",
+        )
+        t["flag_no_gaia_source"] = ~t.source_id.isin(gaia.source_id).to_numpy()
+        f = out_dir / f"{Path(name).stem}.parquet"
+        t.to_parquet(f.with_name(f.name + ".tmp"), index=False)
+        os.replace(f.with_name(f.name + ".tmp"), f)
+        parts.append(f)
+        n_no_xp += int(t.flag_no_xp.sum())
+    return {"partitions": parts, "n_ids": len(ids), "n_no_xp": n_no_xp, "cache": str(cache)}
 
 # %% ../nbs/01_sources.ipynb #83c35b5c
 GAIA_TAP_URL = "https://gea.esac.esa.int/tap-server/tap"  # the Gaia archive's TAP service (astroquery's default)

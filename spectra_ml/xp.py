@@ -10,8 +10,9 @@ from .xp_io import XP_N_COEFF, XP_N_CORR
 
 # %% auto #0
 __all__ = ['SCALERS', 'check_features', 'normalise_flux', 'kane_coefficient_features', 'PercentileScaler', 'sampled_spectra',
-           'xp_covariance', 'xp_unit_response', 'XPConverter', 'fallows_sanders_features', 'aspgap_features',
-           'guiglion_features', 'xp_snr', 'MedianIQRScaler', 'MinMaxScaler', 'scaler_from_dict']
+           'xp_covariance', 'xp_unit_response', 'XPConverter', 'default_converter', 'xp_model_flux', 'xp_input_table',
+           'fallows_sanders_features', 'aspgap_features', 'guiglion_features', 'xp_snr', 'MedianIQRScaler',
+           'MinMaxScaler', 'scaler_from_dict']
 
 # %% ../nbs/04_xp.ipynb #b838174a
 def check_features(
@@ -265,6 +266,99 @@ class XPConverter:
         return self._per_row(
             cov["bp"].reshape(len(cov["bp"]), -1), cov["rp"].reshape(len(cov["rp"]), -1), var
         )
+
+# %% ../nbs/04_xp.ipynb #61862b3b
+_CONVERTERS = {}  # one XPConverter per process and grid: GaiaXPy's design matrices are built once
+
+
+def default_converter() -> XPConverter:
+    "The XPConverter on the embedded set's 343-pixel grid, built on first use and then reused."
+    if "grid" not in _CONVERTERS:
+        _CONVERTERS["grid"] = XPConverter()
+    return _CONVERTERS["grid"]
+
+# %% ../nbs/04_xp.ipynb #2347c47d
+def _band_covariance(xp: dict, band: str, rows) -> tuple:
+    "`(covariance (n, 55, 55), standard_deviation or None)` of one band for the given rows; NaN without errors."
+    e = xp.get(f"{band}_coefficient_errors")
+    if e is None:
+        return np.full((int(np.sum(rows)), XP_N_COEFF, XP_N_COEFF), np.nan), None
+    corr = xp.get(f"{band}_coefficient_correlations")
+    sd = xp.get(f"{band}_standard_deviation")
+    corr = None if corr is None else np.asarray(corr, float)[rows]
+    sd = None if sd is None else np.asarray(sd, float)[rows]
+    return xp_covariance(np.asarray(e, float)[rows], corr, sd), sd
+
+# %% ../nbs/04_xp.ipynb #fa4decab
+def xp_model_flux(
+    xp: dict,  # `xp_io.read_xp` output: source_id, bp/rp_coefficients (+ errors, correlations, standard_deviation)
+    converter: XPConverter | None = None,  # default: the embedded set's 343-pixel grid
+) -> tuple:
+    "`(flux, flux_error, medflux, ok)`: sampled flux and error divided by each star's median flux; NaN rows where a band is missing."
+    cv = converter or default_converter()
+    bp = np.asarray(xp["bp_coefficients"], float)
+    rp = np.asarray(xp["rp_coefficients"], float)
+    ok = np.isfinite(bp).all(1) & np.isfinite(rp).all(1)
+    F = np.full((len(bp), len(cv.wavelength)), np.nan)
+    E = F.copy()
+    if ok.any():
+        F[ok] = cv.flux(bp[ok], rp[ok])
+        (cb, sb), (cr, sr) = (_band_covariance(xp, b, ok) for b in ("bp", "rp"))
+        E[ok] = cv.flux_error(cb, cr, sb, sr)
+    med = np.full(len(bp), np.nan)
+    med[ok] = np.median(F[ok], axis=1)  # the embedded set's medflux: the median over its 343 pixels
+    flux, flux_error = normalise_flux(F, E, med)
+    return flux, flux_error, med, ok
+
+# %% ../nbs/04_xp.ipynb #a7aabd1b
+def _input_index(names, where: str) -> dict:
+    "Model input names -> (kind, index): `flux_###` pixels of the 343-pixel grid, `xp_###` Kane features; others refused."
+    from spectra_ml.core import MissingColumnError, XP_WAVELENGTH_NM
+
+    limits = {"flux_": len(XP_WAVELENGTH_NM), "xp_": 2 * (XP_N_COEFF - 1)}
+    out, bad = {}, []
+    for n in names:
+        kind = next((p for p in limits if n.startswith(p) and n[len(p) :].isdigit()), None)
+        if kind is None or int(n[len(kind) :]) >= limits[kind]:
+            bad.append(n)
+        else:
+            out[n] = (kind, int(n[len(kind) :]))
+    if bad:
+        raise MissingColumnError(
+            f"{where}: the model's input(s) {bad[:5]} cannot be built from XP coefficients (only flux_000..flux_342, "
+            "the embedded set's pixels, and xp_000..xp_107, Kane's features); give a Parquet table holding them"
+        )
+    return out
+
+# %% ../nbs/04_xp.ipynb #e379b575
+def xp_input_table(
+    xp: dict,  # `xp_io.read_xp` output (one row per star of the file)
+    names,  # the model's spectral input columns, in order (e.g. flux_000..flux_342)
+    where: str = "the XP file",  # the file, for messages
+    converter: XPConverter | None = None,
+) -> "pd.DataFrame":
+    "One row per star of `xp`: source_id, the model's inputs built by name, eflux_### for flux inputs, medflux and the XP flags."
+    import pandas as pd
+
+    idx = _input_index(list(names), where)
+    flux, eflux, med, ok = xp_model_flux(xp, converter)
+    kane = kane_coefficient_features(xp["bp_coefficients"], xp["rp_coefficients"])
+    kane[~ok] = np.nan
+    cols = {"source_id": np.asarray(xp["source_id"], np.int64)}
+    for n, (kind, i) in idx.items():
+        cols[n] = flux[:, i] if kind == "flux_" else kane[:, i]
+    for n, (kind, i) in idx.items():
+        if kind == "flux_":
+            cols["e" + n] = eflux[:, i]
+    cols["medflux"] = med
+    # the reader's per-row flags (flag_missing_bp, flag_parse, ...) and reasons travel with the rows
+    for k, v in xp.items():
+        if k.startswith("flag_") and np.ndim(v) == 1:
+            cols[k] = np.asarray(v, bool)
+    if "parse_problem" in xp:
+        cols["parse_problem"] = np.asarray(xp["parse_problem"], object)
+    cols["flag_xp_unconvertible"] = ~ok
+    return pd.DataFrame(cols)
 
 # %% ../nbs/04_xp.ipynb #ea084085
 def fallows_sanders_features(

@@ -7,11 +7,18 @@ from __future__ import annotations
 from pathlib import Path
 import numba
 import numpy as np
-from .core import DataError
+from spectra_ml.core import (
+    DataError,
+    GAIA_SOURCE_ID_MAX,
+    MissingColumnError,
+    MissingInputError,
+    write_json,
+)
 
 # %% auto #0
-__all__ = ['XP_N_COEFF', 'XP_N_CORR', 'XP_ARRAYS', 'gaiaxpy_input_from_columns', 'read_xp_csv_chunks', 'ingest_xp_csv',
-           'coefficients_from_parquet', 'read_xp_parquet', 'read_xp']
+__all__ = ['XP_N_COEFF', 'XP_N_CORR', 'XP_ARRAYS', 'XP_PARSE_PROBLEMS', 'XP_SUFFIXES', 'gaiaxpy_input_from_columns',
+           'read_xp_csv_chunks', 'ingest_xp_csv', 'coefficients_from_parquet', 'check_ingest_complete',
+           'read_xp_parquet', 'read_xp', 'xp_files', 'read_xp_files']
 
 # %% ../nbs/03_xp_io.ipynb #6d6adb24
 def gaiaxpy_input_from_columns(
@@ -28,7 +35,10 @@ def gaiaxpy_input_from_columns(
         ecols = [f"e_{b}_coeff_{i}" for i in range(n_coeff)]
         miss = [c for c in cols + ecols if c not in df]
         if miss:
-            raise KeyError(f"missing {b.upper()} coefficient columns, e.g. {miss[:3]}")
+            raise MissingColumnError(
+                f"missing {b.upper()} coefficient columns, e.g. {miss[:3]}: give a table with one "
+                "column per coefficient (the archive's FITS layout)"
+            )
         out[f"{b}_coefficients"] = list(df[cols].to_numpy(float))
         out[f"{b}_coefficient_errors"] = list(df[ecols].to_numpy(float))
         out[f"{b}_coefficient_correlations"] = [np.zeros(n_coeff * (n_coeff - 1) // 2)] * len(df)
@@ -48,6 +58,21 @@ _XP_ARRAY_LEN = {
 _POW10 = np.array(
     [10.0**k for k in range(23)]
 )  # exactly representable: one IEEE division or product is correctly rounded
+
+# %% ../nbs/03_xp_io.ipynb #fb7d6301
+#: Issue #16 item 8: what the CSV kernel found in each field of each row. 0 and 1 are fine (a missing
+#: band is an empty field); 2 and above mean the field could not be read completely, and the row is
+#: flagged (`flag_parse`, with the reason in `parse_problem`).
+_OK, _EMPTY, _CUT, _NOT_NUMBER, _LENGTH, _ABSENT, _RANGE, _NOT_INT, _EXTRA = range(9)
+XP_PARSE_PROBLEMS = {
+    _CUT: "cut short (no closing bracket or quote: a partial download?)",
+    _NOT_NUMBER: "holds something that is not a number",
+    _LENGTH: "has the wrong number of values",
+    _ABSENT: "missing (the row ends early: a partial download?)",
+    _RANGE: "out of range (not a Gaia DR3 source_id)",
+    _NOT_INT: "not a positive integer",
+    _EXTRA: "has more fields than the header",
+}
 
 # %% ../nbs/03_xp_io.ipynb #8392e6cc
 @numba.njit(
@@ -94,9 +119,12 @@ def _csv_number(buf, i, e, p10):
             eneg = buf[i] == 45
             i += 1
         x = 0
+        i1 = i
         while i < e and buf[i] >= 48 and buf[i] <= 57:
             x = x * 10 + (np.int64(buf[i]) - 48)
             i += 1
+        if i == i1:
+            return np.nan, i, False  # an exponent without digits ('1.5e'): not a number
         ex += -x if eneg else x
     v = float(m)
     if 0 < ex <= 22:
@@ -107,74 +135,148 @@ def _csv_number(buf, i, e, p10):
         v = v * 10.0**ex
     return (-v if neg else v), i, True
 
+# %% ../nbs/03_xp_io.ipynb #dec9b12d
+@numba.njit(cache=True, inline="always")
+def _csv_at_end(buf, i, e):
+    "Skip blanks from i; (index, whether the field ends there: row end, comma, quote or CR)."
+    while i < e and (buf[i] == 32 or buf[i] == 9):
+        i += 1
+    return i, i >= e or buf[i] == 44 or buf[i] == 34 or buf[i] == 13
+
+# %% ../nbs/03_xp_io.ipynb #fc9e68f9
+@numba.njit(cache=True, inline="always")
+def _csv_int(buf, i, e, vmax):
+    "Parse a positive integer below vmax at buf[i:e] -> (value or -1, next index, status)."
+    while i < e and (buf[i] == 32 or buf[i] == 9):
+        i += 1
+    v = np.int64(0)
+    i0 = i
+    over = False
+    while i < e and buf[i] >= 48 and buf[i] <= 57:
+        d = np.int64(buf[i]) - 48
+        if over or v > (vmax - 1 - d) // 10:
+            over = True  # no overflow of int64: the value is out of range anyway
+        else:
+            v = v * 10 + d
+        i += 1
+    j, end = _csv_at_end(buf, i, e)
+    if i == i0:
+        return np.int64(-1), j, (_EMPTY if end else _NOT_INT)
+    if not end:
+        return np.int64(-1), i, _NOT_INT  # '5.853498713190526e+18': a float, not an id
+    if over or v == 0:
+        return np.int64(-1), j, _RANGE
+    return v, j, _OK
+
+# %% ../nbs/03_xp_io.ipynb #96b2c5b5
+@numba.njit(cache=True, inline="always")
+def _csv_array(buf, i, e, out, r, o, L, p10):
+    "Parse a vector '(x, y, ...)' or '[...]' into out[r, o:o+L] -> (next index, values read, status)."
+    while i < e and buf[i] == 32:
+        i += 1
+    if i < e and (buf[i] == 40 or buf[i] == 91):  # ( or [
+        i += 1
+        n = 0
+        while True:
+            while i < e and buf[i] == 32:
+                i += 1
+            if i >= e:
+                return i, n, _CUT
+            if n == 0 and (buf[i] == 41 or buf[i] == 93):
+                return i + 1, 0, _EMPTY  # '()'
+            x, i, ok = _csv_number(buf, i, e, p10)
+            if not ok:
+                return i, n, (_CUT if i >= e else _NOT_NUMBER)
+            if n < L:
+                out[r, o + n] = x
+            n += 1
+            while i < e and buf[i] == 32:
+                i += 1
+            if i >= e:
+                return i, n, _CUT  # the last number may be cut too: '..., 0.' of '..., 0.0123)'
+            if buf[i] == 41 or buf[i] == 93:
+                return i + 1, n, (_OK if n == L else _LENGTH)
+            if buf[i] != 44:
+                return i, n, _NOT_NUMBER  # '1.5x'
+            i += 1
+    j, end = _csv_at_end(buf, i, e)
+    if end:
+        return j, 0, _EMPTY  # a missing band: an empty field
+    k = i
+    while k < e and (buf[k] | 32) >= 97 and (buf[k] | 32) <= 122:
+        k += 1
+    j, end = _csv_at_end(buf, k, e)
+    if end and k > i and (buf[i] | 32) == 110:
+        return j, 0, _EMPTY  # null / NaN
+    return i, 0, _NOT_NUMBER
+
 # %% ../nbs/03_xp_io.ipynb #ef4345e4
 @numba.njit(parallel=True, cache=True, nogil=True, error_model="numpy")
-def _csv_rows(buf, starts, ends, kind, slot, length, out_f, out_d, out_i, counts, p10):
-    "Parse rows buf[starts[r]:ends[r]] field by field. kind: 0 skip, 1 int64, 2 float64 scalar, 3 float32 array."
+def _csv_rows(buf, starts, ends, kind, slot, length, out_f, out_d, out_i, status, p10, id_max):
+    "Parse rows buf[starts[r]:ends[r]] field by field into the outputs and status[r, field] (last column: extra fields)."
     for r in numba.prange(len(starts)):
         i = starts[r]
         e = ends[r]
         for f in range(len(kind)):
+            if i > e:
+                status[r, f] = _ABSENT  # the row ended before this field
+                continue
             q = i < e and buf[i] == 34  # a quoted field
             if q:
                 i += 1
             k = kind[f]
+            st = _OK
             if k == 0:
                 if q:
                     while i < e and buf[i] != 34:
                         i += 1
+                    st = _CUT if i >= e else _OK
                     i += 1
             elif k == 1:
-                v = np.int64(0)
-                i0 = i
-                while i < e and buf[i] >= 48 and buf[i] <= 57:
-                    v = v * 10 + (np.int64(buf[i]) - 48)
-                    i += 1
-                out_i[r, slot[f]] = v if i > i0 else -1
+                v, i, st = _csv_int(buf, i, e, id_max)
+                out_i[r, slot[f]] = v
             elif k == 2:
-                x, i, ok = _csv_number(buf, i, e, p10)
-                out_d[r, slot[f]] = x if ok else np.nan
+                x, j, ok = _csv_number(buf, i, e, p10)
+                i, end = _csv_at_end(buf, j if ok else i, e)
+                st = (_OK if ok else _EMPTY) if end else _NOT_NUMBER
+                out_d[r, slot[f]] = x if st == _OK else np.nan
             else:
-                while i < e and buf[i] == 32:
+                i, n, st = _csv_array(buf, i, e, out_f, r, slot[f], length[f], p10)
+                if q and (st <= _EMPTY or st == _LENGTH):
+                    i, end = _csv_at_end(buf, i, e)
+                    if i < e and buf[i] == 34:
+                        i += 1
+                    elif st == _OK:
+                        st = _CUT  # the closing quote never came
+                elif q:
+                    while i < e and buf[i] != 34:
+                        i += 1  # past the rest of a bad vector: its commas are not fields
                     i += 1
-                o = slot[f]
-                n = 0
-                if i < e and (buf[i] == 40 or buf[i] == 91):  # ( or [
-                    i += 1
-                    while i < e:
-                        x, i, ok = _csv_number(buf, i, e, p10)
-                        if not ok:
-                            n = -1
-                            break  # not a number: the whole vector is rejected
-                        if n < length[f]:
-                            out_f[r, o + n] = x
-                        n += 1
-                        while i < e and buf[i] == 32:
-                            i += 1
-                        if i < e and buf[i] == 44:
-                            i += 1
-                        else:
-                            break
-                while i < e and buf[i] != 34 and buf[i] != 44:
-                    i += 1  # past ')' / ']' (or an unparsable rest)
-                counts[r, f] = n
-                if q and i < e and buf[i] == 34:
-                    i += 1
+            status[r, f] = st
             while i < e and buf[i] != 44:
                 i += 1  # to the next field
             i += 1
+        while i < e and (buf[i] == 32 or buf[i] == 9 or buf[i] == 13 or buf[i] == 44):
+            i += 1
+        status[r, len(kind)] = _EXTRA if i < e else _OK
 
 # %% ../nbs/03_xp_io.ipynb #d336b84c
 def _csv_layout(header: bytes, path, with_errors: bool, with_correlations: bool):
     "Field kinds and output slots for one CSV header (the columns the reader keeps)."
     import csv
 
-    names = next(csv.reader([header.decode().strip()]))
+    try:
+        names = next(csv.reader([header.decode(errors="replace").strip()]), [])
+    except csv.Error:
+        names = []  # not a CSV header at all: refused below
     if with_correlations is None:
         with_correlations = "bp_coefficient_correlations" in names
     need = [c for c in ("source_id", "bp_coefficients", "rp_coefficients") if c not in names]
     if need:
-        raise KeyError(f"{path}: not an XP continuous CSV, missing {need}")
+        raise MissingColumnError(
+            f"{path}: not an XP continuous CSV, missing {need}; give an archive XP_CONTINUOUS CSV "
+            "(Gaia archive, DataLink or the bulk XpContinuousMeanSpectrum files)"
+        )
     arrays = (
         ("coefficients",)
         + (("coefficient_errors",) if with_errors else ())
@@ -212,7 +314,66 @@ def _csv_layout(header: bytes, path, with_errors: bool, with_correlations: bool)
         nd,
         arrays,
         scalars,
+        names,
     )
+
+# %% ../nbs/03_xp_io.ipynb #4aad100a
+def _is_float(text: str) -> bool:
+    "Does the text read as a (non-integer-looking) float, such as '5.853498713190526e+18'?"
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return not text.lstrip("+-").isdigit()
+
+
+def _parse_problems(
+    status: np.ndarray,  # (rows, fields + 1) kernel statuses; the last column: extra fields
+    names: list,  # the header's field names
+    row_text,  # i -> the text of row i (for quoting a bad source_id)
+) -> tuple[np.ndarray, np.ndarray]:
+    "Per row: whether any field could not be read completely, and which ones and why (empty text if none)."
+    import csv
+
+    bad = status >= _CUT
+    sid = names.index("source_id")
+    bad[:, sid] |= status[:, sid] == _EMPTY  # a row without its id
+    flag = bad.any(1)
+    text = np.full(len(status), "", dtype=object)
+    for r in np.flatnonzero(flag):
+        parts = []
+        for f in np.flatnonzero(bad[r]):
+            s = int(status[r, f])
+            if s == _ABSENT:
+                parts.append(f"the row ends before {names[f]} (field {f + 1} of {len(names)})")
+                break
+            name = names[f] if f < len(names) else "the row"
+            what = "missing" if s == _EMPTY else XP_PARSE_PROBLEMS[s]
+            if f == sid:
+                v = next(csv.reader([row_text(r)]), [])
+                v = v[sid].strip() if len(v) > sid else ""
+                what += f" ({v[:40]!r}" + (
+                    ", a float: the id lost its last digits)" if _is_float(v) else ")"
+                )
+            parts.append(f"{name} {what}")
+        text[r] = "; ".join(parts)
+    return flag, text
+
+# %% ../nbs/03_xp_io.ipynb #d6084bcc
+def _mark_cut_before_absent(
+    status: np.ndarray,  # (rows, fields + 1) kernel statuses, changed in place
+    kind: np.ndarray,  # the layout's field kinds (1, 2: a bare number; 3: a bracketed vector)
+) -> np.ndarray:
+    "A row that ends early was cut in the field before the absent one: a bare number there is cut too ('50' read as '5')."
+    absent = status == _ABSENT
+    first = absent.argmax(1)
+    rows = np.flatnonzero(absent.any(1) & (first > 0))
+    prev = first[rows] - 1
+    unsure = (status[rows, prev] == _EMPTY) | (
+        (status[rows, prev] == _OK) & np.isin(kind[prev], (1, 2))
+    )  # a vector that reached its closing bracket (and quote) is complete
+    status[rows[unsure], prev[unsure]] = _CUT
+    return status
 
 # %% ../nbs/03_xp_io.ipynb #c3e12538
 _CSV_LOCK = __import__("threading").Lock()  # guards numba's thread pool (see below)
@@ -220,7 +381,7 @@ _CSV_LOCK = __import__("threading").Lock()  # guards numba's thread pool (see be
 
 def _parse_csv_block(data: bytes, layout) -> dict:
     "Parse the complete lines of one block of an XP CSV into the reader's dictionary."
-    (kind, slot, length), where, nf, nd, arrays, scalars = layout
+    (kind, slot, length), where, nf, nd, arrays, scalars, names = layout
     buf = np.frombuffer(data, np.uint8)  # no copy (data may be a memoryview of the block)
     nl = np.flatnonzero(buf == 10)
     starts = np.concatenate([[0], nl + 1])
@@ -232,13 +393,16 @@ def _parse_csv_block(data: bytes, layout) -> dict:
     F = np.full((n, nf), np.nan, np.float32)
     D = np.full((n, max(nd, 1)), np.nan)
     I = np.zeros((n, 1), np.int64)
-    counts = np.zeros((n, len(kind)), np.int32)
+    status = np.zeros((n, len(kind) + 1), np.int8)  # what the kernel found per field
     if n:
         with (
             _CSV_LOCK
         ):  # numba's default (workqueue) thread pool must not be entered from two threads at once
-            _csv_rows(buf, starts, ends, kind, slot, length, F, D, I, counts, _POW10)
-    out = {"source_id": I[:, 0].copy()}
+            _csv_rows(
+                buf, starts, ends, kind, slot, length, F, D, I, status, _POW10, GAIA_SOURCE_ID_MAX
+            )
+    _mark_cut_before_absent(status, kind)
+    out = {"source_id": np.where(status[:, names.index("source_id")] == _OK, I[:, 0], -1)}
     for b in ("bp", "rp"):
         for what in arrays:
             h = f"{b}_{what}"
@@ -247,15 +411,23 @@ def _parse_csv_block(data: bytes, layout) -> dict:
                 ok = np.zeros(n, bool)
             else:
                 f, o, L = where[h]
-                ok = counts[:, f] == L
+                ok = status[:, f] == _OK  # complete: a cut or malformed vector is NaN
                 F[~ok, o : o + L] = np.nan
                 out[h] = F[:, o : o + L]  # a view: the block's arrays share one buffer
             if what == "coefficients":
                 out[f"flag_missing_{b}"] = ~ok
         for what in scalars:
             h = f"{b}_{what}"
-            v = D[:, where[h][1]] if h in where else np.full(n, np.nan)
+            v = (
+                np.where(status[:, where[h][0]] == _OK, D[:, where[h][1]], np.nan)
+                if h in where
+                else np.full(n, np.nan)
+            )
             out[h] = np.nan_to_num(v, nan=-1).astype(np.int16) if what == "n_relevant_bases" else v
+    row_text = lambda r: bytes(buf[starts[r] : min(ends[r], starts[r] + 400)]).decode(
+        errors="replace"
+    )
+    out["flag_parse"], out["parse_problem"] = _parse_problems(status, names, row_text)
     return out
 
 
@@ -292,12 +464,14 @@ def _csv_line_blocks(path, start: int, block_bytes: int):
                 end = min(pos + block_bytes, size)
                 if end < size:
                     end = (mm.rfind(b"\n", pos, end) + 1) or ((mm.find(b"\n", end) + 1) or size)
-                view = memoryview(mm)[pos:end]
-                yield view
-                view.release()
+                with memoryview(mm) as whole, whole[pos:end] as view:
+                    yield view
                 pos = end
         finally:
-            mm.close()
+            try:
+                mm.close()
+            except BufferError:
+                pass  # a reader that stopped early still holds a view: the map closes when freed
         return
     from concurrent.futures import (
         ThreadPoolExecutor,
@@ -319,6 +493,51 @@ def _csv_line_blocks(path, start: int, block_bytes: int):
             if not block:
                 return
 
+# %% ../nbs/03_xp_io.ipynb #0299f1a9
+def _existing_file(
+    path,  # a file the user gave
+) -> Path:
+    "The path, or MissingInputError naming it (a folder: the XP files in it are listed by `xp_files`)."
+    path = Path(path)
+    if path.is_dir():
+        raise MissingInputError(
+            f"{path} is a folder, not an XP file: read its files with read_xp_files({str(path)!r})"
+        )
+    if not path.exists():
+        raise MissingInputError(
+            f"{path} does not exist: check the path, or download the file again"
+        )
+    return path
+
+
+class _unreadable_as_data_error:
+    "Turn a decompression or format error of a file (truncated .gz, corrupt FITS/VOTable) into DataError."
+
+    def __init__(
+        self,
+        path,  # the file being read, for the message
+        what: str = "file",  # what it is ('gzip file', 'FITS file', ...)
+        kinds: tuple = (EOFError, OSError),  # the errors that mean an unreadable file (+ ISA-L's)
+    ):
+        self.path, self.what, self.kinds = path, what, kinds
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, err, tb):
+        from isal.igzip_lib import IsalError
+
+        if (
+            kind is None
+            or issubclass(kind, DataError)
+            or not issubclass(kind, (*self.kinds, IsalError))
+        ):
+            return False
+        raise DataError(
+            f"{self.path}: cannot read this {self.what} ({kind.__name__}: {err}); it is probably "
+            "truncated or corrupt (an interrupted download?): download it again"
+        ) from err
+
 # %% ../nbs/03_xp_io.ipynb #c5b3500a
 def read_xp_csv_chunks(
     path,  # archive CSV (optionally .gz); leading '#' lines allowed (bulk ECSV headers)
@@ -328,25 +547,41 @@ def read_xp_csv_chunks(
     block_bytes: int = 1 << 25,  # bytes parsed at a time (memory-mapped, or decompressed for .gz)
 ):
     "Yield dicts: source_id, n_relevant_bases, (N, 55) float32 coefficient arrays and flags per band."
-    with _open_csv(path) as fh:  # the header, after any '#' lines
-        header = fh.readline()
-        while header.startswith(b"#"):
+    import warnings
+
+    path = _existing_file(path)
+    held, nheld, seen, nbad, first = [], 0, 0, 0, None
+    with _unreadable_as_data_error(path, "gzip file" if path.name.endswith(".gz") else "file"):
+        with _open_csv(path) as fh:  # the header, after any '#' lines
             header = fh.readline()
-        start = fh.tell()
-    layout = _csv_layout(header, path, with_errors, with_correlations)
-    held, nheld = [], 0
-    for view in _csv_line_blocks(path, start, block_bytes):
-        held.append(_parse_csv_block(view, layout))
-        nheld += len(held[-1]["source_id"])
-        while nheld >= chunk_rows:
-            allrows = _concat(held)
-            yield {k: v[:chunk_rows] for k, v in allrows.items()}
-            held = [{k: v[chunk_rows:] for k, v in allrows.items()}]
-            nheld -= chunk_rows
+            while header.startswith(b"#"):
+                header = fh.readline()
+            start = fh.tell()
+        if not header.strip():
+            raise DataError(f"{path} has no header line (an empty file?): download it again")
+        layout = _csv_layout(header, path, with_errors, with_correlations)
+        for view in _csv_line_blocks(path, start, block_bytes):
+            held.append(_parse_csv_block(view, layout))
+            bad = np.flatnonzero(held[-1]["flag_parse"])
+            if len(bad) and first is None:
+                first = (seen + bad[0], held[-1]["parse_problem"][bad[0]])
+            nbad += len(bad)
+            nheld += len(held[-1]["source_id"])
+            seen += len(held[-1]["source_id"])
+            while nheld >= chunk_rows:
+                allrows = _concat(held)
+                yield {k: v[:chunk_rows] for k, v in allrows.items()}
+                held = [{k: v[chunk_rows:] for k, v in allrows.items()}]
+                nheld -= chunk_rows
     if nheld or not held:
         yield (
             _concat(held) if held else _parse_csv_block(b"", layout)
         )  # a file without rows: one empty chunk
+    if nbad:
+        warnings.warn(
+            f"{path}: {nbad} row(s) could not be read completely, flagged in flag_parse "
+            f"(reason in parse_problem); the first, data row {first[0]}: {first[1]}"
+        )
 
 # %% ../nbs/03_xp_io.ipynb #78a133aa
 def ingest_xp_csv(
@@ -355,13 +590,18 @@ def ingest_xp_csv(
     rows_per_partition: int = 100_000,
     with_errors: bool = True,
 ) -> list:
-    "Stream one archive XP CSV into Parquet partitions `<stem>-00000.parquet`, ... (atomic writes)."
+    "Stream one archive XP CSV into Parquet partitions `<stem>-00000.parquet`, ...; `<stem>.ingest.json` says if it finished."
     import os, pyarrow as pa, pyarrow.parquet as pq
 
-    path, out_dir = Path(str(path)), Path(out_dir)
+    path, out_dir = _existing_file(str(path)), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = path.name.split(".")[0]
-    files = []
+    marker = out_dir / f"{stem}.ingest.json"
+    done = {"input": str(path), "input_bytes": path.stat().st_size}
+    write_json(marker, {"state": "incomplete", **done})  # until the last partition is written
+    for old in out_dir.glob(f"{stem}-?????.parquet"):
+        old.unlink()  # an earlier (maybe interrupted) ingest of the same file
+    files, rows, flagged = [], 0, 0
     for i, ch in enumerate(read_xp_csv_chunks(path, rows_per_partition, with_errors)):
         arrays = {
             k: (
@@ -376,6 +616,19 @@ def ingest_xp_csv(
         pq.write_table(pa.table(arrays), tmp)
         os.replace(tmp, f)
         files.append(f)
+        rows += len(ch["source_id"])
+        flagged += int(ch["flag_parse"].sum())
+    names = [f.name for f in files]
+    write_json(
+        marker,
+        {
+            "state": "complete",
+            **done,
+            "rows": rows,
+            "flag_parse_rows": flagged,
+            "partitions": names,
+        },
+    )
     return files
 
 # %% ../nbs/03_xp_io.ipynb #5b17980c
@@ -395,6 +648,34 @@ def coefficients_from_parquet(path, band: str = "bp", what: str = "coefficients"
 
     return _column_array(pq.read_table(path, columns=[f"{band}_{what}"]).column(0))
 
+# %% ../nbs/03_xp_io.ipynb #7129d732
+def check_ingest_complete(
+    files,  # Parquet partitions, e.g. from `ingest_xp_csv`
+) -> list:
+    "The partitions as Paths, or DataError for one whose ingest did not finish (its `<stem>.ingest.json`)."
+    import json
+
+    out = []
+    for f in map(Path, files):
+        marker = f.parent / f"{f.name.rsplit('-', 1)[0]}.ingest.json"
+        if marker.exists():  # partitions written by other means have no marker
+            try:
+                m = json.loads(marker.read_text())
+            except ValueError:
+                m = {}
+            if m.get("state") != "complete":
+                raise DataError(
+                    f"{f}: the ingest of {m.get('input', 'its CSV')} into {f.parent} did not finish "
+                    f"({marker.name} says {m.get('state', 'nothing readable')}): run ingest_xp_csv again"
+                )
+            if f.name not in m.get("partitions", []):
+                raise DataError(
+                    f"{f}: not a partition of the finished ingest of {m['input']} ({marker.name}); "
+                    "remove it, or run ingest_xp_csv again"
+                )
+        out.append(f)
+    return out
+
 # %% ../nbs/03_xp_io.ipynb #a1d5f843
 def read_xp_parquet(
     files,  # ingested partitions (`ingest_xp_csv`)
@@ -408,28 +689,51 @@ def read_xp_parquet(
         raise DataError(
             "read_xp_parquet: no XP Parquet partitions given; pass the files from ingest_xp_csv"
         )
+    files = check_ingest_complete(files)
     want = None if ids is None else pa.array(np.asarray(ids, np.int64))
     parts = []
     for f in files:
-        t = pq.read_table(f)
+        with _unreadable_as_data_error(
+            _existing_file(f), "Parquet partition", (OSError, ValueError)
+        ):
+            t = pq.read_table(f)
         if want is not None:
             t = t.filter(pc.is_in(t.column("source_id"), value_set=want))
         parts.append({c: _column_array(t.column(c)) for c in t.column_names})
     return _concat(parts)
 
 # %% ../nbs/03_xp_io.ipynb #5212dd2f
+def _source_id_status(sid) -> tuple[np.ndarray, list]:
+    "A table's source_id column as int64 (−1 where unusable) and the problem per row ('' if none)."
+    raw = np.ma.asarray(sid)
+    miss = np.ma.getmaskarray(raw)
+    vals = np.ma.filled(raw, 0)
+    why = np.full(len(vals), "", dtype=object)
+    if vals.dtype.kind not in "iu":
+        why[:] = f"source_id {XP_PARSE_PROBLEMS[_NOT_INT]} (a {vals.dtype} column)"
+        return np.full(len(vals), -1, np.int64), why
+    ids = vals.astype(np.int64)
+    why[(ids <= 0) | (ids >= GAIA_SOURCE_ID_MAX)] = f"source_id {XP_PARSE_PROBLEMS[_RANGE]}"
+    why[miss] = "source_id missing"
+    ids[why != ""] = -1
+    return ids, why
+
+
 def _from_arrays(sid, get, has_corr: bool) -> dict:
-    out = {"source_id": np.asarray(sid, np.int64)}
+    ids, why = _source_id_status(sid)
+    out = {"source_id": ids}
     for b in ("bp", "rp"):
         for what, n in (("coefficients", XP_N_COEFF), ("coefficient_errors", XP_N_COEFF)) + (
             (("coefficient_correlations", XP_N_CORR),) if has_corr else ()
         ):
             rows = get(f"{b}_{what}")
-            arr = np.full((len(out["source_id"]), n), np.nan, np.float32)
+            arr = np.full((len(ids), n), np.nan, np.float32)
             for i, v in enumerate(rows):
                 v = np.ma.filled(np.ma.asarray(v, dtype=float), np.nan).ravel()
                 if v.size == n:
                     arr[i] = v
+                elif v.size and np.isfinite(v).any():  # not a missing band: a malformed vector
+                    why[i] += ("; " if why[i] else "") + f"{b}_{what} has {v.size} values, not {n}"
             out[f"{b}_{what}"] = arr
         out[f"flag_missing_{b}"] = ~np.isfinite(out[f"{b}_coefficients"]).all(1)
         nrb = np.ma.filled(np.ma.asarray(get(f"{b}_n_relevant_bases"), dtype=float), -1)
@@ -438,7 +742,45 @@ def _from_arrays(sid, get, has_corr: bool) -> dict:
             out[f"{b}_standard_deviation"] = np.ma.filled(
                 np.ma.asarray(get(f"{b}_standard_deviation"), dtype=float), np.nan
             )
+    out["flag_parse"], out["parse_problem"] = why != "", why
     return out
+
+# %% ../nbs/03_xp_io.ipynb #6f87d33d
+def _check_fits_complete(
+    path: Path,  # a FITS file (not gzipped: a cut .fits.gz fails in its inflate)
+) -> None:
+    "DataError when a FITS file is shorter than its headers say (a cut download), naming the file and HDU."
+    import warnings
+    from astropy.io import fits
+
+    size, end = path.stat().st_size, 0
+    with warnings.catch_warnings(), fits.open(path, memmap=False) as hdul:
+        warnings.simplefilter("ignore")
+        for k, hdu in enumerate(hdul):
+            h = hdu.header
+            dims = [h.get(f"NAXIS{j}", 0) for j in range(1, h.get("NAXIS", 0) + 1)]
+            n = (
+                abs(h.get("BITPIX", 8))
+                // 8
+                * h.get("GCOUNT", 1)
+                * (h.get("PCOUNT", 0) + np.prod(dims))
+            )
+            info = hdu.fileinfo()
+            need = info["datLoc"] + (int(n) if dims else 0)
+            end = max(end, info["datLoc"] + info["datSpan"])
+            if need > size:
+                raise DataError(
+                    f"{path}: truncated FITS file, HDU {k} needs {need} bytes but the file has {size} "
+                    "(an interrupted download?): download it again"
+                )
+    if size > end:
+        raise DataError(
+            f"{path}: {size - end} bytes after the last complete HDU (a truncated or corrupt header?): "
+            "download it again"
+        )
+
+# %% ../nbs/03_xp_io.ipynb #b6ba22fa
+XP_SUFFIXES = (".csv", ".csv.gz", ".ecsv", ".ecsv.gz", ".vot", ".xml", ".fits", ".fit", ".fits.gz")
 
 
 def read_xp(
@@ -447,25 +789,40 @@ def read_xp(
     "Read any of the archive's XP continuous formats into one dictionary of arrays (see above)."
     import warnings
 
-    path = Path(path)
+    path = _existing_file(path)
     name = path.name.lower()
     if name.endswith((".csv", ".csv.gz", ".ecsv", ".ecsv.gz")):
         return _concat(list(read_xp_csv_chunks(path, with_correlations=None)))
+    bad = (
+        OSError,
+        EOFError,
+        ValueError,
+        IndexError,
+    )  # what astropy raises on a cut or corrupt file
     if name.endswith((".vot", ".xml")):
         from astropy.io.votable import parse_single_table
 
-        with warnings.catch_warnings():
+        with _unreadable_as_data_error(path, "VOTable", bad), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t = parse_single_table(str(path)).to_table()
+        if "source_id" not in t.colnames or "bp_coefficients" not in t.colnames:
+            raise MissingColumnError(
+                f"{path}: not an XP continuous VOTable (no source_id, bp_coefficients)"
+            )
         return _from_arrays(
             t["source_id"], lambda c: t[c], "bp_coefficient_correlations" in t.colnames
         )
     if name.endswith((".fits", ".fit", ".fits.gz")):
         from astropy.table import Table
 
-        t = Table.read(path)
+        with _unreadable_as_data_error(path, "FITS file", bad):
+            if not name.endswith(".gz"):
+                _check_fits_complete(path)
+            t = Table.read(path)
         if "bp_coeff_0" not in t.colnames:
-            raise KeyError(f"{path}: no bp_coeff_0..54 columns")
+            raise MissingColumnError(
+                f"{path}: no bp_coeff_0..54 columns: not an XP continuous FITS table"
+            )
         g = gaiaxpy_input_from_columns(t)  # array columns built from the per-coefficient ones
         return _from_arrays(
             t["source_id"], lambda c: t[c] if c.endswith("n_relevant_bases") else g[c], False
@@ -474,3 +831,41 @@ def read_xp(
         f"{path}: unknown XP format; give an archive XP continuous file ending in .csv[.gz], "
         ".vot/.xml or .fits"
     )
+
+# %% ../nbs/03_xp_io.ipynb #16a92d36
+def xp_files(
+    folder,  # a folder of archive XP continuous files
+) -> list:
+    "The XP continuous files in a folder (not recursive), sorted; MissingInputError if there are none."
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MissingInputError(
+            f"{folder} is not a folder: give the folder that holds the XP files"
+        )
+    files = sorted(
+        p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(XP_SUFFIXES)
+    )
+    if not files:
+        raise MissingInputError(
+            f"{folder} holds no XP continuous files ({', '.join(XP_SUFFIXES)}): put the archive files "
+            "there (for the local mirror: $SPECTRA_ML_LOCAL_DATA/gaia_xp, see its README)"
+        )
+    return files
+
+
+def read_xp_files(
+    paths,  # XP files, or one folder of them (`xp_files`)
+) -> dict:
+    "Several XP files (any formats) as one `read_xp` dictionary: the keys they all have, and each row's file."
+    folder = isinstance(paths, (str, Path)) and Path(paths).is_dir()
+    paths = (
+        xp_files(paths)
+        if folder
+        else [Path(p) for p in ([paths] if isinstance(paths, (str, Path)) else paths)]
+    )
+    if not paths:
+        raise MissingInputError("read_xp_files: no XP files given")
+    parts = [read_xp(p) for p in paths]
+    for p, d in zip(paths, parts):
+        d["xp_file"] = np.full(len(d["source_id"]), p.name, dtype=object)
+    return _concat([{k: d[k] for k in parts[0] if all(k in q for q in parts)} for d in parts])
