@@ -10,14 +10,15 @@ import numpy as np
 import pandas as pd
 from .core import DEFAULT_SEED, LABEL_TEX, PUBLISHED_RMSE, figure_style, write_json
 from .inference import predict_sample
-from .metrics import fit_calibration
+from .metrics import fit_calibration, per_bin_summary, per_bin_tables
 from .models import gradient_attention, model_names, model_spec
 from .training import fit_baseline, predict_baseline, train_model
 
 # %% auto #0
 __all__ = ['COMPARE_NOTES', 'comparison_rows', 'improvement_over', 'published_table', 'format_markdown', 'acceptance',
            'boundary_flag_summary', 'plot_one_to_one_grid', 'plot_calibration_grid', 'plot_attention', 'compare_one',
-           'baseline_rows', 'compare_models', 'comparison_summary']
+           'baseline_result', 'baseline_rows', 'combine_members', 'format_bins_markdown', 'comparison_per_bin',
+           'compare_models', 'comparison_summary']
 
 # %% ../nbs/15_compare.ipynb #59f2c611
 def comparison_rows(
@@ -252,19 +253,32 @@ def compare_one(
     split: str = "test",  # the held-out split the rows report
     seed: int = DEFAULT_SEED,  # weights init, batch order and dropout masks
     epochs: int = 300,  # maximum epochs (early stopping decides)
-    patience: int = 25,  # early-stopping patience
+    patience: int | None = None,  # early-stopping patience (None: the model's seed value)
     options: dict | None = None,  # the model's option overrides
     tsne: bool = False,  # the t-SNE digit of flag_boundary on the held-out split (models that have it)
     save_dir=None,  # folder for models/<name> (checkpoint + calibration.json); None: not saved
     extra: dict | None = None,  # extra checkpoint metadata (e.g. data hashes)
+    config: str = "kane",  # training.TRAIN_CONFIGS name
+    entry: str
+    | None = None,  # the table's name for this run (default `name`; e.g. kane_mlp@metal_poor)
+    **train_kw,  # more train_model overrides (TrainConfig fields, TRAIN_OPTIONS)
 ) -> dict:
-    "Train, predict, calibrate on validation and score one model: `{'rows', 'pred', 'trained', 'attention'}`."
+    "Train, predict, calibrate on validation and score one model: `{'rows', 'pred', 'trained', 'attention', 'bins'}`."
     from spectra_ml.samples import model_inputs
     from spectra_ml.xp import check_features
 
     t0 = time.time()
+    entry = entry or name
     t = train_model(
-        sample, labels, name, seed=seed, max_epochs=epochs, patience=patience, options=options
+        sample,
+        labels,
+        name,
+        seed=seed,
+        max_epochs=epochs,
+        patience=patience,
+        options=options,
+        config=config,
+        **train_kw,
     )
     train_s = time.time() - t0
     held = (sample["split"] == split).to_numpy()
@@ -274,27 +288,28 @@ def compare_one(
     for l in labels:
         p[f"sigma_cal_{l}"] = p[f"sigma_{l}"] * cal[l]
     if save_dir is not None:
-        t.save(Path(save_dir) / name, extra=extra)
+        t.save(Path(save_dir) / entry, extra=extra)
         write_json(
-            Path(save_dir) / name / "calibration.json",
+            Path(save_dir) / entry / "calibration.json",
             {"sigma_scale": cal, "fitted_on": "validation"},
         )
     X = model_inputs(sample, t.config.aux)
     ok = check_features(X)[1] & held
     att = gradient_attention(t.model, t.feature_scaler.transform(X[ok][:2000]))
-    print(f"{name}: trained in {train_s:.0f} s, {1e3 * infer:.3f} ms/star")
-    rows = comparison_rows(name, p, labels, split, train_s=train_s, infer_s_per_star=infer)
-    return {"rows": rows, "pred": p, "trained": t, "attention": att}
+    print(f"{entry}: trained in {train_s:.0f} s, {1e3 * infer:.3f} ms/star")
+    rows = comparison_rows(entry, p, labels, split, train_s=train_s, infer_s_per_star=infer)
+    bins = per_bin_tables(p, labels, None, split)  # p carries sigma_cal_ already
+    return {"rows": rows, "pred": p, "trained": t, "attention": att, "bins": bins}
 
 # %% ../nbs/15_compare.ipynb #58bdfa35
-def baseline_rows(
+def baseline_result(
     sample: pd.DataFrame,  # sample table
     labels,
     split: str = "test",
     max_iter: int = 2000,  # boosting rounds, upper bound
     seed: int = DEFAULT_SEED,
-) -> list:
-    "The boosting baseline fitted on train + validation and scored on `split`: its comparison rows."
+) -> dict:
+    "The boosting baseline fitted on train + validation and scored on `split`: `{'rows', 'pred', 'bins'}`."
     gbr, info = fit_baseline(sample, labels, max_iter, seed)
     t0 = time.time()
     pb = pd.concat(
@@ -304,7 +319,7 @@ def baseline_rows(
         ],
         axis=1,
     )
-    return comparison_rows(
+    rows = comparison_rows(
         "boosting_baseline",
         pb,
         labels,
@@ -313,8 +328,77 @@ def baseline_rows(
         info["seconds"],
         (time.time() - t0) / len(pb),
     )
+    return {"rows": rows, "pred": pb, "bins": per_bin_tables(pb, labels, None, split, "gbr_")}
 
-# %% ../nbs/15_compare.ipynb #01e5c637
+
+def baseline_rows(
+    sample: pd.DataFrame,  # sample table
+    labels,
+    split: str = "test",
+    max_iter: int = 2000,  # boosting rounds, upper bound
+    seed: int = DEFAULT_SEED,
+) -> list:
+    "The boosting baseline fitted on train + validation and scored on `split`: its comparison rows."
+    return baseline_result(sample, labels, split, max_iter, seed)["rows"]
+
+# %% ../nbs/15_compare.ipynb #5aa6cbd7
+def combine_members(
+    preds: list,  # predict_sample tables of the same rows from models trained with other seeds
+    labels,
+) -> pd.DataFrame:
+    "A deep ensemble of equal members: μ the mean; σ² the mean σ² plus the members' spread of μ; sigma_alea_ the root mean of theirs."
+    base = preds[0].copy()
+    for l in labels:
+        mu = np.stack([p[f"mu_{l}"].to_numpy(float) for p in preds])
+        var = np.stack([p[f"sigma_{l}"].to_numpy(float) ** 2 for p in preds])
+        base[f"mu_{l}"] = mu.mean(0)
+        base[f"sigma_{l}"] = np.sqrt(var.mean(0) + mu.var(0))
+        base[f"sigma_members_{l}"] = np.sqrt(mu.var(0))
+        if all(f"sigma_alea_{l}" in p for p in preds):
+            alea = np.stack([p[f"sigma_alea_{l}"].to_numpy(float) ** 2 for p in preds])
+            base[f"sigma_alea_{l}"] = np.sqrt(alea.mean(0))
+        base = base.drop(columns=[f"sigma_cal_{l}"], errors="ignore")
+    if "flag_bad_input" in base:
+        base["flag_bad_input"] = np.any([p["flag_bad_input"].to_numpy(bool) for p in preds], axis=0)
+    return base
+
+# %% ../nbs/15_compare.ipynb #a35957c8
+def format_bins_markdown(
+    bins: dict,  # entry -> per_bin_tables (or directly a binned_metrics table)
+    label: str = "fe_h",  # whose errors
+    by: str = "fe_h",  # the binning
+) -> str:
+    "Per-bin Markdown table: one row per bin (stars), bias / RMSE / calibrated z-std per model."
+    tabs = {m: (b[by] if isinstance(b, dict) else b) for m, b in bins.items()}
+    tabs = {m: t[t.label == label] for m, t in tabs.items()}
+    first = next(iter(tabs.values()))
+    prec = 0 if label == "teff" else 3
+    head = (
+        "| " + by + " bin | stars | " + " | ".join(f"{m} bias / RMSE / z-std" for m in tabs) + " |"
+    )
+    lines = [head, "|---|---|" + "---|" * len(tabs)]
+    for _, r in first.iterrows():
+        cells = []
+        for t in tabs.values():
+            q = t[(t.lo == r.lo) & (t.hi == r.hi)].iloc[0]
+            z = "—" if not np.isfinite(q.z_std) else f"{q.z_std:.2f}"
+            cells.append(f"{q.bias:+.{prec}f} / {q.rmse:.{prec}f} / {z}" if q.n else "—")
+        lines.append(f"| {r.lo:g} … {r.hi:g} | {int(r.n)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+# %% ../nbs/15_compare.ipynb #468e4165
+def comparison_per_bin(
+    bins: dict,  # entry -> metrics.per_bin_tables (the baseline's under 'boosting_baseline')
+    preds: dict,  # entry -> its predictions (for Kane §3.1's offset)
+    split: str = "test",
+) -> dict:
+    "The `compare.per_bin` entry of summary.json: metrics.per_bin_summary of every model and the baseline."
+    return {
+        m: per_bin_summary(b, "gbr_" if m == "boosting_baseline" else "mu_", preds[m], split)
+        for m, b in bins.items()
+    }
+
+# %% ../nbs/15_compare.ipynb #49cb54af
 #: Honest remarks recorded with every comparison.
 COMPARE_NOTES = [
     "published numbers come from different data sets (coefficients, larger libraries, other label ranges)",
@@ -322,7 +406,7 @@ COMPARE_NOTES = [
     "AspGap's hallucinator is not trained: it needs APOGEE spectra, which no source here provides",
 ]
 
-
+# %% ../nbs/15_compare.ipynb #01e5c637
 def compare_models(
     sample: pd.DataFrame,  # sample table (05_samples)
     labels,  # labels
@@ -330,36 +414,49 @@ def compare_models(
     split: str = "test",
     seed: int = DEFAULT_SEED,
     epochs: int = 300,
-    patience: int = 25,
+    patience: int | None = None,  # None: the model's seed value
     options: dict | None = None,  # model -> option overrides, e.g. {'guiglion_cnn': {'n_seeds': 4}}
     baseline: bool = True,  # include the boosting baseline
     baseline_max_iter: int = 2000,
     tsne: bool = True,  # Guiglion's t-SNE digit and the flag summary on the held-out split
     save_dir=None,  # folder for models/<name> (None: not saved)
     extra: dict | None = None,  # extra checkpoint metadata
+    config_runs: dict
+    | None = None,  # model -> more training.TRAIN_CONFIGS names, run as `<model>@<config>`
 ) -> dict:
-    "The whole comparison: `{'table', 'preds', 'trained', 'attention', 'flag_summary', 'acceptance', 'summary'}`."
-    models = list(model_names() if models is None else models)
-    specs = [model_spec(m) for m in models]  # an unknown name fails before any training
+    "The whole comparison: `{'table', 'preds', 'trained', 'attention', 'bins', 'flag_summary', 'acceptance', 'summary'}`."
+    from spectra_ml.training import named_config
+
+    specs = [model_spec(m) for m in (model_names() if models is None else models)]
+    runs = [(s.name, s.name, "kane", tsne and s.boundary_flag) for s in specs]
+    runs += [(f"{m}@{c}", m, c, False) for m, cs in (config_runs or {}).items() for c in cs]
+    for _, m, c, _ in runs:
+        model_spec(m), named_config(c)  # an unknown name fails before any training
     res = {
-        s.name: compare_one(
+        e: compare_one(
             sample,
             labels,
-            s.name,
+            m,
             split,
             seed,
             epochs,
             patience,
-            (options or {}).get(s.name),
-            tsne and s.boundary_flag,
+            (options or {}).get(m),
+            t,
             save_dir,
             extra,
+            config=c,
+            entry=e,
         )
-        for s in specs
+        for e, m, c, t in runs
     }
+    models = [e for e, *_ in runs]
     rows = [r for m in models for r in res[m]["rows"]]
+    bins = {m: res[m]["bins"] for m in models}
     if baseline:
-        rows += baseline_rows(sample, labels, split, baseline_max_iter, seed)
+        base = baseline_result(sample, labels, split, baseline_max_iter, seed)
+        rows += base["rows"]
+        bins["boosting_baseline"] = base["bins"]
     table, out = (
         pd.DataFrame(rows),
         {
@@ -367,11 +464,16 @@ def compare_models(
             for k, v in (("preds", "pred"), ("trained", "trained"), ("attention", "attention"))
         },
     )
+    out["bins"] = bins
     flagged = [m for m in models if tsne and "flag_boundary" in res[m]["pred"]]
     flags = boundary_flag_summary(res[flagged[0]]["pred"], labels, split) if flagged else None
     acc = acceptance(table)
     out.update(table=table, flag_summary=flags, acceptance=acc)
-    out["summary"] = comparison_summary(rows, acc, flags, out["trained"], split, labels, models)
+    preds = {**out["preds"], **({"boosting_baseline": base["pred"]} if baseline else {})}
+    per_bin = comparison_per_bin(bins, preds, split)
+    out["summary"] = comparison_summary(
+        rows, acc, flags, out["trained"], split, labels, models, per_bin
+    )
     return out
 
 # %% ../nbs/15_compare.ipynb #74505edb
@@ -383,6 +485,7 @@ def comparison_summary(
     split: str,  # the held-out split
     labels,  # labels
     models,  # model names, in order
+    per_bin: dict | None = None,  # entry -> metrics.per_bin_summary
 ) -> dict:
     "The `compare` section of summary.json."
     gain = acc["gain"]
@@ -400,6 +503,7 @@ def comparison_summary(
         },
         "guiglion_flags": flags,
         "members": {n: t.info.get("members") for n, t in trained.items() if t.info.get("members")},
+        "per_bin": per_bin or {},
         "published_rmse_other_data": PUBLISHED_RMSE,
         "notes": COMPARE_NOTES,
     }

@@ -9,9 +9,11 @@ import pandas as pd
 from .core import LABEL_TEX, figure_style
 
 # %% auto #0
-__all__ = ['regression_metrics', 'outlier_rate', 'metrics_table', 'fit_sigma_scale', 'unflagged', 'fit_calibration',
-           'apply_calibration', 'validation_tables', 'baseline_comparison', 'validation_summary', 'wilson_interval',
-           'plot_pred_vs_truth', 'plot_sigma_vs_labels', 'plot_z_histograms']
+__all__ = ['KANE_SIGMA_FIGURES', 'regression_metrics', 'outlier_rate', 'metrics_table', 'fit_sigma_scale', 'unflagged',
+           'fit_calibration', 'apply_calibration', 'validation_tables', 'baseline_comparison', 'validation_summary',
+           'binned_metrics', 'feh_offset', 'feh_goal', 'sigma_column', 'kane_sigma_rows', 'per_bin_tables',
+           'per_bin_summary', 'sigma_figure_plan', 'wilson_interval', 'incidence', 'plot_pred_vs_truth',
+           'plot_sigma_vs_labels', 'plot_z_histograms', 'plot_feh_bins']
 
 # %% ../nbs/11_metrics.ipynb #01a9322e
 def regression_metrics(
@@ -186,6 +188,188 @@ def validation_summary(
         "notes": [n for n in notes if n],
     }
 
+# %% ../nbs/11_metrics.ipynb #e41c7c96
+def binned_metrics(
+    pred: pd.DataFrame,  # predictions with truth, split, mu_<l> (and sigma_cal_<l> or sigma_<l>)
+    labels,  # labels to score
+    by: str = "fe_h",  # truth column that defines the bins (APOGEE [Fe/H] or Teff)
+    edges=None,  # bin edges (default: core.FEH_BIN_EDGES for fe_h, core.TEFF_BIN_EDGES for teff)
+    extra_bins=None,  # more (lo, hi) bins (default for fe_h: core.FEH_EXTRA_BINS, issue 15's -3...-2)
+    split: str | None = "test",  # split to score (None: all rows)
+    prefix: str = "mu_",  # prediction columns ('gbr_' for the baseline: no σ)
+    sigma: str = "sigma_cal_",  # σ prefix of the z-std (sigma_cal_: calibrated; falls back to none)
+) -> pd.DataFrame:
+    "One row per (label, bin lo <= truth < hi): n, bias, RMSE, robust scatter and z-std (NaN without σ)."
+    from spectra_ml.core import FEH_BIN_EDGES, FEH_EXTRA_BINS, TEFF_BIN_EDGES
+
+    d = pred if split is None else pred[pred["split"] == split]
+    if edges is None:
+        edges = FEH_BIN_EDGES if by == "fe_h" else TEFF_BIN_EDGES
+    extra = (FEH_EXTRA_BINS if by == "fe_h" else ()) if extra_bins is None else extra_bins
+    bins = list(zip(edges[:-1], edges[1:])) + [tuple(b) for b in extra]
+    x = d[by].to_numpy(float)
+    rows = []
+    for l in labels:
+        s = d[f"{sigma}{l}"] if prefix == "mu_" and f"{sigma}{l}" in d else None
+        for lo, hi in bins:
+            m = ((x >= lo) & (x < hi)) | ((x == hi) & (hi == edges[-1]))
+            r = regression_metrics(d[l][m], d[f"{prefix}{l}"][m], None if s is None else s[m])
+            rows.append(
+                {
+                    "by": by,
+                    "lo": lo,
+                    "hi": hi,
+                    "label": l,
+                    "n": r["n"],
+                    "bias": r["bias"],
+                    "rmse": r["rmse"],
+                    "robust_scatter": r["robust_scatter"],
+                    "z_std": r.get("z_std", np.nan),
+                }
+            )
+    return pd.DataFrame(rows)
+
+# %% ../nbs/11_metrics.ipynb #8ad04111
+def feh_offset(
+    pred: pd.DataFrame,  # predictions with fe_h, mu_fe_h and split
+    split: str | None = "test",  # Kane's number is on their held-out data
+    prefix: str = "mu_",
+) -> dict:
+    "Kane §3.1: the mean μ[Fe/H] − APOGEE [Fe/H] of the stars with APOGEE [Fe/H] < −1, beside the paper's +0.07 dex."
+    from spectra_ml.core import KANE_FEH_OFFSET
+
+    d = pred if split is None else pred[pred["split"] == split]
+    r = (d[f"{prefix}fe_h"] - d["fe_h"]).to_numpy(float)
+    m = (d["fe_h"].to_numpy(float) < KANE_FEH_OFFSET["feh_max"]) & np.isfinite(r)
+    return {
+        "feh_max": KANE_FEH_OFFSET["feh_max"],
+        "n": int(m.sum()),
+        "mean_residual": float(np.mean(r[m])) if m.any() else np.nan,
+        "paper": KANE_FEH_OFFSET["mean_residual"],
+    }
+
+# %% ../nbs/11_metrics.ipynb #ab30a084
+def feh_goal(
+    binned: pd.DataFrame,  # binned_metrics(..., by="fe_h") with calibrated σ
+) -> dict:
+    "Issue 15's goal on its metal-poor bins: per bin the numbers and whether |bias|, RMSE and calibrated z-std pass."
+    from spectra_ml.core import FEH_GOAL, FEH_GOAL_BINS
+
+    d = binned[(binned.label == "fe_h") & (binned.by == "fe_h")]
+    zlo, zhi = FEH_GOAL["z_std_range"]
+    out = {}
+    for lo, hi in FEH_GOAL_BINS:
+        r = d[(d.lo == lo) & (d.hi == hi)].iloc[0]
+        ok = {
+            "bias": bool(abs(r.bias) <= FEH_GOAL["abs_bias_max"]),
+            "rmse": bool(r.rmse <= FEH_GOAL["rmse_max"]),
+            "z_std": bool(zlo <= r.z_std <= zhi),
+        }
+        out[f"{lo:+.1f}..{hi:+.1f}"] = {
+            "n": int(r.n),
+            "bias": r.bias,
+            "rmse": r.rmse,
+            "z_std": r.z_std,
+            "pass": ok,
+        }
+    out["all_pass"] = all(all(v["pass"].values()) for v in out.values())
+    out["goal"] = {k: list(v) if isinstance(v, tuple) else v for k, v in FEH_GOAL.items()}
+    return out
+
+# %% ../nbs/11_metrics.ipynb #3bf74cc2
+def sigma_column(
+    pred: pd.DataFrame,  # predictions
+    label: str,
+    sigma: str = "auto",  # "alea": Kane §2.2's σ (mean predicted variance); "total": sigma_<l>; "auto": alea if present
+) -> str:
+    "The σ column a figure uses: `sigma_alea_<l>` (or `sigma_model_<l>`, the same quantity before the rename) or `sigma_<l>`."
+    from spectra_ml.core import MissingColumnError
+
+    alea = [c for c in (f"sigma_alea_{label}", f"sigma_model_{label}") if c in pred]
+    if sigma == "total" or (sigma == "auto" and not alea):
+        return f"sigma_{label}"
+    if not alea:
+        raise MissingColumnError(
+            f"no sigma_alea_{label} (Kane §2.2's σ) in the predictions: rerun 09_inference, or use sigma='total'"
+        )
+    return alea[0]
+
+
+def kane_sigma_rows(
+    label: str,  # whose σ the figure shows
+    columns,  # the predictions' columns
+) -> tuple:
+    "Kane Figs B1-B4's rows, top down: ([truth columns present], [rows the data lacks]); the residual panel is always drawn."
+    want = ["teff", "logg", "fe_h", "n_o"] + (["al_fe"] if label == "al_fe" else []) + ["ebv_sfd"]
+    have = [c for c in want if c in columns]
+    return have, [c for c in want if c not in columns]
+
+# %% ../nbs/11_metrics.ipynb #9ce72f33
+def per_bin_tables(
+    pred: pd.DataFrame,  # predictions with truth and split
+    labels,
+    calibration: dict
+    | None = None,  # label -> σ scale fitted on validation (None: use sigma_cal_ if present)
+    split: str = "test",
+    prefix: str = "mu_",  # 'gbr_' for the baseline
+) -> dict:
+    "`{'fe_h': binned_metrics by APOGEE [Fe/H], 'teff': by APOGEE Teff}` on one split, the z-std from the calibrated σ."
+    d = pred[pred["split"] == split].copy()
+    if calibration and prefix == "mu_":
+        apply_calibration(d, calibration)
+    return {by: binned_metrics(d, labels, by, split=None, prefix=prefix) for by in ("fe_h", "teff")}
+
+
+def per_bin_summary(
+    tables: dict,  # per_bin_tables
+    prefix: str = "mu_",
+    pred: pd.DataFrame | None = None,  # the predictions (for Kane §3.1's offset; needs fe_h)
+    split: str = "test",
+) -> dict:
+    "The summary.json entry: the per-bin rows, Kane §3.1's [Fe/H] offset below −1 beside the paper's, issue 15's goal."
+    out = {by: t.round(5).to_dict(orient="records") for by, t in tables.items()}
+    if pred is not None and "fe_h" in pred and f"{prefix}fe_h" in pred:
+        out["feh_offset_below_-1"] = feh_offset(pred, split, prefix)
+    if prefix == "mu_" and "fe_h" in set(tables["fe_h"].label):
+        out["feh_goal_issue15"] = feh_goal(tables["fe_h"])
+    out["z_std_from"] = (
+        "sigma_cal_ (total σ × the validation-fitted scale)" if prefix == "mu_" else None
+    )
+    return out
+
+# %% ../nbs/11_metrics.ipynb #7a4d542e
+#: Which Kane figure shows the σ of which label (Fig. 4: [N/O]; Appendix B: B1-B4).
+KANE_SIGMA_FIGURES = {
+    "n_o": "Fig. 4",
+    "teff": "Fig. B1",
+    "logg": "Fig. B2",
+    "fe_h": "Fig. B3",
+    "al_fe": "Fig. B4",
+}
+
+
+def sigma_figure_plan(
+    pred: pd.DataFrame,  # the predictions the figures are drawn from
+    labels,  # one figure per label: fig4_sigma_<label>.png
+    sigma: str = "auto",  # sigma_column's choice
+) -> dict:
+    "Per figure file: the Kane figure it reproduces, the σ column drawn, the rows drawn and the rows the data lacks."
+    out = {}
+    for l in labels:
+        rows, missing = kane_sigma_rows(l, pred.columns)
+        truth = [r for r in rows if r != "ebv_sfd"]
+        out[f"fig4_sigma_{l}.png"] = {
+            "label": l,
+            "kane_figure": KANE_SIGMA_FIGURES.get(
+                l, "none (not a Kane label; drawn with B1's rows)"
+            ),
+            "sigma": sigma_column(pred, l, sigma),
+            "against": rows,
+            "rows_top_down": truth + ["residual"] + [r for r in rows if r == "ebv_sfd"],
+            "missing_rows": missing,
+        }
+    return out
+
 # %% ../nbs/11_metrics.ipynb #ae36a179
 def wilson_interval(
     k,
@@ -200,6 +384,22 @@ def wilson_interval(
         c = (p + z**2 / (2 * n)) / den
         h = z * np.sqrt(p * (1 - p) / n + z**2 / (4 * n**2)) / den
         return p, np.clip(c - h, 0, 1), np.clip(c + h, 0, 1)
+
+# %% ../nbs/11_metrics.ipynb #732186c2
+def incidence(
+    selected,  # boolean per star: picked by the selection (e.g. the 2P criterion)
+    in_group,  # boolean per star: a member of the group (e.g. a VB21 GC member)
+    z: float = 1.0,  # Wilson interval width (1 = 68%)
+) -> dict:
+    "Selected fraction inside vs outside a group (e.g. GC members vs field) with Wilson binomial errors."
+    s, g = np.asarray(selected, bool), np.asarray(in_group, bool)
+
+    def frac(m):
+        n, k = int(m.sum()), int((s & m).sum())
+        p, lo, hi = wilson_interval(k, n, z)
+        return {"n": n, "k": k, "fraction": float(p), "lo": float(lo), "hi": float(hi)}
+
+    return {"members": frac(g), "field": frac(~g)}
 
 # %% ../nbs/11_metrics.ipynb #c3fc8d28
 def _lims(*arrs, q=(0.2, 99.8)):
@@ -264,28 +464,32 @@ def plot_sigma_vs_labels(
     against,  # truth columns for the x axes
     split: str = "test",
     bins: int = 60,
+    sigma: str = "auto",  # sigma_column: "alea" (Kane §2.2), "total", "auto" (alea if present)
 ):
-    "Kane Fig. 4 / B1–B3: σ of one label against true labels, and against its own residual (last panel)."
+    "Kane Fig. 4 / B1–B4: σ of one label against true labels, its own residual, then E(B−V) where `against` has ebv_sfd (last)."
     import matplotlib.pyplot as plt
     from matplotlib.colors import LogNorm
 
     d = pred[pred["split"] == split] if split else pred
-    s = d[f"sigma_{label}"].to_numpy(float)
+    col = sigma_column(d, label, sigma)
+    s = d[col].to_numpy(float)
     res = (d[f"mu_{label}"] - d[label]).to_numpy(float)
-    cols = [(d[c].to_numpy(float), "APOGEE " + LABEL_TEX.get(c, c)) for c in against] + [
-        (res, "residual " + LABEL_TEX.get(label, label))
-    ]
+    name = lambda c: "E(B-V) SFD" if c == "ebv_sfd" else "APOGEE " + LABEL_TEX.get(c, c)
+    truth = [(d[c].to_numpy(float), name(c)) for c in against if c != "ebv_sfd"]
+    ebv = [(d["ebv_sfd"].to_numpy(float), name("ebv_sfd"))] if "ebv_sfd" in against else []
+    cols = truth + [(res, "residual " + LABEL_TEX.get(label, label))] + ebv
+    which = "alea" if col != f"sigma_{label}" else "total"
     with figure_style():
         fig, axs = plt.subplots(
             len(cols), 1, figsize=(3.6, 1.7 * len(cols)), constrained_layout=True
         )
         slim = _lims(s, q=(0.5, 99.5))
-        for ax, (x, name) in zip(np.atleast_1d(axs), cols):
+        for ax, (x, xname) in zip(np.atleast_1d(axs), cols):
             ok = np.isfinite(x) & np.isfinite(s)
             h = ax.hist2d(
                 x[ok], s[ok], bins=bins, range=[_lims(x[ok]), slim], norm=LogNorm(), cmap="viridis"
             )
-            ax.set(xlabel=name, ylabel=r"$\sigma$ " + LABEL_TEX.get(label, label))
+            ax.set(xlabel=xname, ylabel=rf"$\sigma_{{\rm {which}}}$ " + LABEL_TEX.get(label, label))
         fig.colorbar(h[3], ax=axs, label="stars per pixel", shrink=0.6)
     return fig
 
@@ -307,4 +511,51 @@ def plot_z_histograms(pred: pd.DataFrame, labels, split: str = "test"):
             ax.plot(g, np.exp(-(g**2) / 2) / np.sqrt(2 * np.pi), "k--", lw=0.8)
             ax.set(xlabel=f"z {LABEL_TEX.get(l, l)}", title=f"std {np.std(z):.2f}")
         np.atleast_1d(axs)[0].set_ylabel("density")
+    return fig
+
+# %% ../nbs/11_metrics.ipynb #e81a1655
+def plot_feh_bins(
+    tables: dict,  # model name -> binned_metrics(..., by="fe_h") table
+    labels=None,  # labels to draw, one column each (default: every label of the first table)
+):
+    "Bias (top) and RMSE (bottom) against APOGEE [Fe/H] per model, the bins' star counts written under the points."
+    import matplotlib.pyplot as plt
+    from spectra_ml.core import FEH_BIN_EDGES
+
+    first = next(iter(tables.values()))
+    labels = list(dict.fromkeys(first.label)) if labels is None else list(labels)
+    std = lambda t: t[t.lo.isin(FEH_BIN_EDGES[:-1]) & (t.hi - t.lo == 0.5)]
+    with figure_style():
+        fig, axs = plt.subplots(
+            2,
+            len(labels),
+            figsize=(3.0 * len(labels), 4.6),
+            sharex=True,
+            layout="constrained",
+            squeeze=False,
+        )
+        for j, l in enumerate(labels):
+            for k, (name, t) in enumerate(tables.items()):
+                d = std(t[t.label == l])
+                x = (d.lo + d.hi).to_numpy() / 2
+                axs[0, j].plot(x, d.bias, "o-", ms=3, label=name)
+                axs[1, j].plot(x, d.rmse, "o-", ms=3, label=name)
+                if k == 0:
+                    for xi, n in zip(x[d.n > 0], d.n[d.n > 0]):
+                        axs[1, j].annotate(
+                            f"{n}",
+                            (xi, 0),
+                            xycoords=("data", "axes fraction"),
+                            xytext=(0, 2),
+                            textcoords="offset points",
+                            ha="center",
+                            fontsize=6,
+                        )
+            axs[0, j].axhline(0, color="k", lw=0.6)
+            axs[0, j].set(title=LABEL_TEX.get(l, l), ylabel="bias" if j == 0 else None)
+            axs[1, j].set(
+                xlabel="APOGEE " + LABEL_TEX["fe_h"], ylabel="RMSE (N per bin)" if j == 0 else None
+            )
+            axs[1, j].set_ylim(bottom=0)
+        axs[0, 0].legend(fontsize=6)
     return fig

@@ -899,7 +899,14 @@ def register(
 # defaults); 100 MC-dropout passes at prediction.
 register(
     ModelSpec(
-        "kane_mlp", HeteroscedasticMLP, seed="Kane §2.2", scaler="percentile", passes=MC_PASSES
+        "kane_mlp",
+        HeteroscedasticMLP,
+        seed="Kane §2.2",
+        scaler="percentile",
+        # §2.2: Adam at a constant lr of 1e-3 ("all other Adam hyperparameters ... PyTorch
+        # defaults"): no lr schedule. Halving on a plateau is our option (-p lr_patience=10).
+        defaults={"lr_patience": 0},
+        passes=MC_PASSES,
     )
 )
 
@@ -916,6 +923,7 @@ register(
         defaults={
             "lr": 5e-4,  # §3: Adam, lr 5e-4
             "weight_decay": 1e-5,  # §3: weight decay 1e-5
+            "lr_patience": 0,  # §3: a fixed schedule at one lr, no plateau halving
             # §3: the first 2,500 of 20,000 iterations without σ_input ("to seed the gradient"),
             # i.e. the first 1/8 of training: here the first `warmup_epochs` epochs
             "options": {"warmup_epochs": 10},
@@ -963,6 +971,9 @@ register(
         # photometry branch: G, BP, RP and parallax in the paper (the demo has no parallax)
         aux=("g", "bp", "rp"),
         defaults={
+            "patience": 20,  # §3: early stopping with a patience of 20
+            # §3: Keras ReduceLROnPlateau (its default patience 10, factor 0.1; ours halves)
+            "lr_patience": 10,
             "dropout": 0.0,
             "hidden": [128, 32],  # head 128 -> 32 -> labels, LeakyReLU
             "options": {

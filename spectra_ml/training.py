@@ -13,6 +13,8 @@ import torch
 from tqdm.auto import tqdm
 from spectra_ml.core import (
     DEFAULT_SEED,
+    DataError,
+    ParameterError,
     set_seed,
 )
 from .checkpoint import Checkpoint, LabelScaler, TrainConfig, save_checkpoint
@@ -20,9 +22,10 @@ from .models import build_model, default_passes, model_spec
 from .xp import PercentileScaler, SCALERS, check_features
 
 # %% auto #0
-__all__ = ['STAGE_FIELDS', 'TRAIN_FIELDS', 'fit', 'fit_ensemble', 'Trained', 'label_variances', 'train_model',
-           'repeated_two_fold', 'config_overrides', 'fit_boosting_baseline', 'fit_baseline', 'predict_baseline',
-           'plot_history']
+__all__ = ['TRAIN_OPTIONS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS', 'TREE_FIELDS', 'BASELINE_FORMAT',
+           'fit', 'fit_ensemble', 'Trained', 'label_variances', 'named_config', 'density_flatten', 'training_rows',
+           'train_model', 'repeated_two_fold', 'config_overrides', 'fit_boosting_baseline', 'fit_baseline',
+           'predict_baseline', 'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
 
 # %% ../nbs/08_training.ipynb #13e3c427
 def _rows(T, b):
@@ -72,14 +75,19 @@ def _optimiser(model, config: "TrainConfig") -> tuple:
     return opt, sched
 
 
-def _train_epoch(model, opt, train, perm, batch_size: int, epoch: int) -> float:
-    "One pass over the training rows in the order `perm`; the mean training loss."
+def _train_epoch(
+    model, opt, train, perm, batch_size: int, epoch: int, augment: float = 0.0, noise=None
+) -> float:
+    "One pass over the training rows in the order `perm`; the mean training loss. `augment` > 0 adds `augment` × N(0, each input's own σ) to every batch (generator `noise`)."
     Xt, Yt, VYt, VXt = train
     model.train()
     tr = 0.0
     for i in range(0, len(Xt), batch_size):
         b = perm[i : i + batch_size]
-        loss = model.loss(Xt[b], Yt[b], _rows(VYt, b), _rows(VXt, b), epoch)
+        xb = Xt[b]
+        if augment:
+            xb = xb + augment * torch.sqrt(VXt[b]) * torch.randn(xb.shape, generator=noise)
+        loss = model.loss(xb, Yt[b], _rows(VYt, b), _rows(VXt, b), epoch)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -97,11 +105,17 @@ def fit(
     var_y=None,
     var_x=None,  # (train, validation) pairs of label / input variances in scaled units, or None
     model=None,  # a built model to train (default: build_model(config.model_config()))
+    augment: float = 0.0,  # noise augmentation: × each input's own σ (needs var_x); 0: off (Kane)
 ):
     "Train with Adam on the model's own loss; keep the weights of the best validation epoch."
     set_seed(config.seed)
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train, val = _fit_tensors(X_train, Y_train, X_val, Y_val, var_y, var_x)
+    if augment and train[3] is None:
+        raise ParameterError(
+            "augment > 0 needs the inputs' variances (eflux_### columns in the sample)"
+        )
+    noise = torch.Generator().manual_seed(config.seed + 1) if augment else None
     model = build_model(config.model_config()) if model is None else model
     opt, sched = _optimiser(model, config)
     warmup = int(
@@ -121,7 +135,7 @@ def fit(
         if warmup and epoch == warmup:
             best, bad = np.inf, 0  # a new loss: restart the early-stopping record
         perm = torch.randperm(len(train[0]), generator=gen)
-        tr = _train_epoch(model, opt, train, perm, config.batch_size, epoch)
+        tr = _train_epoch(model, opt, train, perm, config.batch_size, epoch, augment, noise)
         vl = _epoch_loss(model, *val, epoch)
         if sched:
             sched.step(vl)
@@ -222,6 +236,7 @@ class Trained:
             self.config,
             self.feature_scaler,
             self.label_scaler,
+            input_columns=self.info.get("input_columns"),
             extra={
                 "training": self.info,
                 "history": self.history,
@@ -265,6 +280,77 @@ def label_variances(sample, labels, label_scaler: LabelScaler):
     E = sample[[f"{l}_err" for l in labels]].to_numpy(float)
     return np.nan_to_num((E / label_scaler.std) ** 2, nan=0.0).astype(np.float32)
 
+# %% ../nbs/08_training.ipynb #45d47829
+#: Training options that are not TrainConfig fields, with their off values (Kane).
+TRAIN_OPTIONS = {"flatten": None, "flatten_power": 1.0, "augment": 0.0, "extra_aux": ()}
+FLATTEN_CAP = (
+    10.0  # largest repetition of one row by density flattening (our choice; not in a seed)
+)
+#: Named training configurations: TrainConfig overrides and TRAIN_OPTIONS; "kane" is the default.
+TRAIN_CONFIGS = {
+    "kane": {},  # Kane §2.2 as registered (models.REGISTRY), nothing added
+    "metal_poor": {  # issue 15: flattened in [Fe/H], noise-augmented, with colours
+        "flatten": "fe_h",
+        "flatten_power": 0.5,
+        "augment": 1.0,
+        "extra_aux": ("bp_rp", "g_k", "j_h", "h_k"),
+    },
+}
+
+
+def named_config(
+    config: str = "kane",  # a TRAIN_CONFIGS name
+    **overrides,  # TrainConfig fields and TRAIN_OPTIONS given explicitly (None: not given)
+) -> tuple:
+    "`(train_overrides, options)`: the named configuration under the explicit overrides; an unknown name raises ParameterError."
+    if config not in TRAIN_CONFIGS:
+        raise ParameterError(
+            f"unknown training config {config!r}; the named configs are {', '.join(TRAIN_CONFIGS)} "
+            "(training.TRAIN_CONFIGS), e.g. -p config=metal_poor"
+        )
+    merged = {**TRAIN_CONFIGS[config], **{k: v for k, v in overrides.items() if v is not None}}
+    opts = {k: merged.pop(k, d) for k, d in TRAIN_OPTIONS.items()}
+    return merged, opts
+
+# %% ../nbs/08_training.ipynb #98d170ba
+def density_flatten(
+    values,  # the flattened label of the training rows (e.g. APOGEE [Fe/H])
+    edges=None,  # bin edges (default core.FEH_BIN_EDGES); rows outside join the end bins
+    power: float = 1.0,  # 1: every bin weighs as the fullest one; 0: no change
+    cap: float = FLATTEN_CAP,  # largest repetition of one row
+    seed: int = DEFAULT_SEED,  # the stochastic rounding
+) -> np.ndarray:
+    "Row indices repeating each row (n_max / n_bin)^power times (stochastic rounding, capped); every row at least once."
+    from spectra_ml.core import FEH_BIN_EDGES
+
+    e = np.asarray(FEH_BIN_EDGES if edges is None else edges, float)
+    v = np.asarray(values, float)
+    b = np.clip(np.digitize(v, e) - 1, 0, len(e) - 2)
+    n = np.bincount(b, minlength=len(e) - 1)
+    f = np.minimum((n.max() / n[b]) ** power, cap)
+    whole = np.floor(f)
+    reps = whole.astype(int) + (np.random.default_rng(seed).random(len(v)) < f - whole)
+    return np.repeat(np.arange(len(v)), reps)
+
+# %% ../nbs/08_training.ipynb #5ff6631b
+def training_rows(
+    sample,  # the sample table
+    is_tr,  # (N,) bool: usable training rows
+    cfg: TrainConfig,  # its flat_resample and seed
+    topt: dict,  # TRAIN_OPTIONS values (flatten, flatten_power)
+) -> np.ndarray:
+    "Indices of the rows each epoch trains on: the training rows, AspGap-resampled and/or density-flattened."
+    from spectra_ml.models import flat_resample
+
+    rows = np.flatnonzero(is_tr)
+    if cfg.flat_resample:
+        fe, al = sample["fe_h"].to_numpy()[rows], sample["alpha_m"].to_numpy()[rows]
+        rows = rows[flat_resample(fe, al, seed=cfg.seed)]
+    if topt["flatten"]:
+        fl = sample[topt["flatten"]].to_numpy(float)[rows]
+        rows = rows[density_flatten(fl, power=topt["flatten_power"], seed=cfg.seed)]
+    return rows
+
 # %% ../nbs/08_training.ipynb #6241cedb
 def train_model(
     sample,  # sample table with features, labels, `<label>_err` and `split`
@@ -273,14 +359,16 @@ def train_model(
     progress: bool = True,
     train_split: str = "train",
     val_split: str = "validation",  # split names used for fitting / early stopping
-    **overrides,  # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...], ...); None = the seed's default
+    config: str = "kane",  # a TRAIN_CONFIGS name ("kane": Kane §2.2 unchanged)
+    **overrides,  # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...]) and TRAIN_OPTIONS; None = default
 ) -> Trained:
     "Train any registered model on a sample table's training split, early-stopping on its validation split."
-    from spectra_ml.models import flat_resample
-    from spectra_ml.samples import model_inputs
+    from spectra_ml.samples import feature_columns, model_inputs
 
     spec = model_spec(model)
+    overrides, topt = named_config(config, **overrides)
     cfg = TrainConfig.for_model(model, labels, 0, **overrides)
+    cfg.aux = list(cfg.aux) + [a for a in topt["extra_aux"] if a not in cfg.aux]
     X, VX = model_inputs(sample, cfg.aux, with_variance=True)
     X, ok = check_features(X)
     Y = sample[list(labels)].to_numpy(float)
@@ -295,17 +383,20 @@ def train_model(
     Xs, Ys = fs.transform(X), ls.transform(Y)
     VY = label_variances(sample, labels, ls)
     VXs = None if VX is None else (VX / fs.span.astype(np.float64) ** 2).astype(np.float32)
-    rows = np.flatnonzero(is_tr)
-    if cfg.flat_resample:
-        rows = rows[
-            flat_resample(
-                sample["fe_h"].to_numpy()[rows], sample["alpha_m"].to_numpy()[rows], seed=cfg.seed
-            )
-        ]
+    rows = training_rows(sample, is_tr, cfg, topt)
     pair = lambda A: None if A is None else (A[rows], A[is_va])
     fitter = fit_ensemble if spec.ensemble else fit
+    kw = {"augment": topt["augment"]} if topt["augment"] else {}
     net, hist, info = fitter(
-        Xs[rows], Ys[rows], Xs[is_va], Ys[is_va], cfg, progress, var_y=pair(VY), var_x=pair(VXs)
+        Xs[rows],
+        Ys[rows],
+        Xs[is_va],
+        Ys[is_va],
+        cfg,
+        progress,
+        var_y=pair(VY),
+        var_x=pair(VXs),
+        **kw,
     )
     info.update(
         {
@@ -320,6 +411,10 @@ def train_model(
             "n_flagged_nonfinite": int((~ok).sum()),
             "label_variances": VY is not None,
             "input_variances": VXs is not None,
+            "train_config_name": config,
+            # the exact input columns, in order (checkpoint.select_inputs matches them by name)
+            "input_columns": feature_columns(sample) + list(cfg.aux),
+            "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in topt.items()},
         }
     )
     return Trained(net, cfg, fs, ls, ood, hist, info)
@@ -404,9 +499,10 @@ TRAIN_FIELDS = (
 def config_overrides(
     params: dict,  # a stage's parameters (received_parameters)
 ) -> dict:
-    "The train_model overrides in a stage's parameters: TrainConfig fields by name, `epochs` as max_epochs."
+    "The train_model arguments in a stage's parameters: TrainConfig fields and TRAIN_OPTIONS by name, `config`, `epochs` as max_epochs."
     out = {STAGE_FIELDS.get(k, k): v for k, v in params.items()}
-    return {k: out[k] for k in TRAIN_FIELDS if k in out}
+    keep = (*TRAIN_FIELDS, "config", *TRAIN_OPTIONS)
+    return {k: out[k] for k in keep if k in out}
 
 # %% ../nbs/08_training.ipynb #dd607399
 def fit_boosting_baseline(
@@ -474,6 +570,142 @@ def predict_baseline(
     for l in labels:
         out[f"gbr_{l}"] = np.nan
         out.loc[ok, f"gbr_{l}"] = models[l].predict(X[ok])
+    return out
+
+# %% ../nbs/08_training.ipynb #254e4694
+#: The node fields of scikit-learn's tree predictors that evaluation needs (a numeric split or a leaf).
+TREE_FIELDS = (
+    "value",
+    "feature_idx",
+    "num_threshold",
+    "missing_go_to_left",
+    "left",
+    "right",
+    "is_leaf",
+)
+BASELINE_FORMAT = "spectra_ml-baseline-trees-1"
+
+
+class TreeEnsemble:
+    "A boosted regression-tree ensemble as plain arrays, evaluated in numpy (no pickle, no scikit-learn)."
+
+    def __init__(
+        self,
+        nodes: dict,  # TREE_FIELDS -> (total nodes,) arrays of every tree, concatenated
+        offsets,  # (n_trees + 1,) start of each tree in the node arrays
+        baseline: float,  # the constant the boosting starts from (`_baseline_prediction`)
+        n_features: int,  # input width the trees were fitted on
+    ):
+        self.nodes, self.offsets = nodes, np.asarray(offsets, np.int64)
+        self.baseline, self.n_features_in_ = float(baseline), int(n_features)
+        self.n_iter_ = len(self.offsets) - 1
+
+    @classmethod
+    def from_sklearn(cls, model) -> "TreeEnsemble":
+        "The arrays of a fitted HistGradientBoostingRegressor (squared error, numeric splits only)."
+        trees = [p[0].nodes for p in model._predictors]
+        if any(t["is_categorical"].any() for t in trees):
+            raise ParameterError(
+                "save_baseline stores numeric splits only; this model has categorical ones"
+            )
+        offsets = np.cumsum([0] + [len(t) for t in trees])
+        nodes = {f: np.concatenate([t[f] for t in trees]) for f in TREE_FIELDS}
+        base = np.asarray(model._baseline_prediction, float).ravel()[0]
+        return cls(nodes, offsets, base, model.n_features_in_)
+
+    def predict(
+        self,
+        X,  # (N, n_features) inputs
+    ) -> np.ndarray:
+        "Sum of the leaf values over the trees plus the baseline, in float64 (NaN follows each split's missing side)."
+        X = np.asarray(X, np.float64)
+        if X.ndim != 2 or X.shape[1] != self.n_features_in_:
+            raise DataError(
+                f"baseline trees take {self.n_features_in_} inputs; got shape {X.shape}"
+            )
+        nd, rows, out = self.nodes, np.arange(len(X)), np.full(len(X), self.baseline)
+        for t in range(self.n_iter_):
+            o = self.offsets[t]
+            node = np.zeros(len(X), np.int64)
+            while True:
+                g = o + node
+                inner = nd["is_leaf"][g] == 0
+                if not inner.any():
+                    break
+                x = X[rows[inner], nd["feature_idx"][g[inner]]]
+                thr, miss = nd["num_threshold"][g[inner]], nd["missing_go_to_left"][g[inner]] == 1
+                left = np.where(np.isnan(x), miss, x <= thr)
+                node[inner] = np.where(left, nd["left"][g[inner]], nd["right"][g[inner]])
+            out += nd["value"][o + node]
+        return out
+
+# %% ../nbs/08_training.ipynb #ec667f82
+def _baseline_files(path) -> tuple:
+    "The (npz, json) pair of a baseline stem (`model/baseline`, or either file's path)."
+    p = Path(path)
+    stem = p.with_suffix("") if p.suffix in (".npz", ".json") else p
+    return stem.with_name(stem.name + ".npz"), stem.with_name(stem.name + ".json")
+
+
+def save_baseline(
+    models: dict,  # {label: fitted HistGradientBoostingRegressor} from fit_baseline
+    path,  # stem, e.g. run.model / "baseline": writes baseline.npz and baseline.json
+) -> Path:
+    "Store the boosting baseline as the trees' arrays (npz) and a JSON index: nothing that can run code on load."
+    from spectra_ml.core import file_sha256, write_json
+
+    npz, js = _baseline_files(path)
+    npz.parent.mkdir(parents=True, exist_ok=True)
+    arrays, index = {}, {"format": BASELINE_FORMAT, "labels": list(models), "models": {}}
+    for j, (lab, m) in enumerate(models.items()):
+        te = m if isinstance(m, TreeEnsemble) else TreeEnsemble.from_sklearn(m)
+        arrays[f"m{j}_offsets"] = te.offsets
+        arrays.update({f"m{j}_{f}": te.nodes[f] for f in TREE_FIELDS})
+        index["models"][lab] = {
+            "key": f"m{j}",
+            "baseline": te.baseline,
+            "n_features": te.n_features_in_,
+        }
+    with open(npz, "wb") as f:
+        np.savez(f, **arrays)
+    index["npz_sha256"] = file_sha256(npz)
+    write_json(js, index)
+    return js
+
+# %% ../nbs/08_training.ipynb #8645b324
+def load_baseline(
+    path,  # the stem (model/baseline) or its .npz/.json; a pickle (.joblib, .pkl) is refused
+) -> dict:
+    "The stored baseline as `{label: TreeEnsemble}` (predict, n_iter_), read without unpickling anything."
+    import json
+    from spectra_ml.core import CheckpointError, MissingInputError, file_sha256
+
+    p = Path(path)
+    if p.suffix in (".joblib", ".pkl", ".pickle") or (
+        p.is_file() and p.read_bytes()[:1] == b"\x80"
+    ):
+        raise CheckpointError(
+            f"{p}: refusing to unpickle a baseline (a pickle can run code); rerun 08_training, "
+            "which stores it as baseline.npz + baseline.json (training.save_baseline)"
+        )
+    npz, js = _baseline_files(p)
+    for f in (npz, js):
+        if not f.exists():
+            raise MissingInputError(f"{f} is missing: rerun 08_training with baseline=True")
+    index = json.loads(js.read_text())
+    if index.get("format") != BASELINE_FORMAT:
+        raise CheckpointError(f"{js}: format {index.get('format')!r}, expected {BASELINE_FORMAT!r}")
+    if file_sha256(npz) != index.get("npz_sha256"):
+        raise CheckpointError(
+            f"{npz}: SHA-256 {file_sha256(npz)} differs from {index.get('npz_sha256')} in {js.name}; "
+            "the trees were changed after saving: rerun 08_training"
+        )
+    with np.load(npz, allow_pickle=False) as z:
+        out = {}
+        for lab, m in index["models"].items():
+            k = m["key"]
+            nodes = {f: z[f"{k}_{f}"] for f in TREE_FIELDS}
+            out[lab] = TreeEnsemble(nodes, z[f"{k}_offsets"], m["baseline"], m["n_features"])
     return out
 
 # %% ../nbs/08_training.ipynb #9e12067c

@@ -78,3 +78,98 @@ def test_compare_models_on_real_rows(sample, tmp_path):
 def test_unknown_model_fails_before_any_training(sample):
     with pytest.raises(ParameterError, match="registered models are kane_mlp"):
         compare_models(sample, LABELS, ["kane_mlp", "resnet"], epochs=1)
+
+
+# --- the baseline store that cannot run code (issue 16 item 9) ----------------------------------
+
+
+def test_baseline_store_round_trip_equals_the_fitted_model(sample, tmp_path):
+    import json
+
+    from spectra_ml.training import load_baseline, save_baseline
+
+    s = sample.copy()
+    s.loc[s.index[5], "flux_010"] = np.nan  # a bad row stays NaN after the round trip
+    labs = ["teff", "fe_h"]
+    gbr, _ = fit_baseline(s, labs, max_iter=40, progress=False)
+    js = save_baseline(gbr, tmp_path / "model" / "baseline")
+    assert sorted(p.name for p in (tmp_path / "model").iterdir()) == [
+        "baseline.json",
+        "baseline.npz",
+    ]
+    with np.load(tmp_path / "model" / "baseline.npz", allow_pickle=False) as z:
+        assert all(z[k].dtype != object for k in z.files)  # plain arrays only
+    back = load_baseline(tmp_path / "model" / "baseline")
+    assert list(back) == labs and json.loads(js.read_text())["labels"] == labs
+    for l in labs:
+        assert back[l].n_iter_ == gbr[l].n_iter_
+    a, b = predict_baseline(gbr, s, labs), predict_baseline(back, s, labs)
+    pd.testing.assert_frame_equal(a, b, rtol=0, atol=0)  # float64 sums in scikit-learn's order
+    X = np.random.default_rng(1).normal(0, 3, (200, 343))  # far outside the training inputs
+    X[::7, 3] = np.nan  # NaN follows each split's missing-value side
+    assert np.array_equal(back["teff"].predict(X), gbr["teff"].predict(X))
+
+
+def test_baseline_loader_refuses_pickles_and_changed_trees(sample, tmp_path):
+    import joblib
+
+    from spectra_ml.core import CheckpointError, MissingInputError
+    from spectra_ml.training import load_baseline, save_baseline
+
+    gbr, _ = fit_baseline(sample, ["teff"], max_iter=20, progress=False)
+    joblib.dump(gbr, tmp_path / "baseline.joblib")
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        load_baseline(tmp_path / "baseline.joblib")
+    joblib.dump(gbr, tmp_path / "renamed.npz")  # a pickle under another name
+    with pytest.raises(CheckpointError, match="refusing to unpickle"):
+        load_baseline(tmp_path / "renamed.npz")
+    with pytest.raises(MissingInputError, match="rerun 08_training"):
+        load_baseline(tmp_path / "nothing")
+    save_baseline(gbr, tmp_path / "b")
+    with np.load(tmp_path / "b.npz") as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["m0_value"] = arrays["m0_value"] + 1.0  # doctored leaves
+    np.savez(tmp_path / "b.npz", **arrays)
+    with pytest.raises(CheckpointError, match="SHA-256"):
+        load_baseline(tmp_path / "b")
+
+
+def test_named_config_runs_in_the_comparison_with_per_bin_numbers(sample):
+    res = compare_models(
+        sample,
+        LABELS,
+        ["kane_mlp"],
+        epochs=1,
+        patience=1,
+        baseline=True,
+        baseline_max_iter=20,
+        tsne=False,
+        config_runs={"kane_mlp": ["metal_poor"]},
+    )
+    t = res["table"]
+    assert list(t.model.unique()) == ["kane_mlp", "kane_mlp@metal_poor", "boosting_baseline"]
+    mp = res["trained"]["kane_mlp@metal_poor"]
+    assert (
+        mp.config.aux == ["bp_rp", "g_k", "j_h", "h_k"]
+        and mp.info["train_config_name"] == "metal_poor"
+    )
+    assert mp.info["n_train_rows_used"] > mp.info["n_train"]  # flattened: metal-poor rows repeated
+    assert (
+        res["trained"]["kane_mlp"].info["n_train_rows_used"]
+        == res["trained"]["kane_mlp"].info["n_train"]
+    )
+    for m in ("kane_mlp", "kane_mlp@metal_poor", "boosting_baseline"):
+        p = res["preds"].get(m, res["preds"]["kane_mlp"])  # the baseline scores the same rows
+        te = p[p.split == "test"]
+        inside = ((te.teff >= 3000) & (te.teff <= 5250) & te.mu_teff.notna()).sum()
+        b = res["bins"][m]["teff"]
+        assert b[b.label == "teff"].n.sum() == inside > 0  # every scored star in one Teff bin
+        pb = res["summary"]["per_bin"][m]
+        assert pb["feh_offset_below_-1"]["paper"] == 0.07 and len(pb["fe_h"]) == 8 * len(LABELS)
+    assert res["bins"]["boosting_baseline"]["fe_h"].z_std.isna().all()  # no σ: none invented
+    assert "feh_goal_issue15" in res["summary"]["per_bin"]["kane_mlp"]
+
+
+def test_unknown_config_fails_before_any_training(sample):
+    with pytest.raises(ParameterError, match="named configs are kane, metal_poor"):
+        compare_models(sample, LABELS, ["kane_mlp"], epochs=1, config_runs={"kane_mlp": ["fast"]})
