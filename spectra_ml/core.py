@@ -23,7 +23,12 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'BK23_ENERGY_SHIFT', 'AL_INSITU_MIN', 'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS',
            'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'DEFAULT_SEED',
            'GALAH_SNR_MIN', 'GALAH_FIG7', 'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES', 'FLAT_ALPHA_EDGES', 'FLAT_PER_BIN',
-           'RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS', 'PROFILES',
+           'RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS', 'KANE_HALO_COUNTS',
+           'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'KANE_K_FIT', 'KANE_CONFUSION', 'KANE_N_TRUE_2P_TRAIN_VAL',
+           'KANE_N_HALO_CANDIDATES', 'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE',
+           'GALAH_RELAXED_NO_MIN', 'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT',
+           'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS', 'FEH_BIN_EDGES', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL',
+           'TEFF_BIN_EDGES', 'KANE_FEH_OFFSET', 'GAIA_SOURCE_ID_MAX', 'PARTITION_ROWS', 'ROW_GROUP_ROWS', 'PROFILES',
            'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'FIGURE_RC',
            'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError',
            'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed',
@@ -253,6 +258,101 @@ RVS_CONTINUUM_A = ((8475.0, 8495.0), (8561.0, 8582.0), (8627.0, 8648.0))
 TSNE_PERPLEXITIES = (30, 50, 75, 100)
 #: Guiglion §5 `flag_boundary`: one digit per quantity, 0 = inside the training range / training-like.
 FLAG_BOUNDARY_FIELDS = ("teff", "logg", "m_h", "alpha_m", "fe_h", "g", "parallax", "tsne")
+
+# %% ../nbs/00_core.ipynb #1b7c7e49
+# constants: C
+#: Kane §4: halo 2P candidates (v_phi < 160 km/s, not VB21 members) in the high-reliability set
+#: (E(B-V) < 0.2) and in the full application sample (E(B-V) < 1), and the APOGEE comparison sample
+#: ([N/O] - err > 0.55, [Al/Fe] > -0.1, v_phi < 160, not GC members).
+KANE_HALO_COUNTS = {"high_reliability": 878, "full": 1432, "apogee_2p": 133}
+#: Kane §4.1: the candidate-to-accreted ratio grows by a factor ~10 from r ~ 10 kpc to r ~ 1.25 kpc
+#: (BK23 found ~40); Fig. 11's radial range.
+KANE_FIG11_ACCRETED_GROWTH = {
+    "factor": 10.0,
+    "r_inner_kpc": 1.25,
+    "r_outer_kpc": 10.0,
+    "bk23": 40.0,
+}
+#: Kane Fig. 12 caption: spin-up (Belokurov & Kravtsov 2022) shaded at -1.0 < [Fe/H] < -0.9.
+SPIN_UP_FEH = (-1.0, -0.9)
+
+# %% ../nbs/00_core.ipynb #445ac983
+# constants: A
+#: Kane Fig. 4 caption / §3.2: the least-squares line APOGEE [N/O] error = 0.19 σ[N/O] + 0.013 on the
+#: withheld APOGEE stars, one high outlier in σ[N/O] left out. Its slope is the k of the §3.2 cut
+#: (μ[N/O] − 0.19 σ > 0.65); the intercept is reported, not used by the cut.
+KANE_K_FIT = {"k": 0.19, "intercept": 0.013}
+#: Kane §3.2 / Fig. 5 on the withheld 20% (39,816 stars, §3.1): 103 selected, 7 of 39,468 non-2P stars
+#: selected (the "6.8% false positive rate" is 7/103), 72% of the true 2P stars missed, "over 99%
+#: accuracy" (a lower bound: 0.99).
+KANE_CONFUSION = {
+    "n_test": 39816,
+    "n_selected": 103,
+    "fp": 7,
+    "n_not_2p": 39468,
+    "fp_over_selected": 0.068,
+    "false_negative_rate": 0.72,
+    "accuracy_min": 0.99,
+}
+#: Kane §2.1: 1,755 true 2P stars (APOGEE truth) in the combined training and validation data.
+KANE_N_TRUE_2P_TRAIN_VAL = 1755
+#: Kane §4: 2P candidates in the halo (v_φ < 160 km/s) not in a VB21 GC: 878 with E(B−V) < 0.2
+#: (high-reliability), 1,432 with E(B−V) < 1 (the whole application sample, §2.3: 6,878,665 stars).
+KANE_N_HALO_CANDIDATES = {"high_reliability": 878, "full": 1432}
+KANE_N_APPLICATION = 6878665
+
+# %% ../nbs/00_core.ipynb #9910783b
+# constants: B
+#: Kane §4: the application sample, Andrae et al. (2023) RGB stars with ebv < 1 after every cut.
+KANE_N_APPLICATION = 6_878_665
+#: Kane §3.3: the GALAH DR3 sample after every cut (giants, flags, S/N, §2.1 Gaia cuts, ebv < 0.2, XP,
+#: training and validation stars removed).
+KANE_N_GALAH = 30_604
+#: Kane §3.3: GALAH giants need ebv < 0.2, "for consistency with our high-reliability sample" (§4).
+GALAH_EBV_MAX = 0.2
+#: Kane §3.3: the network's 2P fraction among GALAH VB21 GC members and among non-members.
+KANE_GALAH_INCIDENCE = (0.128, 0.00046)
+#: Kane §3.3: the relaxed GALAH selection, mu[N/O] > 0.55 and mu[Al/Fe] > -0.1 (no sigma terms).
+GALAH_RELAXED_NO_MIN, GALAH_RELAXED_AL_MIN = 0.55, -0.1
+#: Kane Fig. 6 caption: background of GALAH stars with [Fe/H] < -0.5, contours at 30, 50 and 90%.
+FIG6_FEH_MAX = -0.5
+FIG6_CONTOUR_LEVELS = (0.3, 0.5, 0.9)
+#: Kane Fig. 7 caption: the red line at mu[Al/Fe] = -0.04 between low- and high-Na stars (the text of
+#: §3.3 says "a cut at mu[Al/Fe] = 0"; we draw the caption's value).
+FIG7_AL_NA_CUT = -0.04
+#: Kane Fig. 8: GALAH [Fe/H] split at -0.5, the best-fit line on the metal-poor side.
+FIG8_FEH_SPLIT = -0.5
+#: Kane Fig. 2 caption: the named [N/O]-normal, high-[N/O] and high-[C/Fe] stars (Gaia DR3 source_id).
+KANE_FIG2_STARS = (1454785210768079744, 2259240659843862016, 2982933097213087616)
+
+# %% ../nbs/00_core.ipynb #2dfe7457
+# constants: F
+# Issue 15 "Why" table: APOGEE [Fe/H] bins of the per-bin metrics (0.5 dex from -3 to +0.5)
+FEH_BIN_EDGES = (-3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5)
+# Issue 15 table's first row: one wider bin for the few stars below -2 (-3 ... -2)
+FEH_EXTRA_BINS = ((-3.0, -2.0),)
+# Issue 15 goal: the metal-poor bins whose |bias|, RMSE and calibrated z-std are checked
+FEH_GOAL_BINS = ((-2.5, -2.0), (-2.0, -1.5), (-1.5, -1.0))
+# Issue 15 goal: |bias| <= 0.05 dex, [Fe/H] RMSE <= 0.20, calibrated z-std within 0.9-1.1
+FEH_GOAL = {"abs_bias_max": 0.05, "rmse_max": 0.20, "z_std_range": (0.9, 1.1)}
+# Per-Teff bins (K) over the giants' range (GIANT_TEFF_MAX 5200 K, Kane §2.1); 250 K wide inside
+TEFF_BIN_EDGES = (3000.0, 4000.0, 4250.0, 4500.0, 4750.0, 5000.0, 5250.0)
+# Kane §3.1: "an average residual of +0.07 dex for stars with [Fe/H] <~ -1" (test data, Fig. 3)
+KANE_FEH_OFFSET = {"feh_max": -1.0, "mean_residual": 0.07}
+
+# %% ../nbs/00_core.ipynb #97e9b386
+# constants: E1
+#: Largest Gaia DR3 source_id (exclusive): source_id = HEALPix level-12 nested index × 2^35 + a running
+#: number, and level 12 has 12 × 4^12 pixels (Gaia DR3 data model, gaia_source.source_id; no seed gives
+#: it). Issue #16 item 8: the XP readers flag a source_id outside 1 .. GAIA_SOURCE_ID_MAX - 1.
+GAIA_SOURCE_ID_MAX = 12 * 4**12 * 2**35
+
+# %% ../nbs/00_core.ipynb #51f00949
+# constants: lead
+#: Streaming: most rows per output partition of a streamed catalogue (a big input file is split at
+#: row-group boundaries), and the row-group size the sample builders write (so files split finely).
+PARTITION_ROWS = 250_000
+ROW_GROUP_ROWS = 100_000
 
 # %% ../nbs/00_core.ipynb #917b51bb
 @dataclass(frozen=True)
@@ -589,18 +689,26 @@ PARAMETER_MIN = {
     "orbit_dt_myr": 1e-6,
     "orbit_t_gyr": 1e-6,
     "lr": 1e-12,
+    "augment": 0.0,
+    "vphi_max": 1e-6,
+    "completeness_correction": 1e-6,
 }
 PARAMETER_RANGE = {
     "member_prob_min": (0.0, 1.0),
     "occam_prob_min": (0.0, 1.0),
     "outlier_frac": (0.0, 1.0),
     "dropout": (0.0, 0.999),
+    "flatten_power": (0.0, 1.0),
+    "ebv_reliable": (0.0, 10.0),
+    "ebv_max": (0.0, 10.0),
 }
 PARAMETER_CHOICES = {
     "split": ("train", "validation", "test"),
     "split_scheme": ("hash", "random"),
     "application_xp_route": ("bulk", "datalink"),
     "profile": ("demo", "full"),
+    "sigma_kind": ("alea", "total"),
+    "k_fit_split": ("train", "validation", "test"),
 }
 
 # %% ../nbs/00_core.ipynb #36f986e5

@@ -257,7 +257,7 @@ def run_pipeline(
 #: Captions of the figures the stages write (the report shows the file stem for any other).
 FIGURE_CAPTIONS = {
     "fig1_cmd": "Kane Fig. 1: the training sample in the colour-magnitude diagram",
-    "fig2_xp_spectra": "Kane Fig. 2: XP spectra and the molecular features they carry",
+    "fig2_xp_spectra": "Kane Fig. 2: XP spectra of the paper's named stars (demo: those the embedded set holds) and their molecular features",
     "fig3_pred_vs_truth": "Kane Fig. 3: predicted against APOGEE labels, test split",
     "calibration_z": "Standardised residuals on the test split, before and after the validation-fitted scale",
     "training_loss": "Training and validation loss per epoch",
@@ -269,10 +269,29 @@ FIGURE_CAPTIONS = {
     "alpha_confusion": "AspGap stand-in tag: confusion matrix of low/high [alpha/M], test split",
     "alpha_plane_train": "AspGap stand-in tag: the [alpha/M]-[Fe/H] plane of the training split",
     "alpha_purity_completeness": "AspGap stand-in tag: purity and completeness against the threshold",
+    "fig3_no_alfe_plane": "Kane Fig. 3 ([N/O], [Al/Fe]): the [N/O]-[Al/Fe] plane, APOGEE and predicted, with the true (0.55, -0.1) and predicted (0.65, 0.0) cuts, test split",
+    "fig4_sigma_no_vs_err": "Kane Fig. 4: sigma[N/O] (Kane 2.2) against the APOGEE [N/O] error, the least-squares line (highest-sigma star left out) and Kane's 0.19 sigma + 0.013",
+    "fig5_confusion": "Kane Fig. 5: confusion matrix of the 2P selection against APOGEE, test split",
+    "purity_completeness": "Purity and completeness of the 2P selection over the [N/O] threshold, test split",
+    "fig1_no_hist": "Kane Fig. 1 (right): APOGEE [N/O] with the GC members overlaid and the 0.55 line (demo: a labelled stand-in)",
+    "fig6_na_o": "Kane Fig. 6: GALAH [Na/Fe] against [O/Fe], a [Fe/H] < -0.5 background with 30/50/90% contours, VB21 GC members and high-[N/O] candidates",
+    "fig6_na_o_relaxed": "Kane §3.3: Fig. 6 with the relaxed selection mu[N/O] > 0.55, mu[Al/Fe] > -0.1",
+    "fig7_al_vs_galah": "Kane Fig. 7: GALAH [Al/Fe], [Fe/H], [alpha/Fe], [Na/Fe], [Mg/Fe], [Ca/Fe] against mu[Al/Fe]",
+    "fig8_na_split": "Kane Fig. 8: GALAH [Na/Fe] against mu[Al/Fe] below and above [Fe/H] = -0.5, with the best-fit line",
+    "fig9_sky": "Kane Fig. 9: halo 2P candidates (red) over the log density of all non-GC halo stars (v_phi < 160 km/s, E(B-V) < 0.2)",
+    "fig10_elz": "Kane Fig. 10 (left): E-L_z of the halo 2P candidates (grey) with 20/50/80% contours of the mu[Al/Fe] in-situ (blue) and accreted (orange) groups at -1.4 < mu[Fe/H] < -1.1, and the shifted BK23 line",
+    "fig10_energy": "Kane Fig. 10 (right): energy distributions of candidates, in-situ and accreted stars in the [Fe/H] window",
+    "fig11_ratios_r": "Kane Fig. 11: candidates per halo, in-situ and accreted star against Galactocentric r, 68% bands (Wilson; separate sets: Wilson on k/(k+m) mapped to k/m)",
+    "fig12_fraction_feh": "Kane Fig. 12 (left): 2P fraction of halo giants against [Fe/H]: candidates x 3.6 and APOGEE truth (train + validation); spin-up shaded",
+    "fig12_feh_distributions": "Kane Fig. 12 (right): normalised mu[Fe/H] of the high-reliability halo giants and of the candidates",
+    "fig10_elz_gc_members": "Demo stand-in for Kane Fig. 10: E-L_z and BK23 classes of the embedded set's VB21 members (VB21 astrometry, cluster mean RV and distance)",
+    "feh_bins_bias_rmse": "Bias (top) and RMSE (bottom) of each label against APOGEE [Fe/H], test split, per model; numbers: stars per bin",
 }
 for lab in ("teff", "logg", "fe_h", "alpha_m", "n_o", "al_fe"):
     FIGURE_CAPTIONS[f"fig4_sigma_{lab}"] = (
-        f"Kane Fig. 4 / B1-B4: predicted sigma of {lab} against the labels"
+        f"Kane Fig. 4 / B1-B4: sigma of {lab} (Kane §2.2's sigma_alea where present, else the total; "
+        "summary validate.sigma_figures says which) against the paper's rows: APOGEE labels, the "
+        "residual, E(B-V) where the profile has it"
     )
 #: One self-contained page; the script marks how many figures the browser decoded (tests read it).
 REPORT_TEMPLATE = """<!DOCTYPE html>
