@@ -180,8 +180,14 @@ def test_cluster_and_candidate_stages_in_the_pipeline(quick_run):
     c = summary["candidates"]
     assert c["selection"] == "aspgap_alpha_standin" and any("full profile" in n for n in c["notes"])
     assert 0.05 < c["alpha_threshold"] < 0.25 and c["n_test_in_range"] > 100
-    for k in ("low", "high"):
-        assert 0 <= c["precision_recall"][k]["precision"] <= 1
+    m, pr = c["confusion_high"], c["precision_recall"]  # one confusion matrix, both classes
+    assert m["tp"] + m["fp"] + m["fn"] + m["tn"] == c["n_test_in_range"]
+    assert np.isclose(pr["high"]["precision"], m["tp"] / (m["tp"] + m["fp"]))
+    assert np.isclose(pr["high"]["recall"], m["tp"] / (m["tp"] + m["fn"]))
+    assert np.isclose(pr["low"]["precision"], m["tn"] / (m["tn"] + m["fn"]))
+    assert np.isclose(pr["low"]["recall"], m["tn"] / (m["tn"] + m["fp"]))
+    for k in ("low", "high"):  # better than picking at random with the class's base rate
+        assert pr[k]["precision"] > pr[k]["n_true"] / c["n_test_in_range"]
     assert (root / "products" / "catalogue_alpha_high.fits").exists()
     passes = pd.read_parquet(root / "products" / "catalogue_alpha_high_passes.parquet")
     assert passes["pass"].nunique() == 100 and set(passes.label) == set(DEMO_LABELS)
