@@ -25,10 +25,10 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'GALAH_SNR_MIN', 'GALAH_FIG7', 'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES', 'FLAT_ALPHA_EDGES', 'FLAT_PER_BIN',
            'RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS', 'KANE_HALO_COUNTS',
            'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'KANE_K_FIT', 'KANE_CONFUSION', 'KANE_N_TRUE_2P_TRAIN_VAL',
-           'KANE_N_HALO_CANDIDATES', 'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE',
-           'GALAH_RELAXED_NO_MIN', 'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT',
-           'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS', 'FEH_BIN_EDGES', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL',
-           'TEFF_BIN_EDGES', 'KANE_FEH_OFFSET', 'GAIA_SOURCE_ID_MAX', 'PARTITION_ROWS', 'ROW_GROUP_ROWS', 'PROFILES',
+           'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE', 'GALAH_RELAXED_NO_MIN',
+           'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT', 'FIG8_FEH_SPLIT',
+           'KANE_FIG2_STARS', 'FEH_BIN_EDGES', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL', 'TEFF_BIN_EDGES',
+           'KANE_FEH_OFFSET', 'GAIA_SOURCE_ID_MAX', 'PARTITION_ROWS', 'ROW_GROUP_ROWS', 'PROFILES',
            'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'FIGURE_RC',
            'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError',
            'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed',
@@ -296,14 +296,11 @@ KANE_CONFUSION = {
 }
 #: Kane §2.1: 1,755 true 2P stars (APOGEE truth) in the combined training and validation data.
 KANE_N_TRUE_2P_TRAIN_VAL = 1755
-#: Kane §4: 2P candidates in the halo (v_φ < 160 km/s) not in a VB21 GC: 878 with E(B−V) < 0.2
-#: (high-reliability), 1,432 with E(B−V) < 1 (the whole application sample, §2.3: 6,878,665 stars).
-KANE_N_HALO_CANDIDATES = {"high_reliability": 878, "full": 1432}
-KANE_N_APPLICATION = 6878665
 
 # %% ../nbs/00_core.ipynb #9910783b
 # constants: B
-#: Kane §4: the application sample, Andrae et al. (2023) RGB stars with ebv < 1 after every cut.
+#: Kane §2.3 (the count is given in §4): the application sample, Andrae et al. (2023) RGB stars with
+#: E(B-V) < 1 after every cut.
 KANE_N_APPLICATION = 6_878_665
 #: Kane §3.3: the GALAH DR3 sample after every cut (giants, flags, S/N, §2.1 Gaia cuts, ebv < 0.2, XP,
 #: training and validation stars removed).

@@ -19,7 +19,7 @@ from spectra_ml.core import (
     KANE_INCIDENCE,
     KANE_K_FIT,
     KANE_N_APPLICATION,
-    KANE_N_HALO_CANDIDATES,
+    KANE_HALO_COUNTS,
     KANE_N_TRUE_2P_TRAIN_VAL,
     SEL_AL_K,
     SEL_AL_MIN,
@@ -832,11 +832,11 @@ def application_candidates(
         "n_with_6d": tot("6d"),
         "n_halo_candidates_not_gc": {
             "value": tot("halo_sel"),
-            "paper": KANE_N_HALO_CANDIDATES["full"],
+            "paper": KANE_HALO_COUNTS["full"],
         },
         "n_halo_candidates_not_gc_high_reliability": {
             "value": tot("halo_sel_hr"),
-            "paper": KANE_N_HALO_CANDIDATES["high_reliability"],
+            "paper": KANE_HALO_COUNTS["high_reliability"],
         },
         "incidence_network": gc_incidence(sel, mem, ~mem, KANE_INCIDENCE["network"]),
     }
