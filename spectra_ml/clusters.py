@@ -7,16 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from .core import GALAH_FIG7, GALAH_SNR_MIN, GIANT_LOGG_MAX, GIANT_TEFF_MAX, figure_style
+from .core import GALAH_FIG7, figure_style
 from .metrics import incidence, wilson_interval
 
 # %% auto #0
 __all__ = ['MESZAROS_PAIRS', 'CLUSTER_REFERENCES', 'GALAH_LABELS', 'cluster_means', 'agreement', 'population_check',
            'meszaros_population_check', 'meszaros_as_predictions', 'cluster_feh_agreement', 'gc_feh_vs_harris',
            'vb21_coverage', 'oc_feh_vs_occam', 'meszaros2015_comparison', 'omega_cen_comparison', 'cluster_references',
-           'full_profile_notes', 'galah_quality', 'plot_cluster_feh', 'plot_label_comparison', 'density_levels',
-           'plot_na_o', 'plot_al_vs_galah', 'na_al_relation', 'na_al_split', 'plot_na_split', 'galah_selections',
-           'galah_incidence', 'galah_figures', 'galah_table']
+           'full_profile_notes', 'plot_cluster_feh', 'plot_label_comparison', 'density_levels', 'plot_na_o',
+           'plot_al_vs_galah', 'na_al_relation', 'na_al_split', 'plot_na_split', 'galah_selections', 'galah_incidence',
+           'galah_figures', 'galah_table']
 
 # %% ../nbs/12_clusters.ipynb #45d64d26
 def cluster_means(
@@ -248,30 +248,6 @@ def full_profile_notes(
         "no [N/O]/[Al/Fe] predictions on this profile: the GC incidence of the 2P selection (Kane: 9.82% vs "
         "0.16%), the Meszaros 1P/2P comparison and the GALAH Figs 6-8 need the full profile"
     ]
-
-# %% ../nbs/12_clusters.ipynb #ac525bf7
-def galah_quality(
-    df: pd.DataFrame,  # GALAH DR3 main_allstar columns
-    elements=(),  # e.g. ("na", "o", "al") -> flag_na_fe == 0 etc.
-    snr_min: float = GALAH_SNR_MIN,  # snr_c3_iraf must exceed this (Kane §3.3)
-) -> np.ndarray:
-    "Kane §3.3 GALAH cuts as a boolean mask; missing columns raise with the schema names."
-    need = ["teff", "logg", "flag_sp", "flag_fe_h", "snr_c3_iraf"] + [
-        f"flag_{e}_fe" for e in elements
-    ]
-    miss = [c for c in need if c not in df]
-    if miss:
-        raise KeyError(f"GALAH DR3 columns missing: {miss}")
-    m = (
-        (df.teff < GIANT_TEFF_MAX)
-        & (df.logg < GIANT_LOGG_MAX)
-        & (df.flag_sp == 0)
-        & (df.flag_fe_h == 0)
-        & (df.snr_c3_iraf > snr_min)
-    )
-    for e in elements:
-        m &= df[f"flag_{e}_fe"] == 0
-    return m.to_numpy()
 
 # %% ../nbs/12_clusters.ipynb #3eee0519
 def plot_cluster_feh(

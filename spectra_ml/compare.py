@@ -17,8 +17,8 @@ from .training import fit_baseline, predict_baseline, train_model
 # %% auto #0
 __all__ = ['COMPARE_NOTES', 'comparison_rows', 'improvement_over', 'published_table', 'format_markdown', 'acceptance',
            'boundary_flag_summary', 'plot_one_to_one_grid', 'plot_calibration_grid', 'plot_attention', 'compare_one',
-           'baseline_result', 'baseline_rows', 'combine_members', 'format_bins_markdown', 'comparison_per_bin',
-           'compare_models', 'comparison_summary']
+           'baseline_result', 'combine_members', 'format_bins_markdown', 'comparison_per_bin', 'compare_models',
+           'comparison_summary']
 
 # %% ../nbs/15_compare.ipynb #59f2c611
 def comparison_rows(
@@ -329,17 +329,6 @@ def baseline_result(
         (time.time() - t0) / len(pb),
     )
     return {"rows": rows, "pred": pb, "bins": per_bin_tables(pb, labels, None, split, "gbr_")}
-
-
-def baseline_rows(
-    sample: pd.DataFrame,  # sample table
-    labels,
-    split: str = "test",
-    max_iter: int = 2000,  # boosting rounds, upper bound
-    seed: int = DEFAULT_SEED,
-) -> list:
-    "The boosting baseline fitted on train + validation and scored on `split`: its comparison rows."
-    return baseline_result(sample, labels, split, max_iter, seed)["rows"]
 
 # %% ../nbs/15_compare.ipynb #5aa6cbd7
 def combine_members(
