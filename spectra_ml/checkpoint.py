@@ -18,6 +18,7 @@ from spectra_ml.core import (
     CheckpointError,
     MissingColumnError,
     MissingInputError,
+    ParameterError,
     library_versions,
     write_json,
 )
@@ -31,14 +32,28 @@ __all__ = ['SPECTRAL_KINDS', 'LabelScaler', 'TrainConfig', 'CheckpointMismatchEr
 
 # %% ../nbs/07_checkpoint.ipynb #5ddbea8c
 class LabelScaler:
-    "Standardise labels with training means and standard deviations."
+    "Scale labels as (y − centre) / scale from the training rows: mean and std, or AspGap's median and 95% range."
+
+    KINDS = ("std", "aspgap")  # "aspgap": AspGap §2 Eq. 1 for labels, median and y_97.5 − y_2.5
 
     def __init__(self, mean=None, std=None):
-        self.mean, self.std = mean, std
+        self.mean, self.std = mean, std  # centre and scale (the names of the stored JSON)
 
-    def fit(self, Y):
+    def fit(
+        self,
+        Y,  # training labels (N, L)
+        kind: str = "std",  # "std" (Kane and the others: mean, std) or "aspgap"
+    ):
         Y = np.asarray(Y, float)
-        self.mean, self.std = np.nanmean(Y, 0), np.nanstd(Y, 0)
+        if kind == "std":
+            self.mean, self.std = np.nanmean(Y, 0), np.nanstd(Y, 0)
+        elif (
+            kind == "aspgap"
+        ):  # §2: "Stellar labels are also scaled in the same way ... y_97.5 − y_2.5"
+            lo, mid, hi = np.nanpercentile(Y, [2.5, 50.0, 97.5], axis=0)
+            self.mean, self.std = mid, hi - lo
+        else:
+            raise ParameterError(f"label scaling {kind!r}: use one of {self.KINDS}")
         self.std = np.where(self.std > 0, self.std, 1.0)
         return self
 
@@ -70,7 +85,9 @@ class TrainConfig:
     dropout: float = MLP_DROPOUT  # Kane §2.2: 0.2
     lr: float = ADAM_LR  # Kane §2.2: Adam, 1e-3
     batch_size: int = BATCH_SIZE  # Kane §2.2: 128
-    max_epochs: int = 300  # upper bound; early stopping decides
+    max_epochs: int | None = (
+        300  # upper bound (None: `max_iterations` alone); early stopping decides
+    )
     patience: int = 25  # epochs without validation improvement before stopping
     lr_patience: int = (
         10  # epochs without improvement before the lr is halved (0: never); not in Kane
@@ -86,6 +103,12 @@ class TrainConfig:
     )  # auxiliary inputs after the spectrum (samples.AUX_FEATURES names)
     scaler: str = "percentile"  # feature scaler kind (xp.SCALERS)
     flat_resample: bool = False  # AspGap §2: resample the training rows flat in ([Fe/H], [α/M])
+    max_iterations: int | None = None  # optimiser steps (F&S §3: 20,000); None or 0: epochs decide
+    early_stopping: bool = True  # keep the best validation epoch and stop on `patience` (F&S: off)
+    fixed_order: bool = False  # one batch order for every epoch (F&S §3), not a new shuffle each
+    label_scaling: str = (
+        "std"  # LabelScaler kind: "std" (mean, std) or "aspgap" (median, y97.5 − y2.5)
+    )
 
     @property
     def n_labels(self):

@@ -17,16 +17,24 @@ from spectra_ml.core import (
     FLAT_ALPHA_EDGES,
     FLAT_FEH_EDGES,
     FLAT_PER_BIN,
+    FS_BATCH_SIZE,
+    FS_ITERATIONS,
+    FS_LR,
+    FS_MC_PASSES,
+    FS_TRAIN_MODEL_PASSES,
+    FS_WARMUP_ITERATIONS,
+    FS_WEIGHT_DECAY,
     RVS_CONTINUUM_A,
     RVS_WAVELENGTH_A,
     TSNE_PERPLEXITIES,
 )
 
 # %% auto #0
-__all__ = ['LOGVAR_CLAMP', 'REGISTRY', 'HeteroscedasticMLP', 'heteroscedastic_nll', 'enable_mc_dropout', 'mc_dropout_predict',
-           'mc_dropout_predict_loop', 'UncertainNN', 'input_variance', 'jacobian_variance', 'propagate_variance',
-           'fallows_sanders_loss', 'uncertain_predict', 'gradient_attention', 'gaussian_kl_to_unit', 'aspgap_loss',
-           'AspGapNet', 'flat_resample', 'single_pass_predict', 'aspgap_mc_predict', 'fill_rvs_nans', 'GuiglionCNN',
+__all__ = ['LOGVAR_CLAMP', 'RUN_FITS', 'REGISTRY', 'HeteroscedasticMLP', 'heteroscedastic_nll', 'enable_mc_dropout',
+           'mc_dropout_predict', 'mc_dropout_predict_loop', 'UncertainNN', 'input_variance', 'jacobian_variance',
+           'propagate_variance', 'fs_training_terms', 'fallows_sanders_loss', 'uncertain_predict', 'gradient_attention',
+           'gaussian_kl_to_unit', 'aspgap_loss', 'AspGapNet', 'flat_resample', 'aspgap_g_normalise',
+           'single_pass_predict', 'aspgap_mc_predict', 'fill_rvs_nans', 'GuiglionCNN', 'running_dispersion',
            'GuiglionEnsemble', 'tsne_training_like', 'flag_boundary', 'ModelSpec', 'register', 'model_spec',
            'model_names', 'default_passes', 'build_model']
 
@@ -255,10 +263,13 @@ class UncertainNN(HeteroscedasticMLP):
         n_labels,
         hidden=MLP_HIDDEN,
         dropout=MLP_DROPOUT,
-        warmup_epochs: int = 0,  # F&S §3: first epochs without σ²_input "to seed the gradient"
+        warmup_epochs: int = 0,  # epochs without σ²_input (our epoch-based option; 0: off)
+        warmup_iterations: int = 0,  # F&S §3: iterations without σ²_input (their 2,500; training.fit counts)
+        model_passes: int = FS_TRAIN_MODEL_PASSES,  # dropout passes per batch for σ²_model in the loss
     ):
         super().__init__(n_in, n_labels, hidden, dropout)
-        self.warmup_epochs = int(warmup_epochs)
+        self.warmup_epochs, self.warmup_iterations = int(warmup_epochs), int(warmup_iterations)
+        self.model_passes = int(model_passes)
 
     def forward_with_jacobian(self, x):
         "One pass: (ŷ, log σ²_excess, J = ∂ŷ/∂x (N, L, D)), J built layer by layer from the same dropout masks."
@@ -286,19 +297,15 @@ class UncertainNN(HeteroscedasticMLP):
             G = G * f[:, None, :] if kind == "d" else G @ f  # diag factor or weight
         return out[..., :L], out[..., L:].clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP), G
 
-    def loss(self, x, y, var_y=None, var_x=None, epoch: int = 0):
-        "Eq. 9–10 with σ²_label = var_y (0 if None) and σ²_input from var_x (0 if None or during the warm-up)."
-        use_input = var_x is not None and epoch >= self.warmup_epochs
-        if use_input:
-            y_pred, log_var_excess, J = self.forward_with_jacobian(
-                x
-            )  # ŷ and J share the dropout masks
-            v_in = jacobian_variance(J, var_x)
-        else:
-            y_pred, log_var_excess = self(x)
-            v_in = torch.zeros_like(y_pred)
+    def loss(self, x, y, var_y=None, var_x=None, epoch: int = 0, warmup: bool | None = None):
+        "Eq. 9–10 with every term: σ²_label = var_y, σ²_model (pass spread), σ²_input (off in the warm-up), σ²_excess."
+        if warmup is None:  # the caller does not count iterations: the epoch-based option decides
+            warmup = epoch < self.warmup_epochs
+        use_input = var_x is not None and not warmup
+        t = fs_training_terms(self, x, var_x if use_input else None)
+        var_y = torch.zeros_like(t["y_pred"]) if var_y is None else var_y
         return fallows_sanders_loss(
-            y_pred, log_var_excess, y, torch.zeros_like(y_pred) if var_y is None else var_y, v_in
+            t["y_pred"], t["log_var_excess"], y, var_y, t["var_input"], t["var_model"]
         )
 
 # %% ../nbs/06_models.ipynb #abd0d80d
@@ -356,11 +363,57 @@ def propagate_variance(
         torch.stack(rows, 1), var_x, cov_x
     )  # (N, L, D): samples are independent
 
+# %% ../nbs/06_models.ipynb #b8ec8457
+def fs_training_terms(
+    model: UncertainNN,  # the network, in train mode while training (dropout on)
+    x,  # a batch of scaled inputs (N, D)
+    var_x=None,  # (N, D) input variances; None: σ²_input = 0 (no input errors, or the warm-up)
+) -> dict:
+    """The terms of F&S Eq. 10 on one batch: `{'y_pred', 'log_var_excess', 'var_model', 'var_input'}` (N, L).
+
+    Reading of §3.1.3 (the paper gives no training-time recipe for σ²_model): σ²_model is "summing in
+    quadrature the additional scatter in the predictions for each model M", i.e. the marginalisation
+    over the dropout models of §3.1.1. With P = `model.model_passes` passes of independent masks
+    (P = 1 in eval mode or without dropout): ŷ = mean of the passes (the marginal's mean),
+    σ²_model = their unbiased variance (0 for P = 1), σ²_excess = the mean of the passes' σ²_excess,
+    σ²_input = diag(J Σ_x Jᵀ) with J = ∂ŷ₁/∂x of the first pass (Eq. 7: one Jacobian per batch keeps
+    the cost of P passes at P forward passes). Gradients flow through every term."""
+    drops = model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.body)
+    n_pass = max(1, int(model.model_passes)) if drops else 1
+    if var_x is not None:
+        y1, le1, J = model.forward_with_jacobian(x)
+        v_in = jacobian_variance(J, var_x)
+    else:
+        (y1, le1), v_in = model(x), None
+    ys, les = [y1], [le1]
+    for _ in range(n_pass - 1):
+        y_p, le_p = model(x)
+        ys.append(y_p)
+        les.append(le_p)
+    ys, les = torch.stack(ys), torch.stack(les)
+    v_model = ys.var(0, unbiased=True) if n_pass > 1 else torch.zeros_like(y1)
+    return {
+        "y_pred": ys.mean(0),
+        "log_var_excess": torch.logsumexp(les, 0) - np.log(n_pass),  # ln of the mean σ²_excess
+        "var_model": v_model,
+        "var_input": torch.zeros_like(y1) if v_in is None else v_in,
+    }
+
 # %% ../nbs/06_models.ipynb #a35d3121
-def fallows_sanders_loss(y_pred, log_var_excess, y, var_label, var_input):
-    "Their Eq. 9–10: mean of ½ (y − ŷ)² e^{−s} + ½ s, s = ln(σ²_label + σ²_input + σ²_excess)."
-    s = torch.log(var_label + var_input + torch.exp(log_var_excess))
-    return (0.5 * (y - y_pred) ** 2 * torch.exp(-s) + 0.5 * s).mean()
+def fallows_sanders_loss(
+    y_pred,  # ŷ (N, L)
+    log_var_excess,  # ln σ²_excess (N, L), the network's second output
+    y,  # targets (N, L)
+    var_label,  # σ²_y (N, L), catalogue label variances
+    var_input,  # σ²_input (N, L) = diag(J Σ_x Jᵀ), Eq. 7
+    var_model,  # σ²_model (N, L), the dropout-model scatter (fs_training_terms)
+):
+    """F&S Eq. 9–10: (1/n) Σ_i Σ_labels [½ (y − ŷ)² e^{−s} + ½ s], s = ln(σ²_y + σ²_model + σ²_input + σ²_excess).
+
+    Eq. 9 writes |ŷ − y|² e^{−s_i} with s per label (Eq. 8 keeps diagonals): we read it as the sum
+    over labels of the per-label terms, averaged over the n stars of the batch."""
+    s = torch.log(var_label + var_model + var_input + torch.exp(log_var_excess))
+    return (0.5 * (y - y_pred) ** 2 * torch.exp(-s) + 0.5 * s).sum(-1).mean()
 
 # %% ../nbs/06_models.ipynb #8e6eb4d4
 def uncertain_predict(
@@ -433,17 +486,35 @@ def gaussian_kl_to_unit(
 
 # %% ../nbs/06_models.ipynb #46e84905
 def aspgap_loss(
-    mu, log_var_model, y, var_y=None, alpha: float = 0.6, eps: float = 1e-6, kl_weight: float = 1.0
+    mu,  # y_model1: XP-decoder labels (N, L)
+    log_var_model,  # ln s²_model1 (N, L)
+    y,  # ŷ: the APOGEE labels (N, L)
+    var_y=None,  # σ²: their catalogue variances (N, L); None: 0
+    alpha: float = 0.6,  # α_1, the XP decoder's weight (§3: 0.6)
+    eps: float = 1e-6,  # ε floor of s² (Eq. 2: 1e-6)
+    kl_weight: float = 1.0,  # Λ2 ([not given])
+    mu_h=None,  # y_model2: hallucinator -> frozen APOGEE decoder labels (N, L); None: no such branch
+    alpha_h: float = 0.4,  # α_2, the hallucinator's weight (§3: 0.4)
+    l1_norm=0.0,  # ‖θ‖₁ of the trained parameters
+    l1: float = 0.0,  # Λ1 ([not given])
 ):
-    "AspGap Eq. 2–4 without the L1 term: mean over stars of Σ_labels [α/2 r²/s² + ½ ln s²] + Λ2 Σ_labels KL(χ)."
-    s2 = torch.exp(log_var_model) + (0 if var_y is None else var_y)
-    s2 = s2.clamp_min(eps)
-    nll = (0.5 * alpha * (mu - y) ** 2 / s2 + 0.5 * torch.log(s2)).sum(1).mean()
-    return nll + kl_weight * gaussian_kl_to_unit((mu - y) / torch.sqrt(s2)).sum()
+    """AspGap Eq. 2–4: (1/N)[Σ_i Σ_k α_k/2 (ŷ − y_model k)²/s² + ½ Σ_i ln s² + Λ1‖θ‖₁ + Λ2 Σ_l KL(χ_l ‖ N(0,1))].
+
+    s² = max(ε, σ² + s²_model1) serves both branches (Eq. 2); χ = (ŷ − y_model1)/√(σ² + s²_model1),
+    KL from its batch mean and std (Eq. 4). Each term is summed over the labels. N: the stars the
+    loss is evaluated on (a batch; the paper's N is the training set, whose loss this estimates):
+    the 1/N also divides Λ1‖θ‖₁ and the KL sum, as Eq. 3 writes it."""
+    var = torch.exp(log_var_model) + (0 if var_y is None else var_y)
+    s2 = var.clamp_min(eps)
+    data = (0.5 * alpha * (y - mu) ** 2 / s2).sum()
+    if mu_h is not None:
+        data = data + (0.5 * alpha_h * (y - mu_h) ** 2 / s2).sum()
+    kl = gaussian_kl_to_unit((y - mu) / torch.sqrt(var)).sum()
+    return (data + 0.5 * torch.log(s2).sum() + l1 * l1_norm + kl_weight * kl) / len(y)
 
 # %% ../nbs/06_models.ipynb #b5d8b2e7
 class AspGapNet(nn.Module):
-    "AspGap: encoder -> latent (1024) -> XP decoder (μ, log s²_model); optional hallucinator branch."
+    "AspGap: encoder -> latent (1024) -> XP decoder (μ, log s²_model); optional hallucinator -> frozen APOGEE decoder branch."
 
     def __init__(
         self,
@@ -452,11 +523,13 @@ class AspGapNet(nn.Module):
         hidden=(256,),  # XP decoder hidden widths ([not given] in the paper)
         dropout: float = 0.0,  # AspGap has none; kept for the common config
         latent: int = 1024,  # AspGap §3: 1024
-        alpha: float = 0.6,
-        eps: float = 1e-6,
-        l1: float = 1e-7,
-        kl_weight: float = 1.0,
-        hallucinator_pixels: int = 0,  # >0: add the latent -> APOGEE-spectrum branch with this many pixels
+        alpha: float = 0.6,  # §3: α_1, the XP decoder's weight
+        eps: float = 1e-6,  # Eq. 2 floor
+        l1: float = 1e-7,  # Λ1 [not given]
+        kl_weight: float = 1.0,  # Λ2 [not given]
+        hallucinator_pixels: int = 0,  # >0: the latent -> APOGEE-like spectrum branch with this many pixels
+        alpha_h: float = 0.4,  # §3: α_2, the hallucinator branch's weight
+        fold_alpha_h: bool = False,  # our option: without that branch, train the XP term with α_1 + α_2
     ):
         super().__init__()
         self.encoder = nn.Sequential(nn.Linear(n_in, latent), nn.LeakyReLU())
@@ -474,6 +547,8 @@ class AspGapNet(nn.Module):
         )
         self.n_in, self.n_labels = n_in, n_labels
         self.alpha, self.eps, self.l1, self.kl_weight = alpha, eps, l1, kl_weight
+        self.alpha_h, self.fold_alpha_h = alpha_h, bool(fold_alpha_h)
+        self.__dict__["apogee_decoder"] = None  # not a submodule: frozen, never saved or trained
 
     def forward(self, x):
         out = self.decoder(self.encoder(x))
@@ -482,33 +557,49 @@ class AspGapNet(nn.Module):
         )
 
     def l1_penalty(self):
-        return sum(p.abs().sum() for n, p in self.named_parameters() if n.endswith("weight"))
+        "‖θ‖₁: the sum of |θ| over every trained parameter (§3)."
+        return sum(p.abs().sum() for p in self.parameters() if p.requires_grad)
 
-    def loss(self, x, y, var_y=None, var_x=None, epoch: int = 0):
-        "Eq. 3 for the XP branch: weighted Gaussian NLL + Λ1 ‖θ‖₁ + Λ2 Σ KL(χ ‖ N(0,1))."
-        mu, lv = self(x)
-        return (
-            aspgap_loss(mu, lv, y, var_y, self.alpha, self.eps, self.kl_weight)
-            + self.l1 * self.l1_penalty()
-        )
-
-    def hallucinator_loss(
-        self,
-        x,
-        apogee_flux,  # XP inputs and the matching APOGEE spectra (N, n_pix)
+# %% ../nbs/06_models.ipynb #9176719f
+@patch
+def loss(self: AspGapNet, x, y, var_y=None, var_x=None, epoch: int = 0):
+    "Eq. 3: both branches when the hallucinator and its frozen APOGEE decoder are there, else the XP one."
+    h = self.encoder(x)
+    out = self.decoder(h)
+    mu, lv = out[..., : self.n_labels], out[..., self.n_labels :].clamp(-LOGVAR_CLAMP, LOGVAR_CLAMP)
+    mu_h, alpha = None, self.alpha
+    if self.hallucinator is not None and self.apogee_decoder is not None:
+        o = self.apogee_decoder(self.hallucinator(h))
+        mu_h = o[0] if isinstance(o, (tuple, list)) else o
+    elif self.fold_alpha_h:
+        alpha = self.alpha + self.alpha_h
+    return aspgap_loss(
+        mu,
+        lv,
         y,
         var_y,
-        apogee_decoder: nn.Module,  # frozen, pre-trained: spectrum -> (μ, log s²)
-        alpha_h: float = 0.4,  # AspGap §3: 0.4 on the hallucinator branch
-    ):
-        "The hallucinator branch: spectrum reconstruction (MSE) + α_h-weighted label NLL through the frozen decoder."
-        if self.hallucinator is None:
-            raise ValueError("built without a hallucinator (hallucinator_pixels=0)")
-        spec = self.hallucinator(self.encoder(x))
-        mu, lv = apogee_decoder(spec)
-        return nn.functional.mse_loss(spec, apogee_flux) + aspgap_loss(
-            mu, lv, y, var_y, alpha_h, self.eps, 0.0
-        )
+        alpha,
+        self.eps,
+        self.kl_weight,
+        mu_h,
+        self.alpha_h,
+        self.l1_penalty(),
+        self.l1,
+    )
+
+# %% ../nbs/06_models.ipynb #28bfb9e0
+@patch
+def attach_apogee_decoder(
+    self: AspGapNet,
+    decoder,  # the pre-trained APOGEE spectrum -> labels network (returns labels or (labels, ...))
+):
+    "AspGap §3 / Fig. 4: the hallucinated spectra are read by this frozen network, never compared with real spectra."
+    if self.hallucinator is None:
+        raise ValueError("built without a hallucinator (hallucinator_pixels=0)")
+    if isinstance(decoder, nn.Module):
+        decoder.requires_grad_(False)
+    self.__dict__["apogee_decoder"] = decoder
+    return self
 
 # %% ../nbs/06_models.ipynb #8b99a580
 @patch
@@ -555,6 +646,17 @@ def flat_resample(
     for k in np.unique(key[inside]):
         out.append(rng.choice(np.flatnonzero(key == k), size=per_bin or FLAT_PER_BIN, replace=True))
     return np.sort(np.concatenate(out)) if out else np.array([], int)
+
+# %% ../nbs/06_models.ipynb #ae6cf6a0
+def aspgap_g_normalise(
+    X,  # (N, D) XP coefficients or sampled flux: linear in the star's brightness
+    g,  # (N,) Gaia G magnitudes
+    X_var=None,  # (N, D) their variances (None: not returned)
+) -> tuple:
+    "AspGap §2: every input divided by 10^{0.5(15 − G)}, variances by its square: `(X, X_var or None)`; NaN G gives a NaN row."
+    f = 10.0 ** (0.5 * (15.0 - np.asarray(g, float)))[:, None]
+    Xn = np.asarray(X, float) / f
+    return Xn, None if X_var is None else np.asarray(X_var, float) / f**2
 
 # %% ../nbs/06_models.ipynb #dce5c21b
 def single_pass_predict(
@@ -701,6 +803,23 @@ class GuiglionCNN(nn.Module):
         "Mean squared error ([UNSPEC] in the paper)."
         return nn.functional.mse_loss(self(x)[0], y)
 
+# %% ../nbs/06_models.ipynb #85870e6d
+RUN_FITS = ("train_truth", "validation_prediction")  # σ_run: Guiglion §3.3, or our option
+
+
+def running_dispersion(
+    x,  # what the bins are on (Guiglion §3.3: the APOGEE label), one label (N,)
+    resid,  # CNN − APOGEE of the same rows (N,)
+    n_bins: int = 20,  # equal-count bins
+    degree: int = 3,  # polynomial degree through the bins
+) -> tuple:
+    "`(coefficients, lo, hi)`: the std of `resid` in quantile bins of `x`, fitted through the bins' medians."
+    q = np.quantile(x, np.linspace(0, 1, n_bins + 1))
+    b = np.clip(np.digitize(x, q[1:-1]), 0, n_bins - 1)
+    c = np.array([np.median(x[b == k]) for k in range(n_bins)])
+    sd = np.array([np.std(resid[b == k]) for k in range(n_bins)])
+    return np.polyfit(c, sd, degree), float(c.min()), float(c.max())
+
 # %% ../nbs/06_models.ipynb #80475b9b
 class GuiglionEnsemble(nn.Module):
     "Guiglion's ensemble: members trained on different split states and seeds; σ_run polynomials as buffers."
@@ -717,6 +836,7 @@ class GuiglionEnsemble(nn.Module):
         n_split_states: int = 2,  # the paper: 4 x 7 = 28
         run_poly_degree: int = 3,
         member_train_fraction: float = 0.75,
+        run_fit: str = "train_truth",  # σ_run: "train_truth" (Guiglion §3.3) or "validation_prediction"
         **member_kw,
     ):
         super().__init__()
@@ -724,18 +844,17 @@ class GuiglionEnsemble(nn.Module):
             GuiglionCNN(n_in, n_labels, hidden, dropout, **member_kw)
             for _ in range(n_seeds * n_split_states)
         )
-        self.n_seeds, self.n_split_states, self.member_train_fraction = (
-            n_seeds,
-            n_split_states,
-            member_train_fraction,
-        )
+        self.n_seeds = n_seeds
+        self.n_split_states = n_split_states
+        self.member_train_fraction = member_train_fraction
+        if run_fit not in RUN_FITS:
+            raise ParameterError(f"run_fit {run_fit!r}: use one of {RUN_FITS}")
+        self.run_fit = run_fit
         self.register_buffer(
             "run_poly", torch.zeros(n_labels, run_poly_degree + 1)
         )  # highest power first (np.polyval)
-        self.register_buffer(
-            "run_range",
-            torch.stack([torch.full((n_labels,), -np.inf), torch.full((n_labels,), np.inf)]),
-        )
+        inf = torch.full((n_labels,), np.inf)
+        self.register_buffer("run_range", torch.stack([-inf, inf]))  # the fitted range of σ_run
         self.n_in, self.n_labels = n_in, n_labels
 
     def member_outputs(self, x):
@@ -758,18 +877,18 @@ class GuiglionEnsemble(nn.Module):
     def fit_running_dispersion(
         self,
         mu,
-        y,  # ensemble predictions and truth (N, L), validation split, scaled units
-        n_bins: int = 20,
+        y,  # ensemble predictions and APOGEE labels (N, L), scaled units
+        n_bins: int = 20,  # equal-count bins
+        against: str = "truth",  # bin on the APOGEE label (Guiglion §3.3) or on the "prediction"
     ):
-        "Fit σ_run: the residual std in quantile bins of the prediction, then a polynomial through the bin centres."
+        "σ_run: the std of CNN − APOGEE in quantile bins of `against`, then a polynomial through the bins' medians."
         mu, y = np.asarray(mu, float), np.asarray(y, float)
         for j in range(mu.shape[1]):
-            q = np.quantile(mu[:, j], np.linspace(0, 1, n_bins + 1))
-            b = np.clip(np.digitize(mu[:, j], q[1:-1]), 0, n_bins - 1)
-            c = np.array([np.median(mu[b == k, j]) for k in range(n_bins)])
-            sd = np.array([np.std((mu - y)[b == k, j]) for k in range(n_bins)])
-            self.run_poly[j] = torch.as_tensor(np.polyfit(c, sd, self.run_poly.shape[1] - 1))
-            self.run_range[0, j], self.run_range[1, j] = float(c.min()), float(c.max())
+            x = (y if against == "truth" else mu)[:, j]
+            deg = self.run_poly.shape[1] - 1
+            poly, lo, hi = running_dispersion(x, (mu - y)[:, j], n_bins, deg)
+            self.run_poly[j] = torch.as_tensor(poly)
+            self.run_range[0, j], self.run_range[1, j] = lo, hi
         return self
 
 # %% ../nbs/06_models.ipynb #c2195562
@@ -911,9 +1030,11 @@ register(
 )
 
 # %% ../nbs/06_models.ipynb #ea135f3d
-# Fallows & Sanders §3 (seed 001): their 10,000-star batches are ~70% of the demo training
-# split, so the demo keeps Kane's 128. They train for a fixed 20,000 iterations; we stop
-# early on the validation split instead.
+# Fallows & Sanders §3 (seed 001), their schedule as the default. `max_epochs` None: the
+# iteration budget decides; a caller's `epochs` caps it (training.fit scales the warm-up with
+# the cap). On the demo's ~28k training stars 20,000 batches of 10,000 are ~7,000 epochs:
+# the comparison runs the named config `fs_affordable` (training.TRAIN_CONFIGS) instead, and
+# `fs_early_stop` is our earlier early-stopped variant.
 register(
     ModelSpec(
         "uncertain_nn",
@@ -921,35 +1042,48 @@ register(
         seed="Fallows & Sanders §3, §3.1.1",
         scaler="percentile",
         defaults={
-            "lr": 5e-4,  # §3: Adam, lr 5e-4
-            "weight_decay": 1e-5,  # §3: weight decay 1e-5
-            "lr_patience": 0,  # §3: a fixed schedule at one lr, no plateau halving
-            # §3: the first 2,500 of 20,000 iterations without σ_input ("to seed the gradient"),
-            # i.e. the first 1/8 of training: here the first `warmup_epochs` epochs
-            "options": {"warmup_epochs": 10},
+            "lr": FS_LR,  # §3: Adam, lr 5e-4
+            "weight_decay": FS_WEIGHT_DECAY,  # §3: weight decay 1e-5
+            "lr_patience": 0,  # §3: one lr throughout, no plateau halving
+            "batch_size": FS_BATCH_SIZE,  # §3: 10,000 objects per batch ...
+            "fixed_order": True,  # ... "selected in a fixed order for training"
+            "max_iterations": FS_ITERATIONS,  # §3: 20,000 iterations (optimiser steps)
+            "max_epochs": None,  # no epoch bound of our own
+            "early_stopping": False,  # §3: "We do not apply any form of early stop"
+            "options": {
+                # §3: the first 2,500 iterations without σ²_input ("to seed the gradient")
+                "warmup_iterations": FS_WARMUP_ITERATIONS,
+                "warmup_epochs": 0,
+                "model_passes": FS_TRAIN_MODEL_PASSES,  # Eq. 10 σ²_model (our reading)
+            },
         },
-        passes=50,  # §3.1.1: 50 dropout passes, the median as the value
+        passes=FS_MC_PASSES,  # §3.1.1: 50 dropout passes, the median as the value
     )
 )
 
 # %% ../nbs/06_models.ipynb #04ff5f60
 # AspGap §3 (seed 002): no dropout (their σ is the predicted s², not an MC spread); `dropout`
 # > 0 adds decoder dropout and MC passes (an extension: on the demo it calibrates on every
-# row but costs accuracy).
+# row but costs accuracy). The hallucinator branch needs APOGEE spectra and a pre-trained
+# APOGEE decoder, which no source here provides: without it Eq. 3 keeps the XP term alone,
+# at the paper's α_1 = 0.6 (`fold_alpha_h` trains it at α_1 + α_2 = 1 instead: our option).
 register(
     ModelSpec(
         "aspgap",
         AspGapNet,
         seed="AspGap §2-3",
-        scaler="median_iqr",
+        scaler="median_iqr",  # §2 Eq. 1: (x − x_50) / (x_75 − x_25) per input
         defaults={
             "dropout": 0.0,  # §3: none
             # decoder widths and activations [not given]: one hidden layer of 256, LeakyReLU
             "hidden": [256],
+            "label_scaling": "aspgap",  # §2: labels minus the median, over y_97.5 − y_2.5
             "options": {
                 "latent": 1024,  # §3: 1024-wide latent
-                "alpha": 0.6,  # §3: α = 0.6 on the XP branch
-                "eps": 1e-6,  # §3: ε = 1e-6
+                "alpha": 0.6,  # §3: α_1 = 0.6 on the XP decoder ...
+                "alpha_h": 0.4,  # ... α_2 = 0.4 on the hallucinator
+                "fold_alpha_h": False,
+                "eps": 1e-6,  # Eq. 2: ε = 1e-6
                 "l1": 1e-7,  # Λ1 [not given]
                 "kl_weight": 1.0,  # Λ2 [not given]
             },
@@ -986,6 +1120,8 @@ register(
                 "n_split_states": 2,  # ... x 7 split states = 28 members; 2 x 2 here
                 "member_train_fraction": 0.75,
                 "run_poly_degree": 3,
+                # §3.3: σ_run from CNN − APOGEE on the training sample, binned on the APOGEE label
+                "run_fit": "train_truth",
             },
         },
         passes=1,  # deterministic: one pass per member

@@ -67,6 +67,12 @@ def test_compare_models_on_real_rows(sample, tmp_path):
         v = p[(p.split == "validation") & ~p.flag_ood & ~p.flag_bad_input]
         z = (v.mu_teff - v.teff) / v.sigma_cal_teff
         assert abs(np.std(z) - 1) < 1e-6, name
+        # held-out rows carry the validation scale unchanged: it is not refitted where it is scored
+        scale = float(np.median(v.sigma_cal_teff / v.sigma_teff))
+        te = p[p.split == "test"]
+        np.testing.assert_allclose(te.sigma_cal_teff, te.sigma_teff * scale, rtol=1e-6)
+        zt = (te.mu_teff - te.teff) / te.sigma_cal_teff
+        assert np.isfinite(zt).all() and abs(np.std(zt) - 1) > 1e-4, name
         assert (tmp_path / name / "calibration.json").exists()
     assert "flag_boundary" in res["preds"]["guiglion_cnn"] and res["flag_summary"] is None
     a = acceptance(t)
@@ -149,10 +155,14 @@ def test_named_config_runs_in_the_comparison_with_per_bin_numbers(sample):
     t = res["table"]
     assert list(t.model.unique()) == ["kane_mlp", "kane_mlp@metal_poor", "boosting_baseline"]
     mp = res["trained"]["kane_mlp@metal_poor"]
+    from spectra_ml.training import TRAIN_CONFIGS
+
+    mpc = TRAIN_CONFIGS["metal_poor"]  # whatever the named config holds reaches the trained model
     assert (
-        mp.config.aux == ["bp_rp", "g_k", "j_h", "h_k"]
+        mp.config.aux == list(mpc.get("extra_aux", ()))
         and mp.info["train_config_name"] == "metal_poor"
     )
+    assert mp.config.hidden == list(mpc.get("hidden", [128, 128]))
     assert mp.info["n_train_rows_used"] > mp.info["n_train"]  # flattened: metal-poor rows repeated
     assert (
         res["trained"]["kane_mlp"].info["n_train_rows_used"]

@@ -1,0 +1,108 @@
+"""Fallows & Sanders' training schedule (seed 001 §3) as uncertain_nn's default: an iteration budget,
+batches in one fixed order, 2,500 warm-up iterations without σ²_input, no early stopping; a caller's
+epochs cap it (as 15_compare's `epochs` does) and the warm-up keeps its share. Real demo giants."""
+
+import numpy as np
+import pytest
+import torch
+
+import spectra_ml.training as tr
+from spectra_ml.checkpoint import TrainConfig
+from spectra_ml.core import DEMO_LABELS, ParameterError
+from spectra_ml.samples import build_demo_sample
+from spectra_ml.training import iteration_schedule, named_config, train_model
+
+LABELS = list(DEMO_LABELS)
+
+
+@pytest.fixture(scope="module")
+def sample():
+    return build_demo_sample(LABELS, max_stars=400)[0]
+
+
+def test_the_registry_default_is_the_papers_schedule():
+    c = TrainConfig.for_model("uncertain_nn", LABELS, 343)
+    assert (c.lr, c.weight_decay, c.batch_size) == (5e-4, 1e-5, 10_000)  # §3
+    assert (c.max_iterations, c.max_epochs, c.lr_patience) == (20_000, None, 0)
+    assert c.fixed_order and not c.early_stopping and c.options["warmup_iterations"] == 2_500
+    # uncapped on the paper's 3.8M stars: 385 batches per epoch, 20,000 steps = 52 epochs
+    full = iteration_schedule(3_845_370, c, 2_500)
+    assert (full["steps_per_epoch"], full["epochs"], full["iterations"]) == (385, 52, 20_000)
+    assert full["warmup_iterations"] == 2_500 and not full["capped"]
+    # the demo's ~28k training stars, capped by the comparison's 300 epochs: 3 x 300 steps, 1/8 warm-up
+    c.max_epochs = 300
+    demo = iteration_schedule(28_000, c, 2_500)
+    assert demo["iterations"] == 900 and demo["capped"] and demo["warmup_iterations"] == 112
+    kane = TrainConfig.for_model("kane_mlp", LABELS, 343)
+    k = iteration_schedule(28_000, kane, 0)  # Kane: epochs alone, unchanged
+    assert (k["epochs"], k["iterations"], k["capped"]) == (300, 300 * 219, False)
+    with pytest.raises(ParameterError, match="needs a bound"):
+        iteration_schedule(100, TrainConfig(LABELS, 343, max_epochs=None), 0)
+
+
+def _spy(monkeypatch):
+    """Record every training batch's row order and every loss call's warm-up phase."""
+    seen = {"perms": [], "phase": []}
+    orig_epoch = tr._train_epoch
+
+    def epoch(model, opt, train, perm, *a, **k):
+        seen["perms"].append(perm.clone())
+        loss = model.loss
+
+        def spy_loss(*la, **lk):
+            seen["phase"].append((model.training, lk.get("warmup")))
+            return loss(*la, **lk)
+
+        model.loss = spy_loss
+        try:
+            return orig_epoch(model, opt, train, perm, *a, **k)
+        finally:
+            del model.loss
+
+    monkeypatch.setattr(tr, "_train_epoch", epoch)
+    return seen
+
+
+def test_fixed_order_budget_warmup_and_no_early_stop_on_real_rows(sample, monkeypatch):
+    seen = _spy(monkeypatch)
+    t = train_model(
+        sample,
+        LABELS,
+        "uncertain_nn",
+        progress=False,
+        batch_size=64,
+        max_iterations=30,
+        patience=1,  # would stop at once if early stopping were on
+        options={"warmup_iterations": 10},
+    )
+    n_tr = t.info["n_train"]
+    spe = -(-n_tr // 64)
+    assert t.info["iterations_run"] == 30 and t.info["epochs_run"] == -(-30 // spe)
+    assert all(torch.equal(p, seen["perms"][0]) for p in seen["perms"])  # one order, every epoch
+    assert sorted(seen["perms"][0].tolist()) == list(range(n_tr))  # a permutation of the rows
+    train_phase = [w for training, w in seen["phase"] if training]
+    assert train_phase == [True] * 10 + [False] * 20  # σ²_input off for the first 10 steps only
+    assert t.info["best_epoch"] == t.info["epochs_run"] - 1  # the last weights are kept
+    assert t.info["schedule"]["early_stopping"] is False and t.info["schedule"]["fixed_order"]
+
+
+def test_reshuffled_and_early_stopped_variant_stays_available(sample, monkeypatch):
+    seen = _spy(monkeypatch)
+    t = train_model(
+        sample, LABELS, "uncertain_nn", progress=False, config="fs_early_stop", max_epochs=4
+    )
+    assert t.config.early_stopping and not t.config.fixed_order and t.config.batch_size == 128
+    assert t.config.options["warmup_epochs"] == 10 and t.config.options["warmup_iterations"] == 0
+    assert not torch.equal(seen["perms"][0], seen["perms"][1])  # a new shuffle per epoch
+    assert all(w is None for _, w in seen["phase"])  # the epoch rule decides the warm-up
+
+
+def test_epochs_cap_the_iteration_budget_through_train_model(sample):
+    """15_compare passes `epochs` as max_epochs: the paper's budget is capped, the warm-up scaled."""
+    t = train_model(sample, LABELS, "uncertain_nn", progress=False, max_epochs=2, batch_size=50)
+    sch = t.info["schedule"]
+    spe = -(-t.info["n_train"] // 50)
+    assert sch["capped"] and t.info["iterations_run"] == sch["iterations"] == 2 * spe
+    assert sch["warmup_iterations"] == round(2_500 * 2 * spe / 20_000)
+    o, _ = named_config("fs_affordable", max_epochs=300)
+    assert o["batch_size"] == 128 and o["max_iterations"] == 20_000
