@@ -14,9 +14,9 @@ from .metrics import incidence, wilson_interval
 __all__ = ['MESZAROS_PAIRS', 'CLUSTER_REFERENCES', 'GALAH_LABELS', 'cluster_means', 'agreement', 'population_check',
            'meszaros_population_check', 'meszaros_as_predictions', 'cluster_feh_agreement', 'gc_feh_vs_harris',
            'vb21_coverage', 'oc_feh_vs_occam', 'meszaros2015_comparison', 'omega_cen_comparison', 'cluster_references',
-           'full_profile_notes', 'plot_cluster_feh', 'plot_label_comparison', 'density_levels', 'plot_na_o',
-           'plot_al_vs_galah', 'na_al_relation', 'na_al_split', 'plot_na_split', 'galah_selections', 'galah_incidence',
-           'galah_figures', 'galah_table']
+           'sample_library', 'full_profile_notes', 'plot_cluster_feh', 'plot_label_comparison', 'density_levels',
+           'plot_na_o', 'plot_al_vs_galah', 'na_al_relation', 'na_al_split', 'plot_na_split', 'galah_selections',
+           'galah_incidence', 'galah_figures', 'galah_table']
 
 # %% ../nbs/12_clusters.ipynb #45d64d26
 def cluster_means(
@@ -236,6 +236,18 @@ def cluster_references(
 
     found = {k: fetch_optional(k, notes, allow_download) for k in names}
     return {k: v for k, v in found.items() if v is not None}
+
+# %% ../nbs/12_clusters.ipynb #c10d9b9c
+def sample_library(
+    products,  # the run's products folder
+) -> pd.DataFrame:
+    "The star list the cluster cut flows count from: the full profile's APOGEE x XP table (products/training.parquet), else the embedded demo set; source_id, apogee_id."
+    f = Path(products) / "training.parquet"
+    if f.exists():  # written by samples.build_full_training
+        return pd.read_parquet(f, columns=["source_id", "apogee_id"])
+    from spectra_ml.samples import load_demo
+
+    return load_demo()[0][["source_id", "apogee_id"]]
 
 # %% ../nbs/12_clusters.ipynb #9c7a54b8
 def full_profile_notes(

@@ -999,9 +999,15 @@ def plot_fraction(
     shade=None,  # (x0, x1) shaded in grey, e.g. spin-up (Kane Fig. 12)
     colors=("k", "C0", "C1", "C2"),  # Kane Fig. 11: halo black, in situ blue, accreted orange
 ):
-    "Kane Figs. 11 and 12: fractions or ratios per bin with their statistical bands."
+    "Kane Figs. 11 and 12: fractions or ratios per bin with their statistical bands (a log axis needs a value > 0)."
     import matplotlib.pyplot as plt
 
+    ys = [np.asarray(t[c], float) for t in curves.values() for c in ("fraction", "fraction_hi")]
+    positive = any((np.isfinite(y) & (y > 0)).any() for y in ys)
+    if yscale == "log" and not positive:
+        yscale = (
+            "linear"  # e.g. no candidate at all: nothing a log axis can show (said on the figure)
+        )
     with figure_style():
         fig, ax = plt.subplots(figsize=(4.6, 3.2), layout="constrained")
         if shade is not None:
@@ -1013,6 +1019,12 @@ def plot_fraction(
             ax.plot(xc, y, ls=ls, marker="o", ms=3, color=col, label=lab)
             ax.fill_between(xc, t.fraction_lo, hi, alpha=0.25, color=col, lw=0)
         ax.set(xlabel=xlabel, ylabel=ylabel, xscale=xscale, yscale=yscale)
+        if curves:  # the bins' range, even where no bin holds a value (all NaN: empty denominators)
+            ax.set_xlim(
+                min(t.lo.min() for t in curves.values()), max(t.hi.max() for t in curves.values())
+            )
+        if not positive:
+            ax.text(0.5, 0.5, "no value above 0", transform=ax.transAxes, ha="center", fontsize=8)
         ax.legend(fontsize=7)
     return fig
 

@@ -204,6 +204,7 @@ def predict_sample(
         pred["flag_boundary"] = sample_flag_boundary(pred, sample, labels, ckpt.label_ranges, like)
     keep = [c for c in ("source_id", "apogee_id", "split") if c in sample]
     keep += list(labels) + [f"{l}_err" for l in labels if f"{l}_err" in sample]
+    keep += [c for c in ("ebv_sfd",) if c in sample]  # full profile: Kane Fig. 4 / B1-B4's last row
     return pd.concat([sample[keep].reset_index(drop=True), pred.drop(columns="id")], axis=1), info
 
 # %% ../nbs/09_inference.ipynb #5d55c757

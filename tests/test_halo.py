@@ -341,3 +341,30 @@ def test_halo_inputs_names_what_the_predictions_lack(tmp_path):
         {c: [1.0] for c in ("ra", "dec", "parallax", "pmra", "pmdec", "radial_velocity", "mu_fe_h")}
     ).assign(source_id=1).to_parquet(parts / "part-00000.parquet")
     assert dyn.halo_inputs(tmp_path) == (parts, "")
+
+
+def test_ratio_figure_draws_when_no_bin_has_a_candidate():
+    """Fig. 11 on log axes with no candidate anywhere (ratios 0, or NaN from empty denominators) used
+    to crash in savefig ('Data cannot be log-scaled'); it now falls back to a linear y axis and keeps
+    the bins' r range."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from spectra_ml.dynamics import plot_fraction
+
+    t = pd.DataFrame({"lo": [0.5, 2.5], "hi": [2.5, 10.0], "fraction": [0.0, np.nan]})
+    t = t.assign(fraction_lo=[0.0, np.nan], fraction_hi=[0.0, np.nan])
+    nan = t.assign(fraction=np.nan, fraction_lo=np.nan, fraction_hi=np.nan)
+    fig = plot_fraction(
+        {"candidates / halo": t, "candidates / in situ": nan}, "r", "ratio", "log", "log"
+    )
+    fig.savefig(io.BytesIO())
+    ax = fig.axes[0]
+    assert ax.get_yscale() == "linear" and ax.get_xscale() == "log" and ax.get_xlim() == (0.5, 10.0)
+    fig = plot_fraction(
+        {"x": t.assign(fraction=[0.01, 0.1], fraction_hi=[0.02, 0.2])}, "r", "", "log", "log"
+    )
+    fig.savefig(io.BytesIO())
+    assert fig.axes[0].get_yscale() == "log"
+    plt.close("all")

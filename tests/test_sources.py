@@ -598,3 +598,13 @@ def test_archive_loaders_take_injected_stand_ins(local_data, tmp_path):
         False,
     ]
     assert gaia_loader(ids).source_id.tolist() == ids
+
+
+def test_cache_folder_can_be_moved_out_of_the_repository(tmp_path, monkeypatch):
+    from spectra_ml import sources
+    from spectra_ml.core import repo_root
+
+    monkeypatch.delenv(sources.ENV_CACHE, raising=False)
+    assert sources.cache_dir() == repo_root() / "data" / "cache"
+    monkeypatch.setenv(sources.ENV_CACHE, str(tmp_path / "elsewhere"))
+    assert sources.cache_dir() == tmp_path / "elsewhere" and (tmp_path / "elsewhere").is_dir()
