@@ -16,6 +16,7 @@ from spectra_ml.core import (
     DataError,
     MissingColumnError,
     MissingInputError,
+    check_parameter_values,
 )
 from .checkpoint import checkpoint_fingerprint, open_checkpoint, rebuild_model
 from .checkpoint import input_columns, select_input_variances, select_inputs
@@ -126,7 +127,11 @@ def partition_state(
     key: dict
     | None = None,  # what it must have been made with (RESUME_KEYS); None: only completeness
 ) -> tuple:
-    "`(state, differences)`: 'missing', 'partial' (unreadable or short), 'differs' (key mismatch) or 'done'."
+    """`(state, differences)`: 'missing', 'foreign', 'partial', 'differs' (key mismatch) or 'done'.
+
+    Outputs are written to `.tmp` and renamed, so a readable Parquet file under the final name without
+    our record (`b"spectra_ml"`) was not made here: 'foreign', never overwritten without `overwrite`
+    (it may be the user's own file). An unreadable or short file is 'partial' and recomputed."""
     import pyarrow.parquet as pq
 
     out_path = Path(out_path)
@@ -134,10 +139,16 @@ def partition_state(
         return "missing", {}
     try:
         pf = pq.ParquetFile(out_path)
-        rec = json.loads((pf.schema_arrow.metadata or {}).get(b"spectra_ml", b"{}"))
+        meta = pf.schema_arrow.metadata or {}
+    except Exception:
+        return "partial", {}  # unreadable (cut or damaged): recompute
+    if b"spectra_ml" not in meta:
+        return "foreign", {}  # a readable Parquet file we did not write: someone else's
+    try:
+        rec = json.loads(meta[b"spectra_ml"])
         complete = pf.metadata.num_rows == rec["rows"]
     except Exception:
-        return "partial", {}  # a killed write or a foreign file: recompute
+        return "partial", {}
     if not complete:
         return "partial", {}
     have = rec.get("key", {})
@@ -178,10 +189,20 @@ def _chunk_table(batch, cols, names, features, fs, kw, extra) -> "pa.Table":
     "One chunk's predictions (`cols`, in order) beside its carried input columns, as an Arrow table."
     import pyarrow as pa
 
-    df = batch.to_pandas()
     where = extra["where"]
-    if "source_id" not in df:
+    if "source_id" not in batch.schema.names:
         raise MissingColumnError(f"{where}: no source_id column (every catalogue row needs its id)")
+    sid = batch.column(batch.schema.get_field_index("source_id"))
+    if not pa.types.is_integer(sid.type):
+        raise MissingColumnError(
+            f"{where}: column source_id is {sid.type}, not an integer (a Gaia id stored as a float "
+            "loses its last digits: 5.853498713190526e+18 is no longer one star); write it as int64"
+        )
+    if sid.null_count:
+        raise MissingColumnError(
+            f"{where}: {sid.null_count} rows have no source_id; give every row its Gaia id"
+        )
+    df = batch.to_pandas()
     X = select_inputs(df, names, where) if features is None else features(df)
     V = select_input_variances(df, names) if features is None else None
     X, ok = check_features(X, fs.n_features, f"inputs of {where}")
@@ -448,7 +469,7 @@ def catalogue_partitions(
     files = discover_partitions(in_dir)
     units, failed = plan_units(in_dir, files, partition_rows)
     digests = {f: file_digest(f) for f in dict.fromkeys(u["file"] for u in units)}
-    todo, reused, stale = [], [], []
+    todo, reused, stale, foreign = [], [], [], []
     for u in units:
         u["key"] = {
             **(key or {}),
@@ -461,7 +482,15 @@ def catalogue_partitions(
             continue
         if state == "differs":
             stale.append((u["name"], diff))
+        if state == "foreign":
+            foreign.append(u["name"])
         todo.append(u)
+    if foreign and not overwrite:
+        raise ResumeMismatchError(
+            f"{out_dir / foreign[0]} (and {len(foreign) - 1} more) exists but was not written by "
+            "spectra_ml predict (no readable record of what made it): it is not overwritten. Move it "
+            "away, choose another output folder, or pass overwrite=True (CLI: --overwrite)"
+        )
     if stale and not overwrite:
         what = sorted({k for _, d in stale for k in d})
         name, diff = stale[0]
@@ -479,7 +508,7 @@ def catalogue_partitions(
         "todo": todo,
         "failed": failed,
         "reused": reused,
-        "overwritten": [n for n, _ in stale],
+        "overwritten": [n for n, _ in stale] + foreign,
     }
 
 # %% ../nbs/10_catalogue.ipynb #5132e89c
@@ -557,6 +586,11 @@ def _failed_error(summary: dict, failed: list) -> DataError:
 # %% ../nbs/10_catalogue.ipynb #d7bf1fbd
 def _run_key(ck, fp: str, seed: int, n_passes: int, shared_masks: bool, batch_size: int) -> dict:
     "What every output partition of this run must have been made with (RESUME_KEYS, less the input)."
+    check_parameter_values(  # the library call is checked like the CLI (--passes 0: all-NaN otherwise)
+        {"n_passes": n_passes, "batch_size": batch_size, "seed": seed},
+        {"n_passes": 1, "batch_size": 512, "seed": DEFAULT_SEED},
+        "predict_catalogue",
+    )
     return {
         "model_fingerprint": fp,
         "seed": seed,

@@ -399,10 +399,29 @@ def build_parser() -> argparse.ArgumentParser:
 def main(
     argv=None,  # arguments (default: sys.argv[1:])
 ) -> int:
-    "Entry point of the `spectra_ml` command: the subcommand's handler; expected errors as one line and exit 2."
+    """Entry point of the `spectra_ml` command: the subcommand's handler.
+
+    An error of the project's family (a user's input, file or parameter) is one line and exit 2. Any other
+    exception is one line too, naming its type, with exit 1 and how to see the traceback
+    (`SPECTRA_ML_DEBUG=1` re-raises it). Ctrl-C is one line and exit 130: rerunning resumes."""
+    import os
+
     a = build_parser().parse_args(argv)
     try:
         return a.handler(a)
     except SpectraMLError as e:
         print(f"spectra_ml: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("spectra_ml: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except Exception as e:
+        if os.environ.get("SPECTRA_ML_DEBUG"):
+            raise
+        msg = " ".join(str(e).split()) or "(no message)"
+        print(
+            f"spectra_ml: error: {type(e).__name__}: {msg} (not an error spectra_ml expected: if your "
+            "input is fine, rerun with SPECTRA_ML_DEBUG=1 for the traceback and report it)",
+            file=sys.stderr,
+        )
+        return 1

@@ -255,6 +255,9 @@ def feh_goal(
     "Issue 15's goal on its metal-poor bins: per bin the numbers and whether |bias|, RMSE and calibrated z-std pass."
     from spectra_ml.core import FEH_GOAL, FEH_GOAL_BINS
 
+    def _finite_or_none(v):
+        return float(v) if np.isfinite(v) else None
+
     d = binned[(binned.label == "fe_h") & (binned.by == "fe_h")]
     zlo, zhi = FEH_GOAL["z_std_range"]
     out = {}
@@ -267,9 +270,9 @@ def feh_goal(
         }
         out[f"{lo:+.1f}..{hi:+.1f}"] = {
             "n": int(r.n),
-            "bias": r.bias,
-            "rmse": r.rmse,
-            "z_std": r.z_std,
+            "bias": _finite_or_none(r.bias),  # an empty bin has no number: JSON null, not NaN
+            "rmse": _finite_or_none(r.rmse),
+            "z_std": _finite_or_none(r.z_std),
             "pass": ok,
         }
     out["all_pass"] = all(all(v["pass"].values()) for v in out.values())

@@ -8,6 +8,32 @@ ROOT = Path(__file__).resolve().parent.parent
 os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["SPECTRA_ML_OFFLINE"] = "1"  # the network is never touched in tests
 
+#: Kane Appendix A: the catalogue's 12 columns, in the paper's order (the tests' independent copy)
+KANE_APPENDIX_A = (
+    "source_id",
+    "teff",
+    "logg",
+    "feh",
+    "no",
+    "alfe",
+    "teff_stdev",
+    "logg_stdev",
+    "feh_stdev",
+    "no_stdev",
+    "alfe_stdev",
+    "ebv",
+)
+
+
+def load_tool(name: str):
+    "A script of tools/ (tools/NAME.py) as a module, for the tests of the tool and of what it writes."
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
 
 @pytest.fixture(scope="session")
 def quick_run(tmp_path_factory):

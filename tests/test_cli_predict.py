@@ -116,7 +116,9 @@ def _serve_archive(xp_header, xp_rows, gaia: Table):
             rows = sep.deg < r
         out = g[rows][[c for c in cols if c in g.colnames]]
         b = io.BytesIO()
-        out.write(b, format="votable")
+        # BINARY, not TABLEDATA: astropy's C TABLEDATA writer writes one byte past its buffer
+        # (astropy issue #20419), which corrupted the heap of this test process
+        out.write(b, format="votable", tabledata_format="binary")
         return b.getvalue()
 
     srv.answer = answer

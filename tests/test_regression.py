@@ -6,24 +6,19 @@ regenerates tests/data/quick_demo_seed42_digest.json in the same commit and says
     python tools/prediction_digest.py /tmp/r/quick42 tests/data/quick_demo_seed42_digest.json
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = ROOT / "tests" / "data" / "quick_demo_seed42_digest.json"
 
 
 def _digest_module():
-    spec = importlib.util.spec_from_file_location(
-        "prediction_digest", ROOT / "tools" / "prediction_digest.py"
-    )
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool("prediction_digest")
 
 
 def test_quick_demo_seed42_predictions_match_the_stored_digest(quick_run):

@@ -1,7 +1,6 @@
 """The repository's own machinery: README from index.ipynb, nbdev_clean keeping the papermill tag,
 and the install step's choice of torch build."""
 
-import importlib.util
 import json
 import os
 import re
@@ -11,15 +10,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_tool(name)
 
 
 def test_readme_is_generated_from_index_notebook():

@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PKG = ROOT / "spectra_ml"
@@ -114,12 +115,7 @@ def _notebooks():
 
 def _stage_cells(nb_path):
     "The stage cells, as tools/nbtools.py finds them (one definition for the tool and the test)."
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("nbtools", ROOT / "tools" / "nbtools.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.stage_cells(nb_path)
+    return load_tool("nbtools").stage_cells(nb_path)
 
 
 def _statements(src: str) -> int:

@@ -7,6 +7,7 @@ import pytest
 
 from spectra_ml.catalogue import partition_done, predict_catalogue
 from spectra_ml.samples import flux_columns
+from conftest import KANE_APPENDIX_A
 
 
 @pytest.fixture
@@ -356,20 +357,7 @@ def test_appendix_a_columns_units_fits_equals_parquet(tmp_path):
         }
     )
     r = write_appendix_a(tmp_path / "pred", tmp_path / "cat" / "appendix_a", KANE_LABELS, flags)
-    paper = [
-        "source_id",
-        "teff",
-        "logg",
-        "feh",
-        "no",
-        "alfe",
-        "teff_stdev",
-        "logg_stdev",
-        "feh_stdev",
-        "no_stdev",
-        "alfe_stdev",
-        "ebv",
-    ]  # Kane Appendix A, in this order
+    paper = list(KANE_APPENDIX_A)  # Kane Appendix A, in this order
     assert r["columns"] == paper and r["missing"] == {} and r["n_rows"] == 150
     p = pd.read_parquet(r["parquet"])
     assert list(p.columns) == paper + ["flag_high_reliability", "flag_2p_candidate"]

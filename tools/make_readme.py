@@ -11,7 +11,7 @@ nbconvert, which the project already depends on, so it runs anywhere the project
 The markdown of index.ipynb may hold placeholders, replaced here (never typed by hand):
 
 - `{{SOURCE:KEY|FILTER:FORMAT}}`: one value of a JSON file. SOURCE is a name in `SOURCES`
-  (`demo`, `compare`) or `bench/NAME` (benchmarks/results/NAME.json); KEY a dotted path into it
+  (`demo`, `compare`, `ablation`) or `bench/NAME` (benchmarks/results/NAME.json); KEY a dotted path into it
   (list items by index; a key that itself holds dots is matched whole); FILTERs (optional, any
   number) are those in `FILTERS`; FORMAT (optional) a Python format spec (`.1f`, `+.3g`, `,`, `.1%`).
   `{{demo:validate.mlp.teff.rmse:.1f}}` is the demo run's test-split Teff RMSE with one decimal.
@@ -41,6 +41,10 @@ SOURCES = {
     "compare": (
         "figures/compare/summary.json",
         "spectra_ml run --name compare --compare  (publishes figures/compare/)",
+    ),
+    "ablation": (
+        "figures/ablation/ablation.json",
+        "python tools/ablation.py --out runs/ablation/products --publish figures/ablation",
     ),
 }
 BENCH = ("benchmarks/results/{}.json", "python benchmarks/bench_{}.py  (see benchmarks/README.md)")
