@@ -31,12 +31,12 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS', 'FEH_BIN_EDGES', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL',
            'TEFF_BIN_EDGES', 'KANE_FEH_OFFSET', 'GAIA_SOURCE_ID_MAX', 'PARTITION_ROWS', 'ROW_GROUP_ROWS',
            'GC_HARRIS_GOAL', 'ISSUE15_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL', 'PROFILES', 'PROVENANCE_PACKAGES',
-           'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'FIGURE_RC', 'SpectraMLError', 'DataError',
-           'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile',
-           'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash',
-           'file_sha256', 'write_json', 'provenance_record', 'RunDir', 'check_params', 'check_parameter_values',
-           'check_output_path', 'declared_parameters', 'received_parameters', 'declared_defaults', 'figure_style',
-           'save_figure']
+           'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'PARAMETER_TYPE_EXAMPLES', 'FIGURE_RC',
+           'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError',
+           'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed',
+           'library_versions', 'git_hash', 'file_sha256', 'write_json', 'provenance_record', 'RunDir', 'check_params',
+           'check_parameter_values', 'check_output_path', 'declared_parameters', 'received_parameters',
+           'declared_defaults', 'figure_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #dbcf7047
 class SpectraMLError(Exception):
@@ -733,6 +733,20 @@ PARAMETER_CHOICES = {
     "sigma_kind": ("alea", "total"),
     "k_fit_split": ("train", "validation", "test"),
 }
+#: Issue #16: the type of parameters whose declared default is None (None itself stays allowed):
+#: an example value of each; `-p max_stars=1e3` is refused before any stage, not deep inside one.
+PARAMETER_TYPE_EXAMPLES = {
+    "max_stars": 1,
+    "patience": 1,
+    "lr_patience": 0,
+    "n_passes": 1,
+    "batch_size": 1,
+    "max_iterations": 0,
+    "early_stopping": True,
+    "lr": 1e-3,
+    "dropout": 0.1,
+    "augment": 0.0,
+}
 
 # %% ../nbs/00_core.ipynb #36f986e5
 def _type_ok(value, default) -> bool:
@@ -758,10 +772,12 @@ def check_parameter_values(
     "Refuse values of the wrong type or out of range, naming the parameter, its value and what it accepts."
     bad = []
     for k, v in given.items():
-        if k in defaults and not _type_ok(v, defaults[k]):
-            bad.append(
-                f"{k}={v!r} must be of type {type(defaults[k]).__name__}, like its default {defaults[k]!r}"
-            )
+        d = defaults.get(k)
+        like = (
+            PARAMETER_TYPE_EXAMPLES.get(k) if d is None else d
+        )  # a None default: the declared type
+        if k in defaults and not _type_ok(v, like):
+            bad.append(f"{k}={v!r} must be of type {type(like).__name__}, like {like!r}")
             continue
         if v is None or isinstance(v, bool):
             continue

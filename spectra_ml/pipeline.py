@@ -244,6 +244,10 @@ def run_pipeline(
 ) -> dict:
     "Execute the stage notebooks with papermill into `runs_root/name`; return the run summary."
     get_profile(profile)  # an unknown profile raises ParameterError
+    if not name or any(t in name for t in ("/", "\\", "..")) or name.startswith("."):
+        raise ParameterError(
+            f"run name {name!r}: use a plain folder name (no /, \\ or ..), e.g. demo"
+        )
     params = dict(params or {})
     declared = {s: stage_parameters(s) for s in stages}
     known = set().union(*map(set, declared.values())) - {"run_dir", "profile"}
@@ -258,6 +262,13 @@ def run_pipeline(
 
     for m in ([params["model"]] if "model" in params else []) + list(params.get("models", [])):
         model_spec(m)  # one lookup validates a model name
+    configs = [params["config"]] if "config" in params else []
+    configs += [n for v in dict(params.get("config_runs") or {}).values() for n in v]
+    if configs:
+        from spectra_ml.training import named_config
+
+        for cfg in configs:
+            named_config(cfg)  # an unknown training config is refused before any stage
     if quick:
         params = {**QUICK_PARAMS, **params}
     run = RunDir(Path(runs_root).expanduser().resolve() / name)
@@ -428,6 +439,13 @@ def publish_figures(
 
     dest = Path(dest)
     if dest.exists():
+        own = [p for p in dest.rglob("*") if p.is_file()]
+        foreign = [p for p in own if p.suffix not in (".png", ".md") and p.name != "summary.json"]
+        if foreign or any(p.parent != dest for p in own):
+            raise ParameterError(
+                f"{dest} holds files a run did not publish (e.g. {(foreign or own)[0].name}): it is "
+                "not replaced; move them away or choose another --figures-dir"
+            )
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     tables = sorted(

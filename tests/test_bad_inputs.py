@@ -11,6 +11,7 @@ import socket
 import shutil
 import subprocess
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -66,6 +67,9 @@ def xp_dir(local_data):
         ("member_prob_min=2", "member_prob_min=2 must lie in [0.0, 1.0]"),
         ("epoch=3", "did you mean 'epochs'"),
         ("epochs", "must look like name=value"),
+        ("config=nope", "unknown training config 'nope'"),
+        ("max_stars=1e3", "max_stars=1000.0 must be of type int"),
+        ("patience=abc", "patience='abc' must be of type int"),
     ],
 )
 def test_bad_run_parameter_is_one_line_before_any_stage(tmp_path, capsys, param, needle):
@@ -574,3 +578,28 @@ def test_application_sample_keeps_and_flags_rows_with_unreadable_ids(xp_dir, tmp
         app, _ = application_from_xp([f], exclude_ids=[])
     assert len(app) == 3 and app["flag_parse"].tolist() == [True, False, True]
     assert app["parse_problem"][0].startswith("source_id not a positive integer")
+
+
+def test_run_name_with_a_path_and_foreign_figure_files_are_refused(tmp_path, capsys):
+    """`--name ../x` used to write outside the runs folder, and publishing a run's figures deleted
+    whatever else its figures folder held (a user's thesis.tex)."""
+    from spectra_ml.core import RunDir
+    from spectra_ml.pipeline import publish_figures
+
+    for bad in ("../x", "a/b", ".hidden"):
+        assert main(["run", "--runs-root", str(tmp_path / "runs"), "--name", bad]) == 2
+        _one_line_error(capsys, "plain folder name")
+    assert not (tmp_path / "runs").exists() and not (tmp_path / "x").exists()
+    run = RunDir(tmp_path / "r")
+    run.figures.mkdir(parents=True, exist_ok=True)
+    (run.figures / "a.png").write_bytes(b"png")
+    dest = tmp_path / "figures" / "r"
+    dest.mkdir(parents=True)
+    (dest / "thesis.tex").write_text("mine")
+    with pytest.raises(ParameterError, match="thesis.tex"):
+        publish_figures(run, dest)
+    assert (dest / "thesis.tex").read_text() == "mine"
+    (dest / "thesis.tex").unlink()
+    (dest / "old.png").write_bytes(b"old")  # a previous publication is replaced
+    assert [p.name for p in map(Path, publish_figures(run, dest))] == ["a.png"]
+    assert not (dest / "old.png").exists()
