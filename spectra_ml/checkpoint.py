@@ -19,6 +19,7 @@ from spectra_ml.core import (
     MissingColumnError,
     MissingInputError,
     ParameterError,
+    SpectraMLError,
     library_versions,
     write_json,
 )
@@ -226,6 +227,23 @@ def rebuild_model(
         ) from None
     return model.eval()
 
+# %% ../nbs/07_checkpoint.ipynb #05802c36
+def _checkpoint_part(
+    file,  # the checkpoint file the part is read from (for the message)
+    what: str,  # the part, e.g. "train_config"
+    build,  # () -> the part
+):
+    "`build()`; a part that cannot be read (edited, cut or of another version) is a CheckpointMismatchError naming the file."
+    try:
+        return build()
+    except SpectraMLError:
+        raise
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise CheckpointMismatchError(
+            f"{file}: its {what} cannot be read ({type(e).__name__}: {e}); retrain the model "
+            "(spectra_ml run) or restore the checkpoint folder"
+        ) from None
+
 # %% ../nbs/07_checkpoint.ipynb #c72bec14
 def load_checkpoint(
     path,  # checkpoint folder
@@ -245,7 +263,9 @@ def load_checkpoint(
         raise CheckpointMismatchError(f"{path / 'config.json'} is not valid JSON: {e}") from None
     if meta.get("format") != "spectra_ml-checkpoint-1":
         raise CheckpointMismatchError(f"{path}: unknown checkpoint format {meta.get('format')!r}")
-    cfg = TrainConfig(**meta["train_config"])
+    cfg = _checkpoint_part(
+        path / "config.json", "train_config", lambda: TrainConfig(**meta["train_config"])
+    )
     for k, v in (expect or {}).items():
         have = getattr(cfg, k, meta["train_config"].get(k))
         if (list(have) if isinstance(have, (list, tuple)) else have) != (
@@ -263,12 +283,17 @@ def load_checkpoint(
             f"{path / 'model.pt'} is corrupt or not a weights-only state_dict: {e}"
         ) from None
     model = rebuild_model(state, meta, path / "model.pt")
-    fs = scaler_from_dict(meta["feature_scaler"])
+    fs = _checkpoint_part(
+        path / "config.json", "feature_scaler", lambda: scaler_from_dict(meta["feature_scaler"])
+    )
     if fs.n_features != cfg.n_in:
         raise CheckpointMismatchError(
             f"feature scaler has {fs.n_features} features but the model expects {cfg.n_in}"
         )
-    return model, meta, fs, LabelScaler.from_dict(meta["label_scaler"])
+    ls = _checkpoint_part(
+        path / "config.json", "label_scaler", lambda: LabelScaler.from_dict(meta["label_scaler"])
+    )
+    return model, meta, fs, ls
 
 # %% ../nbs/07_checkpoint.ipynb #e659d8ea
 def checkpoint_fingerprint(model_dir) -> str:
@@ -312,7 +337,11 @@ def open_checkpoint(
     "Load a checkpoint folder into a `Checkpoint`, with its OOD scaler, label ranges and calibration."
     model, meta, fs, ls = load_checkpoint(path, expect)
     cal_file = Path(path) / "calibration.json"
-    cal = json.loads(cal_file.read_text())["sigma_scale"] if cal_file.exists() else None
+    cal = None
+    if cal_file.exists():
+        cal = _checkpoint_part(
+            cal_file, "sigma_scale", lambda: json.loads(cal_file.read_text())["sigma_scale"]
+        )
     cfg = TrainConfig(**meta["train_config"])
     inputs = meta.get("input_columns")
     return Checkpoint(

@@ -603,3 +603,28 @@ def test_run_name_with_a_path_and_foreign_figure_files_are_refused(tmp_path, cap
     (dest / "old.png").write_bytes(b"old")  # a previous publication is replaced
     assert [p.name for p in map(Path, publish_figures(run, dest))] == ["a.png"]
     assert not (dest / "old.png").exists()
+
+
+@pytest.mark.parametrize("damage", ["scaler_kind", "no_train_config", "extra_key", "calibration"])
+def test_an_edited_checkpoint_is_one_line_naming_the_file(tiny, tmp_path, capsys, damage):
+    """B's audit: an edited config.json or calibration.json gave a ValueError, KeyError, TypeError or
+    JSONDecodeError traceback; now each is the project's one-line error (exit 2) naming the file."""
+    model, rows = tiny
+    m = tmp_path / "model"
+    shutil.copytree(model, m)
+    meta = json.loads((m / "config.json").read_text())
+    if damage == "scaler_kind":
+        meta["feature_scaler"]["kind"] = "nope"
+    elif damage == "no_train_config":
+        del meta["train_config"]
+    elif damage == "extra_key":
+        meta["train_config"]["not_a_field"] = 1
+    (m / "config.json").write_text(json.dumps(meta))
+    if damage == "calibration":
+        (m / "calibration.json").write_text("{not json")
+    (tmp_path / "in").mkdir()
+    rows.to_parquet(tmp_path / "in" / "p.parquet", index=False)
+    code, cap = _predict(capsys, m, tmp_path / "in", tmp_path / "out")
+    assert code == 2
+    f = "calibration.json" if damage == "calibration" else "config.json"
+    _error_line(cap.err, f, "cannot be read" if damage != "scaler_kind" else f)
