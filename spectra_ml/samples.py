@@ -1136,7 +1136,11 @@ def standin_n_o(
     h = Table.read(Path(mirror) / "apogee" / "Apogee_data_filtered_1612.fits")
     clean = (np.asarray(h["n_fe_flag"]) == 0) & (np.asarray(h["o_fe_flag"]) == 0)
     no_h = (np.asarray(h["n_fe"], float) - np.asarray(h["o_fe"], float))[clean]
-    mz = read_meszaros2015(Path(mirror) / "clusters" / "meszaros2015_gc_szabolcs.dat")
+    from spectra_ml.sources import SOURCES, verify_source
+
+    mz_file = Path(mirror) / "clusters" / "meszaros2015_gc_szabolcs.dat"
+    verify_source(SOURCES["meszaros2015"], mz_file)  # a cut or edited file is refused (issue 16)
+    mz = read_meszaros2015(mz_file)
     no_m = (mz.n_fe - mz.o_fe).to_numpy(float)
     no_m = no_m[np.isfinite(no_m)]
     what = (

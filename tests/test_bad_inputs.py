@@ -205,6 +205,22 @@ def test_cut_reference_files_are_refused_naming_file_expected_and_found(mirror, 
     assert shown.count("MISMATCH") == 2  # `spectra_ml sources` shows both
 
 
+def test_fig1_standin_refuses_a_cut_meszaros_file(mirror, local_data):
+    """B's audit: the Fig. 1 stand-in read the mirror's Mészáros file directly; cut to 100 lines it
+    gave 22 GC giants instead of 134, silently."""
+    from spectra_ml.samples import standin_n_o
+    from spectra_ml.sources import SourceMismatchError
+
+    (mirror / "apogee").mkdir()
+    f = "Apogee_data_filtered_1612.fits"
+    (mirror / "apogee" / f).symlink_to(local_data / "apogee" / f)
+    mz = mirror / "clusters/meszaros2015_gc_szabolcs.dat"
+    assert standin_n_o(mirror)[1].sum() == 134  # the whole file: 134 GC giants
+    mz.write_text("".join(mz.read_text().splitlines(True)[:100]))
+    with pytest.raises(SourceMismatchError, match="meszaros2015_gc_szabolcs.dat: SHA-256"):
+        standin_n_o(mirror)
+
+
 def test_empty_or_missing_mirror_is_a_clear_error(tmp_path, monkeypatch, capsys):
     from spectra_ml import sources
 
