@@ -326,6 +326,15 @@ def verify_source(
                 f"{path}: columns {missing} missing for source {s.name!r}; {fix}"
             )
         done.append("columns")
+        if not path.name.lower().endswith(".gz"):  # a header's row count passes a cut file
+            from spectra_ml.core import DataError
+            from spectra_ml.xp_io import _check_fits_complete
+
+            try:
+                _check_fits_complete(path)
+            except DataError as e:
+                raise SourceMismatchError(f"{e} (source {s.name!r}); {fix}") from None
+            done.append("size")
     if synthetic:
         n = _data_rows(path)
         if n == 0:

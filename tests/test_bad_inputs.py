@@ -205,6 +205,24 @@ def test_cut_reference_files_are_refused_naming_file_expected_and_found(mirror, 
     assert shown.count("MISMATCH") == 2  # `spectra_ml sources` shows both
 
 
+def test_a_cut_fits_reference_file_is_refused_although_its_header_counts_the_rows(
+    mirror, local_data
+):
+    """B's audit: OCCAM cut in half passed the check (the row count came from its header) and then
+    failed in its reader with a reshape error."""
+    from spectra_ml.sources import SOURCES, SourceMismatchError, fetch, verify_source
+
+    f = mirror / "apogee" / "occam_member-DR17.fits"
+    f.parent.mkdir(exist_ok=True)
+    data = (local_data / "apogee" / "occam_member-DR17.fits").read_bytes()
+    f.write_bytes(data)
+    assert "size" in verify_source(SOURCES["occam_dr17"], f)  # the whole file passes, size checked
+    fetch("occam_dr17", allow_download=False)
+    f.write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceMismatchError, match="occam_member-DR17.fits: truncated FITS file"):
+        fetch("occam_dr17", allow_download=False)
+
+
 def test_fig1_standin_refuses_a_cut_meszaros_file(mirror, local_data):
     """B's audit: the Fig. 1 stand-in read the mirror's Mészáros file directly; cut to 100 lines it
     gave 22 GC giants instead of 134, silently."""

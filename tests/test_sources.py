@@ -504,7 +504,7 @@ def test_mirror_files_are_verified_against_the_registry(local_data, tmp_path, mo
         sources.fetch("harris2010", allow_download=False)
     status = sources.source_status().set_index("source")
     assert status.loc["harris2010", "verified"].startswith("MISMATCH")
-    assert status.loc["occam_dr17", "verified"] == "columns + rows (26699)"
+    assert status.loc["occam_dr17", "verified"] == "columns + size + rows (26699)"
 
 
 def test_user_source_id_lists_are_read_exactly_or_refused_by_entry(tmp_path):
