@@ -24,6 +24,8 @@ from spectra_ml.core import (
     TRUTH_AL_MIN,
     TRUTH_NO_MIN,
     DEFAULT_SEED,
+    MissingColumnError,
+    ParameterError,
     figure_style,
     get_profile,
 )
@@ -157,7 +159,7 @@ class CutFlow:
 def _need(df, cols, what):
     miss = [c for c in cols if c not in df]
     if miss:
-        raise KeyError(f"{what} needs columns {miss}")
+        raise MissingColumnError(f"{what} needs columns {miss}")
 
 
 def bits_set(flags, names, table) -> np.ndarray:
@@ -267,7 +269,7 @@ def read_fits_columns(path, columns, what: str = "FITS table") -> pd.DataFrame:
         names = set(data.columns.names)
         miss = [c for c in columns if c not in names]
         if miss:
-            raise KeyError(f"{path}: not a {what}, missing {miss}")
+            raise MissingColumnError(f"{path}: not a {what}, missing {miss}")
         return pd.DataFrame(
             {
                 c: np.asarray(data[c]).astype(np.asarray(data[c]).dtype.newbyteorder("="))
@@ -496,7 +498,7 @@ def build_application(
     t = Table.read(fetch("andrae2023_rgb", allow_download=allow_download))
     miss = [c for c in ANDRAE_COLUMNS if c not in t.colnames]
     if miss:
-        raise KeyError(f"the Andrae et al. (2023) file lacks {miss}")
+        raise MissingColumnError(f"the Andrae et al. (2023) file lacks {miss}")
     cat = t[ANDRAE_COLUMNS].to_pandas()
     del t
     xp_loader, gaia_loader = _gaia_loaders(xp_loader, gaia_loader, allow_download, xp_route)
@@ -926,13 +928,13 @@ def assign_split(
     names = list(fractions)
     f = np.array([fractions[n] for n in names], float)
     if not np.isclose(f.sum(), 1) or (f < 0).any():
-        raise ValueError(f"split fractions must sum to 1: {fractions}")
+        raise ParameterError(f"split fractions must sum to 1: {fractions} (-p split_fractions=...)")
     if scheme == "hash":
         u = hash_unit(ids, salt)
     elif scheme == "random":
         u = np.random.default_rng(seed).random(len(ids))
     else:
-        raise ValueError(f"unknown split scheme {scheme!r}: 'hash' or 'random'")
+        raise ParameterError(f"unknown split scheme {scheme!r}: 'hash' or 'random'")
     idx = np.searchsorted(np.cumsum(f), u, side="right").clip(0, len(names) - 1)
     return np.array(names, dtype=object)[idx]
 
@@ -983,7 +985,7 @@ def feature_columns(
         prefix = next((p for p in FEATURE_PREFIXES if f"{p}000" in df.columns), FEATURE_PREFIXES[0])
     cols = [c for c in df.columns if c.startswith(prefix) and c[len(prefix) :].isdigit()]
     if not cols:
-        raise ValueError(f"no {prefix}### columns in the table")
+        raise MissingColumnError(f"no {prefix}### columns in the table")
     return cols
 
 
@@ -1025,11 +1027,11 @@ def model_inputs(
     cols = []
     for a in aux:
         if a not in AUX_FEATURES:
-            raise ValueError(f"unknown auxiliary feature {a!r}; known: {sorted(AUX_FEATURES)}")
+            raise ParameterError(f"unknown auxiliary feature {a!r}; known: {sorted(AUX_FEATURES)}")
         try:
             cols.append(np.asarray(AUX_FEATURES[a](df), np.float32))
         except KeyError as e:
-            raise KeyError(
+            raise MissingColumnError(
                 f"auxiliary feature {a!r} needs column {e} that this table lacks "
                 "(the demo profile has no astrometry: parallax and pmag need the full profile)"
             ) from None
