@@ -25,6 +25,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+FONT_WARMUP = (
+    "import io, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; "
+    "f, a = plt.subplots(); a.set_title('warm-up'); f.savefig(io.BytesIO(), format='png')"
+)
 
 
 def sh(*cmd, **kw):
@@ -130,6 +134,9 @@ def main(argv=None) -> int:
         print(
             "the tree is not formatted: run `ruff format .`, then `nbdev_export`", file=sys.stderr
         )
+    # Build matplotlib's font cache once, before two notebooks draw at the same time: on a fresh
+    # machine both would build it concurrently, and one failed inside `draw` in CI (stop 19).
+    subprocess.run([str(py), "-c", FONT_WARMUP], cwd=ROOT, env=env, check=True)
     r = subprocess.run(
         [str(bindir / "nbdev_test"), "--n_workers", "2", "--timing"], cwd=ROOT, env=env
     ).returncode
