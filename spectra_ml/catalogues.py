@@ -40,6 +40,9 @@ def _existing(
     p = Path(path)
     if not p.exists():
         raise MissingInputError(f"{p} does not exist: {_how_to_get(source)}")
+    from spectra_ml.sources import verify_reference_file
+
+    verify_reference_file(p)  # a mirror-only file (ω Cen, Sgr): its registered SHA-256
     return p
 
 

@@ -435,6 +435,9 @@ def read_vb21_means(
             f"{p} does not exist: VB21's mean table comes with the local data mirror "
             "(clusters/vb21_gaiatools_input.txt; set SPECTRA_ML_LOCAL_DATA)"
         )
+    from spectra_ml.sources import verify_reference_file
+
+    verify_reference_file(p)  # the mirror's copy: its registered SHA-256 (issue 16)
     lines = p.read_text().splitlines()
     head = [h.lower() for h in lines[0].lstrip("#").split()]
     rows = [(i, line.split()) for i, line in enumerate(lines[1:], 2) if line.strip()]

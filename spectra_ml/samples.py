@@ -679,6 +679,10 @@ def build_demo_application(
             f"the demo application sample needs the mirror's XP files {missing}: "
             "set SPECTRA_ML_LOCAL_DATA to the data mirror (CI: ../shared/data)"
         )
+    from spectra_ml.sources import verify_reference_file
+
+    for f in files:
+        verify_reference_file(f)  # each is a fixed real file: a cut copy is refused (issue 16)
     app, flow = application_from_xp(files, exclude_ids, members, converter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -742,7 +746,9 @@ def read_galah(
 ) -> pd.DataFrame:
     "GALAH DR3 columns matched case-insensitively (the survey writes `Na_fe`, `flag_Na_fe`), lower-cased, memory-mapped."
     from astropy.io import fits
+    from spectra_ml.sources import verify_reference_file
 
+    verify_reference_file(path)  # the mirror's GALAH extract: a cut or edited copy is refused
     with fits.open(path, memmap=True) as h:
         names = {c.lower(): c for c in h[1].columns.names}
     miss = [c for c in columns if c.lower() not in names]
@@ -1135,7 +1141,11 @@ def standin_n_o(
     from astropy.table import Table
     from spectra_ml.catalogues import read_meszaros2015
 
-    h = Table.read(Path(mirror) / "apogee" / "Apogee_data_filtered_1612.fits")
+    from spectra_ml.sources import verify_reference_file
+
+    halo_file = Path(mirror) / "apogee" / "Apogee_data_filtered_1612.fits"
+    verify_reference_file(halo_file)  # a cut or edited copy is refused (issue 16)
+    h = Table.read(halo_file)
     clean = (np.asarray(h["n_fe_flag"]) == 0) & (np.asarray(h["o_fe_flag"]) == 0)
     no_h = (np.asarray(h["n_fe"], float) - np.asarray(h["o_fe"], float))[clean]
     from spectra_ml.sources import SOURCES, verify_source

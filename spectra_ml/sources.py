@@ -19,13 +19,14 @@ from spectra_ml.core import (
 
 # %% auto #0
 __all__ = ['ZENODO_API', 'SURVEY_SOURCES', 'REFERENCE_SOURCES', 'SOURCES', 'ENV_CACHE', 'sha256_of', 'SYNTHETIC_MARKER',
-           'ENV_OFFLINE', 'DATALINK_MAX_IDS', 'GAIA_SOURCE_COLUMNS', 'ENV_GAIA_ARCHIVE', 'GAIA_TAP_MAX_IDS',
-           'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_MIRROR', 'CONE_MAX_STARS', 'GAIA_TAP_URL', 'Source',
-           'SourceUnavailable', 'cache_dir', 'download', 'SourceMismatchError', 'synthetic_mirror', 'verify_source',
-           'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids', 'downloads_allowed', 'gaia_source_adql',
-           'fetch_xp_continuous', 'gaia_client', 'gaia_source_tap', 'healpix8', 'read_md5sum', 'xp_bulk_files',
-           'fetch_xp_bulk', 'mirror_gaia_loaders', 'gaia_archive_loaders', 'read_source_ids', 'cone_adql',
-           'gaia_cone_tap', 'user_star_partitions', 'source_status', 'ebv_sfd']
+           'MIRROR_FILES', 'ENV_OFFLINE', 'DATALINK_MAX_IDS', 'GAIA_SOURCE_COLUMNS', 'ENV_GAIA_ARCHIVE',
+           'GAIA_TAP_MAX_IDS', 'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_MIRROR', 'CONE_MAX_STARS', 'GAIA_TAP_URL',
+           'Source', 'SourceUnavailable', 'cache_dir', 'download', 'SourceMismatchError', 'synthetic_mirror',
+           'folder_sha256', 'verify_source', 'verify_reference_file', 'how_to_provide', 'fetch', 'fetch_optional',
+           'zenodo_file', 'validate_source_ids', 'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous',
+           'gaia_client', 'gaia_source_tap', 'healpix8', 'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk',
+           'mirror_gaia_loaders', 'gaia_archive_loaders', 'read_source_ids', 'cone_adql', 'gaia_cone_tap',
+           'user_star_partitions', 'source_status', 'ebv_sfd']
 
 # %% ../nbs/01_sources.ipynb #3ae605c3
 ZENODO_API = "https://zenodo.org/api/records"  # GET <ZENODO_API>/<record>: JSON with files[] (key, size, checksum 'md5:…', links.self)
@@ -52,6 +53,8 @@ class Source:
         None  # where no fixed hash exists: data lines (text), rows (FITS HDU 1) or files (folder)
     )
     columns: tuple = ()  # FITS columns that must be present
+    folder_digests: tuple = ()  # (what, `folder_sha256`) of known copies of an unpacked folder
+    files: int | None = None  # an unpacked folder: its `*.txt` files in the full release
 
     @property
     def address(self) -> str | None:
@@ -136,6 +139,13 @@ REFERENCE_SOURCES = [
         zenodo=("4891252", "*.zip"),
         unpack="catalogues",
         description="VB21 Gaia EDR3 membership of 170 globular clusters (one file per cluster)",
+        files=170,  # the release: one file per cluster
+        folder_digests=(
+            (
+                "the data mirror's copy: 146 clusters, trimmed to g_mag < 17.65",
+                "c37ac17eb93786865f3c64123f18c670959c19a6ced2ab6cf0d2e0dd1405450a",
+            ),
+        ),
     ),
     Source(
         "vb21_orbits",
@@ -297,6 +307,34 @@ def _data_rows(path: Path) -> int:
         return sum(1 for line in f if line.strip() and not line.lstrip().startswith(b"#"))
 
 
+def folder_sha256(
+    folder: Path,  # an unpacked folder of text files
+    pattern: str = "*.txt",
+) -> str:
+    "One SHA-256 over a folder's files: their sorted names and each file's SHA-256."
+    h = hashlib.sha256()
+    for f in sorted(Path(folder).glob(pattern)):
+        h.update(f"{f.name}\0{sha256_of(f)}\n".encode())
+    return h.hexdigest()
+
+
+def _verify_folder(s: "Source", path: Path, fix: str) -> str:
+    "An unpacked folder: one of its registered digests, or the release's file count; else SourceMismatchError."
+    got = folder_sha256(path)
+    for what, digest in s.folder_digests:
+        if got == digest:
+            return f"sha256 ({what})"
+    n = len(list(path.glob("*.txt")))
+    if s.files is not None and n == s.files:
+        return f"files ({n}, the full release)"
+    known = "; ".join(f"{w}: {d}" for w, d in s.folder_digests)
+    raise SourceMismatchError(
+        f"{path}: {n} files with folder SHA-256 {got}: neither the release's {s.files} files "
+        f"nor a registered copy ({known}) for source {s.name!r}: a file cut, edited, added or "
+        f"removed; {fix}"
+    )
+
+
 def verify_source(
     s: "Source",  # the registry entry
     path: Path,  # the file or folder found for it (mirror, cache or download)
@@ -340,6 +378,8 @@ def verify_source(
         if n == 0:
             raise SourceMismatchError(f"{path}: no rows in the synthetic mirror's {s.name!r} file")
         return " + ".join(["SYNTHETIC mirror (not the registered file)", *done, f"rows ({n} > 0)"])
+    if path.is_dir() and (s.folder_digests or s.files):
+        return _verify_folder(s, path, fix)
     if s.rows is not None:
         n = _data_rows(path)
         if n != s.rows:
@@ -349,7 +389,101 @@ def verify_source(
         done.append(f"rows ({n})")
     return " + ".join(done) or "unverified (no hash or structure registered)"
 
+# %% ../nbs/01_sources.ipynb #f3252a94
+#: Reference files that only the local data mirror holds (no archive fetcher provides them): file name ->
+#: (SHA-256, bytes, path in the mirror). Each is a fixed real file (its source is in the mirror's README), so
+#: its hash is its check wherever it is read from (issue 16 item 7); a synthetic mirror is checked for
+#: structure only.
+MIRROR_FILES = {
+    "Galah_data_filtered_1061.fits": (
+        "334dc751bed1662ff93f0a980825d235ca8f20ce80835e149ae59a15e72145a1",
+        1768320,
+        "galah/Galah_data_filtered_1061.fits",
+    ),
+    "Apogee_data_filtered_1612.fits": (
+        "5a4cbaa8265460674981a779b23059cd77f46ff1be4ea68087576d300c8d3792",
+        1333440,
+        "apogee/Apogee_data_filtered_1612.fits",
+    ),
+    "xp_continuous_combined_chunk0.fits": (
+        "c722e05b6eac43987a519f7f6e2d21c1201fd9e73ded4740e82af9f0f04692e9",
+        1846080,
+        "gaia_xp/xp_continuous_combined_chunk0.fits",
+    ),
+    "xp_continuous_combined_weiler2023_examples.vot": (
+        "c0d71c5b9df1dc60ec32face27a7cb5e75cbf5f9a5d0d44c68f4d49c903dc117",
+        166503,
+        "gaia_xp/xp_continuous_combined_weiler2023_examples.vot",
+    ),
+    "XP_CONTINUOUS_RAW.csv": (
+        "edaba3dcad8ccc60fe4d9c77ddde5161a12837b77df99d1416ad8cbc3c270e7f",
+        85466,
+        "gaia_xp/XP_CONTINUOUS_RAW.csv",
+    ),
+    "XP_CONTINUOUS_RAW_with_missing_BP.csv": (
+        "d4b605fb4616801720309e8e90a3f438ab3586ff888b9706f35de9f351a5b8f1",
+        107259,
+        "gaia_xp/XP_CONTINUOUS_RAW_with_missing_BP.csv",
+    ),
+    "vb21_gaiatools_input.txt": (
+        "e1c504be3abe9ceb7b582f0ccaacd1b18fc45afc0fa27107a056ec64d86331fa",
+        23256,
+        "clusters/vb21_gaiatools_input.txt",
+    ),
+    "omegacen_giants_na_al.fits": (
+        "731559d418f25e26bbd1a6b5a81e71ea681388ba4b3492361ea7cea61f1866c0",
+        210240,
+        "clusters/omegacen_giants_na_al.fits",
+    ),
+    "apogee_dr16_sgr_members.fits": (
+        "6ffa840270ff79f390fbd09219a41e39ade595df8769fdefa45b6d09e15487d6",
+        872640,
+        "apogee/apogee_dr16_sgr_members.fits",
+    ),
+}
+
+
+def verify_reference_file(
+    path,  # a reference file about to be read (from the mirror, or a copy given by path)
+) -> str:
+    "Check a mirror-only reference file against `MIRROR_FILES` by its name (size, then SHA-256): the checks done, or SourceMismatchError naming file, hashes and fix."
+    path = Path(path)
+    known = MIRROR_FILES.get(path.name)
+    if known is None or not path.is_file():
+        return "unverified (not a registered reference file)"
+    sha, size, rel = known
+    fix = (
+        f"replace it with the mirror's {rel} (see the mirror's README for its source), "
+        "or point SPECTRA_ML_LOCAL_DATA at a complete mirror"
+    )
+    if _in_synthetic_mirror(path):
+        if path.stat().st_size == 0:
+            raise SourceMismatchError(f"{path}: empty file in the synthetic mirror")
+        return "SYNTHETIC mirror (not the registered file)"
+    got_size = path.stat().st_size
+    if got_size != size:
+        raise SourceMismatchError(
+            f"{path}: {got_size} bytes, expected {size} (SHA-256 {sha}): cut or edited; {fix}"
+        )
+    got = sha256_of(path)
+    if got != sha:
+        raise SourceMismatchError(f"{path}: SHA-256 {got}, expected {sha}; {fix}")
+    return "sha256"
+
+# %% ../nbs/01_sources.ipynb #84510e1f
+def how_to_provide(
+    s: "Source",  # a registry entry
+) -> str:
+    "How a user provides a source's file by hand (mirror or download)."
+    cached = cache_dir() / s.filename
+    return (
+        f"set $SPECTRA_ML_LOCAL_DATA to a mirror holding {s.mirror!r}, or download it by hand "
+        f"({s.address or 'see ' + s.doc}) to {cached}"
+    )
+
 # %% ../nbs/01_sources.ipynb #0f06c6c7
+import warnings
+
 ENV_OFFLINE = "SPECTRA_ML_OFFLINE"  # set to 1 to forbid downloads (the test suite does)
 
 
@@ -374,14 +508,24 @@ def fetch(
     if cached.exists() and not s.unpack:
         if s.sha256 is None or sha256_of(cached) == s.sha256:
             return _record(s, cached, "cache", verified=verify_source(s, cached))
-        cached.unlink()  # corrupt cache: refetch
+        bad = cached.with_name(cached.name + ".bad")
+        os.replace(cached, bad)  # kept for inspection, never read again
+        warnings.warn(
+            f"{cached}: SHA-256 {sha256_of(bad)}, expected {s.sha256} for source {name!r}; "
+            f"moved to {bad.name} and fetched again"
+        )
+        if not allow_download:
+            raise SourceMismatchError(
+                f"{cached}: cached copy of {name!r} has SHA-256 {sha256_of(bad)}, expected "
+                f"{s.sha256} (moved to {bad}); downloads are disabled, so: {how_to_provide(s)}"
+            )
     if s.unpack and cached.exists():  # an archive placed by hand, or left by an interrupted unpack
         try:
             done = _unpack(cached, cache_dir() / s.name, s.unpack)
             return _record(s, done, "cache", verified=verify_source(s, done))
         except SourceUnavailable:
             pass  # corrupt: _unpack removed it; download it again
-    how = f"set $SPECTRA_ML_LOCAL_DATA to a mirror holding {s.mirror!r}, or download it by hand ({s.address or 'see ' + s.doc}) to {cached}"
+    how = how_to_provide(s)
     if not allow_download or s.address is None:
         reason = (
             "downloads are disabled"
@@ -1162,6 +1306,19 @@ def _probe(url: str, timeout: float) -> dict:
     except requests.RequestException as e:
         return {"http": None, "ok": False, "error": f"{type(e).__name__}: {e}"}
 
+# %% ../nbs/01_sources.ipynb #4f44d8a2
+def _found_path(
+    s: "Source",  # a registry entry
+    where: str,  # "mirror", "cache" or "archive" (source_status)
+    mirror: Path | None,  # the local data mirror
+) -> Path | None:
+    "The file or folder `fetch` would return for a source found locally (None: it would download)."
+    if where == "mirror":
+        return mirror / s.mirror
+    if where == "cache":
+        return _unpacked(cache_dir() / s.name, s.unpack) if s.unpack else cache_dir() / s.filename
+    return None
+
 # %% ../nbs/01_sources.ipynb #ee0ecbd7
 def source_status(
     check: bool = False,  # also ask each archive whether it answers (network; nothing is downloaded)
@@ -1186,9 +1343,10 @@ def source_status(
             else "archive"
         )
         row = {"source": s.name, "available": where, "address": s.address, "verified": None}
-        if where == "mirror":
+        found = _found_path(s, where, mirror)
+        if found is not None:
             try:
-                row["verified"] = verify_source(s, mirror / s.mirror)
+                row["verified"] = verify_source(s, found)
             except SourceMismatchError as e:
                 row["verified"] = f"MISMATCH: {e}"
         if check:
@@ -1198,6 +1356,16 @@ def source_status(
                 row.update(http=None, ok=False, error=str(e))
             else:
                 row.update(_probe(url, timeout))
+        rows.append(row)
+    for name, (_, _, rel) in MIRROR_FILES.items():
+        f = None if mirror is None else mirror / rel
+        row = {"source": name, "available": "mirror" if f is not None and f.exists() else "missing"}
+        row.update(address="local data mirror only: " + rel, verified=None)
+        if row["available"] == "mirror":
+            try:
+                row["verified"] = verify_reference_file(f)
+            except SourceMismatchError as e:
+                row["verified"] = f"MISMATCH: {e}"
         rows.append(row)
     for name, url in (
         ("gaia_dr3_xp_bulk", XP_BULK_URL + XP_BULK_MANIFEST),

@@ -104,6 +104,11 @@ def zenodo(local_data, tmp_path, monkeypatch):
         }
     )
     monkeypatch.setattr(sources, "ZENODO_API", f"{url}/api/records")
+    import dataclasses
+
+    # the stand-in release holds 5 of the clusters: its folder is checked for that count
+    release = dataclasses.replace(sources.SOURCES["vb21_members"], files=len(names))
+    monkeypatch.setitem(sources.SOURCES, "vb21_members", release)
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path / "cache")
     (tmp_path / "cache").mkdir()
     monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA")
@@ -436,7 +441,8 @@ def test_source_status_lists_where_each_source_comes_from_and_checks_archives(
     assert (
         t.loc["gaia_dr3_xp_bulk", "ok"] and not t.loc["gaia_dr3_tap", "ok"]
     )  # no TAP stand-in: reported, not hidden
-    assert (t.available == "archive").all() and not list(
+    archives = t.drop(index=list(sources.MIRROR_FILES))  # mirror-only files: "missing" here
+    assert (archives.available == "archive").all() and not list(
         (tmp_path / "cache").iterdir()
     )  # nothing was downloaded
     assert main(["sources"]) == 0 and "harris_test" in capsys.readouterr().out
@@ -455,6 +461,11 @@ def test_hand_placed_archive_with_a_nested_folder_is_unpacked_once(
     monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
     monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
     names = sorted(p.name for p in (local_data / "vb21_members" / "catalogues").glob("*.txt"))[:3]
+    import dataclasses
+
+    # a 3-cluster stand-in release: its folder is checked for that count
+    release = dataclasses.replace(sources.SOURCES["vb21_members"], files=len(names))
+    monkeypatch.setitem(sources.SOURCES, "vb21_members", release)
     z = tmp_path / sources.SOURCES["vb21_members"].filename
     with zipfile.ZipFile(z, "w") as f:
         for n in names:
@@ -608,3 +619,60 @@ def test_cache_folder_can_be_moved_out_of_the_repository(tmp_path, monkeypatch):
     assert sources.cache_dir() == repo_root() / "data" / "cache"
     monkeypatch.setenv(sources.ENV_CACHE, str(tmp_path / "elsewhere"))
     assert sources.cache_dir() == tmp_path / "elsewhere" and (tmp_path / "elsewhere").is_dir()
+
+
+def test_mirror_only_files_and_vb21_folder_are_verified(local_data, tmp_path, monkeypatch):
+    """The mirror-only reference files (GALAH and APOGEE extracts, archive XP files, VB21's mean table, ω Cen,
+    Sgr) are checked by SHA-256 before they are read, and the VB21 member folder by its folder digest: a copy
+    cut at a line boundary (which the per-line parsers cannot see) is refused, naming file and hashes."""
+    from spectra_ml.samples import read_galah
+    from spectra_ml.dynamics import read_vb21_means
+    from spectra_ml.sources import SourceMismatchError, verify_reference_file, verify_source
+
+    g = local_data / "galah/Galah_data_filtered_1061.fits"
+    assert verify_reference_file(g) == "sha256"
+    cut = tmp_path / g.name
+    cut.write_bytes(g.read_bytes()[: 2880 * 200])
+    with pytest.raises(
+        SourceMismatchError, match=r"Galah_data_filtered_1061\.fits: \d+ bytes, expected 1768320"
+    ):
+        read_galah(cut)
+    means = local_data / "clusters/vb21_gaiatools_input.txt"
+    edited = tmp_path / means.name
+    edited.write_text(
+        means.read_text().replace("NGC_104", "NGC_999", 1)
+    )  # same size, other content
+    assert edited.stat().st_size == means.stat().st_size
+    with pytest.raises(SourceMismatchError, match=r"SHA-256 [0-9a-f]{64}, expected e1c504be"):
+        read_vb21_means(edited)
+    vb = tmp_path / "catalogues"
+    vb.mkdir()
+    for f in sorted((local_data / "vb21_members/catalogues").glob("*.txt")):
+        (vb / f.name).write_bytes(f.read_bytes())
+    s = sources.SOURCES["vb21_members"]
+    assert verify_source(s, vb).startswith("sha256 (the data mirror's copy")
+    one = vb / "NGC_288.txt"
+    one.write_text("".join(one.read_text().splitlines(True)[:-5]))  # cut at a line boundary
+    with pytest.raises(
+        SourceMismatchError, match=r"146 files with folder SHA-256 .* release's 170"
+    ):
+        verify_source(s, vb)
+
+
+def test_cached_file_with_a_wrong_hash_is_kept_aside_and_named(tmp_path, monkeypatch):
+    """Offline, a cached copy whose SHA-256 does not match is not deleted silently: it is moved to `.bad`
+    and the error names the file, both hashes and the fix; `spectra_ml sources` verifies cache rows too."""
+    from spectra_ml.sources import SourceMismatchError
+
+    s = sources.Source("x_test", "x.dat", "https://example.org/x.dat", "test", sha256="0" * 64)
+    monkeypatch.setitem(sources.SOURCES, "x_test", s)
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path)
+    monkeypatch.delenv("SPECTRA_ML_LOCAL_DATA", raising=False)
+    (tmp_path / "x.dat").write_bytes(b"not the registered file")
+    status = sources.source_status().set_index("source")
+    assert status.loc["x_test", "available"] == "cache"
+    assert status.loc["x_test", "verified"].startswith("MISMATCH")
+    with pytest.warns(UserWarning, match="moved to x.dat.bad"):
+        with pytest.raises(SourceMismatchError, match=r"x\.dat: cached copy .* expected 0{64}"):
+            sources.fetch("x_test", allow_download=False)
+    assert (tmp_path / "x.dat.bad").read_bytes() == b"not the registered file"
