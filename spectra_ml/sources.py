@@ -317,7 +317,7 @@ def folder_sha256(
         h.update(f"{f.name}\0{sha256_of(f)}\n".encode())
     return h.hexdigest()
 
-
+# %% ../nbs/01_sources.ipynb #00ad3fc4
 def _verify_folder(s: "Source", path: Path, fix: str) -> str:
     "An unpacked folder: one of its registered digests, or the release's file count; else SourceMismatchError."
     got = folder_sha256(path)
@@ -334,7 +334,7 @@ def _verify_folder(s: "Source", path: Path, fix: str) -> str:
         f"removed; {fix}"
     )
 
-
+# %% ../nbs/01_sources.ipynb #fb201961
 def verify_source(
     s: "Source",  # the registry entry
     path: Path,  # the file or folder found for it (mirror, cache or download)
@@ -979,7 +979,7 @@ def _mirror_partitions(root: Path, kind: str, ids) -> list:
         out.append((f, md5[name]))
     return out
 
-
+# %% ../nbs/01_sources.ipynb #cd881a68
 def mirror_gaia_loaders(
     root=None,  # mirror holding GAIA_MIRROR's folders (None: $SPECTRA_ML_LOCAL_DATA)
     cache=None,  # folder for the ingested XP partitions (default: data/cache/gaia_dr3_mirror)
