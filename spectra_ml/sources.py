@@ -442,7 +442,7 @@ MIRROR_FILES = {
     ),
 }
 
-
+# %% ../nbs/01_sources.ipynb #56be422b
 def verify_reference_file(
     path,  # a reference file about to be read (from the mirror, or a copy given by path)
 ) -> str:
