@@ -21,22 +21,22 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'GALCEN_RA_DEG', 'GALCEN_DEC_DEG', 'GALCEN_DISTANCE_KPC', 'GALCEN_V_SUN_KMS', 'Z_SUN_PC', 'HALO_VPHI_MAX',
            'MIN_PARALLAX_SNR', 'MWP_VERSION', 'BK23_LZ_EDGE', 'BK23_E_FLAT', 'BK23_E_MID', 'BK23_E_PRO',
            'BK23_ENERGY_SHIFT', 'AL_INSITU_MIN', 'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS',
-           'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'DEFAULT_SEED',
-           'GALAH_SNR_MIN', 'GALAH_FIG7', 'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES', 'FLAT_ALPHA_EDGES', 'FLAT_PER_BIN',
-           'RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS', 'KANE_HALO_COUNTS',
-           'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'FS_LR', 'FS_WEIGHT_DECAY', 'FS_BATCH_SIZE', 'FS_ITERATIONS',
-           'FS_WARMUP_ITERATIONS', 'FS_MC_PASSES', 'FS_TRAIN_MODEL_PASSES', 'KANE_K_FIT', 'KANE_CONFUSION',
-           'KANE_N_TRUE_2P_TRAIN_VAL', 'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE',
-           'GALAH_RELAXED_NO_MIN', 'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT',
-           'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS', 'FEH_BIN_EDGES', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL',
-           'TEFF_BIN_EDGES', 'KANE_FEH_OFFSET', 'GAIA_SOURCE_ID_MAX', 'PARTITION_ROWS', 'ROW_GROUP_ROWS',
-           'GC_HARRIS_GOAL', 'ISSUE15_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL', 'PROFILES', 'PROVENANCE_PACKAGES',
-           'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'PARAMETER_TYPE_EXAMPLES', 'FIGURE_RC',
-           'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError',
-           'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed',
-           'library_versions', 'git_hash', 'file_sha256', 'write_json', 'provenance_record', 'RunDir', 'check_params',
-           'check_parameter_values', 'check_output_path', 'declared_parameters', 'received_parameters',
-           'declared_defaults', 'figure_style', 'save_figure']
+           'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'ENV_RUN_ID',
+           'DEFAULT_SEED', 'GALAH_SNR_MIN', 'GALAH_FIG7', 'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES', 'FLAT_ALPHA_EDGES',
+           'FLAT_PER_BIN', 'RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS',
+           'KANE_HALO_COUNTS', 'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'FS_LR', 'FS_WEIGHT_DECAY', 'FS_BATCH_SIZE',
+           'FS_ITERATIONS', 'FS_WARMUP_ITERATIONS', 'FS_MC_PASSES', 'FS_TRAIN_MODEL_PASSES', 'KANE_K_FIT',
+           'KANE_CONFUSION', 'KANE_N_TRUE_2P_TRAIN_VAL', 'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX',
+           'KANE_GALAH_INCIDENCE', 'GALAH_RELAXED_NO_MIN', 'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX',
+           'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT', 'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS', 'FEH_BIN_EDGES',
+           'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL', 'TEFF_BIN_EDGES', 'KANE_FEH_OFFSET', 'GAIA_SOURCE_ID_MAX',
+           'PARTITION_ROWS', 'ROW_GROUP_ROWS', 'GC_HARRIS_GOAL', 'ISSUE15_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL',
+           'PROFILES', 'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES',
+           'PARAMETER_TYPE_EXAMPLES', 'FIGURE_RC', 'SpectraMLError', 'DataError', 'MissingInputError',
+           'MissingColumnError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile', 'get_profile',
+           'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256',
+           'write_json', 'provenance_record', 'RunDir', 'check_params', 'check_parameter_values', 'check_output_path',
+           'declared_parameters', 'received_parameters', 'declared_defaults', 'figure_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #dbcf7047
 class SpectraMLError(Exception):
@@ -209,6 +209,9 @@ XP_BANDS_NM = {"NH 336": 336.0, "CN 388": 388.0, "CN 421.5": 421.5, "CH 430": 43
 
 #: The environment variable that points at a local mirror of reference data (CI: ../shared/data).
 ENV_LOCAL_DATA = "SPECTRA_ML_LOCAL_DATA"
+#: Set by `spectra_ml run` while its stages execute: each summary section records it, so a section an
+#: interrupted or failed rerun did not rewrite is shown as left from an earlier run (issue 16).
+ENV_RUN_ID = "SPECTRA_ML_RUN_ID"
 #: Default seed of every stage.
 DEFAULT_SEED = 42
 
@@ -668,9 +671,9 @@ class RunDir:
         section: str,  # section name (usually the stage)
         data: dict,  # headline numbers and notes of that section
     ) -> dict:
-        "Merge one section into `summary.json` (atomically) and return the whole summary."
+        "Merge one section into `summary.json` (atomically), stamped with the run id ($SPECTRA_ML_RUN_ID, else 'standalone'); return the whole summary."
         s = self.read_summary()
-        s[section] = data
+        s[section] = {**data, "run_id": os.environ.get(ENV_RUN_ID, "standalone")}
         write_json(self.summary_path, s)
         return s
 

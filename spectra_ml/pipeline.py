@@ -8,6 +8,7 @@ import ast, json, os, socket, sys, time
 from pathlib import Path
 from spectra_ml.core import (
     MissingInputError,
+    ENV_RUN_ID,
     ParameterError,
     RunDir,
     SpectraMLError,
@@ -23,7 +24,7 @@ from spectra_ml.core import (
 # %% auto #0
 __all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'FIGURE_CAPTIONS',
            'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel', 'StageError',
-           'RunBusyError', 'run_lock', 'run_pipeline', 'write_report', 'publish_figures']
+           'RunBusyError', 'run_lock', 'run_pipeline', 'stale_sections', 'write_report', 'publish_figures']
 
 # %% ../nbs/90_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a notebook in `nbs/`.
@@ -195,8 +196,12 @@ def _run_stages(
     stages = list(declared)
     synthetic = synthetic_mirror()  # made-up mirror files: a plumbing run, no number is real
     base = {"run_dir": str(run.root), "profile": profile, **params}
+    started = time.time()
+    run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + f"-{os.getpid()}"
     record = {
         "name": name,
+        "run_id": run_id,
+        "started_unix": started,
         "profile": profile,
         "stages": stages,
         "quick": quick,
@@ -206,25 +211,41 @@ def _run_stages(
     write_json(run.root / "run_parameters.json", record)
     kernel = kernel_name or pick_kernel()
     timings = {}
+    section = {
+        "name": name,
+        "profile": profile,
+        "stages": stages,
+        "parameters": params,
+        "kernel": kernel,
+        "synthetic_mirror": synthetic,
+        **({"warning": SYNTHETIC_WARNING} if synthetic else {}),
+    }
+    previous = os.environ.get(ENV_RUN_ID)
+    os.environ[ENV_RUN_ID] = run_id  # the stage kernels inherit it and stamp their sections
+    stage = None
     try:
-        for s in stages:
-            timings[s] = _execute_stage(
-                run, s, {k: v for k, v in base.items() if k in declared[s]}, kernel, progress
+        for stage in stages:
+            timings[stage] = _execute_stage(
+                run,
+                stage,
+                {k: v for k, v in base.items() if k in declared[stage]},
+                kernel,
+                progress,
             )
         summary = run.update_summary(
-            "pipeline",
-            {
-                "name": name,
-                "profile": profile,
-                "stages": stages,
-                "stage_seconds": timings,
-                "parameters": params,
-                "kernel": kernel,
-                "synthetic_mirror": synthetic,
-                **({"warning": SYNTHETIC_WARNING} if synthetic else {}),
-            },
+            "pipeline", {**section, "status": "complete", "stage_seconds": timings}
         )
+    except BaseException as e:
+        failed = {"failed_stage": stage, "error": f"{type(e).__name__}: {e}"}
+        run.update_summary(
+            "pipeline", {**section, "status": "failed", **failed, "stage_seconds": timings}
+        )
+        raise
     finally:
+        if previous is None:
+            os.environ.pop(ENV_RUN_ID, None)
+        else:
+            os.environ[ENV_RUN_ID] = previous
         write_report(run)
     if figures_dir is not None:
         publish_figures(run, Path(figures_dir) / name)
@@ -369,6 +390,29 @@ def _report_section(name: str, data) -> str:
         )
     return "\n".join(out)
 
+# %% ../nbs/90_pipeline.ipynb #5a7e1d02
+def stale_sections(
+    run: RunDir,  # a run directory written by `spectra_ml run`
+) -> dict:
+    "Summary sections and figures the run's last `spectra_ml run` did not write (a failed rerun, or a stage run alone since)."
+    try:
+        rec = json.loads((run.root / "run_parameters.json").read_text())
+    except (OSError, ValueError):
+        return {"sections": [], "figures": []}
+    run_id = rec.get("run_id")
+    if run_id is None:
+        return {"sections": [], "figures": []}
+    summary = run.read_summary()
+    sections = [
+        k for k, v in summary.items() if not isinstance(v, dict) or v.get("run_id") != run_id
+    ]
+    figures = sorted(
+        f.name
+        for f in (run.root / "figures").glob("*.png")
+        if f.stat().st_mtime < rec.get("started_unix", 0)
+    )
+    return {"sections": sections, "figures": figures}
+
 # %% ../nbs/90_pipeline.ipynb #7f06b150
 def write_report(
     run: RunDir,  # a run directory (finished, or stopped by a failed stage)
@@ -381,11 +425,30 @@ def write_report(
 
     summary = run.read_summary()
     parts = [f"<h1>spectra_ml run {html.escape(run.root.name)}</h1>"]
+    stale = stale_sections(run)
+    pipe = summary.get("pipeline", {})
+    if pipe.get("status") == "failed":
+        parts.append(
+            f"<p style='color:#b00;font-weight:bold'>This run FAILED in stage {html.escape(str(pipe.get('failed_stage')))}: "
+            f"{html.escape(str(pipe.get('error')))}. Stages after it did not run.</p>"
+        )
+    if stale:
+        parts.append(
+            "<p style='color:#b00'>Not written by this run (run "
+            f"{html.escape(str(pipe.get('run_id')))}): summary sections {html.escape(', '.join(stale['sections']) or 'none')}; "
+            f"figures {html.escape(', '.join(stale['figures']) or 'none')}.</p>"
+        )
     if summary.get("pipeline", {}).get("synthetic_mirror") or summary.get("samples", {}).get(
         "synthetic_mirror"
     ):
         parts.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(SYNTHETIC_WARNING)}</p>")
-    parts.append("<h2>Summary</h2>" + "".join(_report_section(k, v) for k, v in summary.items()))
+    parts.append(
+        "<h2>Summary</h2>"
+        + "".join(
+            _report_section(k + (" (NOT WRITTEN BY THIS RUN)" if k in stale["sections"] else ""), v)
+            for k, v in summary.items()
+        )
+    )
     flows = {
         f"{k}: cut flow": v["cut_flow"]
         for k, v in summary.items()
@@ -407,6 +470,8 @@ def write_report(
     for f in figs:
         data = base64.b64encode(f.read_bytes()).decode()
         cap = html.escape(FIGURE_CAPTIONS.get(f.stem, f.stem))
+        if f.name in stale["figures"]:
+            cap = "NOT WRITTEN BY THIS RUN: " + cap
         parts.append(
             f"<figure><img src='data:image/png;base64,{data}' alt='{f.name}'><figcaption>{cap} ({f.name})</figcaption></figure>"
         )

@@ -160,6 +160,42 @@ def test_stage_runs_alone_with_papermill(quick_run, tmp_path):
     assert again["mlp"] == summary["validate"]["mlp"]
 
 
+def test_failed_rerun_writes_the_report_and_marks_what_it_did_not_write(quick_run, tmp_path):
+    """A rerun that fails in a stage still writes report.html; the summary says failed, where and why,
+    and the sections and figures left from the earlier run are marked as not written by this one."""
+    import shutil
+
+    from spectra_ml.pipeline import StageError, run_pipeline, stale_sections
+
+    root, summary = quick_run
+    copy = tmp_path / "rerun"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("run.lock", "report.html"))
+    (copy / "products" / "predictions.parquet").unlink()  # 11_metrics needs it: the rerun fails
+    with pytest.raises(StageError, match="11_metrics"):
+        run_pipeline(
+            "rerun",
+            "demo",
+            {},
+            stages=("11_metrics",),
+            runs_root=tmp_path,
+            progress=False,
+            figures_dir=None,
+        )
+    run = RunDir(copy)
+    pipe = run.read_summary()["pipeline"]
+    assert pipe["status"] == "failed" and pipe["failed_stage"] == "11_metrics"
+    assert "predictions.parquet" in pipe["error"]
+    assert pipe["run_id"] != summary["pipeline"]["run_id"]
+    stale = stale_sections(run)
+    assert {"samples", "train", "validate"} <= set(stale["sections"])
+    assert "pipeline" not in stale["sections"]
+    assert len(stale["figures"]) == len(list((copy / "figures").glob("*.png"))) > 0
+    page = (copy / "report.html").read_text()
+    assert "FAILED in stage 11_metrics" in page
+    assert "validate (NOT WRITTEN BY THIS RUN)" in page
+    assert page.count("NOT WRITTEN BY THIS RUN: ") == len(stale["figures"])
+
+
 def test_dynamics_stage_in_the_pipeline(quick_run):
     root, summary = quick_run
     d = summary["dynamics"]
