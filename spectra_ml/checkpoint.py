@@ -110,6 +110,9 @@ class TrainConfig:
     label_scaling: str = (
         "std"  # LabelScaler kind: "std" (mean, std) or "aspgap" (median, y97.5 − y2.5)
     )
+    ensemble_training: str = (
+        "batched"  # an ensemble's members: "batched" (stacked) or "loop" (core.ENSEMBLE_TRAINING)
+    )
 
     @property
     def n_labels(self):

@@ -17,6 +17,7 @@ from spectra_ml.core import (
     FS_ITERATIONS,
     FS_WARMUP_ITERATIONS,
     DataError,
+    ENSEMBLE_TRAINING,
     ParameterError,
     set_seed,
 )
@@ -26,9 +27,10 @@ from .xp import PercentileScaler, SCALERS, check_features
 
 # %% auto #0
 __all__ = ['TRAIN_OPTIONS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS', 'TREE_FIELDS', 'BASELINE_FORMAT',
-           'iteration_schedule', 'fit', 'fit_ensemble', 'Trained', 'label_variances', 'named_config', 'density_flatten',
-           'training_rows', 'train_model', 'repeated_two_fold', 'config_overrides', 'fit_boosting_baseline',
-           'fit_baseline', 'predict_baseline', 'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
+           'iteration_schedule', 'fit', 'member_splits', 'stacked_adam', 'adam_step_per_member', 'fit_members_batched',
+           'fit_ensemble', 'Trained', 'label_variances', 'named_config', 'density_flatten', 'training_rows',
+           'train_model', 'repeated_two_fold', 'config_overrides', 'fit_boosting_baseline', 'fit_baseline',
+           'predict_baseline', 'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
 
 # %% ../nbs/08_training.ipynb #13e3c427
 def _rows(T, b):
@@ -223,49 +225,292 @@ def fit(
         model.load_state_dict(best_state)
     return model, hist, _fit_info(hist, best, warmup, step, sch, config, t0)
 
-# %% ../nbs/08_training.ipynb #4406836a
-def fit_ensemble(X_train, Y_train, X_val, Y_val, config: TrainConfig, progress: bool = True, **kw):
-    """Guiglion §3: members over split states x seeds. Member (state k, seed m) trains on its own
-    `member_train_fraction` of the training rows (state k's draw) with seed `config.seed + m`; every member
-    early-stops on the same validation split. σ_run (§3.3): the running CNN − APOGEE dispersion on the
-    training rows binned on the APOGEE label (`run_fit="validation_prediction"`: on the validation
-    split binned on the prediction, our earlier variant)."""
-    set_seed(
-        config.seed
-    )  # the members' initial weights (unseeded before: a fresh process gave other members)
-    ens = build_model(config.model_config())
-    n_tr, hists, infos, t0 = len(X_train), [], [], time.time()
-    for k in range(ens.n_split_states):
-        rows = np.flatnonzero(
-            np.random.default_rng([config.seed, k]).random(n_tr) < ens.member_train_fraction
+# %% ../nbs/08_training.ipynb #b8e705a5
+def member_splits(
+    n_train: int,  # rows of the training split
+    n_states: int,  # re-splits (Guiglion §3: 7)
+    fraction: float = 0.75,  # share each member fits on (Guiglion §3: 75/25); the rest stops it early
+    seed: int = DEFAULT_SEED,
+) -> list:
+    "Guiglion §3's re-splits of the training rows: per state `(fit rows, stop rows)`, the same sizes for every state."
+    n_fit = int(round(fraction * n_train))
+    if not 0 < n_fit < n_train:
+        raise ParameterError(
+            f"member_train_fraction {fraction} leaves no fit or no stop rows of {n_train}: use 0 < f < 1"
         )
-        for m in range(ens.n_seeds):
-            i = k * ens.n_seeds + m
+    out = []
+    for k in range(n_states):
+        perm = np.random.default_rng([seed, k]).permutation(n_train)
+        out.append((np.sort(perm[:n_fit]), np.sort(perm[n_fit:])))
+    return out
+
+# %% ../nbs/08_training.ipynb #030b8b58
+class _LossOf(torch.nn.Module):
+    "A member seen through its loss, so that torch.func can call it: `forward(x, y) = member.loss(x, y)`."
+
+    def __init__(self, member):
+        super().__init__()
+        self.m = member
+
+    def forward(self, x, y):
+        return self.m.loss(x, y)
+
+
+class _Plateaus:
+    "One halve-on-plateau lr per member: torch's ReduceLROnPlateau (mode min, relative threshold 1e-4, no cooldown)."
+
+    def __init__(self, n, lr, patience, min_lr, factor=0.5, threshold=1e-4):
+        self.lr = np.full(n, float(lr))
+        self.best = np.full(n, np.inf)
+        self.bad = np.zeros(n, int)
+        self.patience, self.min_lr, self.factor, self.threshold = (
+            patience,
+            min_lr,
+            factor,
+            threshold,
+        )
+
+    def step(self, vl):
+        better = vl < self.best * (1 - self.threshold)
+        self.best = np.where(better, vl, self.best)
+        self.bad = np.where(better, 0, self.bad + 1)
+        cut = self.bad > self.patience
+        new = np.maximum(self.lr * self.factor, self.min_lr)
+        self.lr = np.where(cut & (self.lr - new > 1e-8), new, self.lr)
+        self.bad = np.where(cut, 0, self.bad)
+
+    def keep(self, idx):
+        self.lr, self.best, self.bad = self.lr[idx], self.best[idx], self.bad[idx]
+
+
+def stacked_adam(
+    params: list,  # stacked parameters (M, ...), leaves with requires_grad
+    lr: float,
+    weight_decay: float = 0.0,
+    state: dict
+    | None = None,  # {"step", "exp_avg", "exp_avg_sq"} per parameter to start from (None: fresh)
+) -> torch.optim.Adam:
+    "torch.optim.Adam over stacked parameters: the fused CPU/GPU kernel where torch has it, else foreach."
+    try:
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, ValueError):
+        opt = torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+    for p, st in zip(params, state or []):
+        opt.state[p] = st
+    return opt
+
+
+def adam_step_per_member(
+    opt: torch.optim.Adam,  # from `stacked_adam`, gradients in place
+    lrs,  # one learning rate per member (M,)
+):
+    """One Adam step with a learning rate per member. Adam's moments do not depend on the lr, so the step
+    is taken at the largest lr and each member's update then scaled by its lr / that lr: exactly Adam
+    at each member's own lr (L2 weight decay included)."""
+    lrs = np.asarray(lrs, float)
+    top = float(lrs.max())
+    opt.param_groups[0]["lr"] = top
+    ps = opt.param_groups[0]["params"]
+    if np.all(lrs == top):
+        opt.step()
+        return
+    old = [p.detach().clone() for p in ps]
+    opt.step()
+    r = torch.as_tensor(lrs / top, dtype=ps[0].dtype)
+    with torch.no_grad():
+        for p, o in zip(ps, old):
+            p.sub_(o).mul_(r.view(-1, *[1] * (p.dim() - 1))).add_(o)
+
+# %% ../nbs/08_training.ipynb #82e818e1
+def fit_members_batched(
+    members: list,  # built member modules of one architecture, trained in place
+    X,
+    Y,  # the rows the members are drawn from: features (N, F) and standardised labels (N, L)
+    splits: list,  # per member `(fit rows, stop rows)` into X (equal sizes): each stops on its own rows
+    seeds: list,  # per member: the seed of its batch order (as `fit`: a fresh randperm each epoch)
+    config: TrainConfig,  # lr, weight_decay, batch_size, max_epochs, patience, lr_patience, min_lr
+    progress: bool = True,
+    eval_rows: int = 2048,  # stop rows per evaluation chunk
+) -> list:
+    """Train the members as one batched model: stacked parameters (torch.func.stack_module_state), one
+    vmapped forward and backward pass for all, Adam with a per-member lr and plateau schedule, and each
+    member's own early stopping on its stop rows. A stopped member leaves the stack; at the end each member
+    holds its best epoch's weights (the last ones without early stopping). Returns per-member histories."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    if config.max_iterations:
+        raise ParameterError(
+            "fit_members_batched trains by epochs: max_iterations needs ensemble_training='loop'"
+        )
+    M = len(members)
+    X = torch.as_tensor(np.ascontiguousarray(X))  # row gathers of a column-major table are slow
+    Y = torch.as_tensor(np.ascontiguousarray(Y))
+    params, buffers = stack_module_state([_LossOf(m) for m in members])
+    base = copy.deepcopy(_LossOf(members[0])).to("meta")
+    loss_all = vmap(
+        lambda p, b, x, y: functional_call(base, (p, b), (x, y)), randomness="different"
+    )
+    fit_rows = torch.as_tensor(np.stack([s[0] for s in splits]))
+    stop_rows = torch.as_tensor(np.stack([s[1] for s in splits]))
+    n_fit, B = fit_rows.shape[1], config.batch_size
+    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    opt = stacked_adam(list(params.values()), config.lr, config.weight_decay)
+    plateau = _Plateaus(M, config.lr, config.lr_patience or 10**9, config.min_lr)
+    best, bad = np.full(M, np.inf), np.zeros(M, int)
+    best_params = {k: v.detach().clone() for k, v in params.items()}
+    active, hist = np.arange(M), [[] for _ in range(M)]
+    bar = tqdm(range(config.max_epochs or 10**9), "training members", disable=not progress)
+    for epoch in bar:
+        order = torch.stack([fit_rows[j][torch.randperm(n_fit, generator=gens[j])] for j in active])
+        base.train()
+        tr = torch.zeros(len(active))
+        for i in range(0, n_fit, B):
+            rows = order[:, i : i + B]
+            flat = rows.reshape(-1)
+            losses = loss_all(
+                params,
+                buffers,
+                X.index_select(0, flat).view(*rows.shape, -1),
+                Y.index_select(0, flat).view(*rows.shape, -1),
+            )
+            opt.zero_grad(set_to_none=True)
+            losses.sum().backward()  # members are independent: each gets its own loss's gradient
+            adam_step_per_member(opt, plateau.lr)
+            tr += losses.detach() * rows.shape[1]
+        base.eval()
+        with torch.no_grad():
+            here = stop_rows[active]
+            vl = sum(
+                loss_all(params, buffers, X[r], Y[r]) * r.shape[1]
+                for r in torch.split(here, eval_rows, dim=1)
+            )
+        tr, vl = (tr / n_fit).numpy(), (vl / here.shape[1]).numpy()
+        plateau.step(vl)
+        for s, j in enumerate(active):
+            hist[j].append(
+                {
+                    "epoch": epoch,
+                    "train_loss": float(tr[s]),
+                    "val_loss": float(vl[s]),
+                    "lr": float(plateau.lr[s]),
+                }
+            )
+            if vl[s] < best[j] - 1e-5:
+                best[j], bad[j] = vl[s], 0
+                for k in params:
+                    best_params[k][j] = params[k][s].detach()
+            else:
+                bad[j] += 1
+        bar.set_postfix(members=len(active), best=f"{np.mean(best):.3f}")
+        keep = np.flatnonzero(bad[active] < config.patience) if config.early_stopping else None
+        if keep is None or len(keep) == len(active):
+            continue
+        active = active[keep]
+        if len(active) == 0:
+            break
+        ki = torch.as_tensor(keep)
+        st = [opt.state[p] for p in params.values()]
+        params = {k: v.detach()[ki].clone().requires_grad_() for k, v in params.items()}
+        buffers = {k: v[ki] for k, v in buffers.items()}
+        st = [{k: v if k == "step" else v[ki].clone() for k, v in s.items()} for s in st]
+        opt = stacked_adam(list(params.values()), config.lr, config.weight_decay, st)
+        plateau.keep(keep)
+    if not config.early_stopping:  # the last weights, not the best epoch's
+        for s, j in enumerate(active):
+            for k in params:
+                best_params[k][j] = params[k][s].detach()
+    with torch.no_grad():
+        for j, member in enumerate(members):
+            for name, p in member.named_parameters():
+                p.copy_(best_params["m." + name][j])
+    return hist
+
+# %% ../nbs/08_training.ipynb #9eb29e73
+def _ensemble_mean(ens, X, rows: int = 8192) -> np.ndarray:
+    "The ensemble's mean prediction (N, L) in chunks, without gradients."
+    with torch.no_grad():
+        return torch.cat(
+            [ens(torch.as_tensor(X[i : i + rows]))[0] for i in range(0, len(X), rows)]
+        ).numpy()
+
+# %% ../nbs/08_training.ipynb #4406836a
+def fit_ensemble(
+    X_train,
+    Y_train,  # the training split (scaled features, standardised labels): the members' re-splits come from it
+    X_val,
+    Y_val,  # the pipeline's validation split: only its ensemble loss is recorded (no member stops on it)
+    config: TrainConfig,  # `ensemble_training`: "batched" (one stacked model) or "loop" (member by member)
+    progress: bool = True,
+    var_y=None,
+    var_x=None,  # (train, validation) variance pairs, passed on to the members' loss in the loop
+    augment: float = 0.0,  # noise augmentation (the loop only)
+):
+    """Guiglion §3: members over split states × seeds. State k re-splits the training rows 75/25
+    (`member_splits`); member (k, m) fits on the 75% with seed `config.seed + m` and early-stops on its own
+    25%. With `ensemble_training="batched"` (default) all members train together as one stacked model
+    (`fit_members_batched`), else one after another with `fit`; both give the same members up to float
+    rounding. σ_run (§3.3): the running CNN − APOGEE dispersion on the training rows binned on the APOGEE
+    label (`run_fit="validation_prediction"`: on the validation split binned on the prediction, our earlier variant)."""
+    set_seed(config.seed)  # the members' initial weights
+    ens = build_model(config.model_config())
+    mode = getattr(config, "ensemble_training", "batched")
+    if mode not in ENSEMBLE_TRAINING:
+        raise ParameterError(f"ensemble_training {mode!r}: use one of {ENSEMBLE_TRAINING}")
+    if mode == "batched" and augment:
+        raise ParameterError("noise augmentation needs ensemble_training='loop'")
+    t0 = time.time()
+    splits = member_splits(len(X_train), ens.n_split_states, ens.member_train_fraction, config.seed)
+    who = [(k, m) for k in range(ens.n_split_states) for m in range(ens.n_seeds)]
+    seeds = [config.seed + m for _, m in who]
+    if mode == "batched":
+        hists = fit_members_batched(
+            list(ens.members),
+            X_train,
+            Y_train,
+            [splits[k] for k, _ in who],
+            seeds,
+            config,
+            progress,
+        )
+    else:
+        pick = lambda v, f, s: None if v is None else (v[0][f], v[0][s])
+        hists = []
+        for i, (k, m) in enumerate(who):
+            f, s = splits[k]
             cfg = copy.copy(config)
-            cfg.seed = config.seed + m
-            _, h, info = fit(
-                X_train[rows],
-                Y_train[rows],
-                X_val,
-                Y_val,
+            cfg.seed = seeds[i]
+            _, h, _ = fit(
+                X_train[f],
+                Y_train[f],
+                X_train[s],
+                Y_train[s],
                 cfg,
                 progress,
+                var_y=pick(var_y, f, s),
+                var_x=pick(var_x, f, s),
                 model=ens.members[i],
-                **kw,
+                augment=augment,
             )
             hists.append(h)
-            infos.append(
-                {"member": i, "split_state": k, "seed": cfg.seed, "n_train": len(rows), **info}
-            )
+    infos = [
+        {
+            "member": i,
+            "split_state": k,
+            "seed": seeds[i],
+            "n_train": len(splits[k][0]),
+            "n_stop": len(splits[k][1]),
+            "epochs_run": len(hists[i]),
+            "best_epoch": int(np.argmin([e["val_loss"] for e in hists[i]])),
+            "best_val_loss": float(min(e["val_loss"] for e in hists[i])),
+        }
+        for i, (k, m) in enumerate(who)
+    ]
     ens.eval()
     on_train = getattr(ens, "run_fit", "train_truth") == "train_truth"  # Guiglion §3.3
     X_run, Y_run = (X_train, Y_train) if on_train else (X_val, Y_val)
-    with torch.no_grad():
-        mu_run = torch.cat(
-            [ens(torch.as_tensor(X_run[i : i + 8192]))[0] for i in range(0, len(X_run), 8192)]
-        )
+    mu_run = _ensemble_mean(ens, X_run)
     ens.fit_running_dispersion(
-        mu_run.numpy(), np.asarray(Y_run), against="truth" if on_train else "prediction"
+        mu_run, np.asarray(Y_run), against="truth" if on_train else "prediction"
     )
     hist = [
         {
@@ -275,14 +520,18 @@ def fit_ensemble(X_train, Y_train, X_val, Y_val, config: TrainConfig, progress: 
         }
         for e in range(max(map(len, hists)))
     ]
+    val_mse = float(np.mean((_ensemble_mean(ens, X_val) - np.asarray(Y_val)) ** 2))
     return (
         ens,
         hist,
         {
             "members": infos,
+            "ensemble_training": mode,
+            "early_stopping_on": "each member's own 25% of the training split (Guiglion §3)",
             "epochs_run": sum(i["epochs_run"] for i in infos),
             "best_epoch": int(np.median([i["best_epoch"] for i in infos])),
             "best_val_loss": float(np.mean([i["best_val_loss"] for i in infos])),
+            "validation_mse_of_mean": val_mse,
             "seconds": time.time() - t0,
         },
     )
