@@ -620,11 +620,11 @@ class RunDir:
 
     def __init__(
         self,
-        root,  # the run directory; a relative path is taken from the repository root (see below)
+        root,  # the run directory; relative: in the repository's runs/ ("demo" and "runs/demo" alike)
     ):
         root = Path(root).expanduser()
-        if not root.is_absolute():
-            root = repo_root() / root
+        if not root.is_absolute():  # not the working directory: a notebook opened in nbs/ finds the run
+            root = repo_root() / (root if root.parts[:1] == ("runs",) else Path("runs") / root)
         self.root = root.resolve()
 
     def _sub(self, name: str) -> Path:

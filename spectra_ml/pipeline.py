@@ -131,20 +131,25 @@ class run_lock:
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-            except FileExistsError:
-                if self._owner_alive():
-                    raise RunBusyError(
-                        f"{self.path.parent} is in use by another run ({self.path.read_text().strip()}); "
-                        "wait for it, or choose another --name"
-                    ) from None
-                self.path.unlink(missing_ok=True)  # a crashed run's lock
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(f"{socket.gethostname()} {os.getpid()}\n")
-            return self
+        # the lock appears with its owner already written (a hard link of a finished file), so a
+        # second process never reads an empty lock and takes its owner for dead
+        tmp = self.path.with_name(f".run.lock.{socket.gethostname()}.{os.getpid()}")
+        tmp.write_text(f"{socket.gethostname()} {os.getpid()}\n")
+        try:
+            for _ in range(2):
+                try:
+                    os.link(tmp, self.path)
+                except FileExistsError:
+                    if self._owner_alive():
+                        raise RunBusyError(
+                            f"{self.path.parent} is in use by another run ({self.path.read_text().strip()}); "
+                            "wait for it, or choose another --name"
+                        ) from None
+                    self.path.unlink(missing_ok=True)  # a crashed run's lock
+                    continue
+                return self
+        finally:
+            tmp.unlink(missing_ok=True)
         raise RunBusyError(f"could not lock {self.path}")
 
     def __exit__(self, *exc):

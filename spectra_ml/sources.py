@@ -255,13 +255,13 @@ def download(
             f"{part} is kept and the next call resumes it"
         )
     for algo, want in (("SHA-256", sha256), ("MD5", md5)):
-        if (
-            want is not None
-            and (sha256_of(part) if algo == "SHA-256" else _md5_of(part)) != want.lower()
-        ):
+        got = None if want is None else (sha256_of(part) if algo == "SHA-256" else _md5_of(part))
+        if want is not None and got != want.lower():
             part.unlink()
             raise SourceUnavailable(
-                f"{url}: {algo} mismatch (corrupt or changed file); the partial file was removed, retry"
+                f"{url} -> {dest}: {algo} mismatch, found {got}, expected {want.lower()} (a corrupt "
+                "or changed file); the download was removed: retry, and if it persists the archive "
+                "changed the file: place a verified copy in the local data mirror"
             )
     os.replace(part, dest)
     return dest

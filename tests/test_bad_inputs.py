@@ -589,9 +589,21 @@ def test_no_stage_or_module_unpickles_from_a_run_folder():
         text = f.read_text()
         if f.suffix == ".ipynb":
             text = "".join("".join(c["source"]) for c in json.loads(text)["cells"])
-        for bad in ("joblib.load(", "pickle.load(", "pickle.loads(", "allow_pickle=True"):
+        for bad in (
+            "joblib.load(",
+            "pickle.load(",
+            "pickle.loads(",
+            "allow_pickle=True",
+            "read_pickle(",
+            "import dill",
+            "import cloudpickle",
+            "shelve.open(",
+        ):
             if bad in text:
                 found.append(f"{f.name}: {bad}")
+        for m in re.finditer(r"torch\.load\(([^()]|\([^()]*\))*\)", text):
+            if "weights_only=True" not in m.group(0):
+                found.append(f"{f.name}: {m.group(0)[:80]} (torch.load without weights_only=True)")
     assert not found, found
 
 

@@ -196,6 +196,38 @@ def test_failed_rerun_writes_the_report_and_marks_what_it_did_not_write(quick_ru
     assert page.count("NOT WRITTEN BY THIS RUN: ") == len(stale["figures"])
 
 
+def test_papermill_typo_stops_a_stage_run_alone(quick_run, tmp_path):
+    """A misspelt parameter given to a stage notebook run alone with papermill is an error in its first
+    cell (papermill alone only warns), naming the close match; the run is left as it was."""
+    import papermill as pm
+    from spectra_ml.pipeline import notebooks_dir, pick_kernel
+
+    root, _ = quick_run
+    before = (root / "summary.json").read_text()
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(
+            str(notebooks_dir() / "11_metrics.ipynb"),
+            str(tmp_path / "typo.ipynb"),
+            parameters={"run_dir": str(root), "splt": "test"},
+            kernel_name=pick_kernel(),
+            progress_bar=False,
+        )
+    assert "splt" in str(e.value) and "split" in str(e.value)
+    assert (root / "summary.json").read_text() == before
+
+
+def test_reading_a_missing_run_creates_no_folder():
+    from spectra_ml.core import MissingInputError, repo_root
+
+    name = "never_run_by_the_tests"
+    run = RunDir(name)
+    assert run.root == repo_root() / "runs" / name  # a bare name is a run in the repository's runs/
+    with pytest.raises(MissingInputError, match="09_inference"):
+        run.require("products/predictions.parquet", "09_inference")
+    assert run.read_summary() == {}
+    assert not run.root.exists()
+
+
 def test_dynamics_stage_in_the_pipeline(quick_run):
     root, summary = quick_run
     d = summary["dynamics"]
@@ -259,6 +291,8 @@ def test_run_report_is_one_offline_file_with_every_figure(quick_run):
     ):
         assert text in page, text
     assert "n_o" in page  # the notes say what the demo profile lacks
+    assert page.count("<figcaption>") == len(figs)  # every figure with its caption
+    assert page.count("<table") >= 5  # the summary sections as tables
 
 
 @pytest.mark.skipif(

@@ -141,11 +141,14 @@ def test_interrupted_download_resumes_and_is_verified(server, local_data, tmp_pa
     assert sources.sha256_of(out) == sha and not part.exists()
 
 
-def test_hash_mismatch_is_refused(server, tmp_path):
-    with pytest.raises(sources.SourceUnavailable, match="SHA-256 mismatch"):
+def test_hash_mismatch_is_refused(server, tmp_path, local_data):
+    found = sources.sha256_of(local_data / "clusters" / "harris2010_mwgc.dat")
+    with pytest.raises(sources.SourceUnavailable, match="SHA-256 mismatch") as e:
         sources.download(
             f"{server}/clusters/harris2010_mwgc.dat", tmp_path / "h.dat", "0" * 64, progress=False
         )
+    for text in (f"found {found}", "expected " + "0" * 64, str(tmp_path / "h.dat"), "mirror"):
+        assert text in str(e.value), text
     assert not (tmp_path / "h.dat").exists() and not (tmp_path / "h.dat.part").exists()
 
 

@@ -218,6 +218,19 @@ def test_resume_is_keyed_and_refuses_what_differs(tiny, tmp_path):
     ]  # the summary says what the files hold
     res = pd.read_parquet(out / "a.parquet")
     assert list(res.source_id) == list(rows.source_id.iloc[60:])
+    # another model (other weights) into the finished folder: refused, then overwritten on request
+    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.training import train_model
+
+    other = tmp_path / "other_model"
+    s = build_demo_sample(LABELS4, max_stars=400)[0]
+    train_model(s, LABELS4, "kane_mlp", progress=False, max_epochs=1, seed=3).save(other)
+    with pytest.raises(ResumeMismatchError, match="model_fingerprint") as e:
+        _run(other, d, out, seed=7)
+    assert "overwrite" in str(e.value)
+    r2 = _run(other, d, out, seed=7, overwrite=True)
+    assert r2["files_hold"]["model_fingerprint"] != r["files_hold"]["model_fingerprint"]
+    assert len(r2["files_hold"]["model_fingerprint"]) == 1
 
 
 def test_partitions_recursive_empty_corrupt_and_duplicates(tiny, tmp_path):
@@ -242,6 +255,7 @@ def test_partitions_recursive_empty_corrupt_and_duplicates(tiny, tmp_path):
         and s["n_failed"] == 1
         and s["failed"][0]["file"].endswith("broken.parquet")
     )
+    assert "parquet" in s["failed"][0]["reason"].lower(), s["failed"][0]  # why, not only which file
     assert sorted(s["partitions"]) == [
         "empty.parquet",
         "hp=1/part-0.parquet",
