@@ -623,7 +623,9 @@ class RunDir:
         root,  # the run directory; relative: in the repository's runs/ ("demo" and "runs/demo" alike)
     ):
         root = Path(root).expanduser()
-        if not root.is_absolute():  # not the working directory: a notebook opened in nbs/ finds the run
+        if (
+            not root.is_absolute()
+        ):  # not the working directory: a notebook opened in nbs/ finds the run
             root = repo_root() / (root if root.parts[:1] == ("runs",) else Path("runs") / root)
         self.root = root.resolve()
 

@@ -441,15 +441,19 @@ def plot_pred_vs_truth(
             res = mu[ok] - y[ok]
             rl = np.percentile(np.abs(res), 99.5) * 1.1
             a, b = axs[0, j], axs[1, j]
-            h = a.hist2d(y[ok], mu[ok], bins=bins, range=[lim, lim], norm=LogNorm(), cmap="viridis")
+            # stars beyond the axes are drawn at their edge (hist2d would drop them), and counted
+            yc, mc, rc = np.clip(y[ok], *lim), np.clip(mu[ok], *lim), np.clip(res, -rl, rl)
+            n_out = int(((yc != y[ok]) | (mc != mu[ok])).sum())
+            h = a.hist2d(yc, mc, bins=bins, range=[lim, lim], norm=LogNorm(), cmap="viridis")
             a.plot(lim, lim, "k-", lw=0.8)
             a.set(xlim=lim, ylim=lim, ylabel=r"$\mu$ " + LABEL_TEX.get(l, l))
             a.set_title(
                 f"RMSE {np.sqrt(np.mean(res**2)):.3g}, bias {np.mean(res):+.2g}\nN = {ok.sum()}"
+                + (f" ({n_out} at the edges)" if n_out else "")
             )
             b.hist2d(
-                y[ok],
-                res,
+                yc,
+                rc,
                 bins=(bins, bins // 3),
                 range=[lim, (-rl, rl)],
                 norm=LogNorm(),

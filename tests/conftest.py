@@ -86,3 +86,28 @@ def standin_source(monkeypatch):
         )
 
     return standin
+
+
+def check_calibration(pred, section: dict, labels):
+    """The σ scale of each label was fitted on the unflagged validation rows alone, and the reported
+    calibrated z-std is the test split's own (recomputed here with numpy): a scale fitted on the test
+    split, or the raw z-std reported as calibrated, fails."""
+    import numpy as np
+
+    ok = np.ones(len(pred), bool)
+    for c in ("flag_ood", "flag_bad_input"):
+        if c in pred:
+            ok &= ~pred[c].to_numpy(bool)
+    val, test = pred[(pred.split == "validation").to_numpy() & ok], pred[pred.split == "test"]
+
+    def zstd(d, lab, scale):
+        z = (d[f"mu_{lab}"] - d[lab]).to_numpy(float) / (d[f"sigma_{lab}"].to_numpy(float) * scale)
+        return float(np.std(z[np.isfinite(z)]))
+
+    for lab in labels:
+        m = section[lab]
+        scale = zstd(val, lab, 1.0)
+        assert m["sigma_scale"] == pytest.approx(scale, rel=1e-5), lab
+        assert m["z_std_calibrated"] == pytest.approx(zstd(test, lab, scale), rel=1e-5), lab
+        assert m["z_std"] == pytest.approx(zstd(test, lab, 1.0), rel=1e-5), lab
+        assert abs(m["z_std_calibrated"] - 1.0) > 1e-6, f"{lab}: exactly 1 on test: fitted on test?"

@@ -28,6 +28,7 @@ from spectra_ml.models import (
 from spectra_ml.samples import model_inputs
 from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint
 from spectra_ml.training import repeated_two_fold, train_model
+from conftest import check_calibration
 
 LABELS = list(DEMO_LABELS)
 
@@ -476,7 +477,8 @@ def test_pipeline_trains_every_model(quick_run, tmp_path, name):
         == name
     )
     for lab in LABELS:
-        assert 0.75 < s["validate"]["mlp"][lab]["z_std_calibrated"] < 1.3
+        assert 0.75 < s["validate"]["mlp"][lab]["z_std_calibrated"] < 1.3  # sanity range
+    check_calibration(pred, s["validate"]["mlp"], LABELS)  # fitted on validation, checked on test
 
 
 def test_compare_stage(quick_run, tmp_path):
