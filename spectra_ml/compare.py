@@ -18,7 +18,7 @@ from .training import fit_baseline, predict_baseline, train_model
 __all__ = ['COMPARE_NOTES', 'comparison_rows', 'improvement_over', 'published_table', 'format_markdown', 'acceptance',
            'boundary_flag_summary', 'plot_one_to_one_grid', 'plot_calibration_grid', 'plot_attention', 'compare_one',
            'baseline_result', 'combine_members', 'format_bins_markdown', 'comparison_per_bin', 'compare_models',
-           'comparison_summary']
+           'comparison_summary', 'cv_summary']
 
 # %% ../nbs/15_compare.ipynb #59f2c611
 def comparison_rows(
@@ -496,3 +496,25 @@ def comparison_summary(
         "published_rmse_other_data": PUBLISHED_RMSE,
         "notes": COMPARE_NOTES,
     }
+
+# %% ../nbs/15_compare.ipynb #4d9c871f
+def cv_summary(
+    folds: pd.DataFrame,  # training.repeated_two_fold rows (repeat, fold, label, rmse, ...) with a `model` column
+    table: pd.DataFrame
+    | None = None,  # the comparison table: its fixed-split RMSE goes beside the CV
+) -> pd.DataFrame:
+    "AspGap §2's protocol beside ours: per model and label the RMSE over the 2 × repeats folds (mean, std, range) and the fixed test split's."
+    g = folds.groupby(["model", "label"], sort=False)["rmse"]
+    out = pd.DataFrame(
+        {
+            "n_folds": g.size(),
+            "cv_rmse_mean": g.mean(),
+            "cv_rmse_std": g.std(ddof=1),
+            "cv_rmse_min": g.min(),
+            "cv_rmse_max": g.max(),
+        }
+    ).reset_index()
+    if table is not None:
+        fixed = table.set_index(["model", "label"])["rmse"].rename("fixed_split_rmse")
+        out = out.join(fixed, on=["model", "label"])
+    return out

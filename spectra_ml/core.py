@@ -725,6 +725,7 @@ PARAMETER_MIN = {
     "augment": 0.0,
     "vphi_max": 1e-6,
     "completeness_correction": 1e-6,
+    "cv_repeats": 0,  # 0: no AspGap 2-fold CV in 15_compare
 }
 PARAMETER_RANGE = {
     "member_prob_min": (0.0, 1.0),

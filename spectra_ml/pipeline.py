@@ -286,7 +286,8 @@ def run_pipeline(
         check_labels(params["labels"], profile)
     from spectra_ml.models import model_spec
 
-    for m in ([params["model"]] if "model" in params else []) + list(params.get("models", [])):
+    named = ([params["model"]] if "model" in params else []) + list(params.get("models", []))
+    for m in named + list(params.get("cv_models", None) or []):
         model_spec(m)  # one lookup validates a model name
     configs = [params["config"]] if "config" in params else []
     configs += [n for v in dict(params.get("config_runs") or {}).values() for n in v]

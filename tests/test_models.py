@@ -497,6 +497,7 @@ def test_compare_stage(quick_run, tmp_path):
             "baseline_max_iter": 20,
             "tsne": False,
             "options": {"guiglion_cnn": {"n_seeds": 1, "n_split_states": 1}},
+            "cv_repeats": 1,  # AspGap's 2-fold CV, one repeat: two trainings
         },
         stages=COMPARE_STAGES[1:],
         runs_root=root,
@@ -523,6 +524,16 @@ def test_compare_stage(quick_run, tmp_path):
     assert c["calibrated_z_std_within_0.9_1.1"] == a["calibrated_ok"]
     for f in ("compare_one_to_one.png", "compare_calibration_z.png", "attention_uncertain_nn.png"):
         assert (root / "cmp" / "figures" / f).stat().st_size > 0
+    folds = pd.read_csv(root / "cmp" / "products" / "cv_2fold_folds.csv")
+    cv = pd.read_csv(root / "cmp" / "products" / "cv_2fold.csv")
+    assert set(folds.model) == {"aspgap"} and len(folds) == 2 * len(LABELS)  # 1 repeat x 2 folds
+    assert (cv.n_folds == 2).all() and np.isfinite(cv.cv_rmse_mean).all()
+    fixed = t[t.model == "aspgap"].set_index("label").rmse
+    assert np.allclose(cv.set_index("label").fixed_split_rmse[fixed.index], fixed)
+    assert np.allclose(cv.cv_rmse_mean, folds.groupby("label", sort=False).rmse.mean()[cv.label])
+    assert "AspGap" in c["two_fold_cv"]["protocol"] and len(c["two_fold_cv"]["table"]) == len(
+        LABELS
+    )
 
 
 def test_aspgap_mc_dropout_option_adds_an_epistemic_part(sample):
