@@ -492,6 +492,12 @@ def comparison_summary(
         },
         "guiglion_flags": flags,
         "members": {n: t.info.get("members") for n, t in trained.items() if t.info.get("members")},
+        # the seed's inputs this profile lacks: each such model was trained without them
+        "paper_inputs_missing": {
+            n: t.info["paper_inputs_missing"]
+            for n, t in trained.items()
+            if t.info.get("paper_inputs_missing")
+        },
         "per_bin": per_bin or {},
         "published_rmse_other_data": PUBLISHED_RMSE,
         "notes": COMPARE_NOTES,

@@ -979,6 +979,7 @@ class ModelSpec:
     seed: str  # the seed paper and sections its defaults come from
     scaler: str = "percentile"  # feature scaler kind (xp.SCALERS)
     aux: tuple = ()  # inputs after the spectrum (samples.AUX_FEATURES names)
+    paper_aux: tuple = ()  # the seed's further inputs: used where the sample has them, the others named
     defaults: dict = field(
         default_factory=dict
     )  # TrainConfig fields over the global ones; 'options': cls arguments
@@ -1041,6 +1042,9 @@ register(
         UncertainNN,
         seed="Fallows & Sanders §3, §3.1.1",
         scaler="percentile",
+        # §2: colours G_BP − G_RP, W1 − W2, J − H, H − W2 and the pseudo-absolute magnitude ϖ 10^{0.2 G_RP};
+        # the demo has BP − RP and J − H only (no unWISE, no parallax): the others are named as missing
+        paper_aux=("bp_rp", "w1_w2", "j_h", "h_w2", "pmag"),
         defaults={
             "lr": FS_LR,  # §3: Adam, lr 5e-4
             "weight_decay": FS_WEIGHT_DECAY,  # §3: weight decay 1e-5
@@ -1104,6 +1108,7 @@ register(
         scaler="minmax",
         # photometry branch: G, BP, RP and parallax in the paper (the demo has no parallax)
         aux=("g", "bp", "rp"),
+        paper_aux=("parallax",),
         defaults={
             "patience": 20,  # §3: early stopping with a patience of 20
             # §3: Keras ReduceLROnPlateau (its default patience 10, factor 0.1; ours halves)

@@ -39,8 +39,8 @@ __all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'SA
            'with_gaia_columns', 'xp_flux_frame', 'application_from_xp', 'build_demo_application', 'galah_sample',
            'read_galah', 'galah_validation_cuts', 'build_galah_sample', 'library_features', 'build_demo_galah',
            'hash_unit', 'assign_split', 'flux_columns', 'build_demo_sample', 'feature_columns', 'sample_arrays',
-           'model_inputs', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'mirror_xp_file', 'plot_xp_spectra',
-           'named_star_spectra', 'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra',
+           'model_inputs', 'available_aux', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'mirror_xp_file',
+           'plot_xp_spectra', 'named_star_spectra', 'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra',
            'draw_sample_figures', 'build_sample', 'sample_summary', 'flow_final', 'sample_products_summary']
 
 # %% ../nbs/05_samples.ipynb #bb58c721
@@ -1015,6 +1015,9 @@ AUX_FEATURES = {
     "h_k": lambda d: d["h"] - d["k"],
     "g_k": lambda d: d["phot_g_mean_mag"] - d["k"],
     "g_j": lambda d: d["phot_g_mean_mag"] - d["j"],
+    # Fallows & Sanders §2: unWISE W1 − W2 and H − W2 (full profile: the AllWISE best neighbours)
+    "w1_w2": lambda d: d["w1"] - d["w2"],
+    "h_w2": lambda d: d["h"] - d["w2"],
     # issue 15: a flux-scale term, log medflux + 0.4 G (the spectra are divided by medflux)
     "log_medflux_g": lambda d: np.log10(d["medflux"]) + 0.4 * d["phot_g_mean_mag"],
     "parallax": lambda d: d["parallax"],
@@ -1051,6 +1054,21 @@ def model_inputs(
         V = np.zeros_like(Xa)
         V[:, : X.shape[1]] = sample_arrays(df, "eflux_") ** 2
     return Xa, V
+
+# %% ../nbs/05_samples.ipynb #9ed2feda
+def available_aux(
+    df: pd.DataFrame,  # a sample table
+    names,  # AUX_FEATURES names a seed asks for
+) -> tuple:
+    "`(present, missing)`: the names this table can compute (columns there, not all NaN), and the others."
+    present, missing = [], []
+    for a in names:
+        try:
+            ok = bool(np.isfinite(np.asarray(AUX_FEATURES[a](df), float)).any())
+        except KeyError:
+            ok = False
+        (present if ok else missing).append(a)
+    return present, missing
 
 # %% ../nbs/05_samples.ipynb #829c15e2
 def plot_cmd(

@@ -709,11 +709,15 @@ def train_model(
     **overrides,  # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...]) and TRAIN_OPTIONS; None = default
 ) -> Trained:
     "Train any registered model on a sample table's training split, early-stopping on its validation split."
-    from spectra_ml.samples import feature_columns, model_inputs
+    from spectra_ml.samples import available_aux, feature_columns, model_inputs
 
     spec = model_spec(model)
     overrides, topt = named_config(config, **overrides)
     cfg = TrainConfig.for_model(model, labels, 0, **overrides)
+    missing = []
+    if overrides.get("aux") is None and spec.paper_aux:  # the seed's inputs that this sample has
+        present, missing = available_aux(sample, spec.paper_aux)
+        cfg.aux = list(dict.fromkeys(list(cfg.aux) + present))
     cfg.aux = list(cfg.aux) + [a for a in topt["extra_aux"] if a not in cfg.aux]
     X, VX = model_inputs(sample, cfg.aux, with_variance=True)
     X, ok = check_features(X)
@@ -758,6 +762,8 @@ def train_model(
             "label_variances": VY is not None,
             "input_variances": VXs is not None,
             "train_config_name": config,
+            # the seed's inputs the sample lacks (e.g. unWISE and parallaxes on the demo): trained without
+            "paper_inputs_missing": missing,
             # the exact input columns, in order (checkpoint.select_inputs matches them by name)
             "input_columns": feature_columns(sample) + list(cfg.aux),
             "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in topt.items()},

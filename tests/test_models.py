@@ -253,11 +253,13 @@ def test_uncertainty_parts_add_up_on_real_data(trained, sample, name):
         "aspgap": ["model"],
         "guiglion_cnn": ["ensemble", "run"],
     }[name]
+    # rows without an input (uncertain_nn's J - H: 2MASS J is missing for a few real stars) are flagged
+    bad = ~np.isfinite(X).all(1)
+    assert (p.flag_bad_input.to_numpy() == bad).all() and bad.mean() < 0.01
     for lab in LABELS:
         total = sum(p[f"sigma_{k}_{lab}"] ** 2 for k in parts)
         np.testing.assert_allclose(p[f"sigma_{lab}"] ** 2, total, rtol=1e-5)
-        assert (p[f"sigma_{lab}"] > 0).all() and np.isfinite(p[f"mu_{lab}"]).all()
-    assert not p.flag_bad_input.any()
+        assert (p[f"sigma_{lab}"][~bad] > 0).all() and np.isfinite(p[f"mu_{lab}"][~bad]).all()
     if name == "uncertain_nn":  # real flux errors give a real, non-zero input term
         assert (p["sigma_input_teff"] > 0).mean() > 0.99
         p0 = predict_table(
@@ -270,7 +272,7 @@ def test_uncertainty_parts_add_up_on_real_data(trained, sample, name):
             n_passes=5,
             progress=False,
         )
-        assert (p0["sigma_input_teff"] == 0).all()
+        assert (p0["sigma_input_teff"][~bad] == 0).all()
 
 
 @pytest.mark.parametrize("name", model_names())
@@ -312,7 +314,9 @@ def test_models_learn_something(trained, sample):
             n_passes=5,
             progress=False,
         )
-        rmse = np.sqrt(np.mean((p["mu_teff"].to_numpy() - te["teff"].to_numpy()) ** 2))
+        ok = ~p.flag_bad_input.to_numpy()  # uncertain_nn: the few stars without 2MASS J
+        assert np.isfinite(p["mu_teff"][ok]).all() and ok.mean() > 0.99, name
+        rmse = np.sqrt(np.mean((p["mu_teff"].to_numpy() - te["teff"].to_numpy())[ok] ** 2))
         assert rmse < 0.8 * te["teff"].std(), (name, rmse)
 
 

@@ -9,7 +9,7 @@ import torch
 import spectra_ml.training as tr
 from spectra_ml.checkpoint import TrainConfig
 from spectra_ml.core import DEMO_LABELS, ParameterError
-from spectra_ml.samples import build_demo_sample
+from spectra_ml.samples import build_demo_sample, model_inputs
 from spectra_ml.training import iteration_schedule, named_config, train_model
 
 LABELS = list(DEMO_LABELS)
@@ -106,3 +106,33 @@ def test_epochs_cap_the_iteration_budget_through_train_model(sample):
     assert sch["warmup_iterations"] == round(2_500 * 2 * spe / 20_000)
     o, _ = named_config("fs_affordable", max_epochs=300)
     assert o["batch_size"] == 128 and o["max_iterations"] == 20_000
+
+
+def test_fallows_sanders_inputs_are_theirs_where_the_demo_has_them(sample):
+    """F&S §2's colours and pseudo-absolute magnitude are uncertain_nn's inputs where the sample has
+    them: on the demo BP − RP and J − H; W1 − W2, H − W2 (no unWISE) and ϖ 10^{0.2 G_RP} (no parallax)
+    are named as missing. Guiglion's photometry branch misses the parallax the same way."""
+    t = train_model(sample, LABELS, "uncertain_nn", progress=False, max_epochs=1, max_iterations=2)
+    assert t.config.aux == ["bp_rp", "j_h"]
+    assert t.info["paper_inputs_missing"] == ["w1_w2", "h_w2", "pmag"]
+    assert t.info["input_columns"][-2:] == ["bp_rp", "j_h"]
+    X = model_inputs(sample, t.config.aux)
+    np.testing.assert_allclose(
+        X[:, -2], sample.phot_bp_mean_mag - sample.phot_rp_mean_mag, rtol=1e-6
+    )
+    np.testing.assert_allclose(X[:, -1], sample.j - sample.h, rtol=1e-6)
+    own = train_model(
+        sample, LABELS, "uncertain_nn", progress=False, max_epochs=1, max_iterations=2, aux=[]
+    )
+    assert own.config.aux == [] and own.info["paper_inputs_missing"] == []  # the caller's aux wins
+    with_plx = sample.assign(parallax=1.0 + 0.0 * sample.j)  # a made-up constant: plumbing only
+    g = train_model(
+        with_plx,
+        LABELS,
+        "guiglion_cnn",
+        progress=False,
+        max_epochs=1,
+        options={"n_seeds": 1, "n_split_states": 1},
+    )
+    assert g.config.aux == ["g", "bp", "rp", "parallax"] and g.config.options["n_phot"] == 4
+    assert g.info["paper_inputs_missing"] == []
