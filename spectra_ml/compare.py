@@ -498,6 +498,12 @@ def comparison_summary(
             for n, t in trained.items()
             if t.info.get("paper_inputs_missing")
         },
+        # the seed's own training-row cuts (Fallows & Sanders §2), with what each removed or why not applied
+        "seed_training_cuts": {
+            n: t.info["seed_training_cuts"]
+            for n, t in trained.items()
+            if t.info.get("seed_training_cuts")
+        },
         "per_bin": per_bin or {},
         "published_rmse_other_data": PUBLISHED_RMSE,
         "notes": COMPARE_NOTES,

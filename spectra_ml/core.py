@@ -22,22 +22,22 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'GIANT_TEFF_MAX', 'GIANT_L
            'MIN_PARALLAX_SNR', 'MWP_VERSION', 'BK23_LZ_EDGE', 'BK23_E_FLAT', 'BK23_E_MID', 'BK23_E_PRO',
            'BK23_ENERGY_SHIFT', 'AL_INSITU_MIN', 'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS',
            'COMPLETENESS_CORRECTION', 'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'ENV_LOCAL_DATA', 'ENV_RUN_ID',
-           'DEFAULT_SEED', 'ENSEMBLE_TRAINING', 'GALAH_SNR_MIN', 'GALAH_FIG7', 'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES',
-           'FLAT_ALPHA_EDGES', 'FLAT_PER_BIN', 'RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES',
-           'FLAG_BOUNDARY_FIELDS', 'KANE_HALO_COUNTS', 'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'FS_LR',
-           'FS_WEIGHT_DECAY', 'FS_BATCH_SIZE', 'FS_ITERATIONS', 'FS_WARMUP_ITERATIONS', 'FS_MC_PASSES',
-           'FS_TRAIN_MODEL_PASSES', 'KANE_K_FIT', 'KANE_CONFUSION', 'KANE_N_TRUE_2P_TRAIN_VAL', 'KANE_N_APPLICATION',
-           'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE', 'GALAH_RELAXED_NO_MIN', 'GALAH_RELAXED_AL_MIN',
-           'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT', 'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS',
-           'FEH_BIN_EDGES', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL', 'TEFF_BIN_EDGES', 'KANE_FEH_OFFSET',
-           'GAIA_SOURCE_ID_MAX', 'PARTITION_ROWS', 'ROW_GROUP_ROWS', 'GC_HARRIS_GOAL', 'ISSUE15_REFERENCE_RMSE',
-           'RMSE_TOLERANCE_GOAL', 'PROFILES', 'PROVENANCE_PACKAGES', 'PARAMETER_MIN', 'PARAMETER_RANGE',
-           'PARAMETER_CHOICES', 'PARAMETER_TYPE_EXAMPLES', 'FIGURE_RC', 'SpectraMLError', 'DataError',
-           'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile',
-           'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash',
-           'file_sha256', 'write_json', 'provenance_record', 'RunDir', 'check_params', 'check_parameter_values',
-           'check_output_path', 'declared_parameters', 'received_parameters', 'declared_defaults', 'figure_style',
-           'save_figure']
+           'DEFAULT_SEED', 'FS_BP_RP_EXCESS_MAX', 'FS_RUWE_MAX', 'FS_FLAG_BITS', 'ENSEMBLE_TRAINING', 'GALAH_SNR_MIN',
+           'GALAH_FIG7', 'OUTLIER_BOUNDS', 'FLAT_FEH_EDGES', 'FLAT_ALPHA_EDGES', 'FLAT_PER_BIN', 'RVS_WAVELENGTH_A',
+           'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOUNDARY_FIELDS', 'KANE_HALO_COUNTS',
+           'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'FS_LR', 'FS_WEIGHT_DECAY', 'FS_BATCH_SIZE', 'FS_ITERATIONS',
+           'FS_WARMUP_ITERATIONS', 'FS_MC_PASSES', 'FS_TRAIN_MODEL_PASSES', 'KANE_K_FIT', 'KANE_CONFUSION',
+           'KANE_N_TRUE_2P_TRAIN_VAL', 'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE',
+           'GALAH_RELAXED_NO_MIN', 'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT',
+           'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS', 'FEH_BIN_EDGES', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS', 'FEH_GOAL',
+           'TEFF_BIN_EDGES', 'KANE_FEH_OFFSET', 'GAIA_SOURCE_ID_MAX', 'PARTITION_ROWS', 'ROW_GROUP_ROWS',
+           'GC_HARRIS_GOAL', 'ISSUE15_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL', 'PROFILES', 'PROVENANCE_PACKAGES',
+           'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'PARAMETER_TYPE_EXAMPLES', 'FIGURE_RC',
+           'SpectraMLError', 'DataError', 'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError',
+           'ParameterError', 'Profile', 'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed',
+           'library_versions', 'git_hash', 'file_sha256', 'write_json', 'provenance_record', 'RunDir', 'check_params',
+           'check_parameter_values', 'check_output_path', 'declared_parameters', 'received_parameters',
+           'declared_defaults', 'figure_style', 'save_figure']
 
 # %% ../nbs/00_core.ipynb #dbcf7047
 class SpectraMLError(Exception):
@@ -215,6 +215,12 @@ ENV_LOCAL_DATA = "SPECTRA_ML_LOCAL_DATA"
 ENV_RUN_ID = "SPECTRA_ML_RUN_ID"
 #: Default seed of every stage.
 DEFAULT_SEED = 42
+#: Fallows & Sanders §2 quality cuts of their training sample (uncertain_nn's `train_cuts`): Gaia
+#: bp_rp_excess_factor < 3.0 and ruwe <= 1.4; APOGEE ASPCAPFLAG bit 23 (STAR_BAD), STARFLAG bits 3, 4,
+#: 9, 12, 13, 16 (VERY_BRIGHT_NEIGHBOR, LOW_SNR, PERSIST_HIGH, PERSIST_JUMP_POS, PERSIST_JUMP_NEG,
+#: SUSPECT_RV_COMBINATION) and EXTRATARG bit 4 (DUPLICATE) unset.
+FS_BP_RP_EXCESS_MAX, FS_RUWE_MAX = 3.0, 1.4
+FS_FLAG_BITS = {"aspcapflag": (23,), "starflag": (3, 4, 9, 12, 13, 16), "extratarg": (4,)}
 #: How an ensemble's members are trained (`TrainConfig.ensemble_training`): "batched" (one stacked model
 #: with a vmapped forward and backward pass; our default, issue 14) or "loop" (one `fit` per member, as
 #: Guiglion §3 trains them). Both give the same members up to float rounding.

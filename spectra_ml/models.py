@@ -980,6 +980,9 @@ class ModelSpec:
     scaler: str = "percentile"  # feature scaler kind (xp.SCALERS)
     aux: tuple = ()  # inputs after the spectrum (samples.AUX_FEATURES names)
     paper_aux: tuple = ()  # the seed's further inputs: used where the sample has them, the others named
+    train_cuts: str | None = (
+        None  # the seed's own quality cuts of the training rows (samples.TRAIN_CUTS)
+    )
     defaults: dict = field(
         default_factory=dict
     )  # TrainConfig fields over the global ones; 'options': cls arguments
@@ -1045,6 +1048,7 @@ register(
         # §2: colours G_BP − G_RP, W1 − W2, J − H, H − W2 and the pseudo-absolute magnitude ϖ 10^{0.2 G_RP};
         # the demo has BP − RP and J − H only (no unWISE, no parallax): the others are named as missing
         paper_aux=("bp_rp", "w1_w2", "j_h", "h_w2", "pmag"),
+        train_cuts="fallows_sanders",  # §2: Gaia excess and RUWE, APOGEE flag bits
         defaults={
             "lr": FS_LR,  # §3: Adam, lr 5e-4
             "weight_decay": FS_WEIGHT_DECAY,  # §3: weight decay 1e-5

