@@ -628,10 +628,8 @@ class RunDir:
         self,
         root,  # the run directory; relative: in the repository's runs/ ("demo" and "runs/demo" alike)
     ):
-        root = Path(root).expanduser()
-        if (
-            not root.is_absolute()
-        ):  # not the working directory: a notebook opened in nbs/ finds the run
+        root = Path(root).expanduser()  # not from the working directory: nbs/ finds the run
+        if not root.is_absolute():
             root = repo_root() / (root if root.parts[:1] == ("runs",) else Path("runs") / root)
         self.root = root.resolve()
 

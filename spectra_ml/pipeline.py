@@ -419,6 +419,30 @@ def stale_sections(
     )
     return {"sections": sections, "figures": figures}
 
+# %% ../nbs/90_pipeline.ipynb #56ca63e1
+def _report_banners(
+    summary: dict,  # the run's summary.json
+    stale: dict,  # `stale_sections` of the run
+) -> list:
+    "The report's warnings at the top: a failed run, what this run did not write, a synthetic mirror."
+    import html
+
+    out, pipe = [], summary.get("pipeline", {})
+    if pipe.get("status") == "failed":
+        out.append(
+            f"<p style='color:#b00;font-weight:bold'>This run FAILED in stage {html.escape(str(pipe.get('failed_stage')))}: "
+            f"{html.escape(str(pipe.get('error')))}. Stages after it did not run.</p>"
+        )
+    if stale["sections"] or stale["figures"]:
+        out.append(
+            "<p style='color:#b00'>Not written by this run (run "
+            f"{html.escape(str(pipe.get('run_id')))}): summary sections {html.escape(', '.join(stale['sections']) or 'none')}; "
+            f"figures {html.escape(', '.join(stale['figures']) or 'none')}.</p>"
+        )
+    if pipe.get("synthetic_mirror") or summary.get("samples", {}).get("synthetic_mirror"):
+        out.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(SYNTHETIC_WARNING)}</p>")
+    return out
+
 # %% ../nbs/90_pipeline.ipynb #7f06b150
 def write_report(
     run: RunDir,  # a run directory (finished, or stopped by a failed stage)
@@ -432,22 +456,7 @@ def write_report(
     summary = run.read_summary()
     parts = [f"<h1>spectra_ml run {html.escape(run.root.name)}</h1>"]
     stale = stale_sections(run)
-    pipe = summary.get("pipeline", {})
-    if pipe.get("status") == "failed":
-        parts.append(
-            f"<p style='color:#b00;font-weight:bold'>This run FAILED in stage {html.escape(str(pipe.get('failed_stage')))}: "
-            f"{html.escape(str(pipe.get('error')))}. Stages after it did not run.</p>"
-        )
-    if stale:
-        parts.append(
-            "<p style='color:#b00'>Not written by this run (run "
-            f"{html.escape(str(pipe.get('run_id')))}): summary sections {html.escape(', '.join(stale['sections']) or 'none')}; "
-            f"figures {html.escape(', '.join(stale['figures']) or 'none')}.</p>"
-        )
-    if summary.get("pipeline", {}).get("synthetic_mirror") or summary.get("samples", {}).get(
-        "synthetic_mirror"
-    ):
-        parts.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(SYNTHETIC_WARNING)}</p>")
+    parts += _report_banners(summary, stale)
     parts.append(
         "<h2>Summary</h2>"
         + "".join(

@@ -282,7 +282,7 @@ class _Plateaus:
     def keep(self, idx):
         self.lr, self.best, self.bad = self.lr[idx], self.best[idx], self.bad[idx]
 
-
+# %% ../nbs/08_training.ipynb #0c2185e4
 def stacked_adam(
     params: list,  # stacked parameters (M, ...), leaves with requires_grad
     lr: float,
@@ -321,6 +321,53 @@ def adam_step_per_member(
         for p, o in zip(ps, old):
             p.sub_(o).mul_(r.view(-1, *[1] * (p.dim() - 1))).add_(o)
 
+# %% ../nbs/08_training.ipynb #3189800f
+def _stacked_loss(members: list) -> tuple:
+    "`(params, buffers, base, loss_all)`: the members' stacked parameters and their vmapped loss."
+    from torch.func import functional_call, stack_module_state, vmap
+
+    params, buffers = stack_module_state([_LossOf(m) for m in members])
+    base = copy.deepcopy(_LossOf(members[0])).to("meta")
+    loss_all = vmap(
+        lambda p, b, x, y: functional_call(base, (p, b), (x, y)), randomness="different"
+    )
+    return params, buffers, base, loss_all
+
+
+def _batched_epoch(loss_all, params, buffers, opt, lrs, X, Y, order, batch_size: int) -> np.ndarray:
+    "One epoch of every stacked member over its own row order (M, n): each member's mean training loss."
+    tr = torch.zeros(order.shape[0])
+    for i in range(0, order.shape[1], batch_size):
+        rows = order[:, i : i + batch_size]
+        flat = rows.reshape(-1)
+        x = X.index_select(0, flat).view(*rows.shape, -1)
+        losses = loss_all(params, buffers, x, Y.index_select(0, flat).view(*rows.shape, -1))
+        opt.zero_grad(set_to_none=True)
+        losses.sum().backward()  # members are independent: each gets its own loss's gradient
+        adam_step_per_member(opt, lrs)
+        tr += losses.detach() * rows.shape[1]
+    return (tr / order.shape[1]).numpy()
+
+
+def _stop_losses(loss_all, params, buffers, X, Y, rows, eval_rows: int) -> np.ndarray:
+    "Each stacked member's mean loss on its own stop rows (M, n), without gradients."
+    with torch.no_grad():
+        vl = sum(
+            loss_all(params, buffers, X[r], Y[r]) * r.shape[1]
+            for r in torch.split(rows, eval_rows, dim=1)
+        )
+    return (vl / rows.shape[1]).numpy()
+
+
+def _drop_stopped(params: dict, buffers: dict, opt, keep, config) -> tuple:
+    "The stack without its stopped members: `(params, buffers, opt)`, Adam's moments kept for the others."
+    ki = torch.as_tensor(keep)
+    st = [opt.state[p] for p in params.values()]
+    params = {k: v.detach()[ki].clone().requires_grad_() for k, v in params.items()}
+    buffers = {k: v[ki] for k, v in buffers.items()}
+    st = [{k: v if k == "step" else v[ki].clone() for k, v in s.items()} for s in st]
+    return params, buffers, stacked_adam(list(params.values()), config.lr, config.weight_decay, st)
+
 # %% ../nbs/08_training.ipynb #82e818e1
 def fit_members_batched(
     members: list,  # built member modules of one architecture, trained in place
@@ -336,8 +383,6 @@ def fit_members_batched(
     vmapped forward and backward pass for all, Adam with a per-member lr and plateau schedule, and each
     member's own early stopping on its stop rows. A stopped member leaves the stack; at the end each member
     holds its best epoch's weights (the last ones without early stopping). Returns per-member histories."""
-    from torch.func import functional_call, stack_module_state, vmap
-
     if config.max_iterations:
         raise ParameterError(
             "fit_members_batched trains by epochs: max_iterations needs ensemble_training='loop'"
@@ -345,14 +390,10 @@ def fit_members_batched(
     M = len(members)
     X = torch.as_tensor(np.ascontiguousarray(X))  # row gathers of a column-major table are slow
     Y = torch.as_tensor(np.ascontiguousarray(Y))
-    params, buffers = stack_module_state([_LossOf(m) for m in members])
-    base = copy.deepcopy(_LossOf(members[0])).to("meta")
-    loss_all = vmap(
-        lambda p, b, x, y: functional_call(base, (p, b), (x, y)), randomness="different"
-    )
+    params, buffers, base, loss_all = _stacked_loss(members)
     fit_rows = torch.as_tensor(np.stack([s[0] for s in splits]))
     stop_rows = torch.as_tensor(np.stack([s[1] for s in splits]))
-    n_fit, B = fit_rows.shape[1], config.batch_size
+    n_fit = fit_rows.shape[1]
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     opt = stacked_adam(list(params.values()), config.lr, config.weight_decay)
     plateau = _Plateaus(M, config.lr, config.lr_patience or 10**9, config.min_lr)
@@ -363,38 +404,15 @@ def fit_members_batched(
     for epoch in bar:
         order = torch.stack([fit_rows[j][torch.randperm(n_fit, generator=gens[j])] for j in active])
         base.train()
-        tr = torch.zeros(len(active))
-        for i in range(0, n_fit, B):
-            rows = order[:, i : i + B]
-            flat = rows.reshape(-1)
-            losses = loss_all(
-                params,
-                buffers,
-                X.index_select(0, flat).view(*rows.shape, -1),
-                Y.index_select(0, flat).view(*rows.shape, -1),
-            )
-            opt.zero_grad(set_to_none=True)
-            losses.sum().backward()  # members are independent: each gets its own loss's gradient
-            adam_step_per_member(opt, plateau.lr)
-            tr += losses.detach() * rows.shape[1]
+        tr = _batched_epoch(
+            loss_all, params, buffers, opt, plateau.lr, X, Y, order, config.batch_size
+        )
         base.eval()
-        with torch.no_grad():
-            here = stop_rows[active]
-            vl = sum(
-                loss_all(params, buffers, X[r], Y[r]) * r.shape[1]
-                for r in torch.split(here, eval_rows, dim=1)
-            )
-        tr, vl = (tr / n_fit).numpy(), (vl / here.shape[1]).numpy()
+        vl = _stop_losses(loss_all, params, buffers, X, Y, stop_rows[active], eval_rows)
         plateau.step(vl)
         for s, j in enumerate(active):
-            hist[j].append(
-                {
-                    "epoch": epoch,
-                    "train_loss": float(tr[s]),
-                    "val_loss": float(vl[s]),
-                    "lr": float(plateau.lr[s]),
-                }
-            )
+            e = {"epoch": epoch, "train_loss": float(tr[s]), "val_loss": float(vl[s])}
+            hist[j].append({**e, "lr": float(plateau.lr[s])})
             if vl[s] < best[j] - 1e-5:
                 best[j], bad[j] = vl[s], 0
                 for k in params:
@@ -408,12 +426,7 @@ def fit_members_batched(
         active = active[keep]
         if len(active) == 0:
             break
-        ki = torch.as_tensor(keep)
-        st = [opt.state[p] for p in params.values()]
-        params = {k: v.detach()[ki].clone().requires_grad_() for k, v in params.items()}
-        buffers = {k: v[ki] for k, v in buffers.items()}
-        st = [{k: v if k == "step" else v[ki].clone() for k, v in s.items()} for s in st]
-        opt = stacked_adam(list(params.values()), config.lr, config.weight_decay, st)
+        params, buffers, opt = _drop_stopped(params, buffers, opt, keep, config)
         plateau.keep(keep)
     if not config.early_stopping:  # the last weights, not the best epoch's
         for s, j in enumerate(active):
@@ -432,6 +445,49 @@ def _ensemble_mean(ens, X, rows: int = 8192) -> np.ndarray:
         return torch.cat(
             [ens(torch.as_tensor(X[i : i + rows]))[0] for i in range(0, len(X), rows)]
         ).numpy()
+
+# %% ../nbs/08_training.ipynb #d297a572
+def _fit_members_loop(
+    ens, X_train, Y_train, splits, who, seeds, config, progress, var_y, var_x, augment
+) -> list:
+    "`ensemble_training='loop'`: each member trained alone by `fit` on its fit rows, stopped on its stop rows."
+    pick = lambda v, f, s: None if v is None else (v[0][f], v[0][s])
+    hists = []
+    for i, (k, m) in enumerate(who):
+        f, s = splits[k]
+        cfg = copy.copy(config)
+        cfg.seed = seeds[i]
+        _, h, _ = fit(
+            X_train[f],
+            Y_train[f],
+            X_train[s],
+            Y_train[s],
+            cfg,
+            progress,
+            var_y=pick(var_y, f, s),
+            var_x=pick(var_x, f, s),
+            model=ens.members[i],
+            augment=augment,
+        )
+        hists.append(h)
+    return hists
+
+
+def _member_infos(hists, splits, who, seeds) -> list:
+    "What the training info says of each member: its split state, seed, rows and early stopping."
+    return [
+        {
+            "member": i,
+            "split_state": k,
+            "seed": seeds[i],
+            "n_train": len(splits[k][0]),
+            "n_stop": len(splits[k][1]),
+            "epochs_run": len(hists[i]),
+            "best_epoch": int(np.argmin([e["val_loss"] for e in hists[i]])),
+            "best_val_loss": float(min(e["val_loss"] for e in hists[i])),
+        }
+        for i, (k, m) in enumerate(who)
+    ]
 
 # %% ../nbs/08_training.ipynb #4406836a
 def fit_ensemble(
@@ -463,48 +519,15 @@ def fit_ensemble(
     who = [(k, m) for k in range(ens.n_split_states) for m in range(ens.n_seeds)]
     seeds = [config.seed + m for _, m in who]
     if mode == "batched":
+        own = [splits[k] for k, _ in who]
         hists = fit_members_batched(
-            list(ens.members),
-            X_train,
-            Y_train,
-            [splits[k] for k, _ in who],
-            seeds,
-            config,
-            progress,
+            list(ens.members), X_train, Y_train, own, seeds, config, progress
         )
     else:
-        pick = lambda v, f, s: None if v is None else (v[0][f], v[0][s])
-        hists = []
-        for i, (k, m) in enumerate(who):
-            f, s = splits[k]
-            cfg = copy.copy(config)
-            cfg.seed = seeds[i]
-            _, h, _ = fit(
-                X_train[f],
-                Y_train[f],
-                X_train[s],
-                Y_train[s],
-                cfg,
-                progress,
-                var_y=pick(var_y, f, s),
-                var_x=pick(var_x, f, s),
-                model=ens.members[i],
-                augment=augment,
-            )
-            hists.append(h)
-    infos = [
-        {
-            "member": i,
-            "split_state": k,
-            "seed": seeds[i],
-            "n_train": len(splits[k][0]),
-            "n_stop": len(splits[k][1]),
-            "epochs_run": len(hists[i]),
-            "best_epoch": int(np.argmin([e["val_loss"] for e in hists[i]])),
-            "best_val_loss": float(min(e["val_loss"] for e in hists[i])),
-        }
-        for i, (k, m) in enumerate(who)
-    ]
+        hists = _fit_members_loop(
+            ens, X_train, Y_train, splits, who, seeds, config, progress, var_y, var_x, augment
+        )
+    infos = _member_infos(hists, splits, who, seeds)
     ens.eval()
     on_train = getattr(ens, "run_fit", "train_truth") == "train_truth"  # Guiglion §3.3
     X_run, Y_run = (X_train, Y_train) if on_train else (X_val, Y_val)
@@ -697,6 +720,22 @@ def training_rows(
         rows = rows[density_flatten(fl, power=topt["flatten_power"], seed=cfg.seed)]
     return rows
 
+# %% ../nbs/08_training.ipynb #7275c926
+def _seed_inputs_and_cuts(
+    spec,  # the model's registry entry
+    sample: pd.DataFrame,
+    cfg: TrainConfig,  # its aux gains the seed's further inputs this sample has (in place)
+    add_inputs: bool = True,  # False: the caller chose the aux inputs
+) -> tuple:
+    "`(missing inputs, cut flow or None)`: the seed's further inputs this sample lacks, and its own training-row cuts."
+    from spectra_ml.samples import TRAIN_CUTS, available_aux
+
+    missing = []
+    if add_inputs and spec.paper_aux:
+        present, missing = available_aux(sample, spec.paper_aux)
+        cfg.aux = list(dict.fromkeys(list(cfg.aux) + present))
+    return missing, TRAIN_CUTS[spec.train_cuts](sample) if spec.train_cuts else None
+
 # %% ../nbs/08_training.ipynb #6241cedb
 def train_model(
     sample,  # sample table with features, labels, `<label>_err` and `split`
@@ -709,15 +748,12 @@ def train_model(
     **overrides,  # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...]) and TRAIN_OPTIONS; None = default
 ) -> Trained:
     "Train any registered model on a sample table's training split, early-stopping on its validation split."
-    from spectra_ml.samples import TRAIN_CUTS, available_aux, feature_columns, model_inputs
+    from spectra_ml.samples import feature_columns, model_inputs
 
     spec = model_spec(model)
     overrides, topt = named_config(config, **overrides)
     cfg = TrainConfig.for_model(model, labels, 0, **overrides)
-    missing = []
-    if overrides.get("aux") is None and spec.paper_aux:  # the seed's inputs that this sample has
-        present, missing = available_aux(sample, spec.paper_aux)
-        cfg.aux = list(dict.fromkeys(list(cfg.aux) + present))
+    missing, seed_flow = _seed_inputs_and_cuts(spec, sample, cfg, overrides.get("aux") is None)
     cfg.aux = list(cfg.aux) + [a for a in topt["extra_aux"] if a not in cfg.aux]
     X, VX = model_inputs(sample, cfg.aux, with_variance=True)
     X, ok = check_features(X)
@@ -725,13 +761,8 @@ def train_model(
     ok &= np.isfinite(Y).all(1)
     split = sample["split"].to_numpy()
     is_tr, is_va = (split == train_split) & ok, (split == val_split) & ok
-    seed_cuts = None
-    if (
-        spec.train_cuts
-    ):  # the seed's own quality cuts, on its training rows only (held-out rows stay shared)
-        flow = TRAIN_CUTS[spec.train_cuts](sample)
-        is_tr &= flow.keep
-        seed_cuts = flow.rows
+    if seed_flow is not None:  # the seed's own quality cuts, on its training rows only
+        is_tr &= seed_flow.keep
     cfg.n_in = X.shape[1]
     if spec.aux_width_option:  # e.g. Guiglion's photometry branch width
         cfg.options = {spec.aux_width_option: len(cfg.aux), **cfg.options}
@@ -744,17 +775,8 @@ def train_model(
     pair = lambda A: None if A is None else (A[rows], A[is_va])
     fitter = fit_ensemble if spec.ensemble else fit
     kw = {"augment": topt["augment"]} if topt["augment"] else {}
-    net, hist, info = fitter(
-        Xs[rows],
-        Ys[rows],
-        Xs[is_va],
-        Ys[is_va],
-        cfg,
-        progress,
-        var_y=pair(VY),
-        var_x=pair(VXs),
-        **kw,
-    )
+    args = (Xs[rows], Ys[rows], Xs[is_va], Ys[is_va], cfg, progress)
+    net, hist, info = fitter(*args, var_y=pair(VY), var_x=pair(VXs), **kw)
     info.update(
         {
             "model": model,
@@ -771,7 +793,8 @@ def train_model(
             "train_config_name": config,
             # the seed's inputs the sample lacks (e.g. unWISE and parallaxes on the demo): trained without
             "paper_inputs_missing": missing,
-            "seed_training_cuts": seed_cuts,  # cut flow over the whole table (None: the seed has none)
+            # cut flow over the whole table (None: the seed has none)
+            "seed_training_cuts": None if seed_flow is None else seed_flow.rows,
             # the exact input columns, in order (checkpoint.select_inputs matches them by name)
             "input_columns": feature_columns(sample) + list(cfg.aux),
             "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in topt.items()},

@@ -154,7 +154,10 @@ def test_catalogue_uses_the_models_own_passes_unless_told(tmp_path):
     t.save(tmp_path / "model")
     d = tmp_path / "in"
     d.mkdir()
-    s[["source_id"] + flux_columns(343)].iloc[:40].to_parquet(d / "part-000.parquet", index=False)
+    phot = ["phot_bp_mean_mag", "phot_rp_mean_mag", "j", "h"]  # F&S's BP - RP and J - H inputs
+    s[["source_id"] + flux_columns(343) + phot].iloc[:40].to_parquet(
+        d / "part-000.parquet", index=False
+    )
     r = predict_catalogue(tmp_path / "model", d, tmp_path / "own", progress=False)
     own = pd.read_parquet(tmp_path / "own" / "part-000.parquet")
     assert r["n_rows_computed"] == 40 and (own.n_passes == 50).all()  # Fallows & Sanders §3.1.1
