@@ -18,7 +18,7 @@ from .training import fit_baseline, predict_baseline, train_model
 __all__ = ['COMPARE_NOTES', 'comparison_rows', 'improvement_over', 'published_table', 'format_markdown', 'acceptance',
            'boundary_flag_summary', 'plot_one_to_one_grid', 'plot_calibration_grid', 'plot_attention', 'compare_one',
            'baseline_result', 'combine_members', 'format_bins_markdown', 'comparison_per_bin', 'compare_models',
-           'comparison_summary', 'cv_summary']
+           'comparison_summary', 'cv_summary', 'two_fold_cv']
 
 # %% ../nbs/15_compare.ipynb #59f2c611
 def comparison_rows(
@@ -530,3 +530,29 @@ def cv_summary(
         fixed = table.set_index(["model", "label"])["rmse"].rename("fixed_split_rmse")
         out = out.join(fixed, on=["model", "label"])
     return out
+
+# %% ../nbs/15_compare.ipynb #8a5379a2
+def two_fold_cv(
+    sample: pd.DataFrame,  # sample table (05_samples)
+    labels,
+    models,  # registered model names to cross-validate (15_compare: AspGap's protocol)
+    n_repeats: int = 2,  # repeats of the 2-fold split
+    seed: int = DEFAULT_SEED,
+    epochs: int = 300,  # maximum epochs per training
+    patience: int | None = None,  # None: the model's seed value
+    options: dict | None = None,  # model -> option overrides, as in `compare_models`
+) -> pd.DataFrame:
+    "`training.repeated_two_fold` for each model, one table with a `model` column (the test split never takes part)."
+    from spectra_ml.training import repeated_two_fold
+
+    for m in models:
+        model_spec(m)  # an unknown name fails before any training
+    kw = {"n_repeats": n_repeats, "seed": seed, "max_epochs": epochs, "patience": patience}
+    return pd.concat(
+        [
+            repeated_two_fold(sample, labels, m, options=(options or {}).get(m), **kw).assign(
+                model=m
+            )
+            for m in models
+        ]
+    )
