@@ -509,7 +509,7 @@ def fit_ensemble(
     label (`run_fit="validation_prediction"`: on the validation split binned on the prediction, our earlier variant)."""
     set_seed(config.seed)  # the members' initial weights
     ens = build_model(config.model_config())
-    mode = getattr(config, "ensemble_training", "batched")
+    mode = config.ensemble_training
     if mode not in ENSEMBLE_TRAINING:
         raise ParameterError(f"ensemble_training {mode!r}: use one of {ENSEMBLE_TRAINING}")
     if mode == "batched" and augment:
