@@ -930,7 +930,8 @@ def save_figure(
     "Save a figure in the shared style and return its path."
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    with figure_style():  # drawn in the style too: text made at draw time (ticks) never sees usetex
+        fig.savefig(path)
     if close:
         import matplotlib.pyplot as plt
 
