@@ -625,7 +625,7 @@ def flat_resample(
     alpha_m,  # labels of the training rows
     feh_edges=None,
     alpha_edges=None,  # AspGap §2 bin edges (default: core constants)
-    per_bin: int = None,  # draws per occupied bin, with replacement (AspGap: 1,000)
+    per_bin: int = None,  # draws per occupied bin, with replacement (None: AspGap's 1,000; 0: the rows inside the edges over the occupied bins, our scaled reading)
     seed: int = 0,
 ) -> np.ndarray:
     "AspGap §2: indices that resample the rows flat in ([Fe/H], [α/M]) bins (rows outside the edges are dropped)."
@@ -643,8 +643,14 @@ def flat_resample(
     )
     rng, out = np.random.default_rng(seed), []
     key = np.where(inside, i * len(ea) + j, -1)
-    for k in np.unique(key[inside]):
-        out.append(rng.choice(np.flatnonzero(key == k), size=per_bin or FLAT_PER_BIN, replace=True))
+    occupied = np.unique(key[inside])
+    size = (
+        FLAT_PER_BIN
+        if per_bin is None
+        else per_bin or max(1, inside.sum() // max(1, len(occupied)))
+    )
+    for k in occupied:
+        out.append(rng.choice(np.flatnonzero(key == k), size=size, replace=True))
     return np.sort(np.concatenate(out)) if out else np.array([], int)
 
 # %% ../nbs/06_models.ipynb #ae6cf6a0

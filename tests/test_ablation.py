@@ -154,6 +154,7 @@ def test_kane_config_is_the_default_training_unchanged(small):
         "flatten_power": 1.0,
         "augment": 0.0,
         "extra_aux": [],
+        "flat_per_bin": None,
     }
     assert a.config.aux == [] and a.info["n_train_rows_used"] == a.info["n_train"]
 
@@ -275,3 +276,23 @@ def test_goal_report_says_by_how_much_each_goal_is_missed():
     assert ov["teff"]["ok"] and not ov["logg"]["ok"] and ov["alpha_m"]["ok"]
     assert np.isclose(ov["logg"]["ratio"], 0.3 / ISSUE15_REFERENCE_RMSE["logg"])
     assert g["met"] == {"bins": False, "gc": False, "overall": False}
+
+
+def test_aspgap_flat_config_trains_on_the_flat_rows(small):
+    # config aspgap_flat: AspGap §2's resampling at the demo's scale reaches training, not only the helper
+    from spectra_ml.models import flat_resample
+    from spectra_ml.training import train_model
+
+    t = train_model(
+        small,
+        LABELS,
+        model="aspgap",
+        config="aspgap_flat",
+        progress=False,
+        max_epochs=1,
+        patience=1,
+    )
+    tr = small[small.split == "train"]
+    assert t.config.flat_resample and t.info["train_options"]["flat_per_bin"] == 0
+    n_flat = len(flat_resample(tr.fe_h, tr.alpha_m, per_bin=0, seed=t.config.seed))
+    assert t.info["n_train_rows_used"] == n_flat != len(tr)

@@ -406,6 +406,29 @@ def test_flat_resampling_on_real_labels(sample):
     assert np.std(fe) > np.std(tr.fe_h)  # flatter in [Fe/H] than the metal-rich-heavy original
 
 
+def test_flat_resampling_scaled_reading_keeps_the_row_count(sample):
+    # per_bin=0 (our demo-scale reading of AspGap §2): every occupied bin drawn equally, the total the
+    # number of rows inside the edges rounded down to a multiple of the bins; None is the paper's 1,000
+    tr = sample[sample.split == "train"]
+    fe, al = tr.fe_h.to_numpy(), tr.alpha_m.to_numpy()
+    ef, ea = np.array([-2.0, 0.6]), np.array([-0.2, 0.4])
+    inside = (fe >= ef[0]) & (fe < ef[1]) & (al >= ea[0]) & (al < ea[1])
+    ix = flat_resample(fe, al, per_bin=0, seed=3)
+    keys = pd.Series(
+        list(
+            zip(
+                np.digitize(fe[ix], [-2.0, -1.0, -0.5, 0.0, 0.6]),
+                np.digitize(al[ix], [-0.2, 0.1, 0.4]),
+            )
+        )
+    )
+    n_bins = len(np.unique(flat_resample(fe, al, per_bin=1, seed=3)))
+    assert len(ix) == (inside.sum() // n_bins) * n_bins
+    assert inside.sum() - n_bins < len(ix) <= inside.sum()
+    assert len(flat_resample(fe, al, seed=3)) == 1000 * n_bins
+    assert keys.nunique() > 3 and inside[ix].all()
+
+
 def test_repeated_two_fold_never_uses_test_rows(sample, monkeypatch):
     seen = []
     import spectra_ml.training as tr
