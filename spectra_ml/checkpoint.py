@@ -94,6 +94,9 @@ class TrainConfig:
         10  # epochs without improvement before the lr is halved (0: never); not in Kane
     )
     min_lr: float = 1e-5  # floor of that schedule
+    lr_factor: float = (
+        0.5  # the plateau schedule's lr multiplier (ours: halve; Guiglion §3's Keras default: 0.1)
+    )
     weight_decay: float = 0.0  # Adam L2 (Kane: PyTorch default 0)
     seed: int = DEFAULT_SEED  # weights init and batch order
     options: dict = field(

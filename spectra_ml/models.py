@@ -1121,8 +1121,10 @@ register(
         paper_aux=("parallax",),
         defaults={
             "patience": 20,  # §3: early stopping with a patience of 20
-            # §3: Keras ReduceLROnPlateau (its default patience 10, factor 0.1; ours halves)
+            # §3: Keras ReduceLROnPlateau with its defaults (the paper names no others): patience 10,
+            # factor 0.1 (halving, our older reading, is `-p lr_factor=0.5`)
             "lr_patience": 10,
+            "lr_factor": 0.1,
             "dropout": 0.0,
             "hidden": [128, 32],  # head 128 -> 32 -> labels, LeakyReLU
             "options": {

@@ -74,12 +74,12 @@ def _fit_tensors(X_train, Y_train, X_val, Y_val, var_y, var_x) -> tuple:
 
 
 def _optimiser(model, config: "TrainConfig") -> tuple:
-    "Adam with the config's lr and weight decay, and the optional halve-on-plateau schedule (None when lr_patience is 0)."
+    "Adam with the config's lr and weight decay, and the optional plateau schedule, lr times `lr_factor` (None when lr_patience is 0)."
     opt = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if not config.lr_patience:
         return opt, None
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        opt, factor=0.5, patience=config.lr_patience, min_lr=config.min_lr
+        opt, factor=config.lr_factor, patience=config.lr_patience, min_lr=config.min_lr
     )
     return opt, sched
 
@@ -396,7 +396,9 @@ def fit_members_batched(
     n_fit = fit_rows.shape[1]
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     opt = stacked_adam(list(params.values()), config.lr, config.weight_decay)
-    plateau = _Plateaus(M, config.lr, config.lr_patience or 10**9, config.min_lr)
+    plateau = _Plateaus(
+        M, config.lr, config.lr_patience or 10**9, config.min_lr, factor=config.lr_factor
+    )
     best, bad = np.full(M, np.inf), np.zeros(M, int)
     best_params = {k: v.detach().clone() for k, v in params.items()}
     active, hist = np.arange(M), [[] for _ in range(M)]
@@ -884,6 +886,7 @@ TRAIN_FIELDS = (
     "hidden",
     "dropout",
     "lr_patience",
+    "lr_factor",
     "options",
     "aux",
     "flat_resample",

@@ -49,6 +49,8 @@ def test_the_default_is_the_papers_28_members_on_their_own_re_splits():
     ens = build_model(c.model_config())
     assert (ens.n_seeds, ens.n_split_states, len(ens.members)) == (4, 7, 28)
     assert c.patience == 20 and c.ensemble_training == "batched"
+    assert (c.lr_patience, c.lr_factor) == (10, 0.1)  # §3: Keras ReduceLROnPlateau's defaults
+    assert TrainConfig.for_model("kane_mlp", LABELS, 343).lr_factor == 0.5  # our option's halving
     sp = member_splits(1000, 7, 0.75, seed=42)
     assert len(sp) == 7 and len({tuple(f[:20]) for f, _ in sp}) == 7  # seven different draws
     for f, s in sp:
