@@ -183,3 +183,28 @@ def test_named_config_runs_in_the_comparison_with_per_bin_numbers(sample):
 def test_unknown_config_fails_before_any_training(sample):
     with pytest.raises(ParameterError, match="named configs are kane, metal_poor"):
         compare_models(sample, LABELS, ["kane_mlp"], epochs=1, config_runs={"kane_mlp": ["fast"]})
+
+
+def test_acceptance_counts_wins_per_model_on_a_hand_table():
+    # hand-made RMSEs (no training): "a" beats kane_mlp by >= 10% on 3 labels, "b" on 2, the
+    # baseline on none; the answer is counted here by hand, not by `acceptance` itself
+    rmse = {
+        "kane_mlp": [100.0, 0.30, 0.20, 0.080],
+        "a": [80.0, 0.25, 0.17, 0.079],  # gains 20%, 16.7%, 15%, 1.25%
+        "b": [85.0, 0.26, 0.19, 0.078],  # gains 15%, 13.3%, 5%, 2.5%
+        "boosting_baseline": [110.0, 0.33, 0.22, 0.090],
+    }
+    z = {"kane_mlp": 1.0, "a": 1.05, "b": 0.95, "boosting_baseline": np.nan}
+    rows = [
+        {"model": m, "label": lab, "rmse": r[i], "z_std_calibrated_unflagged": z[m]}
+        for m, r in rmse.items()
+        for i, lab in enumerate(LABELS)
+    ]
+    acc = acceptance(pd.DataFrame(rows))
+    assert (acc["best_model"], acc["n_better"], acc["calibrated_ok"]) == ("a", 3, True)
+    assert acc["gain"].loc["a", "teff"] == pytest.approx(0.20)
+    assert acc["gain"].loc["b", "fe_h"] == pytest.approx(0.05)
+    rows[len(LABELS) * 2]["z_std_calibrated_unflagged"] = 1.15  # b's Teff: outside 0.9-1.1
+    assert acceptance(pd.DataFrame(rows))["calibrated_ok"] is False
+    no_ref = acceptance(pd.DataFrame([r for r in rows if r["model"] != "kane_mlp"]))
+    assert (no_ref["best_model"], no_ref["n_better"], no_ref["gain"]) == (None, 0, None)

@@ -429,6 +429,15 @@ def test_flat_resampling_scaled_reading_keeps_the_row_count(sample):
     assert keys.nunique() > 3 and inside[ix].all()
 
 
+def test_flat_resampling_scaled_size_ignores_rows_outside_the_edges():
+    # rows outside the edges count for nothing: 6 rows in two bins and 50 outside give 3 + 3 draws
+    fe_h = np.r_[[-0.55] * 4, [-0.05] * 2, np.full(50, -2.5)]
+    alpha = np.r_[[0.05] * 6, np.full(50, 0.1)]
+    small = flat_resample(fe_h, alpha, per_bin=0, seed=0)
+    assert len(small) == 6 and set(small) <= set(range(6))
+    assert (small < 4).sum() == 3 and (small >= 4).sum() == 3
+
+
 def test_repeated_two_fold_never_uses_test_rows(sample, monkeypatch):
     seen = []
     import spectra_ml.training as tr
