@@ -660,6 +660,8 @@ TRAIN_CONFIGS = {
     # what it does without resampling; the paper's 1,000 per bin (~100k rows here, ~7x the cost) is
     # `flat_per_bin=1000`
     "aspgap_flat": {"flat_resample": True, "flat_per_bin": 0},
+    # Guiglion §3 with our older plateau reading: halve the lr (Keras' default factor is 0.1)
+    "guiglion_halving": {"lr_factor": 0.5},
     # AspGap with our label standardisation (mean, std) instead of §2's median over y_97.5 − y_2.5:
     # on 2,100 demo giants, 25 epochs at lr 1e-3, the paper's scaling left Teff RMSE at 1.2 σ
     "aspgap_std_labels": {"label_scaling": "std"},

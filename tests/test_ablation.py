@@ -296,3 +296,14 @@ def test_aspgap_flat_config_trains_on_the_flat_rows(small):
     assert t.config.flat_resample and t.info["train_options"]["flat_per_bin"] == 0
     n_flat = len(flat_resample(tr.fe_h, tr.alpha_m, per_bin=0, seed=t.config.seed))
     assert t.info["n_train_rows_used"] == n_flat != len(tr)
+
+
+def test_guiglion_halving_config_reaches_the_train_config():
+    # the named config of our older plateau reading sets TrainConfig.lr_factor, over Guiglion's 0.1
+    from spectra_ml.checkpoint import TrainConfig
+    from spectra_ml.training import named_config
+
+    over, _ = named_config("guiglion_halving")
+    assert over == {"lr_factor": 0.5}
+    assert TrainConfig.for_model("guiglion_cnn", LABELS, 346).lr_factor == 0.1
+    assert TrainConfig.for_model("guiglion_cnn", LABELS, 346, **over).lr_factor == 0.5
