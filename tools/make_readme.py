@@ -42,6 +42,12 @@ SOURCES = {
         "figures/compare/summary.json",
         "spectra_ml run --name compare --compare  (publishes figures/compare/)",
     ),
+    "compare_guiglion": (
+        "figures/compare_guiglion/summary.json",
+        "spectra_ml run --name compare_guiglion --compare -p 'models=[]' "
+        '-p \'config_runs={"guiglion_cnn": ["guiglion_halving"]}\' -p baseline=False '
+        "-p tsne=False -p 'cv_models=[]'  (publishes figures/compare_guiglion/)",
+    ),
     "ablation": (
         "figures/ablation/ablation.json",
         "python tools/ablation.py --out runs/ablation/products --publish figures/ablation",
