@@ -257,7 +257,7 @@ class _LossOf(torch.nn.Module):
 
 
 class _Plateaus:
-    "One halve-on-plateau lr per member: torch's ReduceLROnPlateau (mode min, relative threshold 1e-4, no cooldown)."
+    "One plateau-cut lr per member (times `factor`): torch's ReduceLROnPlateau (mode min, relative threshold 1e-4, no cooldown)."
 
     def __init__(self, n, lr, patience, min_lr, factor=0.5, threshold=1e-4):
         self.lr = np.full(n, float(lr))
@@ -396,9 +396,7 @@ def fit_members_batched(
     n_fit = fit_rows.shape[1]
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     opt = stacked_adam(list(params.values()), config.lr, config.weight_decay)
-    plateau = _Plateaus(
-        M, config.lr, config.lr_patience or 10**9, config.min_lr, factor=config.lr_factor
-    )
+    plateau = _Plateaus(M, config.lr, config.lr_patience or 10**9, config.min_lr, config.lr_factor)
     best, bad = np.full(M, np.inf), np.zeros(M, int)
     best_params = {k: v.detach().clone() for k, v in params.items()}
     active, hist = np.arange(M), [[] for _ in range(M)]
@@ -625,7 +623,7 @@ def label_variances(sample, labels, label_scaler: LabelScaler):
     E = sample[[f"{l}_err" for l in labels]].to_numpy(float)
     return np.nan_to_num((E / label_scaler.std) ** 2, nan=0.0).astype(np.float32)
 
-# %% ../nbs/08_training.ipynb #45d47829
+# %% ../nbs/08_training.ipynb #7a1c0e42
 #: Training options that are not TrainConfig fields, with their off values (Kane).
 TRAIN_OPTIONS = {
     "flatten": None,
@@ -637,6 +635,8 @@ TRAIN_OPTIONS = {
 FLATTEN_CAP = (
     10.0  # largest repetition of one row by density flattening (our choice; not in a seed)
 )
+
+# %% ../nbs/08_training.ipynb #45d47829
 #: Named training configurations: TrainConfig overrides and TRAIN_OPTIONS; "kane" is the default.
 TRAIN_CONFIGS = {
     "kane": {},  # Kane §2.2 as registered (models.REGISTRY), nothing added

@@ -184,8 +184,8 @@ MUTATIONS = [
     {
         "name": "batched_plateau_ignores_lr_factor",
         "file": "spectra_ml/training.py",
-        "old": "M, config.lr, config.lr_patience or 10**9, config.min_lr, factor=config.lr_factor",
-        "new": "M, config.lr, config.lr_patience or 10**9, config.min_lr, factor=0.5",
+        "old": "config.lr_patience or 10**9, config.min_lr, config.lr_factor)",
+        "new": "config.lr_patience or 10**9, config.min_lr, 0.5)",
         "why": "The batched members halve their lr on a plateau whatever lr_factor (Guiglion: 0.1) says.",
         "tests": [TE + "test_batched_members_equal_the_member_loop"],
     },
