@@ -166,9 +166,13 @@ def _need(df, cols, what):
         raise MissingColumnError(f"{what} needs columns {miss}")
 
 
-def bits_set(flags, names, table) -> np.ndarray:
+def bits_set(
+    flags,  # an integer bitmask column
+    names,  # the bits: names in `table`, or bit numbers (0-based) when `table` is None
+    table=None,  # bit name -> bit number (e.g. ASPCAPFLAG_BITS)
+) -> np.ndarray:
     "True where any of the named bits is set in an integer bitmask column."
-    mask = sum(1 << table[n] for n in names)
+    mask = sum(1 << (n if table is None else table[n]) for n in names)
     return (np.asarray(flags).astype(np.int64) & mask) != 0
 
 # %% ../nbs/05_samples.ipynb #11ebabf0
@@ -1090,26 +1094,14 @@ def fallows_sanders_cuts(
         (f"ruwe <= {FS_RUWE_MAX:g}", "ruwe", lambda c: c <= FS_RUWE_MAX),
     ]
     for col, bits in FS_FLAG_BITS.items():
-        mask = sum(1 << b for b in bits)
-        checks.append(
-            (
-                f"{col} bits {', '.join(map(str, bits))} unset",
-                col,
-                lambda c, m=mask: (np.asarray(c).astype(np.int64) & m) == 0,
-            )
-        )
+        name = f"{col} bits {', '.join(map(str, bits))} unset"
+        checks.append((name, col, lambda c, b=bits: ~bits_set(c, b)))
     for name, col, ok in checks:
         if col in df:
             f.cut(name, ok(df[col]))
         else:
-            f.rows.append(
-                {
-                    "cut": name,
-                    "removed": 0,
-                    "remaining": int(f.keep.sum()),
-                    "note": f"not applied: this profile's sample has no {col} column",
-                }
-            )
+            why = f"this profile's sample has no {col} column"
+            f.rows.append(_not_applied(name, f.keep.sum(), why))
     return f
 
 

@@ -192,8 +192,8 @@ MUTATIONS = [
     {
         "name": "fs_flag_bits_one_based",
         "file": "spectra_ml/samples.py",
-        "old": "mask = sum(1 << b for b in bits)",
-        "new": "mask = sum(1 << (b - 1) for b in bits)",
+        "old": "mask = sum(1 << (n if table is None else table[n]) for n in names)",
+        "new": "mask = sum(1 << (n - 1 if table is None else table[n]) for n in names)",
         "why": "F&S flag cuts reading APOGEE's 0-based bit numbers as 1-based.",
         "tests": [
             "tests/test_training_schedule.py::test_fallows_sanders_cuts_on_real_apogee_flags"
