@@ -27,7 +27,7 @@ ROW_GROUP = 50_000
 def make_synthetic(path: Path, n: int, seed: int = 0):
     "SYNTHETIC application sample: one file, written row group by row group (never all in memory)."
     import pyarrow as pa, pyarrow.parquet as pq
-    from spectra_ml.samples import flux_columns, load_demo
+    from spectra_ml.data.samples import flux_columns, load_demo
 
     med = np.median(load_demo()[1][:5000], axis=0).astype(np.float32)
     rng = np.random.default_rng(seed)
@@ -79,7 +79,7 @@ def run_child(model, inp, out, passes):
 
 def tiny_checkpoint(folder: Path) -> Path:
     from spectra_ml.core import DEMO_LABELS
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
     from spectra_ml.training import train_model
 
     s = build_demo_sample(list(DEMO_LABELS), max_stars=400)[0]

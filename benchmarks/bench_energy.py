@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import astropy.units as u
 
-from spectra_ml import dynamics as dyn
+from spectra_ml.kane import dynamics as dyn
 from spectra_ml.core import library_versions
 
 

@@ -26,10 +26,11 @@ import torch
 
 from spectra_ml.checkpoint import LabelScaler, TrainConfig
 from spectra_ml.core import DEMO_LABELS, library_versions, set_seed
-from spectra_ml.models import build_model
-from spectra_ml.samples import build_demo_sample, model_inputs
+from spectra_ml.models.registry import build_model
+from spectra_ml.kane.samples import build_demo_sample
+from spectra_ml.features import model_inputs
 from spectra_ml.training import fit, fit_members_batched, member_splits
-from spectra_ml.xp import SCALERS
+from spectra_ml.features import SCALERS
 
 
 def roofline(

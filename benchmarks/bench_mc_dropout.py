@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from spectra_ml.core import DEMO_LABELS, MC_PASSES, library_versions
-from spectra_ml.models import mc_dropout_predict, mc_dropout_predict_loop
-from spectra_ml.models import HeteroscedasticMLP
-from spectra_ml.samples import load_demo
+from spectra_ml.models.kane import mc_dropout_predict, mc_dropout_predict_loop
+from spectra_ml.models.kane import HeteroscedasticMLP
+from spectra_ml.data.samples import load_demo
 from spectra_ml.checkpoint import load_checkpoint
-from spectra_ml.xp import PercentileScaler
+from spectra_ml.features import PercentileScaler
 
 
 def main():

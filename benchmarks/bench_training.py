@@ -15,10 +15,11 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from spectra_ml.core import DEMO_LABELS, library_versions
-from spectra_ml.models import HeteroscedasticMLP, heteroscedastic_nll
-from spectra_ml.samples import load_demo, select_giants
+from spectra_ml.models.kane import HeteroscedasticMLP, heteroscedastic_nll
+from spectra_ml.data.samples import load_demo
+from spectra_ml.kane.samples import select_giants
 from spectra_ml.checkpoint import LabelScaler
-from spectra_ml.xp import PercentileScaler
+from spectra_ml.features import PercentileScaler
 
 
 def epoch_ours(model, opt, X, Y, bs, gen):

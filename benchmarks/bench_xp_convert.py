@@ -19,8 +19,8 @@ from common import best_of  # benchmarks/common.py
 def main():
     from astropy.table import Table
     from spectra_ml.core import local_data_path
-    from spectra_ml.xp import XPConverter, sampled_spectra, xp_covariance
-    from spectra_ml.xp_io import gaiaxpy_input_from_columns
+    from spectra_ml.features import XPConverter, sampled_spectra, xp_covariance
+    from spectra_ml.data.xp_files import gaiaxpy_input_from_columns
 
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

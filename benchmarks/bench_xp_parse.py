@@ -2,7 +2,7 @@
 
 The file is the real archive CSV (XP_CONTINUOUS_RAW.csv, with correlations) repeated to N rows with new
 source_ids (SYNTHETIC SIZE, real row format). Both readers parse the same file in the same process:
-ours (`spectra_ml.xp.read_xp`: file read, coefficients, errors, correlations, standard deviations) and
+ours (`spectra_ml.data.xp_files.read_xp`: file read, coefficients, errors, correlations, standard deviations) and
 GaiaXPy's `InputReader` (what `calibrate`/`convert` use), best of 3. Our reader is compiled by numba on
 its first call (cached on disk afterwards); that one-off time is reported separately and excluded.
 
@@ -17,7 +17,7 @@ from common import best_of  # benchmarks/common.py
 
 def main():
     from spectra_ml.core import local_data_path
-    from spectra_ml.xp_io import read_xp
+    from spectra_ml.data.xp_files import read_xp
     from gaiaxpy import calibrate
     from gaiaxpy.input_reader.input_reader import InputReader
 
@@ -40,7 +40,7 @@ def main():
         read_xp(f)
         first = time.perf_counter() - t0  # includes numba compilation (or loading its cache)
         ours = best_of(lambda: read_xp(f), 5)
-        from spectra_ml.xp_io import read_xp_csv_chunks
+        from spectra_ml.data.xp_files import read_xp_csv_chunks
 
         ours_nocorr = best_of(lambda: list(read_xp_csv_chunks(f, with_correlations=False)))
 

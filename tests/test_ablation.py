@@ -8,8 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectra_ml.core import DEMO_LABELS, FEH_BIN_EDGES, FEH_GOAL_BINS
-from spectra_ml.samples import AUX_FEATURES
+from spectra_ml.core import DEMO_LABELS, FEH_BIN_EDGES
+from spectra_ml.metrics import FEH_GOAL_BINS
+from spectra_ml.features import AUX_FEATURES
 from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -22,7 +23,7 @@ def _tool():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
 
     ab = _tool()
     sample = build_demo_sample(LABELS, max_stars=1500)[0]
@@ -67,7 +68,7 @@ def test_tiny_ablation_writes_every_option_on_both_splits(tiny_run):
 
 def test_ablation_kane_row_is_the_default_training(tiny_run):
     """The ablation's reference is Kane's configuration unchanged: same numbers as 15_compare's row."""
-    from spectra_ml.compare import compare_one
+    from spectra_ml.studies.compare import compare_one
 
     sample, out, _ = tiny_run
     t = pd.read_csv(out / "ablation.csv")
@@ -135,7 +136,7 @@ def test_command_line_refuses_unknown_options():
 
 @pytest.fixture(scope="module")
 def small():
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
 
     return build_demo_sample(LABELS, max_stars=600)[0]
 
@@ -198,7 +199,7 @@ def test_ablation_gc_row_is_the_cluster_means_against_harris(tiny_run, local_dat
     clusters, recomputed here by hand from the cached predictions and the raw reference files."""
     import json
 
-    from spectra_ml.catalogues import read_harris_feh, read_vb21_members
+    from spectra_ml.data.references import read_harris_feh, read_vb21_members
 
     sample, out, _ = tiny_run
     t = pd.read_csv(out / "ablation.csv")
@@ -221,7 +222,7 @@ def test_ablation_gc_row_is_the_cluster_means_against_harris(tiny_run, local_dat
 
 def test_goal_report_says_by_how_much_each_goal_is_missed():
     """Issue 15's goal on hand-made test rows: misses are measured from each limit (0 when met)."""
-    from spectra_ml.core import ISSUE15_REFERENCE_RMSE
+    from spectra_ml.kane.constants import ISSUE15_REFERENCE_RMSE
 
     rmse = {"teff": 85.0 * 1.03, "logg": 0.3, "fe_h": 0.189, "alpha_m": 0.05}
     rows = [
@@ -280,7 +281,7 @@ def test_goal_report_says_by_how_much_each_goal_is_missed():
 
 def test_aspgap_flat_config_trains_on_the_flat_rows(small):
     # config aspgap_flat: AspGap §2's resampling at the demo's scale reaches training, not only the helper
-    from spectra_ml.models import flat_resample
+    from spectra_ml.models.aspgap import flat_resample
     from spectra_ml.training import train_model
 
     t = train_model(

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectra_ml import xp_io
+from spectra_ml.data import xp_files as xp_io
 from spectra_ml.cli import main
 from spectra_ml.core import (
     DataError,
@@ -171,7 +171,7 @@ def test_predict_refuses_before_any_work(tmp_path, capsys, where):
 @pytest.fixture
 def mirror(local_data, tmp_path, monkeypatch):
     """A private copy of part of the real mirror, and an empty cache."""
-    from spectra_ml import sources
+    from spectra_ml.data import sources
 
     m = tmp_path / "mirror"
     for rel in ("clusters/meszaros2015_gc_szabolcs.dat", "clusters/harris2010_mwgc.dat"):
@@ -185,7 +185,7 @@ def mirror(local_data, tmp_path, monkeypatch):
 def test_cut_reference_files_are_refused_naming_file_expected_and_found(mirror, capsys):
     """Issue 16: Mészáros cut to 100 lines gave 13 joined stars instead of 41, Harris cut in its second
     part dropped 13 of 30 clusters, both silently."""
-    from spectra_ml.sources import SourceMismatchError, fetch
+    from spectra_ml.data.sources import SourceMismatchError, fetch
 
     mz = mirror / "clusters/meszaros2015_gc_szabolcs.dat"
     mz.write_text("".join(mz.read_text().splitlines(True)[:100]))
@@ -210,7 +210,7 @@ def test_a_cut_fits_reference_file_is_refused_although_its_header_counts_the_row
 ):
     """B's audit: OCCAM cut in half passed the check (the row count came from its header) and then
     failed in its reader with a reshape error."""
-    from spectra_ml.sources import SOURCES, SourceMismatchError, fetch, verify_source
+    from spectra_ml.data.sources import SOURCES, SourceMismatchError, fetch, verify_source
 
     f = mirror / "apogee" / "occam_member-DR17.fits"
     f.parent.mkdir(exist_ok=True)
@@ -226,8 +226,8 @@ def test_a_cut_fits_reference_file_is_refused_although_its_header_counts_the_row
 def test_fig1_standin_refuses_a_cut_meszaros_file(mirror, local_data):
     """B's audit: the Fig. 1 stand-in read the mirror's Mészáros file directly; cut to 100 lines it
     gave 22 GC giants instead of 134, silently."""
-    from spectra_ml.samples import standin_n_o
-    from spectra_ml.sources import SourceMismatchError
+    from spectra_ml.kane.samples import standin_n_o
+    from spectra_ml.data.sources import SourceMismatchError
 
     (mirror / "apogee").mkdir()
     f = "Apogee_data_filtered_1612.fits"
@@ -240,7 +240,7 @@ def test_fig1_standin_refuses_a_cut_meszaros_file(mirror, local_data):
 
 
 def test_empty_or_missing_mirror_is_a_clear_error(tmp_path, monkeypatch, capsys):
-    from spectra_ml import sources
+    from spectra_ml.data import sources
 
     empty = tmp_path / "mirror"
     (empty / "gaia_xp").mkdir(parents=True)
@@ -377,7 +377,8 @@ LABELS4 = ["teff", "logg", "fe_h", "alpha_m"]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A kane_mlp trained one epoch on 300 real demo giants, saved; and 60 real rows of its inputs."""
-    from spectra_ml.samples import build_demo_sample, flux_columns
+    from spectra_ml.kane.samples import build_demo_sample
+    from spectra_ml.data.samples import flux_columns
     from spectra_ml.training import train_model
 
     root = tmp_path_factory.mktemp("tiny")
@@ -478,7 +479,7 @@ def test_float_or_missing_source_ids_fail_their_partition_by_name(tiny, tmp_path
     assert out.source_id.tolist() == rows.source_id.tolist()
     assert not (tmp_path / "out" / "float.parquet").exists()
     with pytest.raises(DataError, match="float.parquet: column source_id is double"):
-        from spectra_ml.catalogue import predict_catalogue
+        from spectra_ml.streaming import predict_catalogue
 
         predict_catalogue(
             model, tmp_path / "in" / "float.parquet", tmp_path / "o2", 2, progress=False
@@ -505,7 +506,7 @@ def test_a_file_not_written_by_predict_is_never_overwritten(tiny, tmp_path, caps
 
 def test_library_predict_refuses_zero_passes_or_batch(tiny, tmp_path):
     """`--passes 0` is refused by the CLI; the library call used to give all-NaN predictions."""
-    from spectra_ml.catalogue import predict_catalogue
+    from spectra_ml.streaming import predict_catalogue
     from spectra_ml.core import ParameterError
 
     model, rows = tiny
@@ -585,7 +586,7 @@ def test_no_stage_or_module_unpickles_from_a_run_folder():
 
     root = repo_root()
     found = []
-    for f in sorted((root / "nbs").glob("*.ipynb")) + sorted((root / "spectra_ml").glob("*.py")):
+    for f in sorted((root / "nbs").rglob("*.ipynb")) + sorted((root / "spectra_ml").rglob("*.py")):
         text = f.read_text()
         if f.suffix == ".ipynb":
             text = "".join("".join(c["source"]) for c in json.loads(text)["cells"])
@@ -610,7 +611,7 @@ def test_no_stage_or_module_unpickles_from_a_run_folder():
 def test_application_sample_keeps_and_flags_rows_with_unreadable_ids(xp_dir, tmp_path):
     """Two ids written as floats in the real CSV: both rows stay in the demo's application sample,
     flagged, with their spectra converted (rows in = rows out)."""
-    from spectra_ml.samples import application_from_xp
+    from spectra_ml.kane.samples import application_from_xp
 
     raw = (xp_dir / "XP_CONTINUOUS_RAW_with_missing_BP.csv").read_bytes()
     head, *rows = raw.rstrip(b"\n").split(b"\n")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from spectra_ml import catalogues as cat
+from spectra_ml.data import references as cat
 from spectra_ml.core import DataError, MissingInputError
 
 
@@ -60,7 +60,7 @@ def test_vb21_orbits_and_galpy_clusters(local_data):
 
 
 def test_sgr_members_distance_and_parallax_note(local_data):
-    from spectra_ml.dynamics import distance_from_parallax
+    from spectra_ml.kane.dynamics import distance_from_parallax
 
     sgr, info = cat.load_sgr_members(local_data / "apogee" / "apogee_dr16_sgr_members.fits")
     assert len(sgr) == 400 and info["distance_kpc"] == 26.67 and "uninformative" in info["note"]

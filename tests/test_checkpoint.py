@@ -17,9 +17,10 @@ from spectra_ml.checkpoint import (
     rebuild_model,
 )
 from spectra_ml.core import CheckpointError, DEMO_LABELS, MissingInputError, ParameterError
-from spectra_ml.inference import predict_table
-from spectra_ml.models import model_names
-from spectra_ml.samples import build_demo_sample, model_inputs
+from spectra_ml.prediction import predict_table
+from spectra_ml.models.registry import model_names
+from spectra_ml.kane.samples import build_demo_sample
+from spectra_ml.features import model_inputs
 from spectra_ml.training import train_model
 
 LABELS = list(DEMO_LABELS)
@@ -105,7 +106,7 @@ def test_config_defaults_come_from_the_registry():
 def test_checkpoint_records_its_input_names_in_order(trained, sample, tmp_path):
     """#16.1: config.json names the inputs (spectrum, then aux); old checkpoints get them from the feature kind."""
     from spectra_ml.checkpoint import input_columns, select_inputs
-    from spectra_ml.samples import flux_columns
+    from spectra_ml.data.samples import flux_columns
 
     t = trained["guiglion_cnn"]
     t.save(tmp_path)
@@ -129,7 +130,7 @@ def test_checkpoint_records_its_input_names_in_order(trained, sample, tmp_path):
 def test_select_inputs_by_name_refuses_missing_and_ignores_extras(sample):
     from spectra_ml.checkpoint import select_inputs
     from spectra_ml.core import MissingColumnError
-    from spectra_ml.samples import flux_columns
+    from spectra_ml.data.samples import flux_columns
 
     names = flux_columns(343)
     s = sample.iloc[:20]

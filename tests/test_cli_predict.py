@@ -134,7 +134,7 @@ NO_BP = 5405570973190252288  # the star of that CSV without BP
 @pytest.fixture(scope="module")
 def tiny_model(demo_data, tmp_path_factory):
     "A kane_mlp trained 3 epochs on 600 embedded giants, plus the two COMMON stars' embedded rows."
-    from spectra_ml.samples import assign_split, flux_columns
+    from spectra_ml.data.samples import assign_split, flux_columns
     from spectra_ml.training import train_model
 
     meta, flux, eflux = demo_data
@@ -170,7 +170,7 @@ def _predictions(folder) -> pd.DataFrame:
 
 def _reference(model, rows, tmp_path) -> pd.DataFrame:
     "Predictions of the COMMON stars from their embedded flux (the representation the model was trained on)."
-    from spectra_ml.catalogue import predict_catalogue
+    from spectra_ml.streaming import predict_catalogue
 
     (tmp_path / "ref_in").mkdir()
     rows.to_parquet(tmp_path / "ref_in" / "part-0.parquet", index=False)
@@ -190,8 +190,8 @@ def test_xp_input_table_reproduces_the_embedded_flux_by_name(local_data, demo_da
     """The conversion against an independent reference: the embedded set's flux (GaiaXPy, divided by medflux) of the
     same real stars; columns come out by name in any order, unknown input names are refused."""
     from spectra_ml.core import MissingColumnError
-    from spectra_ml.xp import xp_input_table
-    from spectra_ml.xp_io import read_xp
+    from spectra_ml.features import xp_input_table
+    from spectra_ml.data.xp_files import read_xp
 
     meta, flux, _ = demo_data
     t = Table.read(local_data / "gaia_xp" / "xp_continuous_combined_chunk0.fits")
@@ -257,7 +257,7 @@ def test_cli_predicts_archive_xp_files_of_every_format(local_data, tiny_model, t
 @pytest.fixture
 def archive(local_data, demo_data, tmp_path, monkeypatch):
     "The loopback Gaia archive stand-in with the recorded real rows (see the module docstring)."
-    from spectra_ml import sources
+    from spectra_ml.data import sources
 
     lines = (local_data / "gaia_xp" / RAW_CSV).read_text().splitlines(keepends=True)
     header, rows = lines[0], {int(l.split(",")[0]): l for l in lines[1:]}
@@ -393,7 +393,7 @@ def test_cli_predicts_a_cone(archive, tiny_model, tmp_path):
 def test_user_star_partitions_chunk_resume_and_refuse_large_chunks(local_data, tmp_path):
     """In-process stand-ins (the recorded real CSV rows): requests never exceed the chunk, finished chunks are not
     asked again, and a chunk above DataLink's 5,000 is refused."""
-    from spectra_ml import sources
+    from spectra_ml.data import sources
     from spectra_ml.core import ParameterError
 
     lines = (local_data / "gaia_xp" / RAW_CSV).read_text().splitlines(keepends=True)

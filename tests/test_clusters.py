@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectra_ml import catalogues as cat
-from spectra_ml import clusters as cl
-from spectra_ml.core import GIANT_LOGG_MAX, GIANT_TEFF_MAX
+from spectra_ml.data import references as cat
+from spectra_ml.kane import clusters as cl
+from spectra_ml.kane.constants import GIANT_LOGG_MAX, GIANT_TEFF_MAX
 
 
 @pytest.fixture(scope="module")

@@ -7,16 +7,16 @@ import pandas as pd
 import pytest
 from astropy.table import Table
 
-from spectra_ml import clusters as cl
-from spectra_ml import tagging as tg
-from spectra_ml import catalogues as cat
-from spectra_ml.catalogues import gc_key
-from spectra_ml.samples import apogee_2p_truth, apogee_n_o
+from spectra_ml.kane import clusters as cl
+from spectra_ml.kane import tagging as tg
+from spectra_ml.data import references as cat
+from spectra_ml.data.references import gc_key
+from spectra_ml.kane.samples import apogee_2p_truth, apogee_n_o
 from spectra_ml.metrics import incidence
 
 
 def test_vb21_members_join_the_embedded_library(local_data, demo_data):
-    from spectra_ml.samples import vb21_membership
+    from spectra_ml.kane.samples import vb21_membership
 
     meta = demo_data[0]
     mem = cat.read_vb21_members(local_data / "vb21_members" / "catalogues")
@@ -143,8 +143,9 @@ def test_alpha_valley_on_real_apogee(demo_data):
 
 def test_full_profile_apogee_cuts_on_real_allstar_rows(local_data):
     """Kane §2.1 cut flow on the 95 real DR17 allStar rows: every row accounted for, each cut real."""
-    from spectra_ml.samples import apogee_cuts, bits_set
-    from spectra_ml.core import ASPCAPFLAG_BITS
+    from spectra_ml.kane.samples import apogee_cuts
+    from spectra_ml.data.samples import bits_set
+    from spectra_ml.kane.constants import ASPCAPFLAG_BITS
 
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
     cols = [

@@ -5,9 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectra_ml.compare import acceptance, compare_models
+from spectra_ml.studies.compare import acceptance, compare_models
 from spectra_ml.core import DEMO_LABELS, ParameterError
-from spectra_ml.samples import build_demo_sample
+from spectra_ml.kane.samples import build_demo_sample
 from spectra_ml.training import fit_baseline, predict_baseline
 
 LABELS = list(DEMO_LABELS)

@@ -7,12 +7,14 @@ import pandas as pd
 import pytest
 import torch
 
-from spectra_ml.core import DEMO_LABELS, XP_WAVELENGTH_NM, check_labels
-from spectra_ml.models import mc_dropout_predict, mc_dropout_predict_loop
-from spectra_ml.inference import predict_table
-from spectra_ml.samples import assign_split, select_giants
+from spectra_ml.core import DEMO_LABELS, check_labels
+from spectra_ml.features import XP_WAVELENGTH_NM
+from spectra_ml.models.kane import mc_dropout_predict, mc_dropout_predict_loop
+from spectra_ml.prediction import predict_table
+from spectra_ml.data.samples import assign_split
+from spectra_ml.kane.samples import select_giants
 from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint
-from spectra_ml.xp import PercentileScaler, check_features
+from spectra_ml.features import PercentileScaler, check_features
 
 
 def test_embedded_library_is_what_its_readme_says(demo_data):
@@ -202,7 +204,8 @@ def test_shared_mask_formulation_has_the_loop_distribution(checkpoint, demo_data
 
 def test_uncertain_nn_input_variance_matches_finite_differences(demo_data):
     """Fallows & Sanders' σ²_input on real spectra and their real flux errors: autograd vs finite differences."""
-    from spectra_ml.models import build_model, input_variance
+    from spectra_ml.models.registry import build_model
+    from spectra_ml.models.fallows_sanders import input_variance
 
     meta, flux, eflux = demo_data
     sc = PercentileScaler().fit(flux[:5000])

@@ -6,9 +6,9 @@ import pytest
 import astropy.units as u
 from astropy.coordinates import SkyCoord
 
-from spectra_ml import catalogues as cat
-from spectra_ml import dynamics as dyn
-from spectra_ml.core import BK23_ENERGY_SHIFT, GALCEN_V_SUN_KMS
+from spectra_ml.data import references as cat
+from spectra_ml.kane import dynamics as dyn
+from spectra_ml.kane.constants import BK23_ENERGY_SHIFT, GALCEN_V_SUN_KMS
 
 
 def test_frame_is_pinned_not_defaulted():

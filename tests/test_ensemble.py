@@ -10,8 +10,10 @@ import torch
 
 from spectra_ml.checkpoint import TrainConfig
 from spectra_ml.core import DEMO_LABELS, ParameterError, set_seed
-from spectra_ml.models import GuiglionCNN, build_model
-from spectra_ml.samples import build_demo_sample, model_inputs
+from spectra_ml.models.guiglion import GuiglionCNN
+from spectra_ml.models.registry import build_model
+from spectra_ml.kane.samples import build_demo_sample
+from spectra_ml.features import model_inputs
 from spectra_ml.training import (
     fit,
     fit_ensemble,
@@ -20,7 +22,7 @@ from spectra_ml.training import (
     adam_step_per_member,
     stacked_adam,
 )
-from spectra_ml.xp import SCALERS
+from spectra_ml.features import SCALERS
 from spectra_ml.checkpoint import LabelScaler
 
 LABELS = list(DEMO_LABELS)

@@ -11,7 +11,7 @@ import pytest
 
 from spectra_ml.core import DEMO_LABELS
 from spectra_ml.metrics import binned_metrics, plot_feh_bins, plot_pred_vs_truth
-from spectra_ml.tagging import confusion, plot_confusion, plot_purity_completeness
+from spectra_ml.kane.tagging import confusion, plot_confusion, plot_purity_completeness
 
 
 @pytest.fixture(scope="module")

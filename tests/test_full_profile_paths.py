@@ -15,8 +15,8 @@ from astropy.table import Table
 
 from spectra_ml.core import KANE_LABELS, RunDir
 from spectra_ml.pipeline import notebooks_dir, pick_kernel
-from spectra_ml.samples import assign_split
-from spectra_ml.samples import apogee_n_o
+from spectra_ml.data.samples import assign_split
+from spectra_ml.kane.samples import apogee_n_o
 from conftest import load_tool
 
 
@@ -102,8 +102,8 @@ def test_application_cuts_on_real_kepler_giants_standing_in_for_andrae(local_dat
     """Kane §2.3 cut logic on 95 real stars: the Montalban allStar rows stand in for the Andrae et al.
     catalogue (their APOGEE LOG g plays log g_XGBOOST: a named stand-in, not Andrae data), E(B-V) from the
     real SFD map at their real positions (the Kepler field, E(B-V) ~ 0.1-0.3: both sides of 0.2)."""
-    from spectra_ml.samples import application_cuts
-    from spectra_ml.sources import ebv_sfd
+    from spectra_ml.kane.samples import application_cuts
+    from spectra_ml.data.sources import ebv_sfd
 
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
     cat = pd.DataFrame(
@@ -145,7 +145,7 @@ def test_application_cuts_on_real_kepler_giants_standing_in_for_andrae(local_dat
 def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
     """The TAP path: the ids travel only in the uploaded VOTable, never in the ADQL text; offline it stops clearly."""
     from astropy.table import Table as T
-    from spectra_ml import sources
+    from spectra_ml.data import sources
 
     seen = {}
 
@@ -195,7 +195,7 @@ def test_gaia_tap_loader_uploads_only_validated_ids(tmp_path, monkeypatch):
 
 def test_apogee_cut_flow_on_the_real_allstar_rows(local_data):
     """The cut-flow table shown in 05_samples for the 95 Montalban DR17 rows, cut by cut."""
-    from spectra_ml.samples import apogee_training_table, read_allstar
+    from spectra_ml.kane.samples import apogee_training_table, read_allstar
 
     t, f = apogee_training_table(
         read_allstar(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
@@ -214,8 +214,8 @@ def test_galah_sample_cut_flow_and_offline_stop(tmp_path, monkeypatch, standin_s
     """Kane §3.3 GALAH selection on a HAND-MADE table in the DR3 main_allstar schema (no GALAH file is available
     here: this checks the cut logic, the reader and the flow, not GALAH data), served through a mirror."""
     from astropy.table import Table as T
-    from spectra_ml import sources
-    from spectra_ml.samples import GALAH_COLUMNS, build_galah_sample, galah_sample
+    from spectra_ml.data import sources
+    from spectra_ml.kane.samples import GALAH_COLUMNS, build_galah_sample, galah_sample
 
     n = 7
     cols = {c: np.zeros(n) for c in GALAH_COLUMNS}
@@ -261,9 +261,9 @@ def test_galah_sample_cut_flow_and_offline_stop(tmp_path, monkeypatch, standin_s
 def test_xp_feature_frame_on_real_coefficients(local_data):
     """Kane's features per sample row from real XP files: rows follow the sample, absent or one-band stars get NaN
     and has=False, a duplicated XP row is used once."""
-    from spectra_ml.samples import xp_feature_frame
-    from spectra_ml.xp import kane_coefficient_features
-    from spectra_ml.xp_io import read_xp
+    from spectra_ml.kane.samples import xp_feature_frame
+    from spectra_ml.features import kane_coefficient_features
+    from spectra_ml.data.xp_files import read_xp
 
     xp = read_xp(
         local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
@@ -290,9 +290,9 @@ def test_build_application_writes_in_chunks_and_loses_no_row(local_data, tmp_pat
     constants that pass the §2.1 cuts (plumbing only). These stars have no XP coefficients here, so one real XP row
     of the archive CSV is given, as SYNTHETIC, to the first star to exercise the feature path. The real SFD map
     and the real VB21 files are used."""
-    from spectra_ml import sources
-    from spectra_ml.samples import build_application
-    from spectra_ml.xp_io import read_xp
+    from spectra_ml.data import sources
+    from spectra_ml.kane.samples import build_application
+    from spectra_ml.data.xp_files import read_xp
 
     t = Table.read(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
     sid = np.asarray(t["GAIAEDR3_SOURCE_ID"], np.int64)
@@ -372,7 +372,7 @@ def _synthetic_mirror(tmp_path, monkeypatch, n_stars=400):
 def test_synthetic_mirror_is_verified_structurally_never_as_the_registered_file(
     local_data, tmp_path, monkeypatch
 ):
-    from spectra_ml import sources
+    from spectra_ml.data import sources
 
     real = sources.verify_source(
         sources.SOURCES["meszaros2015"], local_data / "clusters/meszaros2015_gc_szabolcs.dat"
@@ -400,7 +400,7 @@ def test_synthetic_mirror_is_verified_structurally_never_as_the_registered_file(
 
 
 def test_mirror_gaia_loaders_read_the_bulk_layout(tmp_path, monkeypatch):
-    from spectra_ml import sources
+    from spectra_ml.data import sources
 
     root, mod = _synthetic_mirror(tmp_path, monkeypatch)
     stars = mod.synthetic_stars(400)  # the same seeded draw the files were cut from
@@ -426,8 +426,8 @@ def test_mirror_gaia_loaders_read_the_bulk_layout(tmp_path, monkeypatch):
 def test_full_training_keeps_gaia_positions_beside_apogee_ones(tmp_path, monkeypatch):
     """allStar's RA/DEC and gaia_source's ra/dec used to collide in the merge (ra_x, ra_y): the
     §4 halo cut of the APOGEE comparison then had no ra/dec. Gaia's keep the plain names."""
-    from spectra_ml import sources
-    from spectra_ml.samples import build_full_training
+    from spectra_ml.data import sources
+    from spectra_ml.kane.samples import build_full_training
 
     root, mod = _synthetic_mirror(tmp_path, monkeypatch)
     monkeypatch.setenv("SPECTRA_ML_CACHE", str(tmp_path / "cache"))

@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from astropy.table import Table
 
-from spectra_ml import clusters as cl
+from spectra_ml.kane import clusters as cl
 from spectra_ml.core import MissingColumnError
-from spectra_ml.samples import (
+from spectra_ml.kane.samples import (
     build_demo_galah,
     galah_sample,
     galah_validation_cuts,
@@ -37,7 +37,7 @@ def galah_raw(request):
 
 @pytest.fixture(scope="module")
 def vb21(galah_raw):
-    from spectra_ml.catalogues import read_vb21_members
+    from spectra_ml.data.references import read_vb21_members
 
     return read_vb21_members(galah_raw[0].parent.parent / "vb21_members" / "catalogues")
 
@@ -45,7 +45,7 @@ def vb21(galah_raw):
 @pytest.fixture(scope="module")
 def oracle_galah_predictions(galah_raw, vb21):
     """ORACLE: the real GALAH rows after the §3.3 quality cuts, with GALAH's own [Al/Fe] as μ[Al/Fe]."""
-    from spectra_ml.samples import vb21_membership
+    from spectra_ml.kane.samples import vb21_membership
 
     g, _ = galah_sample(read_galah(galah_raw[0]))
     return vb21_membership(g.assign(mu_al_fe=g.al_fe), vb21)
@@ -83,7 +83,7 @@ def test_galah_quality_cuts_match_numpy_on_real_rows(galah_raw):
 
 
 def test_galah_validation_cuts_continue_the_flow(galah_raw):
-    from spectra_ml.sources import ebv_sfd
+    from spectra_ml.data.sources import ebv_sfd
 
     path, t = galah_raw
     g, flow = galah_sample(read_galah(path))
@@ -111,7 +111,7 @@ def test_read_galah_names_a_missing_column(galah_raw, tmp_path):
 
 
 def test_demo_galah_sample_takes_xp_from_the_embedded_set(galah_raw, vb21, demo_data, tmp_path):
-    from spectra_ml.sources import ebv_sfd
+    from spectra_ml.data.sources import ebv_sfd
 
     path, t = galah_raw
     meta, flux, _ = demo_data
@@ -190,7 +190,7 @@ def test_galah_incidence_wilson_intervals():
 
 
 def test_galah_table_falls_back_to_the_real_rows(galah_raw, vb21, tmp_path):
-    from spectra_ml.sources import ebv_sfd
+    from spectra_ml.data.sources import ebv_sfd
 
     path, t = galah_raw
     g, notes = cl.galah_table(tmp_path / "galah_predictions", path, vb21)
@@ -253,9 +253,9 @@ def test_full_profile_galah_build_with_gaia_and_xp(
     (served through a mirror). gaia_source: their real DR2 position, parallax, G and RUWE, with SYNTHETIC
     bp_chi_squared = dof = 1 (no such column here). XP: the 4 real VOTable stars' coefficients given to the first
     4 GALAH ids (a SYNTHETIC pairing, plumbing only: no number from it is reported)."""
-    from spectra_ml import sources
-    from spectra_ml.samples import build_galah_sample
-    from spectra_ml.xp_io import read_xp
+    from spectra_ml.data import sources
+    from spectra_ml.kane.samples import build_galah_sample
+    from spectra_ml.data.xp_files import read_xp
 
     path, t = galah_raw
     mirror = tmp_path / "mirror"
@@ -291,7 +291,7 @@ def test_full_profile_galah_build_with_gaia_and_xp(
         None,
         vb21,
     )
-    from spectra_ml.sources import ebv_sfd
+    from spectra_ml.data.sources import ebv_sfd
 
     gq = t[q]
     gaia_ok = (

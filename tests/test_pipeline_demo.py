@@ -9,8 +9,8 @@ import torch
 from spectra_ml.core import DEMO_LABELS, RunDir
 from conftest import check_calibration
 from spectra_ml.pipeline import DEMO_STAGES
-from spectra_ml.inference import predict_table
-from spectra_ml.samples import sample_arrays
+from spectra_ml.prediction import predict_table
+from spectra_ml.features import sample_arrays
 from spectra_ml.checkpoint import load_checkpoint
 
 
@@ -67,7 +67,7 @@ def test_summary_numbers(quick_run):
 
 def test_test_split_is_hash_of_source_id(quick_run):
     root, _ = quick_run
-    from spectra_ml.samples import assign_split
+    from spectra_ml.data.samples import assign_split
 
     pred = pd.read_parquet(root / "products/predictions.parquet")
     assert (assign_split(pred["source_id"].to_numpy()) == pred["split"].to_numpy()).all()
@@ -349,7 +349,7 @@ def test_stage_notebook_runs_from_nbs_with_its_defaults(quick_run, tmp_path):
     demo.parent.mkdir(exist_ok=True)
     demo.symlink_to(copy, target_is_directory=True)
     try:
-        nbs = repo_root() / "nbs"
+        nbs = repo_root() / "nbs" / "chapters"
         pm.execute_notebook(
             str(nbs / "11_metrics.ipynb"),
             str(tmp_path / "out.ipynb"),

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from astropy.table import Table
 
-from spectra_ml.xp import check_features, sampled_spectra
-from spectra_ml.xp_io import gaiaxpy_input_from_columns
+from spectra_ml.features import check_features, sampled_spectra
+from spectra_ml.data.xp_files import gaiaxpy_input_from_columns
 
 
 def test_embedded_flux_matches_gaiaxpy_on_real_coefficients(local_data, demo_data):
@@ -36,7 +36,7 @@ def test_archive_csv_with_a_missing_band_is_flagged_not_dropped(local_data):
 def test_xp_csv_ingest_matches_a_slow_reference_parser(local_data, tmp_path):
     """The vectorised ingest against Python's csv + literal_eval on the real archive CSVs, also gzipped."""
     import ast, csv, gzip, shutil
-    from spectra_ml.xp_io import coefficients_from_parquet, ingest_xp_csv
+    from spectra_ml.data.xp_files import coefficients_from_parquet, ingest_xp_csv
     import pyarrow.parquet as pq
 
     src = local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
@@ -71,7 +71,7 @@ def test_xp_csv_ingest_matches_a_slow_reference_parser(local_data, tmp_path):
 
 
 def test_xp_csv_ingest_refuses_a_non_xp_file(tmp_path):
-    from spectra_ml.xp_io import ingest_xp_csv
+    from spectra_ml.data.xp_files import ingest_xp_csv
 
     f = tmp_path / "x.csv"
     f.write_text("source_id,ra\n1,2\n")

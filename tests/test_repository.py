@@ -35,7 +35,7 @@ def test_readme_is_generated_from_index_notebook():
 
 def test_nbdev_clean_keeps_the_parameters_tag(tmp_path):
     nb = tmp_path / "08_training.ipynb"
-    shutil.copy(ROOT / "nbs" / "08_training.ipynb", nb)
+    shutil.copy(ROOT / "nbs" / "chapters" / "08_training.ipynb", nb)
     d = json.loads(nb.read_text())
     d["cells"][0]["metadata"]["collapsed"] = True  # something nbdev_clean must remove
     nb.write_text(json.dumps(d))
@@ -50,7 +50,7 @@ def test_every_stage_has_one_parameters_cell():
     from spectra_ml.pipeline import DEMO_STAGES, stage_parameters
 
     for s in DEMO_STAGES:
-        cells = json.loads((ROOT / "nbs" / f"{s}.ipynb").read_text())["cells"]
+        cells = json.loads((ROOT / "nbs" / "chapters" / f"{s}.ipynb").read_text())["cells"]
         assert sum("parameters" in c["metadata"].get("tags", []) for c in cells) == 1, s
         params = stage_parameters(s)
         assert "run_dir" in params, s

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from spectra_ml.core import DEMO_LABELS, ParameterError
-from spectra_ml.samples import (
-    assign_split,
+from spectra_ml.data.samples import assign_split
+from spectra_ml.kane.samples import (
     build_demo_sample,
     build_sample,
     draw_sample_figures,
@@ -64,7 +64,7 @@ def test_sample_figures_on_the_real_library_and_xp_file(local_data, demo_data, t
 def test_no_histogram_drawn_where_the_sample_has_n_o(local_data, tmp_path):
     """The full profile's sample carries [N/O] and VB21 membership: Fig. 1 (right) is drawn, Fig. 2 is
     skipped with a note without the XP file. Real allStar rows (95 Kepler giants) stand in for it."""
-    from spectra_ml.samples import apogee_training_table, read_allstar
+    from spectra_ml.kane.samples import apogee_training_table, read_allstar
 
     t, _ = apogee_training_table(
         read_allstar(local_data / "apogee" / "Montalban2021_X_APOGEE_DR17.fits")
@@ -90,7 +90,7 @@ SHARED_WITH_LIBRARY = (
 
 @pytest.fixture(scope="module")
 def converter():
-    from spectra_ml.xp import XPConverter
+    from spectra_ml.features import XPConverter
 
     return XPConverter()
 
@@ -101,7 +101,7 @@ def small_xp_files(tmp_path_factory):
     with the embedded set first) written as a smaller FITS file of the same format."""
     from astropy.table import Table
     from spectra_ml.core import local_data_path
-    from spectra_ml.samples import load_demo
+    from spectra_ml.data.samples import load_demo
 
     mirror = local_data_path()
     if mirror is None:
@@ -121,7 +121,8 @@ def small_xp_files(tmp_path_factory):
 
 
 def test_application_from_real_xp_files(small_xp_files, converter, demo_data):
-    from spectra_ml.samples import SAMPLE_GAIA_COLUMNS, application_from_xp, flux_columns
+    from spectra_ml.kane.samples import SAMPLE_GAIA_COLUMNS, application_from_xp
+    from spectra_ml.data.samples import flux_columns
 
     meta, flux, _ = demo_data
     first_vot = 505171240162594560  # a star of the VOTable, stand-in for a training star
@@ -149,8 +150,9 @@ def test_application_from_real_xp_files(small_xp_files, converter, demo_data):
 def test_application_flux_and_error_match_gaiaxpy(small_xp_files, converter):
     """Independent reference 2: GaiaXPy's `calibrate` on the archive CSV (with its correlations), divided by
     each star's median flux, for the flux and its error."""
-    from spectra_ml.samples import application_from_xp, flux_columns
-    from spectra_ml.xp import sampled_spectra
+    from spectra_ml.kane.samples import application_from_xp
+    from spectra_ml.data.samples import flux_columns
+    from spectra_ml.features import sampled_spectra
 
     csv = small_xp_files[2]
     app, _ = application_from_xp([csv], [], None, converter)
@@ -166,7 +168,7 @@ def test_application_flux_and_error_match_gaiaxpy(small_xp_files, converter):
 def test_build_demo_application_writes_its_products(
     small_xp_files, converter, tmp_path, monkeypatch
 ):
-    from spectra_ml import samples
+    from spectra_ml.kane import samples
     from spectra_ml.core import MissingInputError
 
     mirror = small_xp_files[1].parent.parent
@@ -185,9 +187,9 @@ def test_build_demo_application_writes_its_products(
 
 def test_fig1_standin_and_fig2_named_stars(local_data, demo_data, tmp_path, converter):
     from astropy.table import Table
-    from spectra_ml.core import KANE_FIG2_STARS
-    from spectra_ml.samples import named_star_spectra, standin_n_o
-    from spectra_ml.xp_io import read_xp
+    from spectra_ml.kane.constants import KANE_FIG2_STARS
+    from spectra_ml.kane.samples import named_star_spectra, standin_n_o
+    from spectra_ml.data.xp_files import read_xp
 
     n_o, member, what = standin_n_o(local_data)
     h = Table.read(local_data / "apogee" / "Apogee_data_filtered_1612.fits")
@@ -218,7 +220,7 @@ def test_fig1_standin_and_fig2_named_stars(local_data, demo_data, tmp_path, conv
 
 def test_fig2_named_stars_offline_say_why(monkeypatch):
     """Offline, the full profile's DataLink route for Kane Fig. 2's stars stops with a note, not an error."""
-    from spectra_ml.samples import archive_named_spectra
+    from spectra_ml.kane.samples import archive_named_spectra
 
     monkeypatch.setenv("SPECTRA_ML_OFFLINE", "1")
     notes = []

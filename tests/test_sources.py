@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from spectra_ml import sources
+from spectra_ml.data import sources
 from spectra_ml.core import ParameterError
 
 
@@ -194,7 +194,7 @@ def test_corrupt_cache_is_detected_and_refetched(server, local_data, tmp_path, m
 
 
 def test_datalink_chunks_resume_and_retry_with_a_recorded_response(local_data, tmp_path):
-    from spectra_ml.xp_io import read_xp
+    from spectra_ml.data.xp_files import read_xp
 
     recorded = (
         local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv"
@@ -245,7 +245,7 @@ def test_full_training_apogee_part_on_real_allstar_rows(
     local_data, tmp_path, monkeypatch, standin_source
 ):
     """The allStar step of the full build on the 95 real DR17 rows, served as a mirror; then the clear stop at Gaia."""
-    from spectra_ml.samples import apogee_training_table, build_full_training, read_allstar
+    from spectra_ml.kane.samples import apogee_training_table, build_full_training, read_allstar
 
     standin_source("apogee_allstar")  # 95 real rows stand in for the 733,901
 
@@ -269,9 +269,9 @@ def test_sfd_ebv_against_harris_cluster_reddening(local_data):
     compilation (mostly from cluster CMDs). SFD is known to run high at large extinction, so the tight check
     is on E(B-V) < 0.3; above, only the ordering is checked."""
     import pandas as pd
-    from spectra_ml.catalogues import read_harris_feh
-    from spectra_ml.catalogues import gc_key
-    from spectra_ml.sources import ebv_sfd
+    from spectra_ml.data.references import read_harris_feh
+    from spectra_ml.data.references import gc_key
+    from spectra_ml.data.sources import ebv_sfd
 
     pos = pd.read_csv(
         local_data / "clusters" / "vb21_gaiatools_input.txt",
@@ -296,7 +296,7 @@ def test_sfd_ebv_against_harris_cluster_reddening(local_data):
 
 
 def test_zenodo_record_is_resolved_verified_and_unpacked(zenodo, local_data, tmp_path):
-    from spectra_ml.catalogues import read_vb21_members
+    from spectra_ml.data.references import read_vb21_members
 
     www, publish, names = zenodo
     p = sources.fetch("vb21_members", progress=False)
@@ -362,7 +362,7 @@ def test_bulk_xp_route_picks_partitions_by_healpix_and_ingests_them(
     """The bulk CDN route on a loopback stand-in: three partitions hand-made in the CDN's layout from the three
     real rows of the archive CSV (one row each, file names covering each row's HEALPix-8), with an _MD5SUM.txt."""
     import gzip
-    from spectra_ml.xp_io import read_xp, read_xp_parquet
+    from spectra_ml.data.xp_files import read_xp, read_xp_parquet
 
     src = local_data / "gaia_xp" / "XP_CONTINUOUS_RAW_with_missing_BP.csv"
     header, *rows = src.read_text().splitlines()
@@ -486,7 +486,7 @@ def test_hand_placed_archive_with_a_nested_folder_is_unpacked_once(
 def test_mirror_files_are_verified_against_the_registry(local_data, tmp_path, monkeypatch):
     """A cut or edited reference file in the mirror is refused, naming the file, the expected and found
     value, and the fix (issue #16: a Mészáros file cut to 100 lines used to give 13 joined stars silently)."""
-    from spectra_ml.sources import SourceMismatchError
+    from spectra_ml.data.sources import SourceMismatchError
 
     assert (
         sources.fetch("meszaros2015", allow_download=False)
@@ -615,7 +615,7 @@ def test_archive_loaders_take_injected_stand_ins(local_data, tmp_path):
 
 
 def test_cache_folder_can_be_moved_out_of_the_repository(tmp_path, monkeypatch):
-    from spectra_ml import sources
+    from spectra_ml.data import sources
     from spectra_ml.core import repo_root
 
     monkeypatch.delenv(sources.ENV_CACHE, raising=False)
@@ -628,9 +628,9 @@ def test_mirror_only_files_and_vb21_folder_are_verified(local_data, tmp_path, mo
     """The mirror-only reference files (GALAH and APOGEE extracts, archive XP files, VB21's mean table, ω Cen,
     Sgr) are checked by SHA-256 before they are read, and the VB21 member folder by its folder digest: a copy
     cut at a line boundary (which the per-line parsers cannot see) is refused, naming file and hashes."""
-    from spectra_ml.samples import read_galah
-    from spectra_ml.dynamics import read_vb21_means
-    from spectra_ml.sources import SourceMismatchError, verify_reference_file, verify_source
+    from spectra_ml.kane.samples import read_galah
+    from spectra_ml.kane.dynamics import read_vb21_means
+    from spectra_ml.data.sources import SourceMismatchError, verify_reference_file, verify_source
 
     g = local_data / "galah/Galah_data_filtered_1061.fits"
     assert verify_reference_file(g) == "sha256"
@@ -665,7 +665,7 @@ def test_mirror_only_files_and_vb21_folder_are_verified(local_data, tmp_path, mo
 def test_cached_file_with_a_wrong_hash_is_kept_aside_and_named(tmp_path, monkeypatch):
     """Offline, a cached copy whose SHA-256 does not match is not deleted silently: it is moved to `.bad`
     and the error names the file, both hashes and the fix; `spectra_ml sources` verifies cache rows too."""
-    from spectra_ml.sources import SourceMismatchError
+    from spectra_ml.data.sources import SourceMismatchError
 
     s = sources.Source("x_test", "x.dat", "https://example.org/x.dat", "test", sha256="0" * 64)
     monkeypatch.setitem(sources.SOURCES, "x_test", s)

@@ -5,8 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectra_ml.catalogue import partition_done, predict_catalogue
-from spectra_ml.samples import flux_columns
+from spectra_ml.streaming import partition_done, predict_catalogue
+from spectra_ml.data.samples import flux_columns
 from conftest import KANE_APPENDIX_A
 
 
@@ -146,7 +146,7 @@ def test_notebook_streams_a_catalogue(catalogue, tmp_path):
 
 def test_catalogue_uses_the_models_own_passes_unless_told(tmp_path):
     """`predict_catalogue(n_passes=None)` (the CLI default): the checkpoint model's registry passes."""
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
     from spectra_ml.training import train_model
 
     s = build_demo_sample(["teff", "logg"], max_stars=300)[0]
@@ -176,7 +176,7 @@ LABELS4 = ["teff", "logg", "fe_h", "alpha_m"]
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A kane_mlp trained one epoch on 400 real demo giants, saved; and 120 real rows of its inputs."""
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
     from spectra_ml.training import train_model
 
     root = tmp_path_factory.mktemp("tiny")
@@ -191,7 +191,7 @@ def _run(model, inp, out, **kw):
 
 
 def test_resume_is_keyed_and_refuses_what_differs(tiny, tmp_path):
-    from spectra_ml.catalogue import ResumeMismatchError
+    from spectra_ml.streaming import ResumeMismatchError
     from spectra_ml.core import DataError
 
     model, rows, _ = tiny
@@ -222,7 +222,7 @@ def test_resume_is_keyed_and_refuses_what_differs(tiny, tmp_path):
     res = pd.read_parquet(out / "a.parquet")
     assert list(res.source_id) == list(rows.source_id.iloc[60:])
     # another model (other weights) into the finished folder: refused, then overwritten on request
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
     from spectra_ml.training import train_model
 
     other = tmp_path / "other_model"
@@ -310,7 +310,7 @@ def test_inputs_are_selected_by_name(tiny, tmp_path):
     """#16.1: reversed flux columns give identical predictions; `xp_###` columns for a flux model are refused."""
     from spectra_ml.checkpoint import open_checkpoint, input_columns
     from spectra_ml.core import DataError, MissingColumnError
-    from spectra_ml.inference import predict_sample
+    from spectra_ml.prediction import predict_sample
 
     model, rows, s = tiny
     ck = open_checkpoint(model)
@@ -363,7 +363,7 @@ def test_appendix_a_columns_units_fits_equals_parquet(tmp_path):
     from astropy.io import fits
     from astropy.table import Table
     import pyarrow.parquet as pq
-    from spectra_ml.catalogue import write_appendix_a
+    from spectra_ml.kane.catalogue import write_appendix_a
     from spectra_ml.core import KANE_LABELS
 
     _synthetic_predictions(tmp_path / "pred", 3, 50, KANE_LABELS)
@@ -404,7 +404,7 @@ def test_appendix_a_columns_units_fits_equals_parquet(tmp_path):
 
 
 def test_appendix_a_demo_labels_omit_what_is_missing(tmp_path):
-    from spectra_ml.catalogue import write_appendix_a
+    from spectra_ml.kane.catalogue import write_appendix_a
     from spectra_ml.core import DEMO_LABELS, MissingColumnError
 
     _synthetic_predictions(tmp_path / "pred", 2, 10, DEMO_LABELS)
@@ -427,7 +427,7 @@ def test_appendix_a_demo_labels_omit_what_is_missing(tmp_path):
 def test_appendix_a_streams_with_bounded_memory(tmp_path):
     """Peak Python memory while writing 40 synthetic partitions stays near one chunk, far below the table."""
     import tracemalloc
-    from spectra_ml.catalogue import write_appendix_a
+    from spectra_ml.kane.catalogue import write_appendix_a
     from spectra_ml.core import KANE_LABELS
 
     _synthetic_predictions(

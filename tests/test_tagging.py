@@ -10,8 +10,9 @@ import pytest
 from test_full_profile_paths import perfect_predictor_fixture
 
 from spectra_ml.core import ParameterError
-from spectra_ml.samples import apogee_n_o, assign_split, select_giants
-from spectra_ml.tagging import (
+from spectra_ml.kane.samples import apogee_n_o, select_giants
+from spectra_ml.data.samples import assign_split
+from spectra_ml.kane.tagging import (
     alpha_figures,
     alpha_standin,
     alpha_threshold_scan,
@@ -167,7 +168,7 @@ def oracle_halo_giants(local_data):
 
 def test_truth_and_selection_counts_on_real_halo_giants(oracle_halo_giants):
     """Counts from the library against counts computed here with plain numpy from the FITS columns."""
-    from spectra_ml.samples import apogee_2p_truth
+    from spectra_ml.kane.samples import apogee_2p_truth
 
     d, t, clean = oracle_halo_giants
     assert len(d) == 1612 and clean.sum() == 1186  # the data README
@@ -251,7 +252,7 @@ def test_k_fit_leaves_out_exactly_the_highest_sigma_star():
 
 
 def test_gc_incidence_against_hand_wilson_values():
-    from spectra_ml.tagging import gc_incidence
+    from spectra_ml.kane.tagging import gc_incidence
 
     sel = np.r_[np.ones(3), np.zeros(17), np.ones(1), np.zeros(399), np.ones(4)].astype(bool)
     mem = np.r_[np.ones(20), np.zeros(404)].astype(bool)
@@ -314,7 +315,7 @@ def test_halo_vphi_on_real_kepler_giants(local_data):
     import astropy.units as u
     from astropy.coordinates import Galactocentric, SkyCoord, galactocentric_frame_defaults
 
-    from spectra_ml.tagging import halo_vphi
+    from spectra_ml.kane.tagging import halo_vphi
 
     d = _kepler_oracle(local_data)
     h = halo_vphi(d)
@@ -344,7 +345,7 @@ def test_halo_vphi_on_real_kepler_giants(local_data):
 def test_application_candidates_stream_every_row(local_data, tmp_path):
     """Partitions of real rows: candidate_flags has every input row in order, candidates only the
     selected rows with all their columns, counts beside the paper's; members from the real VB21 join."""
-    from spectra_ml.tagging import application_candidates, halo_vphi
+    from spectra_ml.kane.tagging import application_candidates, halo_vphi
 
     d = _kepler_oracle(local_data)
     d.loc[:4, "gc_memberprob"], d.loc[:4, "gc_cluster"] = (
@@ -378,9 +379,9 @@ def test_application_candidates_stream_every_row(local_data, tmp_path):
 def test_apogee_truth_incidence_on_real_halo_giants(oracle_halo_giants, local_data):
     """(b) on the real halo giants joined to the real VB21 member files; the file's own halo selection
     (ecc ≥ 0.85) stands in for the v_φ cut (it has no proper motions or RVs): a named stand-in."""
-    from spectra_ml.catalogues import read_vb21_members
-    from spectra_ml.samples import vb21_membership
-    from spectra_ml.tagging import apogee_truth_incidence
+    from spectra_ml.data.references import read_vb21_members
+    from spectra_ml.kane.samples import vb21_membership
+    from spectra_ml.kane.tagging import apogee_truth_incidence
 
     d, _, _ = oracle_halo_giants
     d = vb21_membership(d, read_vb21_members(local_data / "vb21_members" / "catalogues"))

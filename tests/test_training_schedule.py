@@ -10,7 +10,8 @@ import torch
 import spectra_ml.training as tr
 from spectra_ml.checkpoint import TrainConfig
 from spectra_ml.core import DEMO_LABELS, ParameterError
-from spectra_ml.samples import build_demo_sample, model_inputs
+from spectra_ml.kane.samples import build_demo_sample
+from spectra_ml.features import model_inputs
 from spectra_ml.training import iteration_schedule, named_config, train_model
 
 LABELS = list(DEMO_LABELS)
@@ -146,7 +147,7 @@ def test_fallows_sanders_cuts_on_real_apogee_flags(local_data):
     counted with numpy: ASPCAPFLAG 23, STARFLAG 3, 4, 9, 12, 13, 16, EXTRATARG 4."""
     from astropy.table import Table
 
-    from spectra_ml.samples import fallows_sanders_cuts
+    from spectra_ml.features import fallows_sanders_cuts
 
     t = Table.read(local_data / "apogee" / "apogee_dr16_sgr_members.fits")
     df = pd.DataFrame(

@@ -6,7 +6,7 @@ import shutil
 import numpy as np
 import pytest
 
-from spectra_ml import xp_io as xp
+from spectra_ml.data import xp_files as xp
 from spectra_ml.core import DataError
 
 

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from spectra_ml import xp
-from spectra_ml.xp_io import read_xp
+from spectra_ml import features as xp
+from spectra_ml.data.xp_files import read_xp
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_kane_guiglion_aspgap_features_and_snr(xp_files):
 
 @pytest.fixture(scope="module")
 def converter():
-    from spectra_ml.xp import XPConverter
+    from spectra_ml.features import XPConverter
 
     return XPConverter()
 
@@ -87,8 +87,8 @@ def converter():
 def test_matrix_conversion_matches_gaiaxpy_calibrate(local_data, converter):
     """Our coefficient -> spectrum conversion against GaiaXPy's `calibrate` on 300 real stars: 1e-6 relative."""
     from astropy.table import Table
-    from spectra_ml.xp_io import gaiaxpy_input_from_columns
-    from spectra_ml.xp import sampled_spectra, xp_covariance
+    from spectra_ml.data.xp_files import gaiaxpy_input_from_columns
+    from spectra_ml.features import sampled_spectra, xp_covariance
 
     xp = Table.read(local_data / "gaia_xp" / "xp_continuous_combined_chunk0.fits")[:300]
     sid, wl, F, E = sampled_spectra(gaiaxpy_input_from_columns(xp))
@@ -118,7 +118,7 @@ def test_matrix_conversion_with_correlations_and_missing_band(
 ):
     """Archive files with correlations (errors through the full covariance) and a star without BP."""
     import shutil
-    from spectra_ml.xp import sampled_spectra, xp_covariance
+    from spectra_ml.features import sampled_spectra, xp_covariance
 
     path = local_data / "gaia_xp" / name
     d = read_xp(path)

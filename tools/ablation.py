@@ -56,8 +56,8 @@ _GC_REFS = {}
 def _gc_refs():
     "VB21 members (Kane §3.3 probability cut) and Harris (2010) [Fe/H] from the mirror, read once; None without them."
     if "refs" not in _GC_REFS:
-        from spectra_ml.catalogues import read_harris_feh, read_vb21_members
-        from spectra_ml.clusters import cluster_references
+        from spectra_ml.data.references import read_harris_feh, read_vb21_members
+        from spectra_ml.kane.clusters import cluster_references
 
         notes = []
         found = cluster_references(notes, False, ("vb21_members", "harris2010"))
@@ -73,7 +73,7 @@ def _gc_refs():
 def _gc_row(p, split) -> dict:
     """Issue 15's cluster goal on one split: the mean μ[Fe/H] of each VB21 globular cluster's members
     against Harris (2010), as 12_clusters computes it (`clusters.gc_feh_vs_harris`)."""
-    from spectra_ml.clusters import gc_feh_vs_harris
+    from spectra_ml.kane.clusters import gc_feh_vs_harris
 
     refs = _gc_refs()
     if refs is None:
@@ -113,7 +113,7 @@ def _member(sample, labels, name, config, kw, seed, args, cache) -> tuple:
 
     A cached member is reused only when its key (config, overrides, seed, epochs, patience, stars)
     is the same, so an interrupted ablation resumes where it stopped; the key is compared, not trusted."""
-    from spectra_ml.compare import compare_one
+    from spectra_ml.studies.compare import compare_one
 
     key = {
         "config": config,
@@ -159,7 +159,7 @@ def _run(sample, labels, name, kw, args, cache=None) -> tuple:
 
     The ensemble's first member has Kane's configuration and the demo's seed, so it is the `kane` run
     itself (reused from the cache when that ran); its time counts once in each row."""
-    from spectra_ml.compare import combine_members
+    from spectra_ml.studies.compare import combine_members
     from spectra_ml.metrics import apply_calibration, fit_calibration
 
     kw = dict(kw)
@@ -178,7 +178,7 @@ def _run(sample, labels, name, kw, args, cache=None) -> tuple:
 
 def _feh_score(table, option) -> float:
     "Validation [Fe/H] score in issue 15's goal bins: the sum of |bias| + RMSE (lower is better)."
-    from spectra_ml.core import FEH_GOAL_BINS
+    from spectra_ml.metrics import FEH_GOAL_BINS
 
     d = table[(table.option == option) & (table.split == "validation") & (table.label == "fe_h")]
     d = d[d.scope == "fe_h_bin"].set_index(["lo", "hi"])
@@ -187,7 +187,7 @@ def _feh_score(table, option) -> float:
 
 def choose_combination(table: pd.DataFrame) -> dict:
     "The options that improve the validation [Fe/H] goal score on their own without costing > 3% overall RMSE."
-    from spectra_ml.core import RMSE_TOLERANCE_GOAL
+    from spectra_ml.kane.constants import RMSE_TOLERANCE_GOAL
 
     v = table[(table.split == "validation") & (table.scope == "overall")]
     ref = v[v.option == "kane"].set_index("label").rmse
@@ -210,9 +210,8 @@ def goal_report(table: pd.DataFrame, option: str) -> dict:
     """Issue 15's goal on the test split for one option: each goal bin's [Fe/H] |bias|, RMSE and calibrated
     z-std, the globular clusters against Harris, and every label's RMSE against the issue's reference,
     each with its limit, whether it is met and by how much it is missed (positive = missed)."""
-    from spectra_ml.core import (
-        FEH_GOAL,
-        FEH_GOAL_BINS,
+    from spectra_ml.metrics import FEH_GOAL, FEH_GOAL_BINS
+    from spectra_ml.kane.constants import (
         GC_HARRIS_GOAL,
         ISSUE15_REFERENCE_RMSE,
         RMSE_TOLERANCE_GOAL,
@@ -278,7 +277,7 @@ def combined_overrides(chosen) -> dict:
 
 def ablation_markdown(table: pd.DataFrame, labels) -> str:
     "The test-split table: overall RMSE per label, [Fe/H] bias / RMSE / z-std per goal bin, training time."
-    from spectra_ml.core import FEH_EXTRA_BINS, FEH_GOAL_BINS
+    from spectra_ml.metrics import FEH_EXTRA_BINS, FEH_GOAL_BINS
 
     t = table[table.split == "test"]
     bins = list(FEH_EXTRA_BINS) + list(FEH_GOAL_BINS)
@@ -318,7 +317,7 @@ def run_ablation(
     command: str = "",
 ) -> dict:
     "Every option alone, then the best combination; writes the three files and returns the json record."
-    from spectra_ml.samples import AUX_FEATURES
+    from spectra_ml.features import AUX_FEATURES
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -396,7 +395,7 @@ def main(argv=None) -> dict:
     import torch
 
     from spectra_ml.core import DEMO_LABELS
-    from spectra_ml.samples import build_demo_sample
+    from spectra_ml.kane.samples import build_demo_sample
 
     torch.set_num_threads(args.threads)
 

@@ -150,7 +150,7 @@ def stage_cells(nb_path: Path):
 
 
 def stats():
-    for nb in sorted((ROOT / "nbs").glob("*.ipynb")):
+    for nb in sorted((ROOT / "nbs").rglob("*.ipynb")):
         cells = json.loads(nb.read_text())["cells"]
         exp = ["".join(c["source"]) for c in cells if c["cell_type"] == "code"]
         exp = [s for s in exp if s.lstrip().startswith("#| export")]

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 
 MARKER = "SYNTHETIC.md"
-#: Kane Fig. 2's three stars (spectra_ml.core.KANE_FIG2_STARS): given synthetic XP so Fig. 2 is drawn
+#: Kane Fig. 2's three stars (spectra_ml.kane.constants.KANE_FIG2_STARS): given synthetic XP so Fig. 2 is drawn
 FIG2_IDS = (1454785210768079744, 2259240659843862016, 2982933097213087616)
 #: HEALPix level-8 ranges of the synthetic bulk partitions (the real CDN uses 3,386 smaller ones)
 HP8_RANGES = ((0, 196607), (196608, 393215), (393216, 589823), (589824, 786431))
@@ -214,7 +214,7 @@ def _write_partitioned(folder: Path, stem: str, table: pd.DataFrame, text_rows, 
 
 def write_gaia(root: Path, stars: pd.DataFrame, seed: int) -> None:
     "gaia_source and XP continuous bulk partitions (HEALPix-8 ranges, ECSV-headed csv.gz, MD5 lists)."
-    from spectra_ml.sources import GAIA_SOURCE_COLUMNS
+    from spectra_ml.data.sources import GAIA_SOURCE_COLUMNS
 
     g = stars.copy()
     g["has_xp_continuous"] = g.has_xp
@@ -357,7 +357,7 @@ def write_andrae(root: Path, s: pd.DataFrame, rng) -> None:
 
 def write_vb21(root: Path, s: pd.DataFrame, rng, n_clusters: int = 3) -> None:
     "VB21-format member files of made-up clusters: sample stars (high probability) and field rows."
-    from spectra_ml.catalogues import VB21_COLUMNS
+    from spectra_ml.data.references import VB21_COLUMNS
 
     folder = root / "vb21_members" / "catalogues"
     folder.mkdir(parents=True, exist_ok=True)
