@@ -3,7 +3,7 @@
 Both convert the same real stars (the first N of xp_continuous_combined_chunk0.fits, 2,000 real Gaia
 DR3 XP coefficient sets) to flux and flux errors on the 343-pixel grid, in one process, best of 3.
 `XPConverter` takes its design matrices from GaiaXPy once (the set-up time is reported separately);
-the outputs agree to 1e-15 relative (tests/test_xp_toolkit.py asserts 1e-6).
+the outputs agree to 1e-15 relative (tests/test_features.py asserts 1e-6).
 
     SPECTRA_ML_LOCAL_DATA=../shared/data python benchmarks/bench_xp_convert.py [--stars 2000]
 """

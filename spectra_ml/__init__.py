@@ -1,1 +1,41 @@
 __version__ = "0.1.0"
+__doc__ = """spectra_ml: Gaia XP spectra -> stellar labels with σ.
+
+The public API is short:
+
+- `load_model(path, **options)`: a checkpoint folder as a `Predictor` (options: n_passes, seed,
+  batch_size, shared_masks, calibration, label_ranges, ood_span, device, progress).
+- `Predictor`: a loaded checkpoint with its prediction options; `Predictor.predict(X, ids, X_var)`
+  gives μ, σ (its parts, calibrated σ) and the flags per star.
+- `read_xp(path)`: an archive XP continuous file (CSV, VOTable, FITS) as a dictionary of arrays.
+
+Everything else lives in the submodules (`spectra_ml.prediction`, `spectra_ml.streaming`, ...).
+Names are imported on first use, so `import spectra_ml` stays light (no torch until needed).
+"""
+
+__all__ = ["__version__", "load_model", "Predictor", "read_xp"]
+
+_LAZY = {"Predictor": "spectra_ml.prediction", "read_xp": "spectra_ml.data.xp_files"}
+
+
+def load_model(
+    path,  # checkpoint folder (model.pt + config.json, optionally calibration.json)
+    **options,  # Predictor options, e.g. n_passes=20, seed=1, device="auto"
+):
+    "A checkpoint folder as a `Predictor` (`Predictor.load`)."
+    from spectra_ml.prediction import Predictor
+
+    return Predictor.load(path, **options)
+
+
+def __getattr__(name):
+    "The public names not defined here, imported from their module on first use."
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'spectra_ml' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -52,9 +52,9 @@ def print_run_summary(
 def cmd_run(
     a: argparse.Namespace,  # parsed `spectra_ml run` arguments
 ) -> int:
-    "`spectra_ml run`: the stage notebooks in order with papermill, then the headline numbers."
+    "`spectra_ml run`: the stage notebooks in order with papermill (in an existing run: its recorded parameters under `-p`), then the headline numbers."
     params = dict(parse_param(p) for p in a.param)
-    name = a.name or ("quick" if a.quick else a.profile)
+    name = a.name or ("quick" if a.quick else a.profile or "demo")
     stages = COMPARE_STAGES if a.compare else a.stages
     s = run_pipeline(
         name,
@@ -64,7 +64,7 @@ def cmd_run(
         a.runs_root,
         a.quick,
         a.kernel,
-        figures_dir=a.figures_dir or None,
+        figures_dir=(a.figures_dir or None) if a.publish else None,
     )
     print_run_summary(s, Path(a.runs_root) / name)
     return 0
@@ -221,7 +221,8 @@ def cmd_predict(
     a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
 ) -> int:
     "`spectra_ml predict`: a catalogue, XP files, source_ids or a cone streamed through a checkpoint, here or on Dask."
-    from spectra_ml.streaming import predict_catalogue
+    from spectra_ml.prediction import Predictor
+    from spectra_ml.streaming import Workers, predict_catalogue
 
     if a.input:
         check_output_path(a.input, a.output)
@@ -241,16 +242,16 @@ def cmd_predict(
             else:
                 cluster = LocalCluster(n_workers=a.dask_workers, threads_per_worker=1)
                 client = Client(cluster)
+        predictor = Predictor.load(a.model, shared_masks=not a.per_star_masks, device="auto")
         r = predict_catalogue(
-            a.model,
+            predictor,
             in_dir,
             a.output,
             a.passes,
             a.seed,
             a.batch_size,
-            client=client,
-            shared_masks=not a.per_star_masks,
             overwrite=a.overwrite,
+            workers=Workers(client=client),
         )
     finally:
         if client is not None:
@@ -265,7 +266,9 @@ def _add_run(sub):
     "The `run` subcommand's arguments."
     r = sub.add_parser("run", help="execute the stage notebooks with papermill")
     r.add_argument("--name", default=None, help="run name (default: the profile name, or 'quick')")
-    r.add_argument("--profile", default="demo", help="data profile (default: demo)")
+    r.add_argument(
+        "--profile", default=None, help="data profile (default: an existing run's, else demo)"
+    )
     r.add_argument(
         "-p",
         "--param",
@@ -274,7 +277,12 @@ def _add_run(sub):
         metavar="NAME=VALUE",
         help="stage parameter, repeatable",
     )
-    r.add_argument("--stages", nargs="+", default=list(DEMO_STAGES), help="stage notebooks to run")
+    r.add_argument(
+        "--stages",
+        nargs="+",
+        default=list(DEMO_STAGES),
+        help="stage notebooks to run; in an existing run, rerun with its recorded parameters and -p over them",
+    )
     r.add_argument("--runs-root", default="runs", help="parent folder of run directories")
     r.add_argument("--quick", action="store_true", help="smoke run: subsample and few epochs")
     r.add_argument(
@@ -282,7 +290,12 @@ def _add_run(sub):
     )
     r.add_argument("--kernel", default=None, help="Jupyter kernel name")
     r.add_argument(
-        "--figures-dir", default="figures", help="copy figures to FIGURES_DIR/NAME ('' to skip)"
+        "--publish",
+        action="store_true",
+        help="also copy the figures, Markdown tables and summary.json to FIGURES_DIR/NAME (the README's numbers)",
+    )
+    r.add_argument(
+        "--figures-dir", default="figures", help="where --publish copies to (default: figures)"
     )
     r.set_defaults(handler=cmd_run)
 

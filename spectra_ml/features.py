@@ -550,7 +550,7 @@ AUX_FEATURES = {
     # Fallows & Sanders §2: unWISE W1 − W2 and H − W2 (full profile: the AllWISE best neighbours)
     "w1_w2": lambda d: d["w1"] - d["w2"],
     "h_w2": lambda d: d["h"] - d["w2"],
-    # issue 15: a flux-scale term, log medflux + 0.4 G (the spectra are divided by medflux)
+    # metal-poor option: a flux-scale term, log medflux + 0.4 G (the spectra are divided by medflux)
     "log_medflux_g": lambda d: np.log10(d["medflux"]) + 0.4 * d["phot_g_mean_mag"],
     "parallax": lambda d: d["parallax"],
     # Fallows & Sanders §2: pseudo-absolute magnitude ϖ 10^{0.2 G_RP}

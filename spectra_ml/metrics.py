@@ -21,11 +21,11 @@ __all__ = ['PUBLISHED_RMSE', 'OUTLIER_BOUNDS', 'FEH_EXTRA_BINS', 'FEH_GOAL_BINS'
 #: Their data differ from ours: Kane §3.1 (39,816 test stars, 108 coefficients; no [alpha/M]),
 #: AspGap §4 (2-fold CV RMS scatter, Fig. 5 text), Fallows & Sanders §4.1 (Table, 5% validation).
 PUBLISHED_RMSE = {
-    "Kane+ (000)": {"teff": 62.4, "logg": 0.162, "fe_h": 0.096, "alpha_m": None},
-    "AspGap (002)": {"teff": 48.0, "logg": 0.12, "fe_h": 0.07, "alpha_m": 0.03},
-    "Fallows & Sanders (001)": {"teff": 51.8, "logg": 0.091, "fe_h": 0.064, "alpha_m": 0.025},
-    # Guiglion §4 (seed 003): dispersion on their *training* sample (RVS + XP + photometry; no held-out set)
-    "Guiglion+ (003)": {"teff": 59.0, "logg": 0.11, "fe_h": 0.07, "alpha_m": 0.04},
+    "Kane et al.": {"teff": 62.4, "logg": 0.162, "fe_h": 0.096, "alpha_m": None},
+    "AspGap": {"teff": 48.0, "logg": 0.12, "fe_h": 0.07, "alpha_m": 0.03},
+    "Fallows & Sanders": {"teff": 51.8, "logg": 0.091, "fe_h": 0.064, "alpha_m": 0.025},
+    # Guiglion §4: dispersion on their *training* sample (RVS + XP + photometry; no held-out set)
+    "Guiglion et al.": {"teff": 59.0, "logg": 0.11, "fe_h": 0.07, "alpha_m": 0.04},
 }
 
 #: AspGap Eq. 5 outlier rate η: |truth − prediction| / bound > 1, bounds 15% (relative) for Teff and
@@ -37,13 +37,13 @@ OUTLIER_BOUNDS = {
     "alpha_m": ("absolute", 0.05),
 }
 
-# Issue 15 table's first row: one wider bin for the few stars below -2 (-3 ... -2)
+# The metal-poor table's first row: one wider bin for the few stars below -2 (-3 ... -2)
 FEH_EXTRA_BINS = ((-3.0, -2.0),)
 
-# Issue 15 goal: the metal-poor bins whose |bias|, RMSE and calibrated z-std are checked
+# The metal-poor goal: the metal-poor bins whose |bias|, RMSE and calibrated z-std are checked
 FEH_GOAL_BINS = ((-2.5, -2.0), (-2.0, -1.5), (-1.5, -1.0))
 
-# Issue 15 goal: |bias| <= 0.05 dex, [Fe/H] RMSE <= 0.20, calibrated z-std within 0.9-1.1
+# The metal-poor goal: |bias| <= 0.05 dex, [Fe/H] RMSE <= 0.20, calibrated z-std within 0.9-1.1
 FEH_GOAL = {"abs_bias_max": 0.05, "rmse_max": 0.20, "z_std_range": (0.9, 1.1)}
 
 # Per-Teff bins (K) over the giants' range (GIANT_TEFF_MAX 5200 K, Kane §2.1); 250 K wide inside
@@ -231,7 +231,7 @@ def binned_metrics(
     labels,  # labels to score
     by: str = "fe_h",  # truth column that defines the bins (APOGEE [Fe/H] or Teff)
     edges=None,  # bin edges (default: core.FEH_BIN_EDGES for fe_h, core.TEFF_BIN_EDGES for teff)
-    extra_bins=None,  # more (lo, hi) bins (default for fe_h: core.FEH_EXTRA_BINS, issue 15's -3...-2)
+    extra_bins=None,  # more (lo, hi) bins (default for fe_h: core.FEH_EXTRA_BINS, the metal-poor study's -3...-2)
     split: str | None = "test",  # split to score (None: all rows)
     prefix: str = "mu_",  # prediction columns ('gbr_' for the baseline: no σ)
     sigma: str = "sigma_cal_",  # σ prefix of the z-std (sigma_cal_: calibrated; falls back to none)
@@ -289,7 +289,7 @@ def feh_offset(
 def feh_goal(
     binned: pd.DataFrame,  # binned_metrics(..., by="fe_h") with calibrated σ
 ) -> dict:
-    "Issue 15's goal on its metal-poor bins: per bin the numbers and whether |bias|, RMSE and calibrated z-std pass."
+    "the metal-poor goal on its metal-poor bins: per bin the numbers and whether |bias|, RMSE and calibrated z-std pass."
     pass
 
     def _finite_or_none(v):
@@ -366,12 +366,12 @@ def per_bin_summary(
     pred: pd.DataFrame | None = None,  # the predictions (for Kane §3.1's offset; needs fe_h)
     split: str = "test",
 ) -> dict:
-    "The summary.json entry: the per-bin rows, Kane §3.1's [Fe/H] offset below −1 beside the paper's, issue 15's goal."
+    "The summary.json entry: the per-bin rows, Kane §3.1's [Fe/H] offset below −1 beside the paper's, the metal-poor goal."
     out = {by: t.round(5).to_dict(orient="records") for by, t in tables.items()}
     if pred is not None and "fe_h" in pred and f"{prefix}fe_h" in pred:
         out["feh_offset_below_-1"] = feh_offset(pred, split, prefix)
     if prefix == "mu_" and "fe_h" in set(tables["fe_h"].label):
-        out["feh_goal_issue15"] = feh_goal(tables["fe_h"])
+        out["feh_goal_metal_poor"] = feh_goal(tables["fe_h"])
     out["z_std_from"] = (
         "sigma_cal_ (total σ × the validation-fitted scale)" if prefix == "mu_" else None
     )

@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast, json, os, socket, sys, time
 from pathlib import Path
 from spectra_ml.core import (
+    _injected_names,
+    declared_parameters,
     MissingInputError,
     ENV_RUN_ID,
     ParameterError,
@@ -22,9 +24,11 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'FIGURE_CAPTIONS',
+__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'FIRST_STAGES', 'FIGURE_CAPTIONS',
            'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel', 'StageError',
-           'RunBusyError', 'run_lock', 'run_pipeline', 'stale_sections', 'write_report', 'publish_figures']
+           'RunBusyError', 'run_lock', 'merge_parameters', 'stale_after', 'record_stage_alone', 'received_parameters',
+           'check_run_parameters', 'run_pipeline', 'stale_sections', 'refresh_command', 'write_report',
+           'publish_figures']
 
 # %% ../nbs/lib/30_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a chapter notebook in `nbs/chapters/`.
@@ -157,6 +161,52 @@ class run_lock:
         return False
 
 # %% ../nbs/lib/30_pipeline.ipynb #eb68abbb
+def _figure_times(run: RunDir) -> dict:
+    "name -> modification time (ns) of the run's figures."
+    d = run.root / "figures"
+    return {f.name: f.stat().st_mtime_ns for f in d.glob("*.png")} if d.exists() else {}
+
+# %% ../nbs/lib/30_pipeline.ipynb #e01de939
+def _record_figures(
+    run: RunDir,  # the run directory
+    stage: str,  # the stage that just ran
+    before: dict,  # `_figure_times` before it ran
+) -> list:
+    "Add the figures a stage wrote (new or rewritten files) to its provenance/<stage>.json as `figures`."
+    figs = sorted(f"figures/{n}" for n, t in _figure_times(run).items() if before.get(n) != t)
+    prov = run.root / "provenance" / f"{stage}.json"
+    rec = json.loads(prov.read_text()) if prov.exists() else {"stage": stage}
+    write_json(run.provenance / f"{stage}.json", {**rec, "figures": figs})
+    return figs
+
+# %% ../nbs/lib/30_pipeline.ipynb #be009b8f
+def _tidy_executed(
+    path: Path,  # an executed stage notebook
+    kernel: str,  # the kernel it ran on
+):
+    """Make an executed notebook open unmodified in JupyterLab: its kernelspec is the kernel it ran
+    on (papermill keeps the source's, whose display name JupyterLab rewrites) and it is written in
+    nbformat's normal form (cell ids, nbformat 4.5), valid."""
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
+
+    nb = nbformat.read(path, as_version=4)
+    try:
+        spec = KernelSpecManager().get_kernel_spec(kernel)
+        nb.metadata["kernelspec"] = {
+            "display_name": spec.display_name,
+            "language": spec.language,
+            "name": kernel,
+        }
+    except NoSuchKernel:
+        pass
+    nb.nbformat_minor = max(nb.nbformat_minor, 5)  # 4.5: cell ids (normalize adds missing ones)
+    _, nb = nbformat.validator.normalize(nb)
+    nb = nbformat.from_dict(nb)
+    nbformat.validate(nb)
+    nbformat.write(nb, path)
+
+# %% ../nbs/lib/30_pipeline.ipynb #3ea4bab7
 def _execute_stage(
     run: RunDir,  # the run directory
     stage: str,  # stage notebook name
@@ -164,62 +214,215 @@ def _execute_stage(
     kernel: str,  # Jupyter kernel
     progress: bool,  # papermill's progress bar
 ) -> float:
-    "Run one stage notebook with papermill into the run's notebooks/; its seconds, or StageError."
+    """Run one stage notebook with papermill into the run's notebooks/; its seconds, or StageError.
+    The figures it wrote are recorded in its provenance (`figures`), and the executed notebook is
+    tidied to open unmodified in JupyterLab."""
     import papermill as pm
 
     print(f"[spectra_ml] {stage}: {params}", flush=True)
     t0 = time.time()
+    before = _figure_times(run)
+    out = run.notebooks / f"{stage}.ipynb"
     try:
         pm.execute_notebook(
             str(notebooks_dir() / f"{stage}.ipynb"),
-            str(run.notebooks / f"{stage}.ipynb"),
+            str(out),
             parameters=params,
             kernel_name=kernel,
             cwd=str(run.root),
             progress_bar=progress,
         )
     except pm.PapermillExecutionError as e:
+        try:  # the failed notebook opens cleanly too, but the stage's error is the one raised
+            _tidy_executed(out, kernel)
+        except Exception:
+            pass
         raise StageError(
             f"stage {stage} failed ({e.ename}: {e.evalue}); see {run.notebooks / (stage + '.ipynb')}"
         ) from None
+    _tidy_executed(out, kernel)
+    _record_figures(run, stage, before)
     return round(time.time() - t0, 1)
 
 # %% ../nbs/lib/30_pipeline.ipynb #badb4a7d
 #: What every run on a synthetic mirror says (summary `pipeline.warning`, the report's first line).
 SYNTHETIC_WARNING = (
-    "SYNTHETIC MIRROR: the input files are made up (tools/synthetic_mirror.py, SYNTHETIC.md); this "
+    "SYNTHETIC MIRROR: the input files are made up (tests/builders/synthetic_mirror.py, SYNTHETIC.md); this "
     "run checks plumbing only and no number from it may be reported"
 )
 
-# %% ../nbs/lib/30_pipeline.ipynb #e01de939
-def _run_stages(
-    run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
+# %% ../nbs/lib/30_pipeline.ipynb #a7c31e02
+#: The stages that start a run from nothing; any other stage needs the products of earlier ones.
+FIRST_STAGES = ("05_samples",)
+
+
+def merge_parameters(
+    recorded: dict | None,  # the run's recorded parameters (run_parameters.json), None: a new run
+    overrides: dict,  # the parameters given now (-p), already validated
+    quick: bool = False,  # QUICK_PARAMS under them (a recorded value stays)
 ) -> dict:
-    "The body of `run_pipeline`, under the run's lock; the report is written whatever happens."
+    "The parameters a (re)run uses: QUICK_PARAMS if quick, then the run's recorded ones, then the overrides."
+    return {**(QUICK_PARAMS if quick else {}), **(recorded or {}), **overrides}
+
+# %% ../nbs/lib/30_pipeline.ipynb #a7c31e04
+def stale_after(
+    order,  # the run's stages in order (run_parameters.json `stages`)
+    rerun,  # the stages rerun now
+    stale=(),  # the stages stale before (summary `pipeline.stale_stages`)
+) -> list:
+    """The run's stale stages after rerunning `rerun`: those after the earliest rerun stage that were
+    not rerun, those stale before and not rerun, and a rerun stage after a stale one (it read stale products)."""
+    order = list(order)
+    missing = [s for s in rerun if s not in order]
+    if missing:
+        raise ParameterError(f"stage(s) {missing} are not among the run's stages {order}")
+    out = {s for s in stale if s in order} - set(rerun)
+    if rerun:
+        first = min(order.index(s) for s in rerun)
+        out |= {s for s in order[first + 1 :] if s not in rerun}
+    if out:
+        low = min(order.index(s) for s in out)
+        out |= {s for s in rerun if order.index(s) > low}
+    return [s for s in order if s in out]
+
+# %% ../nbs/lib/30_pipeline.ipynb #a7c31e06
+def _history(rec: dict) -> list:
+    "The reruns a record lists (a record written before histories were kept: its one run)."
+    if "history" in rec:
+        return list(rec["history"])
+    first = {"run_id": rec.get("run_id"), "by": "spectra_ml run", "stages": rec.get("stages")}
+    return [{**first, "given": rec.get("parameters") or {}}]
+
+
+def _write_stale(
+    run: RunDir,  # the run directory
+    stale: list,  # its stale stages now
+):
+    "Set summary `pipeline.stale_stages` (the section keeps its run id: the rest of it is still that run's)."
+    s = run.read_summary()
+    if "pipeline" in s or stale:
+        s["pipeline"] = {**s.get("pipeline", {}), "stale_stages": list(stale)}
+        write_json(run.summary_path, s)
+
+
+def record_stage_alone(
+    run: RunDir,  # a run made by `spectra_ml run` (with run_parameters.json)
+    stage: str,  # the stage now running alone (papermill, Jupyter)
+    given: dict,  # the parameters given to it (papermill -p), recorded over the run's
+) -> list:
+    "Record a stage run alone in the run's history and parameters, mark the stages after it stale, rewrite the report; the stale stages."
+    rec = run.read_record()
+    if rec is None:
+        return []
+    order = list(rec.get("stages") or []) + ([] if stage in rec.get("stages", []) else [stage])
+    stale = stale_after(
+        order, [stage], run.read_summary().get("pipeline", {}).get("stale_stages", [])
+    )
+    entry = {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "by": "papermill"}
+    history = _history(rec) + [{**entry, "stages": [stage], "given": given}]
+    params = {**(rec.get("parameters") or {}), **given}
+    write_json(run.record_path, {**rec, "stages": order, "parameters": params, "history": history})
+    _write_stale(run, stale)
+    if (run.root / "report.html").exists():
+        write_report(run)
+    return stale
+
+# %% ../nbs/lib/30_pipeline.ipynb #222a0cdf
+def received_parameters(
+    namespace: dict,  # the stage's globals() just after its parameters (and papermill's injected cell)
+    stage: str,  # stage notebook name, e.g. '08_training'
+) -> dict:
+    """The parameters a stage actually received: its declared names with their values now (defaults
+    overridden by papermill). In a run made by `spectra_ml run` (its `run_parameters.json`), a name papermill
+    did not inject takes the run's recorded value (set in `namespace` too); a stage run alone there also
+    records itself and marks the stages after it stale (`pipeline.record_stage_alone`)."""
+    nb = repo_root() / "nbs" / "chapters" / f"{stage}.ipynb"
+    if not nb.exists():
+        nb = Path(__file__).resolve().parent.parent / "nbs" / "chapters" / f"{stage}.ipynb"
+    declared = declared_parameters(nb)
+    injected = _injected_names(namespace)
+    check_params({k: None for k in injected}, declared, f"stage {stage}")
+    got = {k: namespace[k] for k in declared if k in namespace}
+    check_parameter_values(
+        {k: got[k] for k in injected if k in got}, declared_defaults(nb), f"stage {stage}"
+    )
+    run = RunDir(got["run_dir"]) if "run_dir" in got else None
+    rec = run.read_record() if run is not None else None
+    if rec is None:
+        return got
+    recorded = {
+        **(rec.get("parameters") or {}),
+        **({"profile": rec["profile"]} if "profile" in rec else {}),
+    }
+    if "profile" in injected and "profile" in rec and got["profile"] != rec["profile"]:
+        raise ParameterError(
+            f"stage {stage}: profile={got['profile']!r} but run {run.root} was made with profile "
+            f"{rec['profile']!r}: drop -p profile, or give another run_dir"
+        )
+    taken = {
+        k: recorded[k] for k in declared if k in recorded and k not in injected and k != "run_dir"
+    }
+    namespace.update(taken)
+    got.update(taken)
+    if (
+        os.environ.get(ENV_RUN_ID) is None
+    ):  # run alone (papermill, Jupyter), not by `spectra_ml run`
+        given = {k: got[k] for k in injected if k not in ("run_dir", "profile")}
+        stale = record_stage_alone(run, stage, given)
+        print(
+            f"[spectra_ml] {stage} in {run.root}: recorded parameters {taken}, given {given}; stale now: {stale}"
+        )
+    return got
+
+# %% ../nbs/lib/30_pipeline.ipynb #e5d6262a
+def _write_run_record(
+    run: RunDir,  # the run directory
+    plan: dict,  # run_pipeline's plan: name, profile, params, declared, quick, given, rec
+) -> dict:
+    "Write `run_parameters.json` for this run or rerun (the stage order, the parameters, the history) and return it."
     from spectra_ml.data.sources import synthetic_mirror
 
-    stages = list(declared)
-    synthetic = synthetic_mirror()  # made-up mirror files: a plumbing run, no number is real
-    base = {"run_dir": str(run.root), "profile": profile, **params}
+    stages, rec = list(plan["declared"]), plan["rec"] or {}
+    order = list(rec.get("stages") or []) + [s for s in stages if s not in rec.get("stages", [])]
     started = time.time()
     run_id = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(started)) + f"-{os.getpid()}"
+    this = {"run_id": run_id, "by": "spectra_ml run", "stages": stages, "given": plan["given"]}
     record = {
-        "name": name,
+        "name": plan["name"],
         "run_id": run_id,
         "started_unix": started,
-        "profile": profile,
-        "stages": stages,
-        "quick": quick,
-        "parameters": params,
-        "synthetic_mirror": synthetic,
+        "profile": plan["profile"],
+        "stages": order,
+        "quick": plan["quick"],
+        "parameters": plan["params"],
+        "synthetic_mirror": synthetic_mirror(),  # made-up mirror files: no number is real
+        "history": (_history(rec) if rec else []) + [this],
     }
-    write_json(run.root / "run_parameters.json", record)
+    write_json(run.record_path, record)
+    return record
+
+# %% ../nbs/lib/30_pipeline.ipynb #e01de939
+def _run_stages(
+    run: RunDir,  # the locked run directory
+    plan: dict,  # name, profile, params, declared, quick, given and rec (the previous record or None)
+    kernel_name: str | None,  # Jupyter kernel (None: pick_kernel())
+    progress: bool,  # papermill's progress bar
+    figures_dir,  # publish the figures to figures_dir/name (None: don't)
+) -> dict:
+    "The body of `run_pipeline`, under the run's lock; the report is written whatever happens."
+    name, profile, params, declared = (plan[k] for k in ("name", "profile", "params", "declared"))
+    stages = list(declared)
+    before = run.read_summary().get("pipeline", {}).get("stale_stages", [])
+    record = _write_run_record(run, plan)
+    run_id, order, synthetic = record["run_id"], record["stages"], record["synthetic_mirror"]
+    base = {"run_dir": str(run.root), "profile": profile, **params}
     kernel = kernel_name or pick_kernel()
     timings = {}
     section = {
         "name": name,
         "profile": profile,
-        "stages": stages,
+        "stages": order,
+        "rerun_stages": stages,
         "parameters": params,
         "kernel": kernel,
         "synthetic_mirror": synthetic,
@@ -237,13 +440,24 @@ def _run_stages(
                 kernel,
                 progress,
             )
+        stale = stale_after(order, stages, before)
         summary = run.update_summary(
-            "pipeline", {**section, "status": "complete", "stage_seconds": timings}
+            "pipeline",
+            {**section, "status": "complete", "stage_seconds": timings, "stale_stages": stale},
         )
     except BaseException as e:
         failed = {"failed_stage": stage, "error": f"{type(e).__name__}: {e}"}
+        undone = [s for s in stages if s not in timings]  # the failed stage and those after it
+        stale = [s for s in order if s in set(stale_after(order, stages, before)) | set(undone)]
         run.update_summary(
-            "pipeline", {**section, "status": "failed", **failed, "stage_seconds": timings}
+            "pipeline",
+            {
+                **section,
+                "status": "failed",
+                **failed,
+                "stage_seconds": timings,
+                "stale_stages": stale,
+            },
         )
         raise
     finally:
@@ -256,25 +470,13 @@ def _run_stages(
         publish_figures(run, Path(figures_dir) / name)
     return summary
 
-# %% ../nbs/lib/30_pipeline.ipynb #a2380780
-def run_pipeline(
-    name: str = "demo",  # run name: output goes to runs_root/name
-    profile: str = "demo",  # data profile
-    params: dict | None = None,  # parameters for the stages (validated)
-    stages=DEMO_STAGES,  # stage notebooks to run, in order
-    runs_root="runs",  # parent folder of run directories
-    quick: bool = False,  # merge QUICK_PARAMS (smoke run) under the user's params
-    kernel_name: str | None = None,  # Jupyter kernel (default: pick_kernel())
-    progress: bool = True,  # papermill's per-cell progress bar
-    figures_dir="figures",  # copy the figures to figures_dir/name (None: don't)
+# %% ../nbs/lib/30_pipeline.ipynb #7b3562c5
+def check_run_parameters(
+    params: dict,  # `-p` parameters given to `spectra_ml run`
+    stages,  # the stages to run
+    profile: str,  # the data profile
 ) -> dict:
-    "Execute the stage notebooks with papermill into `runs_root/name`; return the run summary."
-    get_profile(profile)  # an unknown profile raises ParameterError
-    if not name or any(t in name for t in ("/", "\\", "..")) or name.startswith("."):
-        raise ParameterError(
-            f"run name {name!r}: use a plain folder name (no /, \\ or ..), e.g. demo"
-        )
-    params = dict(params or {})
+    "Refuse unknown names, bad values, labels, models and configurations before any stage; the declared parameters per stage."
     declared = {s: stage_parameters(s) for s in stages}
     known = set().union(*map(set, declared.values())) - {"run_dir", "profile"}
     check_params(params, known, "spectra_ml run")
@@ -296,12 +498,57 @@ def run_pipeline(
 
         for cfg in configs:
             named_config(cfg)  # an unknown training config is refused before any stage
-    if quick:
-        params = {**QUICK_PARAMS, **params}
+    return declared
+
+# %% ../nbs/lib/30_pipeline.ipynb #a2380780
+def run_pipeline(
+    name: str = "demo",  # run name: output goes to runs_root/name
+    profile: str | None = None,  # data profile (None: the run's recorded one, else demo)
+    params: dict
+    | None = None,  # parameters for the stages (validated), over the run's recorded ones
+    stages=DEMO_STAGES,  # stage notebooks to run, in order
+    runs_root="runs",  # parent folder of run directories
+    quick: bool = False,  # merge QUICK_PARAMS (smoke run) under the user's params
+    kernel_name: str | None = None,  # Jupyter kernel (default: pick_kernel())
+    progress: bool = True,  # papermill's per-cell progress bar
+    figures_dir=None,  # also publish the figures to figures_dir/name (None: the run writes only its folder)
+) -> dict:
+    """Execute the stage notebooks with papermill into `runs_root/name`; return the run summary. In an
+    existing run (its `run_parameters.json`) the stages rerun with the recorded parameters and `params`
+    over them, and the stages after them that were not rerun are marked stale."""
+    if not name or any(t in name for t in ("/", "\\", "..")) or name.startswith("."):
+        raise ParameterError(
+            f"run name {name!r}: use a plain folder name (no /, \\ or ..), e.g. demo"
+        )
     run = RunDir(Path(runs_root).expanduser().resolve() / name)
+    rec = run.read_record()
+    recorded_profile = (rec or {}).get("profile")
+    if profile is not None and recorded_profile is not None and profile != recorded_profile:
+        raise ParameterError(
+            f"run {run.root} was made with profile {recorded_profile!r}, not {profile!r}: "
+            "drop --profile to rerun its stages, or choose another --name"
+        )
+    profile = profile or recorded_profile or "demo"
+    get_profile(profile)  # an unknown profile raises ParameterError
+    params = dict(params or {})
+    declared = check_run_parameters(params, stages, profile)
+    if not run.root.exists() and stages and stages[0] not in FIRST_STAGES:
+        raise MissingInputError(
+            f"{run.root} does not exist and stage {stages[0]} needs the products of earlier stages: "
+            f"make the run first (spectra_ml run --name {name}, or --quick), then rerun stages in it"
+        )
+    given = dict(params)
+    if rec is not None:  # a rerun: the stages in the run's order, its parameters under the new ones
+        order = list(rec.get("stages") or [])
+        stages = sorted(stages, key=lambda s: order.index(s) if s in order else len(order))
+        declared = {s: declared[s] for s in stages}
+        print(f"[spectra_ml] rerun in {run.root}: recorded {rec.get('parameters')}, given {given}")
+    params = merge_parameters((rec or {}).get("parameters"), params, quick)
+    quick = quick or bool((rec or {}).get("quick"))
     with run_lock(run):
+        plan = dict(name=name, profile=profile, params=params, declared=declared, quick=quick)
         return _run_stages(
-            run, name, profile, params, declared, quick, kernel_name, progress, figures_dir
+            run, {**plan, "given": given, "rec": rec}, kernel_name, progress, figures_dir
         )
 
 # %% ../nbs/lib/30_pipeline.ipynb #d73e5c94
@@ -419,12 +666,27 @@ def stale_sections(
     )
     return {"sections": sections, "figures": figures}
 
+# %% ../nbs/lib/30_pipeline.ipynb #a7c31e07
+def refresh_command(
+    summary: dict,  # the run's summary.json (its `pipeline` section names the run)
+    stages: str,  # the stages to rerun, space-separated
+    root: Path
+    | None = None,  # the run directory (its parent becomes --runs-root unless it is runs/)
+) -> str:
+    "The `spectra_ml run` command that reruns `stages` in a run."
+    name = summary.get("pipeline", {}).get("name") or (root.name if root else "demo")
+    where = (
+        "" if root is None or root.parent == repo_root() / "runs" else f" --runs-root {root.parent}"
+    )
+    return f"spectra_ml run --name {name}{where} --stages {stages}"
+
 # %% ../nbs/lib/30_pipeline.ipynb #56ca63e1
 def _report_banners(
     summary: dict,  # the run's summary.json
     stale: dict,  # `stale_sections` of the run
+    root: Path | None = None,  # the run directory (names it in the refresh command)
 ) -> list:
-    "The report's warnings at the top: a failed run, what this run did not write, a synthetic mirror."
+    "The report's warnings at the top: a failed run, stale stages, what this run did not write, a synthetic mirror."
     import html
 
     out, pipe = [], summary.get("pipeline", {})
@@ -438,6 +700,14 @@ def _report_banners(
             "<p style='color:#b00'>Not written by this run (run "
             f"{html.escape(str(pipe.get('run_id')))}): summary sections {html.escape(', '.join(stale['sections']) or 'none')}; "
             f"figures {html.escape(', '.join(stale['figures']) or 'none')}.</p>"
+        )
+    if pipe.get("stale_stages"):
+        stale_list = " ".join(pipe["stale_stages"])
+        out.append(
+            f"<p style='color:#b00;font-weight:bold'>Stale stages: {html.escape(', '.join(pipe['stale_stages']))} "
+            "come after a stage rerun since and were not rerun: their sections, figures and products may "
+            "not match the earlier stages'. Refresh them: <code>"
+            f"{html.escape(refresh_command(summary, stale_list, root))}</code></p>"
         )
     if pipe.get("synthetic_mirror") or summary.get("samples", {}).get("synthetic_mirror"):
         out.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(SYNTHETIC_WARNING)}</p>")
@@ -456,7 +726,7 @@ def write_report(
     summary = run.read_summary()
     parts = [f"<h1>spectra_ml run {html.escape(run.root.name)}</h1>"]
     stale = stale_sections(run)
-    parts += _report_banners(summary, stale)
+    parts += _report_banners(summary, stale, run.root)
     parts.append(
         "<h2>Summary</h2>"
         + "".join(

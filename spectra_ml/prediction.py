@@ -5,19 +5,25 @@
 # %% ../nbs/lib/22_prediction.ipynb #0f537b6c
 from __future__ import annotations
 import time
-from dataclasses import asdict
+from dataclasses import dataclass, fields, replace
 import numpy as np
 import pandas as pd
 from .core import DEFAULT_SEED, MC_PASSES
-from .checkpoint import CheckpointMismatchError, input_columns
+from spectra_ml.checkpoint import (
+    Checkpoint,
+    CheckpointMismatchError,
+    input_columns,
+    open_checkpoint,
+)
 from .checkpoint import select_input_variances, select_inputs
-from .models.registry import default_passes, model_spec
+from .models.registry import model_spec
 from .models.guiglion import flag_boundary, tsne_training_like
 from .features import check_features
+from fastcore.basics import patch
 
 # %% auto #0
 __all__ = ['OOD_SPAN', 'BOUNDARY_COLUMNS', 'predict_table', 'feature_ood', 'label_range_flag', 'sample_flag_boundary',
-           'sample_training_like', 'predict_sample', 'prediction_summary']
+           'sample_training_like', 'Predictor', 'predict_sample', 'prediction_summary']
 
 # %% ../nbs/lib/22_prediction.ipynb #9391543a
 def predict_table(
@@ -146,62 +152,191 @@ def sample_training_like(
     like[~ok] = False
     return like
 
+# %% ../nbs/lib/22_prediction.ipynb #b497aec3
+def _model_device(model) -> str:
+    "Where a network's weights are ('cpu' for one without parameters)."
+    try:
+        return str(next(model.parameters()).device)
+    except (AttributeError, StopIteration):
+        return "cpu"
+
+# %% ../nbs/lib/22_prediction.ipynb #251d755f
+@dataclass
+class Predictor:
+    "A loaded checkpoint with its prediction options: μ, σ (its parts, calibrated σ) and flags for any rows."
+
+    ckpt: Checkpoint  # open_checkpoint(folder) or training.Trained.checkpoint()
+    n_passes: int | None = None  # dropout passes (None: the model's own, its registry entry)
+    seed: int = DEFAULT_SEED  # dropout-mask seed
+    batch_size: int = 512  # stars per forward call
+    shared_masks: bool = (
+        False  # one mask per pass per block (models.mc_dropout_predict); False: per star
+    )
+    calibration: dict | None = (
+        None  # label -> σ scale (None: the checkpoint's, if fitted; {}: none)
+    )
+    label_ranges: dict | None = (
+        None  # label -> [min, max] for flag_label_range (None: the checkpoint's)
+    )
+    ood_span: float = OOD_SPAN  # flag_ood beyond this many training 1-99% spans (feature_ood)
+    device: str | None = (
+        None  # 'cpu', 'cuda' or 'auto' (CUDA when available); None: where the model is
+    )
+    progress: bool = True  # tqdm bars
+
+    @classmethod
+    def load(
+        cls,
+        path,  # checkpoint folder (model.pt + config.json, optionally calibration.json)
+        **options,  # any of the fields above but `ckpt`, e.g. n_passes=20, seed=1
+    ) -> Predictor:
+        "A Predictor for a checkpoint folder."
+        return cls(open_checkpoint(path), **options)
+
+    @property
+    def labels(self) -> list:
+        "The predicted labels, in output order."
+        return self.ckpt.labels
+
+    @property
+    def passes(self) -> int:
+        "The passes used: `n_passes`, else the model's own."
+        return self.ckpt.passes if self.n_passes is None else self.n_passes
+
+    @property
+    def sigma_scale(self) -> dict | None:
+        "The σ calibration used: `calibration`, else the checkpoint's."
+        return self.ckpt.calibration if self.calibration is None else self.calibration
+
+    @property
+    def ranges(self) -> dict | None:
+        "The label ranges of flag_label_range: `label_ranges`, else the checkpoint's."
+        return self.ckpt.label_ranges if self.label_ranges is None else self.label_ranges
+
+    @property
+    def inputs(self) -> list:
+        "The model's input column names, in order (checkpoint.input_columns)."
+        return input_columns(self.ckpt)
+
+# %% ../nbs/lib/22_prediction.ipynb #752cd70f
+@patch
+def resolved_device(
+    self: Predictor,
+    local: bool = True,  # predicting in this process (False: on Dask workers, always CPU)
+) -> str:
+    "The device predictions run on: 'auto' resolved (CUDA when available and local), None: the model's."
+    if self.device == "auto":
+        import torch
+
+        return "cuda" if (local and torch.cuda.is_available()) else "cpu"
+    return _model_device(self.ckpt.model) if self.device is None else str(self.device)
+
+# %% ../nbs/lib/22_prediction.ipynb #132f7580
+@patch
+def options(
+    self: Predictor,
+) -> dict:
+    "Every option but the checkpoint, with passes, calibration and label ranges resolved (for Dask workers)."
+    o = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "ckpt"}
+    return o | {
+        "n_passes": self.passes,
+        "calibration": self.sigma_scale,
+        "label_ranges": self.ranges,
+    }
+
+# %% ../nbs/lib/22_prediction.ipynb #8b2f1459
+@patch
+def predict(
+    self: Predictor,
+    X,  # raw features (N, n_in), before scaling, in the model's input order (`inputs`)
+    ids=None,  # identifiers to carry in column `id` (e.g. source_id), length N
+    X_var=None,  # raw input variances (N, n_in), e.g. eflux² (Fallows & Sanders' σ²_input)
+    seed: int | None = None,  # dropout-mask seed for these rows (None: the predictor's)
+) -> pd.DataFrame:
+    "`predict_table`'s columns (`mu_`, `sigma_`, parts, `sigma_cal_`, flag_bad_input), then flag_ood and flag_label_range."
+    ck = self.ckpt
+    if self.device is not None:
+        ck.model.to(self.resolved_device())
+    X, ok = check_features(X, n_features=ck.feature_scaler.n_features)
+    pred = predict_table(
+        ck.model,
+        ck.feature_scaler,
+        ck.label_scaler,
+        ck.labels,
+        X,
+        ids=ids,
+        n_passes=self.passes,
+        batch_size=self.batch_size,
+        seed=self.seed if seed is None else seed,
+        progress=self.progress,
+        shared_masks=self.shared_masks,
+        X_var=X_var,
+        calibration=self.sigma_scale,
+    )
+    pred["flag_ood"] = feature_ood(ck.ood_scaler or ck.feature_scaler, X, ok, self.ood_span)
+    pred["flag_label_range"] = label_range_flag(pred, self.ranges)
+    return pred
+
+# %% ../nbs/lib/22_prediction.ipynb #1304dbaa
+@patch
+def output_columns(
+    self: Predictor,
+) -> list:
+    "The columns `predict` gives, in order (from a one-pass probe row)."
+    zero = np.zeros((1, self.ckpt.feature_scaler.n_features), np.float32)
+    probe = replace(self, n_passes=1, seed=DEFAULT_SEED, progress=False)
+    return list(probe.predict(zero).columns)
+
 # %% ../nbs/lib/22_prediction.ipynb #2ba96e66
 def predict_sample(
-    ckpt,  # checkpoint.Checkpoint: open_checkpoint(folder) or training.Trained.checkpoint()
+    model,  # a Predictor, or a checkpoint.Checkpoint (open_checkpoint(folder), Trained.checkpoint())
     sample: pd.DataFrame,  # a sample table (05_samples): ids, split, labels, features
-    n_passes: int | None = None,  # None: the model's own (its registry entry)
-    seed: int = DEFAULT_SEED,  # dropout-mask (and t-SNE) seed
-    batch_size: int = 512,  # stars per forward call
-    calibration: dict | None = None,  # label -> σ scale (None: the checkpoint's, if fitted)
+    n_passes: int | None = None,  # None: the predictor's (a Checkpoint: the model's own passes)
+    seed: int | None = None,  # dropout-mask (and t-SNE) seed (None: the predictor's)
+    batch_size: int | None = None,  # stars per forward call (None: the predictor's)
+    calibration: dict
+    | None = None,  # label -> σ scale (None: the predictor's, else the checkpoint's)
     tsne: bool = False,  # models with flag_boundary: also its t-SNE digit (minutes)
     tsne_rows=None,  # (N,) bool: the stars to map for it (None: every non-training star)
-    progress: bool = True,  # tqdm bars
+    progress: bool | None = None,  # tqdm bars (None: the predictor's)
 ) -> tuple:
     "`(table, info)`: ids, split and truth beside μ, σ (and parts, calibrated σ), flag_bad_input, flag_ood, flag_label_range and, where the model has it, flag_boundary."
+    p = model if isinstance(model, Predictor) else Predictor(model)
+    given = dict(
+        n_passes=n_passes,
+        seed=seed,
+        batch_size=batch_size,
+        calibration=calibration,
+        progress=progress,
+    )
+    p = replace(p, **{k: v for k, v in given.items() if v is not None})
+    ckpt = p.ckpt
     cfg, labels = ckpt.config, list(ckpt.config.labels)
     try:
         names = input_columns(ckpt)
     except CheckpointMismatchError as e:
         raise CheckpointMismatchError(f"model inputs unknown: {e}") from None
-    X = select_inputs(sample, names, "the sample table")  # by name (#16.1), never by position
+    X = select_inputs(sample, names, "the sample table")  # by name, never by position
     X_var = select_input_variances(sample, names)
     if X.shape[1] != cfg.n_in:
         raise CheckpointMismatchError(
             f"model expects {cfg.n_in} inputs (config.json n_in); the sample gives {X.shape[1]} "
             f"(spectrum + aux {cfg.aux}): build the sample with the profile the model was trained on"
         )
-    passes = default_passes(asdict(cfg)) if n_passes is None else n_passes
-    cal = ckpt.calibration if calibration is None else calibration
     t0 = time.time()
-    pred = predict_table(
-        ckpt.model,
-        ckpt.feature_scaler,
-        ckpt.label_scaler,
-        labels,
-        X,
-        ids=sample["source_id"].to_numpy(),
-        n_passes=passes,
-        batch_size=batch_size,
-        seed=seed,
-        progress=progress,
-        X_var=X_var,
-        calibration=cal,
-    )
+    pred = p.predict(X, ids=sample["source_id"].to_numpy(), X_var=X_var)
     info = {
-        "n_passes": passes,
+        "n_passes": p.passes,
         "seconds": time.time() - t0,
         "sigma_parts": pred.attrs["sigma_parts"],
     }
-    pred["flag_ood"] = feature_ood(ckpt.ood_scaler, *check_features(X))
-    pred["flag_label_range"] = label_range_flag(pred, ckpt.label_ranges)
     if model_spec(cfg.model).boundary_flag:
         like = (
-            sample_training_like(ckpt.feature_scaler, X, sample["split"], tsne_rows, seed)
+            sample_training_like(ckpt.feature_scaler, X, sample["split"], tsne_rows, p.seed)
             if tsne
             else None
         )
-        pred["flag_boundary"] = sample_flag_boundary(pred, sample, labels, ckpt.label_ranges, like)
+        pred["flag_boundary"] = sample_flag_boundary(pred, sample, labels, p.ranges, like)
     keep = [c for c in ("source_id", "apogee_id", "split") if c in sample]
     keep += list(labels) + [f"{l}_err" for l in labels if f"{l}_err" in sample]
     keep += [c for c in ("ebv_sfd",) if c in sample]  # full profile: Kane Fig. 4 / B1-B4's last row

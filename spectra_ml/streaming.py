@@ -5,28 +5,30 @@
 # %% ../nbs/lib/23_streaming.ipynb #79d7ba06
 from __future__ import annotations
 import contextlib, hashlib, json, os, time
+from dataclasses import dataclass, replace
 from pathlib import Path
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 from spectra_ml.core import (
     DEFAULT_SEED,
-    MC_PASSES,
     DataError,
     MissingColumnError,
     MissingInputError,
+    ParameterError,
     check_parameter_values,
 )
-from .checkpoint import checkpoint_fingerprint, open_checkpoint, rebuild_model
-from .checkpoint import input_columns, select_input_variances, select_inputs
-from .prediction import OOD_SPAN, feature_ood, label_range_flag, predict_table
+from .checkpoint import Checkpoint, TrainConfig, checkpoint_fingerprint, rebuild_model
+from .checkpoint import select_input_variances, select_inputs
+from .prediction import Predictor
 from .features import check_features
 import pyarrow as pa
 
 # %% auto #0
 __all__ = ['PARTITION_ROWS', 'RESUME_KEYS', 'partition_seed', 'flux_features', 'discover_partitions', 'plan_units', 'file_digest',
            'partition_state', 'partition_done', 'write_partition', 'predict_partition', 'release_memory',
-           'duplicated_ids', 'ResumeMismatchError', 'catalogue_partitions', 'catalogue_holds', 'predict_catalogue']
+           'duplicated_ids', 'ResumeMismatchError', 'catalogue_partitions', 'catalogue_holds', 'Workers',
+           'predict_catalogue']
 
 # %% ../nbs/lib/23_streaming.ipynb #c23978bb
 # constants: lead
@@ -189,7 +191,7 @@ def write_partition(
     return out_path
 
 # %% ../nbs/lib/23_streaming.ipynb #3f73f5cf
-def _chunk_table(batch, cols, names, features, fs, kw, extra) -> "pa.Table":
+def _chunk_table(batch, cols, names, features, predictor, seed, extra) -> "pa.Table":
     "One chunk's predictions (`cols`, in order) beside its carried input columns, as an Arrow table."
     import pyarrow as pa
 
@@ -209,11 +211,9 @@ def _chunk_table(batch, cols, names, features, fs, kw, extra) -> "pa.Table":
     df = batch.to_pandas()
     X = select_inputs(df, names, where) if features is None else features(df)
     V = select_input_variances(df, names) if features is None else None
-    X, ok = check_features(X, fs.n_features, f"inputs of {where}")
-    p = predict_table(*kw["args"], X, ids=df["source_id"].to_numpy(), X_var=V, **kw["kw"])
+    X, _ = check_features(X, predictor.ckpt.feature_scaler.n_features, f"inputs of {where}")
+    p = predictor.predict(X, ids=df["source_id"].to_numpy(), X_var=V, seed=seed)
     p = p.rename(columns={"id": "source_id"})
-    p["flag_ood"] = feature_ood(extra["ood_scaler"] or fs, X, ok, extra["ood_span"])
-    p["flag_label_range"] = label_range_flag(p, extra["label_ranges"])
     p["flag_duplicate_id"] = np.isin(p["source_id"].to_numpy(), extra["duplicates"])
     for k, v in extra["provenance"].items():
         p[k] = v
@@ -262,29 +262,16 @@ def _stream_to_parquet(
 
 # %% ../nbs/lib/23_streaming.ipynb #a60394d3
 def predict_partition(
-    model,
-    feature_scaler,
-    label_scaler,
-    labels,  # from `load_checkpoint`
-    in_path,
-    out_path,  # input partition and output file
-    n_passes: int = MC_PASSES,
-    seed: int = DEFAULT_SEED,
-    batch_size: int = 512,
-    features=None,  # df -> (N, n_in) raw features (None: `inputs` by name, else the prefix reader)
-    ood_span: float = OOD_SPAN,
-    provenance: dict | None = None,  # constant columns (model fingerprint, passes)
-    shared_masks: bool = True,  # one mask per pass per block (exact per star; ~7x faster on CPU)
-    chunk_rows: int = 16384,  # rows read, predicted and written at a time (bounds memory)
-    calibration: dict | None = None,  # per-label σ scales (adds sigma_cal_<label>)
-    aux=(),  # the model's auxiliary inputs (config `aux`), for the prefix reader
-    ood_scaler=None,  # PercentileScaler of the training ranges (default: feature_scaler)
-    label_ranges: dict | None = None,  # training label ranges: adds flag_label_range
-    inputs: list | None = None,  # the model's input names (checkpoint.input_columns)
+    predictor: Predictor,  # checkpoint and options: passes, seed, batch size, masks, calibration, flags
+    in_path,  # input partition (Parquet, with source_id and the model's input columns)
+    out_path,  # its output file
     row_groups: list | None = None,  # the input's row groups to predict (None: all)
     key: dict | None = None,  # resume key stored with the output (RESUME_KEYS)
-    duplicates=(),  # source_ids repeated anywhere in the catalogue: flag_duplicate_id
     name: str | None = None,  # partition name for its seed (None: the file name)
+    provenance: dict | None = None,  # constant columns (model fingerprint, passes)
+    duplicates=(),  # source_ids repeated anywhere in the catalogue: flag_duplicate_id
+    features=None,  # df -> (N, n_in) raw features (None: the model's input columns, by name)
+    chunk_rows: int = 16384,  # rows read, predicted and written at a time (bounds memory)
 ) -> int:
     "Predict one partition, streaming chunk by chunk into its output; every input row and column comes out."
     import pyarrow as pa, pyarrow.parquet as pq
@@ -292,34 +279,19 @@ def predict_partition(
     in_path = Path(in_path)
     pf = pq.ParquetFile(in_path)
     groups = list(range(pf.num_row_groups)) if row_groups is None else list(row_groups)
-    if inputs is None and features is None:
-        features = lambda df: flux_features(df, aux)
-    args = (model, feature_scaler, label_scaler, labels)
-    pkw = dict(
-        n_passes=n_passes,
-        batch_size=batch_size,
-        progress=False,
-        shared_masks=shared_masks,
-        calibration=calibration,
-    )
-    zero = np.zeros((1, feature_scaler.n_features), np.float32)
-    probe = predict_table(*args, zero, **{**pkw, "n_passes": 1})  # the columns of every chunk
-    cols = ["source_id"] + [c for c in probe.columns if c != "id"]
-    cols += ["flag_ood", "flag_label_range", "flag_duplicate_id"] + list(provenance or {})
+    p = replace(predictor, progress=False)
+    cols = ["source_id"] + [c for c in p.output_columns() if c != "id"]
+    cols += ["flag_duplicate_id"] + list(provenance or {})
     extra = dict(
         where=str(in_path),
-        ood_scaler=ood_scaler,
-        ood_span=ood_span,
-        label_ranges=label_ranges,
         duplicates=np.asarray(duplicates, np.int64),
         provenance=provenance or {},
     )
-    seed0 = partition_seed(seed, name or in_path.name)
-    names = list(inputs or [])
+    seed0 = partition_seed(p.seed, name or in_path.name)
+    names = p.inputs
 
     def table(batch, j):
-        kw = {"args": args, "kw": {**pkw, "seed": seed0 + j}}
-        return _chunk_table(batch, cols, names, features, feature_scaler, kw, extra)
+        return _chunk_table(batch, cols, names, features, p, seed0 + j, extra)
 
     batches = pf.iter_batches(batch_size=chunk_rows, row_groups=groups) if groups else iter(())
     chunks = (table(b, j) for j, b in enumerate(batches))
@@ -351,25 +323,31 @@ def _unit_kwargs(u: dict, out_dir: Path) -> dict:
     )
 
 
-def _predict_task(u, out_dir, ckpt, labels, kw):
-    "Dask task: rebuild the model from the broadcast checkpoint and predict one partition."
-    import torch
+def _worker_predictor(state: dict, meta: dict, options: dict) -> Predictor:
+    "The Predictor a Dask worker rebuilds from the broadcast weights, config.json and resolved options."
     from spectra_ml.checkpoint import LabelScaler, ood_scaler_of
     from spectra_ml.features import scaler_from_dict
 
-    kw = dict(kw)
-    torch.set_num_threads(kw.pop("threads", 1))
-    state, meta = ckpt
-    n = predict_partition(
+    ck = Checkpoint(
         rebuild_model(state, meta),
+        TrainConfig(**meta["train_config"]),
         scaler_from_dict(meta["feature_scaler"]),
         LabelScaler.from_dict(meta["label_scaler"]),
-        labels,
-        ood_scaler=ood_scaler_of(meta),
-        label_ranges=meta.get("label_ranges"),
-        **_unit_kwargs(u, Path(out_dir)),
-        **kw,
+        ood_scaler_of(meta),
+        meta.get("label_ranges"),
+        inputs=meta.get("input_columns"),
     )
+    return Predictor(ck, **options)
+
+
+def _predict_task(u, out_dir, ckpt, options, kw):
+    "Dask task: rebuild the Predictor from the broadcast checkpoint and predict one partition."
+    import torch
+
+    kw = dict(kw)
+    torch.set_num_threads(kw.pop("threads", 1))
+    predictor = _worker_predictor(*ckpt, options)
+    n = predict_partition(predictor, **_unit_kwargs(u, Path(out_dir)), **kw)
     release_memory()
     return n
 
@@ -378,7 +356,7 @@ def _failure(u: dict, e: BaseException) -> dict:
     return {"file": str(u["file"]), "partition": u["name"], "reason": f"{type(e).__name__}: {e}"}
 
 
-def _stream_here(model, ck, todo, out_dir, kw, threads, bar) -> tuple:
+def _stream_here(predictor, todo, out_dir, kw, threads, bar) -> tuple:
     "Predict the units `todo` in this process, one after the other; `(rows, failed)`: a failure stops none."
     import torch
 
@@ -387,16 +365,7 @@ def _stream_here(model, ck, todo, out_dir, kw, threads, bar) -> tuple:
     n_rows, failed = 0, []
     for u in todo:
         try:
-            n_rows += predict_partition(
-                model,
-                ck.feature_scaler,
-                ck.label_scaler,
-                ck.labels,
-                ood_scaler=ck.ood_scaler,
-                label_ranges=ck.label_ranges,
-                **_unit_kwargs(u, out_dir),
-                **kw,
-            )
+            n_rows += predict_partition(predictor, **_unit_kwargs(u, out_dir), **kw)
         except Exception as e:  # recorded, the others go on; predict_catalogue raises at the end
             failed.append(_failure(u, e))
         bar.update(u["rows"])
@@ -414,17 +383,20 @@ def _local_client(n_workers: int):
             yield client
 
 # %% ../nbs/lib/23_streaming.ipynb #6fe3c35a
-def _stream_dask(client, model_dir, meta, todo, out_dir, labels, kw, threads, bar) -> tuple:
+def _stream_dask(client, predictor, todo, out_dir, kw, threads, bar) -> tuple:
     "Predict the units `todo` on a Dask cluster (the checkpoint scattered once to every worker); `(rows, failed)`."
     import torch
     from distributed import as_completed
 
+    model_dir = Path(predictor.ckpt.path)
+    meta = json.loads((model_dir / "config.json").read_text())
     ckpt = client.scatter(
-        (torch.load(Path(model_dir) / "model.pt", weights_only=True), meta), broadcast=True
+        (torch.load(model_dir / "model.pt", weights_only=True), meta), broadcast=True
     )
+    options = predictor.options() | {"device": "cpu", "progress": False}
     kw = {**kw, "threads": threads or 1}
     futs = {
-        client.submit(_predict_task, u, str(out_dir), ckpt, labels, kw, pure=False): i
+        client.submit(_predict_task, u, str(out_dir), ckpt, options, kw, pure=False): i
         for i, u in enumerate(todo)
     }
     n_rows, failed = 0, []
@@ -588,66 +560,79 @@ def _failed_error(summary: dict, failed: list) -> DataError:
     return err
 
 # %% ../nbs/lib/23_streaming.ipynb #d7bf1fbd
-def _run_key(ck, fp: str, seed: int, n_passes: int, shared_masks: bool, batch_size: int) -> dict:
+def _run_key(predictor: Predictor, fp: str) -> dict:
     "What every output partition of this run must have been made with (RESUME_KEYS, less the input)."
+    p = predictor
     check_parameter_values(  # the library call is checked like the CLI (--passes 0: all-NaN otherwise)
-        {"n_passes": n_passes, "batch_size": batch_size, "seed": seed},
+        {"n_passes": p.passes, "batch_size": p.batch_size, "seed": p.seed},
         {"n_passes": 1, "batch_size": 512, "seed": DEFAULT_SEED},
         "predict_catalogue",
     )
     return {
         "model_fingerprint": fp,
-        "seed": seed,
-        "n_passes": n_passes,
-        "shared_masks": shared_masks,
-        "batch_size": batch_size,
-        "calibration": ck.calibration,
+        "seed": p.seed,
+        "n_passes": p.passes,
+        "shared_masks": p.shared_masks,
+        "batch_size": p.batch_size,
+        "calibration": p.sigma_scale,
     }
 
 # %% ../nbs/lib/23_streaming.ipynb #425ae132
+@dataclass
+class Workers:
+    "Where predict_catalogue runs: this process, a Dask client or a local Dask cluster; and its partition size."
+
+    client: object = None  # a dask.distributed Client (None: this process, or dask_workers)
+    dask_workers: int = 0  # >0 and no client: a local Dask cluster with this many workers
+    threads: int | None = None  # torch threads per task (None: torch's default here, 1 on Dask)
+    partition_rows: int = (
+        PARTITION_ROWS  # most rows per output partition (a big file is split by row groups)
+    )
+
+# %% ../nbs/lib/23_streaming.ipynb #0f0b1add
+def _catalogue_predictor(model, n_passes, seed, batch_size) -> Predictor:
+    "predict_catalogue's Predictor: `model` (or a folder opened with shared masks on device 'auto'), with the given overrides."
+    if not isinstance(model, Predictor):
+        model = Predictor.load(model, shared_masks=True, device="auto")
+    given = dict(n_passes=n_passes, seed=seed, batch_size=batch_size)
+    p = replace(model, **{k: v for k, v in given.items() if v is not None})
+    if p.ckpt.path is None:
+        raise ParameterError(
+            "predict_catalogue needs a saved checkpoint (its fingerprint keys every output "
+            "partition): save the model (Trained.save(folder)) and pass the folder or "
+            "Predictor.load(folder)"
+        )
+    return p
+
+# %% ../nbs/lib/23_streaming.ipynb #2a441d67
 def predict_catalogue(
-    model_dir,  # checkpoint folder (model.pt + config.json)
+    model,  # a prediction.Predictor, or a checkpoint folder (opened with shared masks, device 'auto')
     in_dir,  # a Parquet file, or a folder of Parquet partitions (recursive, hive-style allowed)
     out_dir,  # folder for the output partitions (same relative names; a single file: part-#####)
-    n_passes: int | None = None,  # None: the model's own passes (its registry entry)
-    seed: int = DEFAULT_SEED,
-    batch_size: int = 512,
-    client=None,  # a dask.distributed Client (None: this process, or dask_workers)
-    threads: int | None = None,  # torch threads per task (None: torch's default here, 1 on Dask)
-    progress: bool = True,
-    shared_masks: bool = True,  # see `models.mc_dropout_predict`; False: independent masks per star
-    device: str = "auto",  # 'auto': CUDA when available (single process), else CPU
-    dask_workers: int = 0,  # >0 and no client: a local Dask cluster with this many workers
+    n_passes: int | None = None,  # None: the predictor's (a folder: the model's own passes)
+    seed: int | None = None,  # dropout-mask seed (None: the predictor's)
+    batch_size: int | None = None,  # None: the predictor's (512; on a GPU 512 becomes 8192)
+    progress: bool = True,  # a tqdm bar over the stars
     overwrite: bool = False,  # recompute finished partitions made differently (else: refuse, naming why)
-    partition_rows: int = PARTITION_ROWS,  # most rows per output partition (a big file is split by row groups)
+    workers: Workers | None = None,  # where to run (None: this process, whole-partition defaults)
 ) -> dict:
     "Stream a catalogue through the model, reusing only partitions with the same key; return a summary."
-    import torch
-
-    if dask_workers and client is None:
-        with _local_client(dask_workers) as c:
-            args = (model_dir, in_dir, out_dir, n_passes, seed, batch_size, c, threads, progress)
-            return predict_catalogue(
-                *args,
-                shared_masks=shared_masks,
-                device=device,
-                overwrite=overwrite,
-                partition_rows=partition_rows,
-            )
-    ck = open_checkpoint(model_dir)
-    n_passes = ck.passes if n_passes is None else n_passes
-    if device == "auto":
-        device = "cuda" if (client is None and torch.cuda.is_available()) else "cpu"
-    model = ck.model.to(device)
-    if device != "cpu" and batch_size == 512:
-        batch_size = 8192  # fill a GPU: 8192 stars x 100 passes per call
-    out_dir, fp = Path(out_dir), checkpoint_fingerprint(model_dir)
-    key = _run_key(ck, fp, seed, n_passes, shared_masks, batch_size)
-    plan = catalogue_partitions(in_dir, out_dir, key, overwrite, partition_rows)
+    w = workers or Workers()
+    if w.dask_workers and w.client is None:
+        with _local_client(w.dask_workers) as c:
+            args = (model, in_dir, out_dir, n_passes, seed, batch_size, progress, overwrite)
+            return predict_catalogue(*args, replace(w, client=c))
+    p = _catalogue_predictor(model, n_passes, seed, batch_size)
+    device = p.resolved_device(local=w.client is None)
+    p = replace(p, device=device)
+    p.ckpt.model.to(device)
+    if device != "cpu" and p.batch_size == 512:
+        p = replace(p, batch_size=8192)  # fill a GPU: 8192 stars x 100 passes per call
+    out_dir, fp = Path(out_dir), checkpoint_fingerprint(p.ckpt.path)
+    key = _run_key(p, fp)
+    plan = catalogue_partitions(in_dir, out_dir, key, overwrite, w.partition_rows)
     todo = plan["todo"]
-    kw = {k: v for k, v in key.items() if k not in ("model_fingerprint",)}
-    kw |= {"provenance": {"model_fingerprint": fp, "n_passes": n_passes}}
-    kw |= {"aux": tuple(ck.config.aux or ()), "inputs": input_columns(ck)}
+    kw = {"provenance": {"model_fingerprint": fp, "n_passes": p.passes}}
     kw["duplicates"] = duplicated_ids(plan["units"])
     t0 = time.time()
     bar = tqdm(
@@ -658,16 +643,13 @@ def predict_catalogue(
         disable=not progress,
         mininterval=2.0,
     )
-    if client is None:
-        n_rows, failed = _stream_here(model, ck, todo, out_dir, kw, threads, bar)
+    if w.client is None:
+        n_rows, failed = _stream_here(p, todo, out_dir, kw, w.threads, bar)
     else:
-        meta = json.loads((Path(model_dir) / "config.json").read_text())
-        n_rows, failed = _stream_dask(
-            client, model_dir, meta, todo, out_dir, ck.labels, kw, threads, bar
-        )
+        n_rows, failed = _stream_dask(w.client, p, todo, out_dir, kw, w.threads, bar)
     bar.close()
     failed = plan["failed"] + failed
-    summary = _run_summary(plan, failed, n_rows, time.time() - t0, str(device), fp, kw, ck, out_dir)
+    summary = _run_summary(plan, failed, n_rows, time.time() - t0, device, fp, kw, p.ckpt, out_dir)
     if failed:
         raise _failed_error(summary, failed)
     return summary

@@ -33,7 +33,7 @@ __all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'FLATTEN_CAP', 'TRAIN_CONFIGS',
 
 # %% ../nbs/lib/21_training.ipynb #219a37c8
 #: How an ensemble's members are trained (`TrainConfig.ensemble_training`): "batched" (one stacked model
-#: with a vmapped forward and backward pass; our default, issue 14) or "loop" (one `fit` per member, as
+#: with a vmapped forward and backward pass; our default) or "loop" (one `fit` per member, as
 #: Guiglion §3 trains them). Both give the same members up to float rounding.
 ENSEMBLE_TRAINING = ("batched", "loop")
 
@@ -645,7 +645,7 @@ FLATTEN_CAP = (
 #: Named training configurations: TrainConfig overrides and TRAIN_OPTIONS; "kane" is the default.
 TRAIN_CONFIGS = {
     "kane": {},  # Kane §2.2 as registered (models.REGISTRY), nothing added
-    # issue 15: the best combination of tools/ablation.py (figures/ablation/ablation.json), chosen on
+    # metal-poor option: the best combination of spectra_ml.studies.ablation (figures/ablation/ablation.json), chosen on
     # the validation split: flat in [Fe/H] (weights capped at FLATTEN_CAP) and a 256-256 network
     "metal_poor": {
         "flatten": "fe_h",

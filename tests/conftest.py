@@ -26,13 +26,24 @@ KANE_APPENDIX_A = (
 
 
 def load_tool(name: str):
-    "A script of tools/ (tools/NAME.py) as a module, for the tests of the tool and of what it writes."
+    "A maintenance script (tools/NAME.py) or a test-fixture builder (tests/builders/NAME.py) as a module."
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
+    path = ROOT / "tools" / f"{name}.py"
+    if not path.exists():
+        path = ROOT / "tests" / "builders" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test that uses the session's quick pipeline run (directly or through another fixture) is
+    `slow`: `pytest -m "not slow"` then never starts the 3-4 minute run."""
+    for item in items:
+        if "quick_run" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +55,7 @@ def quick_run(tmp_path_factory):
     summary = run_pipeline(
         "quick",
         "demo",
-        {"seed": 42},  # the seed of the regression digest (tests/test_regression.py)
+        {"seed": 42},  # the seed of the regression digest (tests/test_pipeline_regression.py)
         runs_root=root,
         quick=True,
         progress=False,

@@ -1,4 +1,4 @@
-"""Issue 15's ablation tool (tools/ablation.py) on a tiny real demo subsample (1,500 giants, 2 epochs),
+"""the metal-poor study's ablation tool (spectra_ml.studies.ablation) on a tiny real demo subsample (1,500 giants, 2 epochs),
 and its choice rule on hand-made tables. Plumbing only: no number from the tiny run is reported."""
 
 import argparse
@@ -11,14 +11,15 @@ import pytest
 from spectra_ml.core import DEMO_LABELS, FEH_BIN_EDGES
 from spectra_ml.metrics import FEH_GOAL_BINS
 from spectra_ml.features import AUX_FEATURES
-from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 LABELS = list(DEMO_LABELS)
 
 
 def _tool():
-    return load_tool("ablation")
+    from spectra_ml.studies import ablation
+
+    return ablation
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +36,7 @@ def tiny_run(tmp_path_factory):
     return sample, out, rec
 
 
+@pytest.mark.slow
 def test_tiny_ablation_writes_every_option_on_both_splits(tiny_run):
     sample, out, rec = tiny_run
     t = pd.read_csv(out / "ablation.csv")
@@ -66,6 +68,7 @@ def test_tiny_ablation_writes_every_option_on_both_splits(tiny_run):
     assert rec["command"] == "tiny" and set(rec["validation_feh_score"]) >= set(ran)
 
 
+@pytest.mark.slow
 def test_ablation_kane_row_is_the_default_training(tiny_run):
     """The ablation's reference is Kane's configuration unchanged: same numbers as 15_compare's row."""
     from spectra_ml.studies.compare import compare_one
@@ -141,6 +144,7 @@ def small():
     return build_demo_sample(LABELS, max_stars=600)[0]
 
 
+@pytest.mark.slow
 def test_kane_config_is_the_default_training_unchanged(small):
     import torch
 
@@ -160,6 +164,7 @@ def test_kane_config_is_the_default_training_unchanged(small):
     assert a.config.aux == [] and a.info["n_train_rows_used"] == a.info["n_train"]
 
 
+@pytest.mark.slow
 def test_noise_augmentation_changes_training_and_needs_flux_errors(small):
     import torch
 
@@ -178,6 +183,7 @@ def test_noise_augmentation_changes_training_and_needs_flux_errors(small):
         train_model(no_err, LABELS, progress=False, max_epochs=1, augment=1.0)
 
 
+@pytest.mark.slow
 def test_density_flattening_weighs_the_metal_poor_bins_up(small):
     from spectra_ml.training import density_flatten
 
@@ -194,6 +200,7 @@ def test_density_flattening_weighs_the_metal_poor_bins_up(small):
     assert len(fe) < len(half) < len(idx)
 
 
+@pytest.mark.slow
 def test_ablation_gc_row_is_the_cluster_means_against_harris(tiny_run, local_data):
     """The GC column: mean μ[Fe/H] of each VB21 cluster's test-split members minus Harris, averaged over
     clusters, recomputed here by hand from the cached predictions and the raw reference files."""
@@ -221,8 +228,8 @@ def test_ablation_gc_row_is_the_cluster_means_against_harris(tiny_run, local_dat
 
 
 def test_goal_report_says_by_how_much_each_goal_is_missed():
-    """Issue 15's goal on hand-made test rows: misses are measured from each limit (0 when met)."""
-    from spectra_ml.kane.constants import ISSUE15_REFERENCE_RMSE
+    """the metal-poor goal on hand-made test rows: misses are measured from each limit (0 when met)."""
+    from spectra_ml.kane.constants import METAL_POOR_REFERENCE_RMSE
 
     rmse = {"teff": 85.0 * 1.03, "logg": 0.3, "fe_h": 0.189, "alpha_m": 0.05}
     rows = [
@@ -275,10 +282,11 @@ def test_goal_report_says_by_how_much_each_goal_is_missed():
     assert np.isclose(g["gc_vs_harris"]["missed_by"], 0.02)
     ov = g["overall"]
     assert ov["teff"]["ok"] and not ov["logg"]["ok"] and ov["alpha_m"]["ok"]
-    assert np.isclose(ov["logg"]["ratio"], 0.3 / ISSUE15_REFERENCE_RMSE["logg"])
+    assert np.isclose(ov["logg"]["ratio"], 0.3 / METAL_POOR_REFERENCE_RMSE["logg"])
     assert g["met"] == {"bins": False, "gc": False, "overall": False}
 
 
+@pytest.mark.slow
 def test_aspgap_flat_config_trains_on_the_flat_rows(small):
     # config aspgap_flat: AspGap §2's resampling at the demo's scale reaches training, not only the helper
     from spectra_ml.models.aspgap import flat_resample

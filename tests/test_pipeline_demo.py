@@ -13,6 +13,8 @@ from spectra_ml.prediction import predict_table
 from spectra_ml.features import sample_arrays
 from spectra_ml.checkpoint import load_checkpoint
 
+pytestmark = pytest.mark.slow  # the session's quick pipeline run and papermill stage runs
+
 
 def test_products_and_figures(quick_run):
     root, summary = quick_run

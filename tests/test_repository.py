@@ -190,20 +190,26 @@ def test_readme_result_tables_hold_no_typed_numbers():
     assert n_rows >= 16  # results 4, clusters 4, gains 4, published 4
 
 
-def test_readme_module_map_has_one_line_per_notebook_from_its_description():
+def test_readme_module_map_has_one_line_per_module_in_two_layers():
     mr = _load_tool("make_readme")
     rows = [r for r in mr.module_map().splitlines()[2:]]
-    nbs = sorted(p.stem for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
-    assert [r.split("`")[1] for r in rows] == nbs
-    core = json.loads((ROOT / "nbs" / "00_core.ipynb").read_text())["cells"][0]
+    lib = sorted((ROOT / "nbs" / "lib").glob("[0-9][0-9]_*.ipynb"))
+    ana = sorted((ROOT / "nbs" / "kane").glob("[0-9][0-9]_*.ipynb")) + sorted(
+        (ROOT / "nbs" / "studies").glob("[0-9][0-9]_*.ipynb")
+    )
+    assert len(rows) == len(lib) + len(ana) and len(lib) >= 15 and len(ana) >= 6
+    assert [r.split("|")[1].strip() for r in rows] == ["library"] * len(lib) + ["analysis"] * len(
+        ana
+    )
+    core = json.loads((ROOT / "nbs" / "lib" / "00_core.ipynb").read_text())["cells"][0]
     quote = [l[1:].strip() for l in "".join(core["source"]).splitlines() if l.startswith(">")]
     assert rows[0].endswith(" ".join(quote) + " |")
-    assert "`spectra_ml.core`" in rows[0] and "`spectra_ml.cli`" in rows[-1]
+    assert "`spectra_ml.core`" in rows[0] and "`spectra_ml.kane.samples`" in mr.module_map()
     readme = (ROOT / "README.md").read_text()
     assert mr.module_map() in readme and mr.stage_map() in readme
 
 
-def test_stage_calls_are_read_from_the_stage_cells(tmp_path):
+def test_chapter_calls_are_read_from_the_chapters_code(tmp_path):
     mr = _load_tool("make_readme")
 
     def cell(kind, src, tags=()):
@@ -217,40 +223,37 @@ def test_stage_calls_are_read_from_the_stage_cells(tmp_path):
 
     nb = tmp_path / "42_thing.ipynb"
     cells = [
-        cell("markdown", "# thing: a thing\n\n> One sentence."),
-        cell("code", "#| default_exp thing"),
+        cell("markdown", "# A chapter\n\nIts question."),
         cell(
             "code",
-            "#| export\nfrom spectra_ml.core import RunDir, write_json\nimport spectra_ml.xp as X",
+            "from spectra_ml.core import RunDir, write_json\nfrom spectra_ml.kane import tagging as T\n"
+            "import spectra_ml.features as X",
         ),
-        cell("code", "#| export\ndef measure(x):\n    return x\n\ndef _helper():\n    pass"),
-        cell("code", "write_json('example.json', {})  # an example, before the stage"),
-        cell("markdown", "## Stage: do it"),
         cell("code", "run_dir = 'runs/x'\nwrite_json(1)", tags=["parameters"]),
         cell(
             "code",
-            "#| eval: false\nfrom spectra_ml.models import MODELS as M\nrun = RunDir(run_dir)\n"
-            "y = measure(X.check_features(1))\nrun.write_provenance('x', {})\nprint(M.get('a'), len(y))\n%time 1",
+            "from spectra_ml.models.registry import REGISTRY as M\nrun = RunDir(run_dir)\n"
+            "y = T.select_2p(X.check_features(1))\nrun.write_provenance('x', {})\nprint(M.get('a'), len(y))\n%time 1",
         ),
     ]
     nb.write_text(json.dumps({"cells": cells, "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
     assert mr.stage_calls(nb) == [
-        "thing.measure",
-        "core.RunDir",
-        "models.MODELS.get",
-        "xp.check_features",
+        ("core", "RunDir"),
+        ("features", "check_features"),
+        ("kane.tagging", "select_2p"),
+        ("models.registry", "REGISTRY.get"),
     ]
 
 
-def test_readme_stage_table_lists_every_pipeline_stage():
+def test_readme_chapter_table_lists_every_pipeline_stage():
     from spectra_ml.pipeline import COMPARE_STAGES, DEMO_STAGES
 
     mr = _load_tool("make_readme")
     stages = [p.stem for p in mr.stage_notebooks()]
     assert stages == sorted(set(DEMO_STAGES) | set(COMPARE_STAGES))
     for p in mr.stage_notebooks():
-        own = mr.notebook_header(p)["module"]
-        assert any(c.startswith(own + ".") for c in mr.stage_calls(p)), p.stem
+        mods = {m for m, _ in mr.stage_calls(p)}
+        assert mods - {"core"}, f"{p.stem} calls nothing but core: the call reader is broken"
 
 
 def _saved_pngs(src: str) -> list[str]:
@@ -263,28 +266,23 @@ def test_figures_readme_lists_every_figure_the_notebooks_save():
     mr = _load_tool("make_readme")
     table = {}
     for line in (ROOT / "figures" / "README.md").read_text().splitlines():
-        m = re.match(r"\| `([^`]+\.png)` \|.*\| `(\d\d_\w+)` \|$", line)
+        m = re.match(
+            r"\| `([^`]+\.png)` \|.*\| `((?:chapters|kane|lib|studies)/\d\d_\w+)` \|$", line
+        )
         if m:
             table[m.group(1)] = m.group(2)
     generic = {"l": "<label>", "name": "<model>"}
     saved = {}
-    for p in sorted((ROOT / "nbs").glob("[0-9][0-9]_*.ipynb")):
-        cells = mr._nb(p)
-        start = next(
-            (
-                i
-                for i, c in enumerate(cells)
-                if c["cell_type"] == "markdown" and mr.STAGE_HEADING.search(mr._src(c))
-            ),
-            len(cells),
-        )
-        for i, c in enumerate(cells):
+    for p in mr.library_notebooks() + mr.stage_notebooks():
+        chapter = p.parent.name == "chapters"
+        where = p.relative_to(ROOT / "nbs").with_suffix("").as_posix()
+        for c in mr._nb(p):
             src = mr._src(c)
-            if c["cell_type"] != "code" or not (i > start or re.match(r"\s*#\|\s*export", src)):
+            if c["cell_type"] != "code" or not (chapter or re.match(r"\s*#\|\s*export", src)):
                 continue  # examples save nothing that counts
             for name in _saved_pngs(src):
                 name = re.sub(r"\{(\w+)\}", lambda m: generic.get(m.group(1), "<x>"), name)
-                saved.setdefault(name, set()).add(p.stem)
+                saved.setdefault(name, set()).add(where)
     assert len(saved) >= 19
     for name, where in saved.items():
         assert len(where) == 1, f"{name} is saved by several notebooks: {sorted(where)}"

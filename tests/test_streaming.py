@@ -5,9 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from spectra_ml.streaming import partition_done, predict_catalogue
+from spectra_ml.streaming import Workers, partition_done, predict_catalogue
 from spectra_ml.data.samples import flux_columns
-from conftest import KANE_APPENDIX_A
 
 
 @pytest.fixture
@@ -67,7 +66,9 @@ def test_stream_resume_and_flags(catalogue, tmp_path):
 def test_dask_local_cluster_matches_single_process(catalogue, tmp_path):
     distributed = pytest.importorskip("distributed")
     model, d, _ = catalogue
-    predict_catalogue(model, d, tmp_path / "one", n_passes=10, progress=False, threads=1)
+    predict_catalogue(
+        model, d, tmp_path / "one", n_passes=10, progress=False, workers=Workers(threads=1)
+    )
     with (
         distributed.LocalCluster(
             n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
@@ -75,7 +76,7 @@ def test_dask_local_cluster_matches_single_process(catalogue, tmp_path):
         distributed.Client(cluster) as client,
     ):
         r = predict_catalogue(
-            model, d, tmp_path / "dask", n_passes=10, client=client, progress=False
+            model, d, tmp_path / "dask", n_passes=10, workers=Workers(client=client), progress=False
         )
     assert r["n_computed"] == 3
     pd.testing.assert_frame_equal(_read(tmp_path / "dask"), _read(tmp_path / "one"))
@@ -168,7 +169,7 @@ def test_catalogue_uses_the_models_own_passes_unless_told(tmp_path):
     )
 
 
-# --- keyed resume, partitions, carried columns, named inputs, Appendix A (issue 13 items 1, 10; #16.1, .3, .4)
+# --- keyed resume, partitions, carried columns, named inputs, Appendix A
 
 LABELS4 = ["teff", "logg", "fe_h", "alpha_m"]
 
@@ -186,10 +187,15 @@ def tiny(tmp_path_factory):
     return root / "model", rows, s.iloc[:120].reset_index(drop=True)
 
 
-def _run(model, inp, out, **kw):
+def _run(model, inp, out, shared_masks=None, **kw):
+    if shared_masks is not None:  # a Predictor option: the folder opened as predict_catalogue does
+        from spectra_ml.prediction import Predictor
+
+        model = Predictor.load(model, shared_masks=shared_masks, device="auto")
     return predict_catalogue(model, inp, out, n_passes=3, progress=False, **kw)
 
 
+@pytest.mark.slow
 def test_resume_is_keyed_and_refuses_what_differs(tiny, tmp_path):
     from spectra_ml.streaming import ResumeMismatchError
     from spectra_ml.core import DataError
@@ -285,7 +291,12 @@ def test_one_big_file_is_split_and_every_input_column_carried(tiny, tmp_path):
     a["vb21_cluster"] = ["NGC_104" if i % 7 == 0 else None for i in range(len(a))]
     a["eflux_000"] = 0.01
     a.to_parquet(tmp_path / "application.parquet", index=False, row_group_size=25)
-    r = _run(model, tmp_path / "application.parquet", tmp_path / "out", partition_rows=50)
+    r = _run(
+        model,
+        tmp_path / "application.parquet",
+        tmp_path / "out",
+        workers=Workers(partition_rows=50),
+    )
     parts = sorted((tmp_path / "out").glob("part-*.parquet"))
     assert [p.name for p in parts] == [f"part-0000{i}.parquet" for i in range(3)]  # 50, 50, 20 rows
     assert [pq.ParquetFile(p).metadata.num_rows for p in parts] == [50, 50, 20] and r[
@@ -341,102 +352,3 @@ def test_inputs_are_selected_by_name(tiny, tmp_path):
         _run(model, xp, tmp_path / "o3")
     with pytest.raises(MissingColumnError, match="flux_000"):
         predict_sample(ck, s.drop(columns="flux_000"), n_passes=3, progress=False)
-
-
-def _synthetic_predictions(folder, n_parts, rows, labels, seed=0):
-    """SYNTHETIC prediction partitions in predict_catalogue's schema (shapes and bookkeeping only)."""
-    rng = np.random.default_rng(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    for i in range(n_parts):
-        d = pd.DataFrame({"source_id": np.arange(i * rows, (i + 1) * rows, dtype=np.int64)})
-        for lab in labels:
-            d[f"mu_{lab}"] = rng.normal(size=rows)
-            d[f"sigma_alea_{lab}"] = rng.uniform(0.1, 0.2, rows)
-            d[f"sigma_epi_{lab}"] = rng.uniform(0.01, 0.05, rows)
-            d[f"sigma_{lab}"] = np.hypot(d[f"sigma_alea_{lab}"], d[f"sigma_epi_{lab}"])
-        d["ebv_sfd"] = rng.uniform(0, 1, rows)
-        d["flag_bad_input"] = False
-        d.to_parquet(folder / f"part-{i:05d}.parquet", index=False)
-
-
-def test_appendix_a_columns_units_fits_equals_parquet(tmp_path):
-    from astropy.io import fits
-    from astropy.table import Table
-    import pyarrow.parquet as pq
-    from spectra_ml.kane.catalogue import write_appendix_a
-    from spectra_ml.core import KANE_LABELS
-
-    _synthetic_predictions(tmp_path / "pred", 3, 50, KANE_LABELS)
-    flags = lambda df: pd.DataFrame(
-        {
-            "flag_high_reliability": df.ebv_sfd < 0.2,  # noqa: E731
-            "flag_2p_candidate": df.mu_n_o - df.sigma_alea_n_o > 0.65,
-        }
-    )
-    r = write_appendix_a(tmp_path / "pred", tmp_path / "cat" / "appendix_a", KANE_LABELS, flags)
-    paper = list(KANE_APPENDIX_A)  # Kane Appendix A, in this order
-    assert r["columns"] == paper and r["missing"] == {} and r["n_rows"] == 150
-    p = pd.read_parquet(r["parquet"])
-    assert list(p.columns) == paper + ["flag_high_reliability", "flag_2p_candidate"]
-    src = _read(tmp_path / "pred")
-    np.testing.assert_array_equal(p.no_stdev, src.sigma_alea_n_o)  # the paper's σ (Kane §2.2)
-    np.testing.assert_array_equal(p.ebv, src.ebv_sfd)
-    np.testing.assert_array_equal(p.flag_2p_candidate, src.mu_n_o - src.sigma_alea_n_o > 0.65)
-    schema = pq.read_schema(r["parquet"])
-    assert (
-        schema.field("teff").metadata[b"unit"] == b"K"
-        and schema.field("ebv").metadata[b"unit"] == b"mag"
-    )
-    assert b"2.2" in schema.field("feh_stdev").metadata[b"description"]
-    with fits.open(r["fits"]) as h:
-        head = h[1].header
-        assert head["TUNIT2"] == "K" and head["TTYPE12"] == "ebv" and "Sec. 2.2" in head["TCOMM7"]
-        assert head["NAXIS2"] == 150
-    t = Table.read(r["fits"]).to_pandas()
-    pd.testing.assert_frame_equal(
-        t, p, check_dtype=False
-    )  # FITS and Parquet hold the same catalogue
-    passes = pd.read_parquet(r["passes"])
-    assert list(passes.columns) == ["source_id"] + [f"{c}_pass_stdev" for c in paper[1:6]]
-    np.testing.assert_array_equal(passes.alfe_pass_stdev, src.sigma_epi_al_fe)
-    tot = write_appendix_a(tmp_path / "pred", tmp_path / "tot", KANE_LABELS, sigma="total")
-    np.testing.assert_array_equal(pd.read_parquet(tot["parquet"]).teff_stdev, src.sigma_teff)
-
-
-def test_appendix_a_demo_labels_omit_what_is_missing(tmp_path):
-    from spectra_ml.kane.catalogue import write_appendix_a
-    from spectra_ml.core import DEMO_LABELS, MissingColumnError
-
-    _synthetic_predictions(tmp_path / "pred", 2, 10, DEMO_LABELS)
-    r = write_appendix_a(tmp_path / "pred", tmp_path / "demo", DEMO_LABELS)
-    assert r["columns"] == [
-        "source_id",
-        "teff",
-        "logg",
-        "feh",
-        "teff_stdev",
-        "logg_stdev",
-        "feh_stdev",
-        "ebv",
-    ]
-    assert sorted(r["missing"]) == ["alfe", "no"]  # omitted, not filled
-    with pytest.raises(MissingColumnError, match="n_o"):
-        write_appendix_a(tmp_path / "pred", tmp_path / "bad", ["teff", "n_o"])
-
-
-def test_appendix_a_streams_with_bounded_memory(tmp_path):
-    """Peak Python memory while writing 40 synthetic partitions stays near one chunk, far below the table."""
-    import tracemalloc
-    from spectra_ml.kane.catalogue import write_appendix_a
-    from spectra_ml.core import KANE_LABELS
-
-    _synthetic_predictions(
-        tmp_path / "pred", 40, 5000, KANE_LABELS
-    )  # 200,000 rows, ~36 MB in memory
-    whole = 200_000 * (1 + 4 * len(KANE_LABELS) + 2) * 8
-    tracemalloc.start()
-    r = write_appendix_a(tmp_path / "pred", tmp_path / "cat", KANE_LABELS, chunk_rows=2000)
-    peak = tracemalloc.get_traced_memory()[1]
-    tracemalloc.stop()
-    assert r["n_rows"] == 200_000 and r["n_partitions"] == 40
-    assert peak < whole / 10, (peak, whole)

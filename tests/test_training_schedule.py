@@ -1,4 +1,4 @@
-"""Fallows & Sanders' training schedule (seed 001 §3) as uncertain_nn's default: an iteration budget,
+"""Fallows & Sanders' training schedule (§3) as uncertain_nn's default: an iteration budget,
 batches in one fixed order, 2,500 warm-up iterations without σ²_input, no early stopping; a caller's
 epochs cap it (as 15_compare's `epochs` does) and the warm-up keeps its share. Real demo giants."""
 

@@ -37,20 +37,20 @@ HEADER = "<!-- Generated from nbs/index.ipynb by tools/make_readme.py: edit the 
 
 #: Where each placeholder source lives, and how to make it when it is missing.
 SOURCES = {
-    "demo": ("figures/demo/summary.json", "spectra_ml run  (publishes figures/demo/)"),
+    "demo": ("figures/demo/summary.json", "spectra_ml run --publish  (publishes figures/demo/)"),
     "compare": (
         "figures/compare/summary.json",
-        "spectra_ml run --name compare --compare  (publishes figures/compare/)",
+        "spectra_ml run --name compare --compare --publish  (publishes figures/compare/)",
     ),
     "compare_guiglion": (
         "figures/compare_guiglion/summary.json",
-        "spectra_ml run --name compare_guiglion --compare -p 'models=[]' "
+        "spectra_ml run --name compare_guiglion --compare --publish -p 'models=[]' "
         '-p \'config_runs={"guiglion_cnn": ["guiglion_halving"]}\' -p baseline=False '
         "-p tsne=False -p 'cv_models=[]'  (publishes figures/compare_guiglion/)",
     ),
     "ablation": (
         "figures/ablation/ablation.json",
-        "python tools/ablation.py --out runs/ablation/products --publish figures/ablation",
+        "python -m spectra_ml.studies.ablation --out runs/ablation/products --publish figures/ablation",
     ),
 }
 BENCH = ("benchmarks/results/{}.json", "python benchmarks/bench_{}.py  (see benchmarks/README.md)")
@@ -225,17 +225,39 @@ def notebook_header(path: Path) -> dict:
     }
 
 
+#: The two layers and where their notebooks live (the import direction is tested in tests/test_shape.py).
+LAYERS = (
+    ("library", "nbs/lib", "XP to labels with σ: reusable, knows no paper's analysis"),
+    (
+        "analysis",
+        "nbs/kane",
+        "Kane et al.'s paper: sample cuts, tagging, clusters, GALAH, halo dynamics",
+    ),
+    ("analysis", "nbs/studies", "studies beside the paper: the four-model comparison"),
+)
+
+
 def library_notebooks() -> list[Path]:
-    return sorted(p for p in (ROOT / "nbs").glob("[0-9][0-9]_*.ipynb"))
+    "Every notebook that exports a module, library first, then the analysis layer."
+    out = []
+    for _, folder, _ in LAYERS:
+        out += sorted((ROOT / folder).glob("[0-9][0-9]_*.ipynb"))
+    return out
+
+
+def _layer(path: Path) -> str:
+    rel = path.parent.relative_to(ROOT).as_posix()
+    return next(layer for layer, folder, _ in LAYERS if folder == rel)
 
 
 def module_map() -> str:
-    "The module map: one row per library notebook, its module and its description."
-    rows = ["| notebook | module | what it holds |", "|---|---|---|"]
+    "The two-layer map: one row per module, its layer, its notebook and its one-sentence description."
+    rows = ["| layer | module | notebook | what it holds |", "|---|---|---|---|"]
     for p in library_notebooks():
         h = notebook_header(p)
         desc = h["description"].replace("|", "\\|")
-        rows.append(f"| `{h['notebook']}` | `spectra_ml.{h['module']}` | {desc} |")
+        nb = p.relative_to(ROOT / "nbs").with_suffix("").as_posix()
+        rows.append(f"| {_layer(p)} | `spectra_ml.{h['module']}` | `{nb}` | {desc} |")
     return "\n".join(rows)
 
 
@@ -252,42 +274,39 @@ def _parse(src: str):
         return None
 
 
-def stage_calls(path: Path) -> list[str]:
-    "`module.name` of every spectra_ml function or class the stage cells of a notebook call."
-    cells = _nb(path)
-    own = notebook_header(path)["module"]
-    names: dict[str, str] = {}  # local name -> 'module.name' (or 'module' for a module)
-    stage_start = next(
-        (
-            i
-            for i, c in enumerate(cells)
-            if c["cell_type"] == "markdown" and STAGE_HEADING.search(_src(c))
-        ),
-        None,
-    )
-    if stage_start is None:
-        return []
-    for i, c in enumerate(cells):
+def _imported_names(cells) -> dict:
+    "Local name -> (module, name) for every spectra_ml import in the cells ('' name: a module)."
+    names = {}
+    for c in cells:
         if c["cell_type"] != "code" or (tree := _parse(_src(c))) is None:
             continue
-        exported = i < stage_start and re.match(r"\s*#\|\s*export", _src(c))
         for node in ast.walk(tree):
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spectra_ml"):
                 mod = node.module.removeprefix("spectra_ml").lstrip(".")
                 for a in node.names:
-                    names[a.asname or a.name] = f"{mod}.{a.name}" if mod else a.name
+                    names[a.asname or a.name] = (
+                        (mod, a.name) if mod else (a.name, "")
+                    )  # `from spectra_ml import core`: a module
+                    if mod and (ROOT / "spectra_ml" / mod.replace(".", "/") / a.name).is_dir():
+                        names[a.asname or a.name] = (f"{mod}.{a.name}", "")
+                    elif (
+                        mod
+                        and (ROOT / "spectra_ml" / mod.replace(".", "/") / f"{a.name}.py").exists()
+                    ):
+                        names[a.asname or a.name] = (f"{mod}.{a.name}", "")
             elif isinstance(node, ast.Import):
                 for a in node.names:
                     if a.name.startswith("spectra_ml."):
-                        names[a.asname or a.name] = a.name.removeprefix("spectra_ml.")
-            elif (
-                exported
-                and node in tree.body
-                and isinstance(node, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef))
-            ):
-                names[node.name] = f"{own}.{node.name}"
-    calls: list[str] = []
-    for c in cells[stage_start:]:
+                        names[a.asname or a.name] = (a.name.removeprefix("spectra_ml."), "")
+    return names
+
+
+def stage_calls(path: Path) -> list[tuple]:
+    "`(module, name)` of every spectra_ml function or class a chapter's code cells call."
+    cells = _nb(path)
+    names = _imported_names(cells)
+    calls: list[tuple] = []
+    for c in cells:
         if c["cell_type"] != "code" or "parameters" in c["metadata"].get("tags", []):
             continue
         tree = _parse(_src(c))
@@ -299,34 +318,30 @@ def stage_calls(path: Path) -> list[str]:
                 chain.insert(0, f.attr)
                 f = f.value
             if isinstance(f, ast.Name) and f.id in names:
-                target = ".".join([names[f.id], *chain])
-                if target not in calls:
+                mod, name = names[f.id]
+                target = (mod, ".".join([n for n in [name, *chain] if n][:2]))
+                if target[1] and target not in calls:
                     calls.append(target)
-    calls.sort(key=lambda t: (t.split(".")[0] != own, t))
+    calls.sort()
     return calls
 
 
 def stage_notebooks() -> list[Path]:
-    "Notebooks with a `## Stage` heading: the ones papermill runs as pipeline stages."
-    return [
-        p
-        for p in library_notebooks()
-        if any(c["cell_type"] == "markdown" and STAGE_HEADING.search(_src(c)) for c in _nb(p))
-    ]
+    "The chapters: the notebooks papermill runs as pipeline stages."
+    return sorted((ROOT / "nbs" / "chapters").glob("[0-9][0-9]_*.ipynb"))
 
 
 def stage_map() -> str:
-    "For each stage notebook, the library functions its stage cells call."
-    rows = ["| stage | what its stage cells call, by module |", "|---|---|"]
+    "For each chapter, the library and analysis functions it calls, by module."
+    rows = ["| chapter | what it calls, by module |", "|---|---|"]
     for p in stage_notebooks():
         by_module: dict[str, list] = {}
-        for c in stage_calls(p):
-            mod, _, name = c.partition(".")
-            by_module.setdefault(mod, []).append(name or mod)
+        for mod, name in stage_calls(p):
+            by_module.setdefault(mod, []).append(name)
         calls = "; ".join(
             f"`{m}`: " + ", ".join(f"`{n}`" for n in names) for m, names in by_module.items()
         )
-        rows.append(f"| `{p.stem}` | {calls} |")
+        rows.append(f"| `chapters/{p.stem}` | {calls} |")
     return "\n".join(rows)
 
 

@@ -277,9 +277,7 @@ class SourceMismatchError(SourceError):
     "A source's file is not the registered one: another hash, too few rows, or missing columns."
 
 # %% ../../nbs/lib/01_data_sources.ipynb #a21ffbd3
-SYNTHETIC_MARKER = (
-    "SYNTHETIC.md"  # a mirror whose root holds this file is synthetic (tools/synthetic_mirror.py)
-)
+SYNTHETIC_MARKER = "SYNTHETIC.md"  # a mirror whose root holds this file is synthetic (tests/builders/synthetic_mirror.py)
 
 
 def synthetic_mirror(
@@ -393,7 +391,7 @@ def verify_source(
 # %% ../../nbs/lib/01_data_sources.ipynb #f3252a94
 #: Reference files that only the local data mirror holds (no archive fetcher provides them): file name ->
 #: (SHA-256, bytes, path in the mirror). Each is a fixed real file (its source is in the mirror's README), so
-#: its hash is its check wherever it is read from (issue 16 item 7); a synthetic mirror is checked for
+#: its hash is its check wherever it is read from; a synthetic mirror is checked for
 #: structure only.
 MIRROR_FILES = {
     "Galah_data_filtered_1061.fits": (

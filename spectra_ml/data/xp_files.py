@@ -19,7 +19,7 @@ __all__ = ['GAIA_SOURCE_ID_MAX', 'XP_N_COEFF', 'XP_N_CORR', 'XP_ARRAYS', 'XP_PAR
 # constants: E1
 #: Largest Gaia DR3 source_id (exclusive): source_id = HEALPix level-12 nested index × 2^35 + a running
 #: number, and level 12 has 12 × 4^12 pixels (Gaia DR3 data model, gaia_source.source_id; no seed gives
-#: it). Issue #16 item 8: the XP readers flag a source_id outside 1 .. GAIA_SOURCE_ID_MAX - 1.
+#: it). the XP readers flag a source_id outside 1 .. GAIA_SOURCE_ID_MAX - 1.
 GAIA_SOURCE_ID_MAX = 12 * 4**12 * 2**35
 
 # %% ../../nbs/lib/03_data_xp_files.ipynb #6d6adb24
@@ -62,7 +62,7 @@ _POW10 = np.array(
 )  # exactly representable: one IEEE division or product is correctly rounded
 
 # %% ../../nbs/lib/03_data_xp_files.ipynb #fb7d6301
-#: Issue #16 item 8: what the CSV kernel found in each field of each row. 0 and 1 are fine (a missing
+#: what the CSV kernel found in each field of each row. 0 and 1 are fine (a missing
 #: band is an empty field); 2 and above mean the field could not be read completely, and the row is
 #: flagged (`flag_parse`, with the reason in `parse_problem`).
 _OK, _EMPTY, _CUT, _NOT_NUMBER, _LENGTH, _ABSENT, _RANGE, _NOT_INT, _EXTRA = range(9)

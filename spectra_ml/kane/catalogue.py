@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from ..core import DEFAULT_SEED, DataError, MissingColumnError
 import tempfile
-from ..streaming import discover_partitions, predict_catalogue
+from ..streaming import Workers, discover_partitions, predict_catalogue
 
 # %% auto #0
 __all__ = ['STREAMED_SAMPLES', 'STREAMED_PAPER_ROWS', 'APPENDIX_A_LABELS', 'APPENDIX_A_SIGMA', 'EBV_COLUMNS', 'stream_samples',
@@ -58,8 +58,8 @@ def stream_samples(
             seed,
             batch_size,
             progress=progress,
-            dask_workers=dask_workers,
             overwrite=overwrite,
+            workers=Workers(dask_workers=dask_workers),
         )
         out[dst] = {k: v for k, v in out[dst].items() if k != "partitions"}
         out[dst]["n_rows"] = {

@@ -18,7 +18,7 @@ __all__ = ['GIANT_TEFF_MAX', 'GIANT_LOGG_MAX', 'APOGEE_SNR_MIN', 'LABEL_ERR_MAX'
            'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'KANE_K_FIT', 'KANE_CONFUSION', 'KANE_N_TRUE_2P_TRAIN_VAL',
            'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE', 'GALAH_RELAXED_NO_MIN',
            'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT', 'FIG8_FEH_SPLIT',
-           'KANE_FIG2_STARS', 'ROW_GROUP_ROWS', 'GC_HARRIS_GOAL', 'ISSUE15_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL']
+           'KANE_FIG2_STARS', 'ROW_GROUP_ROWS', 'GC_HARRIS_GOAL', 'METAL_POOR_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL']
 
 # %% ../../nbs/kane/00_constants.ipynb #75c0665f
 #: Kane §2.1 giant selection: Teff < 5200 K and log g < 3.0.
@@ -76,7 +76,7 @@ KANE_PURITY, KANE_COMPLETENESS = (96, 103), 0.28
 #: Kane §3.3 incidence: selected fraction among VB21 GC members vs field giants (network; APOGEE truth).
 KANE_INCIDENCE = {"network": (0.0982, 0.0016), "apogee_truth": (0.315, 0.0043)}
 
-#: AspGap §4.5.1 / App. B (seed 002): the demo's stand-in tag, low- vs high-[alpha/M] disc stars at
+#: AspGap §4.5.1 / App. B: the demo's stand-in tag, low- vs high-[alpha/M] disc stars at
 #: -0.9 < [M/H] < 0, with their Table 3 precision/recall. AspGap draw the dividing line only in their
 #: Fig. 18; we place it at the density valley of the training split's APOGEE [alpha/M] in that range.
 ALPHA_FEH_RANGE = (-0.9, 0.0)
@@ -221,12 +221,12 @@ KANE_FIG2_STARS = (1454785210768079744, 2259240659843862016, 2982933097213087616
 ROW_GROUP_ROWS = 100_000
 
 # constants: lead15
-#: Issue 15's goal for the globular clusters: |mean over clusters of (mean μ[Fe/H] − Harris 2010)| on
+#: the metal-poor goal for the globular clusters: |mean over clusters of (mean μ[Fe/H] − Harris 2010)| on
 #: the VB21 members of the demo's test split.
 GC_HARRIS_GOAL = 0.06
 
-#: Issue 15's "today": the demo's test RMSE when the issue was written (Kane's MLP with the plateau
+#: the metal-poor study's "today": the demo's test RMSE when the issue was written (Kane's MLP with the plateau
 #: schedule, seed 42); every label may be at most 3% worse (RMSE_TOLERANCE_GOAL) than these.
-ISSUE15_REFERENCE_RMSE = {"teff": 85.0, "logg": 0.255, "fe_h": 0.189, "alpha_m": 0.064}
+METAL_POOR_REFERENCE_RMSE = {"teff": 85.0, "logg": 0.255, "fe_h": 0.189, "alpha_m": 0.064}
 
 RMSE_TOLERANCE_GOAL = 1.03

@@ -434,7 +434,7 @@ def read_vb21_means(
         )
     from spectra_ml.data.sources import verify_reference_file
 
-    verify_reference_file(p)  # the mirror's copy: its registered SHA-256 (issue 16)
+    verify_reference_file(p)  # the mirror's copy: its registered SHA-256
     lines = p.read_text().splitlines()
     head = [h.lower() for h in lines[0].lstrip("#").split()]
     rows = [(i, line.split()) for i, line in enumerate(lines[1:], 2) if line.strip()]

@@ -600,7 +600,7 @@ def build_demo_application(
     from spectra_ml.data.sources import verify_reference_file
 
     for f in files:
-        verify_reference_file(f)  # each is a fixed real file: a cut copy is refused (issue 16)
+        verify_reference_file(f)  # each is a fixed real file: a cut copy is refused
     app, flow = application_from_xp(files, exclude_ids, members, converter)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -956,14 +956,14 @@ def standin_n_o(
     from spectra_ml.data.sources import verify_reference_file
 
     halo_file = Path(mirror) / "apogee" / "Apogee_data_filtered_1612.fits"
-    verify_reference_file(halo_file)  # a cut or edited copy is refused (issue 16)
+    verify_reference_file(halo_file)  # a cut or edited copy is refused
     h = Table.read(halo_file)
     clean = (np.asarray(h["n_fe_flag"]) == 0) & (np.asarray(h["o_fe_flag"]) == 0)
     no_h = (np.asarray(h["n_fe"], float) - np.asarray(h["o_fe"], float))[clean]
     from spectra_ml.data.sources import SOURCES, verify_source
 
     mz_file = Path(mirror) / "clusters" / "meszaros2015_gc_szabolcs.dat"
-    verify_source(SOURCES["meszaros2015"], mz_file)  # a cut or edited file is refused (issue 16)
+    verify_source(SOURCES["meszaros2015"], mz_file)  # a cut or edited file is refused
     mz = read_meszaros2015(mz_file)
     no_m = (mz.n_fe - mz.o_fe).to_numpy(float)
     no_m = no_m[np.isfinite(no_m)]

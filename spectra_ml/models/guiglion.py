@@ -16,7 +16,7 @@ __all__ = ['RVS_WAVELENGTH_A', 'RVS_CONTINUUM_A', 'TSNE_PERPLEXITIES', 'FLAG_BOU
            'GuiglionCNN', 'running_dispersion', 'GuiglionEnsemble', 'tsne_training_like', 'flag_boundary']
 
 # %% ../../nbs/lib/14_models_guiglion.ipynb #dde0f32c
-#: Guiglion §2 (seed 003): RVS spectra 8460-8700 Å at 0.1 Å (2401 px); NaN pixels are filled with the
+#: Guiglion §2: RVS spectra 8460-8700 Å at 0.1 Å (2401 px); NaN pixels are filled with the
 #: spectrum's third quartile (Q3) of the flux in these continuum windows (Å).
 RVS_WAVELENGTH_A = np.round(np.arange(8460.0, 8700.0 + 0.05, 0.1), 1)
 

@@ -21,7 +21,7 @@ __all__ = ['FS_LR', 'FS_WEIGHT_DECAY', 'FS_BATCH_SIZE', 'FS_MC_PASSES', 'REGISTR
            'model_names', 'default_passes', 'build_model']
 
 # %% ../../nbs/lib/15_models_registry.ipynb #7b9aab91
-#: Fallows & Sanders §3 (seed 001): Adam at lr 5e-4 with weight decay 1e-5; batches of 10,000 stars
+#: Fallows & Sanders §3: Adam at lr 5e-4 with weight decay 1e-5; batches of 10,000 stars
 #: "selected in a fixed order"; 20,000 iterations (read as optimiser steps: 20,000 x 10,000 is ~52
 #: passes over their 3.8M stars), the first 2,500 "to seed the NN's gradient" (no sigma_input); no
 #: early stopping; §3.1.1: 50 dropout passes at prediction, the median as the value.
@@ -82,7 +82,7 @@ def register(
     return spec
 
 
-# Kane §2.2 (seed 000): 128-128 ReLU, dropout 0.2, Adam 1e-3, batch 128 (the TrainConfig
+# Kane §2.2: 128-128 ReLU, dropout 0.2, Adam 1e-3, batch 128 (the TrainConfig
 # defaults); 100 MC-dropout passes at prediction.
 register(
     ModelSpec(
@@ -98,7 +98,7 @@ register(
 )
 
 # %% ../../nbs/lib/15_models_registry.ipynb #ea135f3d
-# Fallows & Sanders §3 (seed 001), their schedule as the default. `max_epochs` None: the
+# Fallows & Sanders §3, their schedule as the default. `max_epochs` None: the
 # iteration budget decides; a caller's `epochs` caps it (training.fit scales the warm-up with
 # the cap). On the demo's ~28k training stars 20,000 batches of 10,000 are ~7,000 epochs:
 # the comparison runs the named config `fs_affordable` (training.TRAIN_CONFIGS) instead, and
@@ -134,7 +134,7 @@ register(
 )
 
 # %% ../../nbs/lib/15_models_registry.ipynb #04ff5f60
-# AspGap §3 (seed 002): no dropout (their σ is the predicted s², not an MC spread); `dropout`
+# AspGap §3: no dropout (their σ is the predicted s², not an MC spread); `dropout`
 # > 0 adds decoder dropout and MC passes (an extension: on the demo it calibrates on every
 # row but costs accuracy). The hallucinator branch needs APOGEE spectra and a pre-trained
 # APOGEE decoder, which no source here provides: without it Eq. 3 keeps the XP term alone,
@@ -167,7 +167,7 @@ register(
 )
 
 # %% ../../nbs/lib/15_models_registry.ipynb #782f00d2
-# Guiglion §3 (seed 003): loss, lr and batch [UNSPEC]: MSE, Adam 1e-3, 128.
+# Guiglion §3: loss, lr and batch [UNSPEC]: MSE, Adam 1e-3, 128.
 register(
     ModelSpec(
         "guiglion_cnn",

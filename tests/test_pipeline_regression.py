@@ -1,9 +1,9 @@
 """Refactoring regression: the quick demo run with seed 42 reproduces the stored digest of its
-test-split predictions (tools/prediction_digest.py). A change that alters results on purpose
+test-split predictions (tests/builders/prediction_digest.py). A change that alters results on purpose
 regenerates tests/data/quick_demo_seed42_digest.json in the same commit and says why:
 
     spectra_ml run --quick --name quick42 --runs-root /tmp/r --figures-dir ''
-    python tools/prediction_digest.py /tmp/r/quick42 tests/data/quick_demo_seed42_digest.json
+    python tests/builders/prediction_digest.py /tmp/r/quick42 tests/data/quick_demo_seed42_digest.json
 """
 
 import json
@@ -12,6 +12,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from conftest import load_tool
+import pytest
+
+pytestmark = pytest.mark.slow  # the session's quick pipeline run
 
 ROOT = Path(__file__).resolve().parent.parent
 DIGEST = ROOT / "tests" / "data" / "quick_demo_seed42_digest.json"

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Write a SYNTHETIC local-data mirror for plumbing runs of the full profile (issue 13).
+"""Write a SYNTHETIC local-data mirror for plumbing runs of the full profile.
 
-    python tools/synthetic_mirror.py OUT_DIR [--stars 2400] [--seed 7]
+    python tests/builders/synthetic_mirror.py OUT_DIR [--stars 2400] [--seed 7]
     SPECTRA_ML_LOCAL_DATA=OUT_DIR spectra_ml run --profile full --name plumbing ...
 
 Every row in it is made up here from a seeded random generator: no real star, label or measurement
@@ -42,7 +42,7 @@ N_COEFF = 55
 
 MARKER_TEXT = """# SYNTHETIC DATA: NOT REAL
 
-Every file in this folder was made up by `tools/synthetic_mirror.py` (seed {seed}) from a random
+Every file in this folder was made up by `tests/builders/synthetic_mirror.py` (seed {seed}) from a random
 generator, in the layout and file formats of the real archives (APOGEE DR17 allStar, GALAH DR3,
 Andrae+23, VB21, Gaia DR3 bulk gaia_source and XP continuous). No row is a real star.
 
@@ -188,7 +188,7 @@ def _ecsv_header(names_types) -> str:
     "A minimal ECSV 1.0 header (the CDN files carry one before the CSV header line)."
     lines = ["# %ECSV 1.0", "# ---", "# delimiter: ','", "# datatype:"]
     lines += [f"# - {{name: {n}, datatype: {t}}}" for n, t in names_types]
-    lines += ["# meta: {SYNTHETIC: 'made up by tools/synthetic_mirror.py, not Gaia data'}"]
+    lines += ["# meta: {SYNTHETIC: 'made up by tests/builders/synthetic_mirror.py, not Gaia data'}"]
     return "\n".join(lines) + "\n"
 
 

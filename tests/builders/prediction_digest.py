@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
 """A small digest of a run's test-split predictions, for the refactoring regression test.
 
-    python tools/prediction_digest.py RUN_DIR [OUT.json]
+    python tests/builders/prediction_digest.py RUN_DIR [OUT.json]
 
 The digest holds, for every `mu_*` and `sigma_*` column of `products/predictions.parquet` on the test
 split (rows in source_id order): the mean, standard deviation, minimum and maximum, and the values of
-ten fixed rows, plus the SHA-256 of the exact bytes. `tests/test_regression.py` compares a fresh
+ten fixed rows, plus the SHA-256 of the exact bytes. `tests/test_pipeline_regression.py` compares a fresh
 quick demo run (seed 42) with the stored digest. A change that alters results on purpose regenerates
 the digest in the same commit and says why.
 """

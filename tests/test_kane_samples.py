@@ -20,6 +20,7 @@ from spectra_ml.kane.samples import (
 )
 
 
+@pytest.mark.slow
 def test_build_sample_is_the_demo_build_and_its_summary(demo_data):
     sample, flow, more = build_sample(None, "demo", None, max_stars=800, seed=3)
     ref, ref_flow = build_demo_sample(list(DEMO_LABELS), max_stars=800, seed=3)
@@ -120,6 +121,7 @@ def small_xp_files(tmp_path_factory):
     ]
 
 
+@pytest.mark.slow
 def test_application_from_real_xp_files(small_xp_files, converter, demo_data):
     from spectra_ml.kane.samples import SAMPLE_GAIA_COLUMNS, application_from_xp
     from spectra_ml.data.samples import flux_columns
@@ -147,6 +149,7 @@ def test_application_from_real_xp_files(small_xp_files, converter, demo_data):
     np.testing.assert_allclose(shared[flux_columns(343)].to_numpy(), lib, rtol=2e-3)
 
 
+@pytest.mark.slow
 def test_application_flux_and_error_match_gaiaxpy(small_xp_files, converter):
     """Independent reference 2: GaiaXPy's `calibrate` on the archive CSV (with its correlations), divided by
     each star's median flux, for the flux and its error."""
@@ -185,6 +188,7 @@ def test_build_demo_application_writes_its_products(
         samples.build_demo_application(tmp_path, [], tmp_path, None, converter)
 
 
+@pytest.mark.slow
 def test_fig1_standin_and_fig2_named_stars(local_data, demo_data, tmp_path, converter):
     from astropy.table import Table
     from spectra_ml.kane.constants import KANE_FIG2_STARS

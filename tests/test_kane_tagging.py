@@ -7,7 +7,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import pytest
-from test_full_profile_paths import perfect_predictor_fixture
+from test_kane_samples_full_profile import perfect_predictor_fixture
 
 from spectra_ml.core import ParameterError
 from spectra_ml.kane.samples import apogee_n_o, select_giants

@@ -485,7 +485,7 @@ def test_hand_placed_archive_with_a_nested_folder_is_unpacked_once(
 
 def test_mirror_files_are_verified_against_the_registry(local_data, tmp_path, monkeypatch):
     """A cut or edited reference file in the mirror is refused, naming the file, the expected and found
-    value, and the fix (issue #16: a Mészáros file cut to 100 lines used to give 13 joined stars silently)."""
+    value, and the fix."""
     from spectra_ml.data.sources import SourceMismatchError
 
     assert (

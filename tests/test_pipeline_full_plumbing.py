@@ -1,6 +1,6 @@
-"""Issue 13's plumbing run: the full profile end to end on a SYNTHETIC mirror.
+"""The plumbing run: the full profile end to end on a SYNTHETIC mirror.
 
-`tools/synthetic_mirror.py` writes made-up files in the archives' formats and layout (allStar, GALAH
+`tests/builders/synthetic_mirror.py` writes made-up files in the archives' formats and layout (allStar, GALAH
 DR3, Andrae+23, VB21, the Gaia DR3 bulk gaia_source and XP continuous folders) with a SYNTHETIC.md
 marker. One `run_pipeline(..., "full")` over it (the function `spectra_ml run --profile full` calls)
 with tiny parameters checks plumbing only: every stage runs and writes its products and figures, the
@@ -16,6 +16,9 @@ import pandas as pd
 import pytest
 from conftest import KANE_APPENDIX_A, load_tool
 
+#: the whole full-profile pipeline on the synthetic mirror (about a minute)
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 #: tiny parameters: 2 epochs, 3 dropout passes, a short GC orbit integration
 PARAMS = {
@@ -26,8 +29,8 @@ PARAMS = {
     "n_passes_catalogue": 3,
     "orbit_t_gyr": 0.5,
 }
-#: the figures issue 13 lists (Figs 1-12, B1-B4, Fig 5, purity-completeness), as the stages name them
-ISSUE13_FIGURES = (
+#: the paper's figures (Figs 1-12, B1-B4, Fig 5, purity-completeness), as the stages name them
+PAPER_FIGURES = (
     "fig1_cmd",
     "fig1_no_hist",
     "fig2_xp_spectra",
@@ -138,14 +141,14 @@ def test_every_stage_ran_and_the_run_says_synthetic(plumbing_run):
     assert "SYNTHETIC MIRROR" in (run / "report.html").read_text()
 
 
-def test_every_issue13_figure_is_drawn(plumbing_run):
+def test_every_paper_figure_is_drawn(plumbing_run):
     from spectra_ml.pipeline import FIGURE_CAPTIONS
 
     run, _ = plumbing_run
-    missing = [f for f in ISSUE13_FIGURES if not (run / "figures" / f"{f}.png").is_file()]
+    missing = [f for f in PAPER_FIGURES if not (run / "figures" / f"{f}.png").is_file()]
     assert missing == []
-    assert all((run / "figures" / f"{f}.png").stat().st_size > 1000 for f in ISSUE13_FIGURES)
-    assert [f for f in ISSUE13_FIGURES if f not in FIGURE_CAPTIONS] == []
+    assert all((run / "figures" / f"{f}.png").stat().st_size > 1000 for f in PAPER_FIGURES)
+    assert [f for f in PAPER_FIGURES if f not in FIGURE_CAPTIONS] == []
 
 
 def test_appendix_a_catalogue_and_pass_table(plumbing_run):

@@ -18,6 +18,7 @@ def sample():
     return build_demo_sample(LABELS, max_stars=600)[0]
 
 
+@pytest.mark.slow
 def test_baseline_fits_on_train_and_validation_and_predicts_every_row(sample):
     s = sample.copy()
     s.loc[s.index[3], "flux_100"] = np.nan
@@ -43,6 +44,7 @@ def test_baseline_never_sees_the_test_rows(sample):
     )
 
 
+@pytest.mark.slow
 def test_compare_models_on_real_rows(sample, tmp_path):
     opts = {"guiglion_cnn": {"n_seeds": 1, "n_split_states": 1}}
     res = compare_models(
@@ -86,7 +88,7 @@ def test_unknown_model_fails_before_any_training(sample):
         compare_models(sample, LABELS, ["kane_mlp", "resnet"], epochs=1)
 
 
-# --- the baseline store that cannot run code (issue 16 item 9) ----------------------------------
+# --- the baseline store that cannot run code ----------------------------------
 
 
 def test_baseline_store_round_trip_equals_the_fitted_model(sample, tmp_path):
@@ -140,6 +142,7 @@ def test_baseline_loader_refuses_pickles_and_changed_trees(sample, tmp_path):
         load_baseline(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_named_config_runs_in_the_comparison_with_per_bin_numbers(sample):
     res = compare_models(
         sample,
@@ -177,7 +180,7 @@ def test_named_config_runs_in_the_comparison_with_per_bin_numbers(sample):
         pb = res["summary"]["per_bin"][m]
         assert pb["feh_offset_below_-1"]["paper"] == 0.07 and len(pb["fe_h"]) == 8 * len(LABELS)
     assert res["bins"]["boosting_baseline"]["fe_h"].z_std.isna().all()  # no σ: none invented
-    assert "feh_goal_issue15" in res["summary"]["per_bin"]["kane_mlp"]
+    assert "feh_goal_metal_poor" in res["summary"]["per_bin"]["kane_mlp"]
 
 
 def test_unknown_config_fails_before_any_training(sample):

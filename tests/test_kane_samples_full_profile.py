@@ -48,6 +48,7 @@ def perfect_predictor_fixture(local_data) -> pd.DataFrame:
     return df
 
 
+@pytest.mark.slow
 def test_candidates_stage_full_profile_branch(local_data, tmp_path):
     run = RunDir(tmp_path / "full_fixture")
     df = perfect_predictor_fixture(local_data)
@@ -360,7 +361,7 @@ def test_build_application_writes_in_chunks_and_loses_no_row(local_data, tmp_pat
 
 
 def _synthetic_mirror(tmp_path, monkeypatch, n_stars=400):
-    """A small SYNTHETIC mirror (tools/synthetic_mirror.py: made-up rows in the archives' formats) as
+    """A small SYNTHETIC mirror (tests/builders/synthetic_mirror.py: made-up rows in the archives' formats) as
     $SPECTRA_ML_LOCAL_DATA. Plumbing only: no number from it is a result."""
     mod = load_tool("synthetic_mirror")
     root = mod.write_synthetic_mirror(tmp_path / "synthetic", n_stars=n_stars)
@@ -377,7 +378,7 @@ def test_synthetic_mirror_is_verified_structurally_never_as_the_registered_file(
     real = sources.verify_source(
         sources.SOURCES["meszaros2015"], local_data / "clusters/meszaros2015_gc_szabolcs.dat"
     )
-    assert real == "sha256"  # the real mirror's check is unchanged (issue 16)
+    assert real == "sha256"  # the real mirror's check is unchanged
     root, _ = _synthetic_mirror(tmp_path, monkeypatch)
     assert sources.synthetic_mirror() and not sources.synthetic_mirror(local_data)
     for name in ("apogee_allstar", "galah_dr3", "andrae2023_rgb", "vb21_members"):

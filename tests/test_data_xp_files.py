@@ -176,7 +176,7 @@ def test_fits_columns_become_gaiaxpy_input(xp_files):
         xp.gaiaxpy_input_from_columns(t[[c for c in t.colnames if not c.startswith("rp_")]])
 
 
-# --- issue 16 item 8: a field the reader could not read completely is flagged per row, never read
+# --- a field the reader could not read completely is flagged per row, never read
 
 
 def _real_last_row(xp_files):

@@ -13,6 +13,8 @@ from spectra_ml.core import DEMO_LABELS
 from spectra_ml.metrics import binned_metrics, plot_feh_bins, plot_pred_vs_truth
 from spectra_ml.kane.tagging import confusion, plot_confusion, plot_purity_completeness
 
+pytestmark = pytest.mark.slow  # the figures of the session's quick pipeline run
+
 
 @pytest.fixture(scope="module")
 def pred(quick_run):

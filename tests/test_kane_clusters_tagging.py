@@ -1,6 +1,6 @@
 """Cluster statistics (incidence, agreement), Kane's 2P criterion against Mészáros, and the tagging module on real rows.
 
-The readers are tested in test_catalogues.py, the stage's comparisons in test_clusters.py."""
+The readers are tested in test_data_references.py, the stage's comparisons in test_kane_clusters.py."""
 
 import numpy as np
 import pandas as pd
