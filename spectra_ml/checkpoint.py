@@ -26,9 +26,10 @@ from .models.registry import build_model, default_passes, model_spec
 from .features import PercentileScaler, scaler_from_dict
 
 # %% auto #0
-__all__ = ['ADAM_LR', 'SPECTRAL_KINDS', 'LabelScaler', 'TrainConfig', 'CheckpointMismatchError', 'derive_input_columns',
-           'save_checkpoint', 'ood_scaler_of', 'rebuild_model', 'load_checkpoint', 'checkpoint_fingerprint',
-           'Checkpoint', 'open_checkpoint', 'input_columns', 'select_inputs', 'select_input_variances']
+__all__ = ['ADAM_LR', 'SPECTRAL_KINDS', 'MANIFEST', 'SEALED_FILES', 'LabelScaler', 'TrainConfig', 'CheckpointMismatchError',
+           'derive_input_columns', 'save_checkpoint', 'ood_scaler_of', 'rebuild_model', 'load_checkpoint',
+           'checkpoint_fingerprint', 'seal_checkpoint', 'verify_checkpoint', 'write_calibration', 'Checkpoint',
+           'open_checkpoint', 'input_columns', 'select_inputs', 'select_input_variances']
 
 # %% ../nbs/lib/20_checkpoint.ipynb #edff6c68
 ADAM_LR = 1e-3
@@ -135,7 +136,7 @@ class TrainConfig:
 
     @classmethod
     def for_model(cls, model: str, labels, n_in: int, **overrides):
-        "A config with the seed's defaults for `model` (its registry entry), then `overrides` (None values ignored)."
+        "A config with the paper's defaults for `model` (its registry entry), then `overrides` (None values ignored)."
         d = model_spec(model).train_defaults()
         opts = {**d.pop("options"), **(overrides.pop("options", None) or {})}
         d.update({k: v for k, v in overrides.items() if v is not None})
@@ -185,7 +186,7 @@ def save_checkpoint(
     input_columns: list
     | None = None,  # the model's input names, in order (None: from the feature kind)
 ) -> Path:
-    "Write `state_dict` + JSON config + versions + scalers + the exact input column names and order."
+    "Write `state_dict` + JSON config + versions + scalers + the exact input column names and order, then seal the folder (`manifest.json`)."
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     extra = dict(extra or {})
@@ -211,6 +212,7 @@ def save_checkpoint(
             **extra,
         },
     )
+    seal_checkpoint(path)  # written last: the folder is now one unit
     return path
 
 # %% ../nbs/lib/20_checkpoint.ipynb #68258974
@@ -265,6 +267,7 @@ def load_checkpoint(
                 f"{path / f} missing: {path} is not a spectra_ml checkpoint (08_training writes one: "
                 "spectra_ml run)"
             )
+    verify_checkpoint(path)  # an edited, swapped or missing file is refused here, by name
     try:
         meta = json.loads((path / "config.json").read_text())
     except json.JSONDecodeError as e:
@@ -310,6 +313,82 @@ def checkpoint_fingerprint(model_dir) -> str:
     for f in ("model.pt", "config.json"):
         h.update((Path(model_dir) / f).read_bytes())
     return h.hexdigest()[:16]
+
+# %% ../nbs/lib/20_checkpoint.ipynb #3a8d2698
+#: The manifest of a checkpoint folder, and the files it seals when present.
+MANIFEST = "manifest.json"
+SEALED_FILES = ("model.pt", "config.json", "calibration.json")
+
+
+def _sha256(path) -> str:
+    "SHA-256 of a file's bytes, read now (no cache: an edit within the same second must show)."
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def seal_checkpoint(
+    path,  # checkpoint folder, complete (save_checkpoint, then write_calibration, call this)
+) -> dict:
+    "Write `manifest.json` last: every checkpoint file's SHA-256 and the model fingerprint."
+    path = Path(path)
+    files = {f: _sha256(path / f) for f in SEALED_FILES if (path / f).exists()}
+    manifest = {
+        "format": "spectra_ml-manifest-1",
+        "files": files,
+        "fingerprint": checkpoint_fingerprint(path),
+    }
+    write_json(path / MANIFEST, manifest)
+    return manifest
+
+# %% ../nbs/lib/20_checkpoint.ipynb #eba49dd1
+def verify_checkpoint(
+    path,  # checkpoint folder
+) -> dict:
+    "The manifest, once every sealed file matches it; else CheckpointMismatchError naming the file and the fix."
+    path = Path(path)
+    fix = "a checkpoint is one sealed unit: retrain it (spectra_ml run) or restore the whole folder"
+    try:
+        manifest = json.loads((path / MANIFEST).read_text())
+        files = dict(manifest["files"])
+    except FileNotFoundError:
+        raise CheckpointMismatchError(
+            f"{path / MANIFEST} missing: {path} is not a sealed checkpoint (written in part, or by an "
+            f"older spectra_ml); {fix}"
+        ) from None
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise CheckpointMismatchError(f"{path / MANIFEST} is damaged ({e}); {fix}") from None
+    for f in SEALED_FILES:
+        if f in files and not (path / f).exists():
+            raise CheckpointMismatchError(
+                f"{path / f} is sealed in the manifest but missing; {fix}"
+            )
+        if f not in files and (path / f).exists():
+            raise CheckpointMismatchError(
+                f"{path / f} was added after the checkpoint was sealed; remove it, or {fix}"
+            )
+        if f in files and _sha256(path / f) != files[f]:
+            raise CheckpointMismatchError(
+                f"{path / f} differs from the checkpoint's manifest (SHA-256 {_sha256(path / f)[:12]}… "
+                f"≠ {files[f][:12]}…): it was edited or replaced; {fix}"
+            )
+    return manifest
+
+# %% ../nbs/lib/20_checkpoint.ipynb #22ed8769
+def write_calibration(
+    path,  # checkpoint folder
+    sigma_scale: dict,  # label -> σ scale (metrics.fit_calibration)
+    fitted_on: str = "validation",  # the split the scales were fitted on
+) -> Path:
+    "Write `calibration.json` into a sealed checkpoint and seal it again (the only sanctioned addition)."
+    verify_checkpoint(path)  # never reseal a folder that was already edited
+    out = write_json(
+        Path(path) / "calibration.json", {"sigma_scale": sigma_scale, "fitted_on": fitted_on}
+    )
+    seal_checkpoint(path)
+    return out
 
 # %% ../nbs/lib/20_checkpoint.ipynb #97ba0e10
 @dataclass

@@ -27,6 +27,7 @@ from spectra_ml.core import (
     SpectraMLError,
 )
 from spectra_ml.pipeline import received_parameters
+from spectra_ml.checkpoint import seal_checkpoint
 
 
 def _error_line(err: str, *needles) -> str:
@@ -652,10 +653,12 @@ def test_run_name_with_a_path_and_foreign_figure_files_are_refused(tmp_path, cap
     assert not (dest / "old.png").exists()
 
 
+@pytest.mark.parametrize("resealed", [False, True])
 @pytest.mark.parametrize("damage", ["scaler_kind", "no_train_config", "extra_key", "calibration"])
-def test_an_edited_checkpoint_is_one_line_naming_the_file(tiny, tmp_path, capsys, damage):
-    """B's audit: an edited config.json or calibration.json gave a ValueError, KeyError, TypeError or
-    JSONDecodeError traceback; now each is the project's one-line error (exit 2) naming the file."""
+def test_an_edited_checkpoint_is_one_line_naming_the_file(tiny, tmp_path, capsys, damage, resealed):
+    """An edited config.json or calibration.json is refused by the checkpoint's manifest, in one line
+    (exit 2) naming the file; behind it (the edit sealed again, as a damaged release would be), each
+    deeper check is still the project's one-line error naming the file, never a traceback."""
     model, rows = tiny
     m = tmp_path / "model"
     shutil.copytree(model, m)
@@ -666,12 +669,18 @@ def test_an_edited_checkpoint_is_one_line_naming_the_file(tiny, tmp_path, capsys
         del meta["train_config"]
     elif damage == "extra_key":
         meta["train_config"]["not_a_field"] = 1
-    (m / "config.json").write_text(json.dumps(meta))
     if damage == "calibration":
         (m / "calibration.json").write_text("{not json")
+    else:
+        (m / "config.json").write_text(json.dumps(meta))
+    if resealed:
+        seal_checkpoint(m)
     (tmp_path / "in").mkdir()
     rows.to_parquet(tmp_path / "in" / "p.parquet", index=False)
     code, cap = _predict(capsys, m, tmp_path / "in", tmp_path / "out")
     assert code == 2
     f = "calibration.json" if damage == "calibration" else "config.json"
-    _error_line(cap.err, f, "cannot be read" if damage != "scaler_kind" else f)
+    if not resealed:
+        _error_line(cap.err, f, "one sealed unit", "retrain")  # edited, or added after sealing
+    else:
+        _error_line(cap.err, f, "cannot be read" if damage != "scaler_kind" else f)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from spectra_ml.checkpoint import seal_checkpoint, write_calibration
 import torch
 
 from spectra_ml.checkpoint import (
@@ -45,9 +46,7 @@ def trained(sample):
 def test_round_trip_gives_the_same_predictions(trained, sample, tmp_path, name):
     t = trained[name]
     t.save(tmp_path)
-    (tmp_path / "calibration.json").write_text(
-        json.dumps({"sigma_scale": dict.fromkeys(LABELS, 1.5)})
-    )
+    write_calibration(tmp_path, dict.fromkeys(LABELS, 1.5))  # sealed into the checkpoint
     ck = open_checkpoint(tmp_path, expect={"model": name, "labels": LABELS})
     assert ck.label_ranges == t.info["label_ranges"] and ck.calibration["teff"] == 1.5
     assert ck.passes == {"kane_mlp": 100, "uncertain_nn": 50, "aspgap": 1, "guiglion_cnn": 1}[name]
@@ -120,6 +119,11 @@ def test_checkpoint_records_its_input_names_in_order(trained, sample, tmp_path):
     )  # training's own
     del meta["input_columns"]  # a checkpoint written before names were recorded
     (tmp_path / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(
+        CheckpointMismatchError, match="config.json differs from the checkpoint's manifest"
+    ):
+        open_checkpoint(tmp_path)  # an edit is refused...
+    seal_checkpoint(tmp_path)  # ...so an older checkpoint is stood in for by sealing it as it is
     assert open_checkpoint(tmp_path).inputs is None
     assert input_columns(open_checkpoint(tmp_path)) == flux_columns(343) + ["g", "bp", "rp"]
     meta["train_config"]["aux"] = ["g"]  # 346 inputs, one aux: 345 spectral, no known kind

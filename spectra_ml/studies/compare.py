@@ -8,13 +8,14 @@ import time
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import DEFAULT_SEED, LABEL_TEX, figure_style, write_json
+from ..core import DEFAULT_SEED, LABEL_TEX, figure_style
 from ..metrics import PUBLISHED_RMSE
 from ..prediction import predict_sample
 from ..metrics import fit_calibration, per_bin_summary, per_bin_tables
 from ..models.fallows_sanders import gradient_attention
 from ..models.registry import model_names, model_spec
 from ..training import fit_baseline, predict_baseline, train_model
+from ..checkpoint import write_calibration
 
 # %% auto #0
 __all__ = ['COMPARE_NOTES', 'comparison_rows', 'improvement_over', 'published_table', 'format_markdown', 'acceptance',
@@ -76,7 +77,7 @@ def improvement_over(
 
 # %% ../../nbs/studies/01_compare.ipynb #a55bcd25
 def published_table(labels) -> pd.DataFrame:
-    "The seeds' own held-out numbers (other data sets), for printing beside ours."
+    "The papers' own held-out numbers (other data sets), for printing beside ours."
     return pd.DataFrame({k: {l: v.get(l) for l in labels} for k, v in PUBLISHED_RMSE.items()}).T
 
 # %% ../../nbs/studies/01_compare.ipynb #b56eefd8
@@ -291,10 +292,7 @@ def compare_one(
         p[f"sigma_cal_{l}"] = p[f"sigma_{l}"] * cal[l]
     if save_dir is not None:
         t.save(Path(save_dir) / entry, extra=extra)
-        write_json(
-            Path(save_dir) / entry / "calibration.json",
-            {"sigma_scale": cal, "fitted_on": "validation"},
-        )
+        write_calibration(Path(save_dir) / entry, cal)  # sealed into the checkpoint
     X = model_inputs(sample, t.config.aux)
     ok = check_features(X)[1] & held
     att = gradient_attention(t.model, t.feature_scaler.transform(X[ok][:2000]))
@@ -494,17 +492,17 @@ def comparison_summary(
         },
         "guiglion_flags": flags,
         "members": {n: t.info.get("members") for n, t in trained.items() if t.info.get("members")},
-        # the seed's inputs this profile lacks: each such model was trained without them
+        # the paper's inputs this profile lacks: each such model was trained without them
         "paper_inputs_missing": {
             n: t.info["paper_inputs_missing"]
             for n, t in trained.items()
             if t.info.get("paper_inputs_missing")
         },
-        # the seed's own training-row cuts (Fallows & Sanders §2), with what each removed or why not applied
-        "seed_training_cuts": {
-            n: t.info["seed_training_cuts"]
+        # the paper's own training-row cuts (Fallows & Sanders §2), with what each removed or why not applied
+        "paper_training_cuts": {
+            n: t.info["paper_training_cuts"]
             for n, t in trained.items()
-            if t.info.get("seed_training_cuts")
+            if t.info.get("paper_training_cuts")
         },
         "per_bin": per_bin or {},
         "published_rmse_other_data": PUBLISHED_RMSE,
