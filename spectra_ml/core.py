@@ -644,13 +644,17 @@ def save_figure(
     path,  # output file (png); parent folders are created
     close: bool = True,  # close the figure after saving
     show: bool | None = None,  # display the saved image inline (None: when inside a Jupyter kernel)
+    vector: bool = True,  # also write a vector twin (same name, .pdf) next to the PNG
 ) -> Path:
-    """Save a figure in the shared style, display the saved image inline when inside a Jupyter
-    kernel (so an executed stage notebook shows every figure it wrote), and return its path."""
+    """Save a figure in the shared style (and its PDF twin for papers), display the saved image
+    inline when inside a Jupyter kernel (so an executed stage notebook shows every figure it wrote),
+    and return the PNG's path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with figure_style():  # drawn in the style too: text made at draw time (ticks) never sees usetex
         fig.savefig(path)
+        if vector and path.suffix.lower() != ".pdf":  # usetex off in the style: no LaTeX needed
+            fig.savefig(path.with_suffix(".pdf"), metadata={"CreationDate": None})
     if _in_kernel() if show is None else show:
         from IPython.display import Image, display
 

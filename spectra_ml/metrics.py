@@ -538,22 +538,39 @@ def plot_sigma_vs_labels(
     return fig
 
 # %% ../nbs/lib/24_metrics.ipynb #ba489faa
-def plot_z_histograms(pred: pd.DataFrame, labels, split: str = "test"):
-    "Calibration check: histograms of (μ − y)/σ per label against a unit Gaussian."
+def plot_z_histograms(
+    pred: pd.DataFrame,  # predictions: truth, mu_<l>, sigma_<l> and, if calibrated, sigma_cal_<l>
+    labels,  # labels to draw, one panel each
+    split: str = "test",  # split to draw (None or "": all rows)
+    calibration: dict | None = None,  # label -> σ scale (fit_calibration): adds sigma_cal_ to draw
+):
+    "Calibration check: histograms of z = (μ − y)/σ per label with the raw σ and, where present, the calibrated σ (sigma_cal_), against a unit Gaussian."
     import matplotlib.pyplot as plt
 
     d = pred[pred["split"] == split] if split else pred
+    if calibration:
+        d = apply_calibration(d.copy(), calibration)
+    kinds = (("sigma_", "C0", "raw σ"), ("sigma_cal_", "C1", "calibrated σ"))
     with figure_style():
         fig, axs = plt.subplots(
-            1, len(labels), figsize=(2.6 * len(labels), 2.4), sharey=True, constrained_layout=True
+            1, len(labels), figsize=(2.6 * len(labels), 2.6), sharey=True, constrained_layout=True
         )
-        g = np.linspace(-5, 5, 201)
+        g, bins = np.linspace(-5, 5, 201), np.linspace(-5, 5, 51)
         for ax, l in zip(np.atleast_1d(axs), labels):
-            z = ((d[f"mu_{l}"] - d[l]) / d[f"sigma_{l}"]).to_numpy(float)
-            z = z[np.isfinite(z)]
-            ax.hist(z, bins=np.linspace(-5, 5, 51), density=True, histtype="step", color="C0")
-            ax.plot(g, np.exp(-(g**2) / 2) / np.sqrt(2 * np.pi), "k--", lw=0.8)
-            ax.set(xlabel=f"z {LABEL_TEX.get(l, l)}", title=f"std {np.std(z):.2f}")
+            stds = []
+            for prefix, colour, name in kinds:
+                if f"{prefix}{l}" not in d:
+                    continue
+                z = ((d[f"mu_{l}"] - d[l]) / d[f"{prefix}{l}"]).to_numpy(float)
+                z = z[np.isfinite(z)]
+                stds.append(f"{np.std(z):.2f}")
+                lab = f"{name}: std {stds[-1]}"
+                ax.hist(z, bins=bins, density=True, histtype="step", color=colour, label=lab)
+            gauss = np.exp(-(g**2) / 2) / np.sqrt(2 * np.pi)
+            ax.plot(g, gauss, "k--", lw=0.8, label="unit Gaussian")
+            name = LABEL_TEX.get(l, l).replace(" [K]", "")  # z is dimensionless
+            ax.set(xlabel=f"z = (μ − y)/σ of {name}", title=f"z std {' → '.join(stds)}")
+            ax.legend(loc="upper left", fontsize=6, frameon=False)
         np.atleast_1d(axs)[0].set_ylabel("density")
     return fig
 

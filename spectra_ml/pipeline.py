@@ -25,10 +25,10 @@ from spectra_ml.core import (
 
 # %% auto #0
 __all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'FIRST_STAGES', 'FIGURE_CAPTIONS',
-           'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel', 'StageError',
-           'RunBusyError', 'run_lock', 'merge_parameters', 'stale_after', 'record_stage_alone', 'received_parameters',
-           'check_run_parameters', 'run_pipeline', 'stale_sections', 'refresh_command', 'write_report',
-           'publish_figures']
+           'FIGURE_ORDER', 'N_KANE_FIGURES', 'LABEL_HTML', 'REPORT_GLOSSARY', 'REPORT_TEMPLATE', 'notebooks_dir',
+           'stage_parameters', 'parse_param', 'pick_kernel', 'StageError', 'RunBusyError', 'run_lock',
+           'merge_parameters', 'stale_after', 'record_stage_alone', 'received_parameters', 'check_run_parameters',
+           'run_pipeline', 'figure_sort_key', 'stale_sections', 'refresh_command', 'write_report', 'publish_figures']
 
 # %% ../nbs/lib/30_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a chapter notebook in `nbs/chapters/`.
@@ -557,7 +557,7 @@ FIGURE_CAPTIONS = {
     "fig1_cmd": "Kane Fig. 1: the training sample in the colour-magnitude diagram",
     "fig2_xp_spectra": "Kane Fig. 2: XP spectra of the paper's named stars (demo: those the embedded set holds) and their molecular features",
     "fig3_pred_vs_truth": "Kane Fig. 3: predicted against APOGEE labels, test split",
-    "calibration_z": "Standardised residuals on the test split, before and after the validation-fitted scale",
+    "calibration_z": "Calibration: z = (μ − y)/σ on the test split against a unit Gaussian, with the raw σ and, where the stage passes the validation-fitted scale, the calibrated σ (orange)",
     "training_loss": "Training and validation loss per epoch",
     "baseline_pred_vs_truth": "The boosting baseline: predicted against APOGEE labels, test split",
     "cluster_feh": "Globular-cluster members (VB21) and open clusters (OCCAM): mean [Fe/H] against the catalogues",
@@ -591,57 +591,318 @@ for lab in ("teff", "logg", "fe_h", "alpha_m", "n_o", "al_fe"):
         "summary validate.sigma_figures says which) against the paper's rows: APOGEE labels, the "
         "residual, E(B-V) where the profile has it"
     )
+
+# %% ../nbs/lib/30_pipeline.ipynb #d50dc169
+#: The report's figure order: Kane et al.'s figures as the paper numbers them (Fig. 1-4, the
+#: appendix's B1-B4 beside Fig. 4, then 5-12), then the validation and other figures.
+FIGURE_ORDER = (
+    "fig1_cmd", "fig1_no_hist", "fig2_xp_spectra", "fig3_pred_vs_truth", "fig3_no_alfe_plane",
+    "fig4_sigma_n_o", "fig4_sigma_no_vs_err", "fig4_sigma_teff", "fig4_sigma_logg",
+    "fig4_sigma_fe_h", "fig4_sigma_al_fe", "fig4_sigma_alpha_m", "fig5_confusion",
+    "purity_completeness", "fig6_na_o", "fig6_na_o_relaxed", "fig7_al_vs_galah", "fig8_na_split",
+    "fig9_sky", "fig10_elz", "fig10_energy", "fig10_elz_gc_members", "fig10_elz_gcs_sgr",
+    "fig11_ratios_r", "fig12_fraction_feh", "fig12_feh_distributions",
+    # the rest: validation, calibration, training, clusters, the AspGap stand-in tag
+    "calibration_z", "feh_bins_bias_rmse", "baseline_pred_vs_truth", "training_loss",
+    "cluster_feh", "meszaros2015", "gc_orbits_vs_vb21", "alpha_plane_train", "alpha_confusion",
+    "alpha_purity_completeness",
+)  # fmt: skip
+#: The first stem of FIGURE_ORDER that is not one of Kane et al.'s figures.
+N_KANE_FIGURES = FIGURE_ORDER.index("calibration_z")
+
+# %% ../nbs/lib/30_pipeline.ipynb #3991bd46
+def figure_sort_key(
+    stem: str,  # a figure's file stem
+) -> tuple:
+    "Sort key of a figure in the report: FIGURE_ORDER's place, then any other figure by name."
+    return (FIGURE_ORDER.index(stem), "") if stem in FIGURE_ORDER else (len(FIGURE_ORDER), stem)
+
+# %% ../nbs/lib/30_pipeline.ipynb #115675dc
+#: Label names in the report (HTML), with their units.
+LABEL_HTML = {
+    "teff": "T<sub>eff</sub> [K]",
+    "logg": "log g [dex]",
+    "fe_h": "[Fe/H] [dex]",
+    "alpha_m": "[α/M] [dex]",
+    "n_o": "[N/O] [dex]",
+    "al_fe": "[Al/Fe] [dex]",
+}
+
+# %% ../nbs/lib/30_pipeline.ipynb #511fb939
+#: The report's glossary: what each number in its tables means (r = μ − y on the scored split).
+REPORT_GLOSSARY = {
+    "RMSE": "root-mean-square of the residual r = μ − y (prediction minus APOGEE label), in the label's unit.",
+    "bias": "mean residual, mean(μ − y): the systematic offset.",
+    "robust scatter": "1.4826 × the median absolute deviation of the residual from its median: the "
+    "standard deviation a Gaussian core would have, insensitive to outliers.",
+    "η (outlier rate)": "AspGap Eq. 5: the fraction of stars with |μ − y| / bound > 1; the bound is 15% "
+    "of |y| for Teff and log g, 0.15 dex for [Fe/H] and 0.05 dex for [α/M].",
+    "z-std": "standard deviation of z = (μ − y)/σ with the network's σ; 1 when σ matches the "
+    "residuals, below 1 when σ is too large.",
+    "calibrated z-std": "the z-std on the test split with σ times the per-label scale fitted on the "
+    "validation split (sigma_cal_); the scale is not fitted on the stars it is scored on.",
+    "frac_within_1sigma": "fraction of stars with |z| < 1 (raw σ); 0.683 for Gaussian residuals with "
+    "a correct σ.",
+    "σ": "the predicted 1σ uncertainty: Kane §2.2, from 100 MC-dropout passes (quick runs use fewer) "
+    "of the heteroscedastic network, aleatoric and epistemic parts combined.",
+}
+
+# %% ../nbs/lib/30_pipeline.ipynb #3ea07e73
 #: One self-contained page; the script marks how many figures the browser decoded (tests read it).
 REPORT_TEMPLATE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>spectra_ml {title}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:auto;padding:1em}}
-table{{border-collapse:collapse;margin:.5em 0}}td,th{{border:1px solid #ccc;padding:2px 6px;font-size:85%;text-align:left}}
-figure{{margin:1em 0}}img{{max-width:100%}}figcaption{{font-size:90%;color:#333}}.notes li{{color:#844}}</style></head>
+<html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1"><title>spectra_ml {title}</title>
+<style>
+body{{font-family:system-ui,-apple-system,"Segoe UI",sans-serif;line-height:1.45;color:#222;
+max-width:1100px;margin:0 auto;padding:1em 1.5em;overflow-wrap:anywhere}}
+h1{{font-size:1.6em;margin-bottom:.2em}}h2{{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}}
+.abstract{{background:#f6f7f9;border-left:4px solid #8aa;padding:.6em 1em}}
+.tw{{max-width:100%;overflow-x:auto;margin:.4em 0 .8em}}
+table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:2px 7px;font-size:85%;
+text-align:left;vertical-align:top;overflow-wrap:normal}}th{{background:#f3f3f3}}
+td.num,th.num{{text-align:right;font-variant-numeric:tabular-nums}}
+.headline td,.headline th{{font-size:92%;padding:3px 7px}}.headline thead tr:first-child th{{text-align:center;background:#e8ecef}}
+figure{{margin:1.2em 0;padding-bottom:.6em;border-bottom:1px solid #eee}}
+img{{max-width:100%;height:auto}}figcaption{{font-size:92%;color:#333}}
+.notes li{{color:#844}}.banner{{color:#b00}}.banner.strong{{font-weight:bold}}
+details{{margin:.3em 0 .3em .2em}}summary{{cursor:pointer;font-weight:600}}
+details>div.sec{{margin-left:1em}}code{{overflow-wrap:anywhere}}
+dl dt{{font-weight:600;margin-top:.4em}}dl dd{{margin-left:1.5em}}
+nav ol{{margin-top:.2em}}nav ol ol{{columns:2;column-gap:2em;font-size:92%}}.small{{font-size:88%;color:#555}}
+</style></head>
 <body>{body}
 <script>window.addEventListener("load",function(){{var im=document.images,n=0;
 for(var i=0;i<im.length;i++){{if(im[i].complete&&im[i].naturalWidth>0){{n++;}}}}
 document.body.setAttribute("data-figures",im.length);document.body.setAttribute("data-rendered",n);}});</script>
 </body></html>"""
 
-# %% ../nbs/lib/30_pipeline.ipynb #cf1bc8f8
-def _html_table(obj) -> str:
-    "A dict of scalars, a dict of dicts, or a DataFrame as an HTML table (nested lists shown as text)."
+# %% ../nbs/lib/30_pipeline.ipynb #b9808350
+def _fmt(
+    v,  # a value from summary.json
+    digits: int = 4,  # significant digits of a non-integer number
+) -> str:
+    "A number at `digits` significant digits (whole numbers in full), a short list as text, None as blank."
+    import numpy as np
+
+    if v is None:
+        return ""
+    if isinstance(v, (bool, np.bool_, str)):
+        return str(v)
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        if not np.isfinite(v):
+            return "" if np.isnan(v) else str(v)  # NaN: a blank cell (no value)
+        if float(v).is_integer() and abs(v) < 1e15:
+            return str(int(v))
+        return f"{v:.0f}" if abs(v) >= 10**digits else f"{v:.{digits}g}"
+    if isinstance(v, (list, tuple)):
+        shown = ", ".join(_fmt(x, digits) for x in v[:8])
+        return f"[{shown}{f', … ({len(v)} in all)' if len(v) > 8 else ''}]"
+    return str(v)
+
+# %% ../nbs/lib/30_pipeline.ipynb #0eb1ea0d
+def _as_list(
+    v,  # None, a string or a list
+) -> list:
+    "A note or notes as a list."
+    return [] if v is None else [v] if isinstance(v, str) else list(v)
+
+# %% ../nbs/lib/30_pipeline.ipynb #0f922249
+def _html_table(
+    obj,  # a DataFrame, a list of dicts, a dict of scalars or a dict of dicts of scalars
+    index: bool | None = None,  # show the row names (None: for a dict of dicts only)
+) -> str:
+    "An HTML table at `_fmt`'s precision, numbers right-aligned, in a box that scrolls sideways."
     import html
+    import numbers
 
     import pandas as pd
 
-    if isinstance(obj, pd.DataFrame):
-        return obj.to_html(index=False, border=0, na_rep="", float_format=lambda x: f"{x:.4g}")
-    if obj and all(isinstance(v, dict) for v in obj.values()):
-        return pd.DataFrame(obj).T.to_html(border=0, na_rep="", float_format=lambda x: f"{x:.4g}")
-    rows = "".join(
-        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>"
-        for k, v in obj.items()
-    )
-    return f"<table>{rows}</table>"
+    if isinstance(obj, dict) and obj and all(isinstance(v, dict) for v in obj.values()):
+        df, index = pd.DataFrame(obj).T, True if index is None else index
+    elif isinstance(obj, dict):
+        df, index = pd.DataFrame({"": list(obj.values())}, index=list(obj)), True
+    else:
+        df, index = pd.DataFrame(obj), bool(index)
 
+    def cell(v):
+        num = isinstance(v, numbers.Number) and not isinstance(v, bool)
+        return f"<td{' class=num' if num else ''}>{html.escape(_fmt(v))}</td>"
 
-def _report_section(name: str, data) -> str:
-    "One summary section: its scalars, its tables and its notes."
+    head = (["<th></th>"] if index else []) + [
+        f"<th>{html.escape(str(c))}</th>" for c in df.columns
+    ]
+    rows = [
+        "<tr>"
+        + (f"<th>{html.escape(str(k))}</th>" if index else "")
+        + "".join(cell(v) for v in r)
+        + "</tr>"
+        for k, r in zip(df.index, df.itertuples(index=False))
+    ]
+    thead = "" if list(df.columns) == [""] else f"<thead><tr>{''.join(head)}</tr></thead>"
+    return f"<div class='tw'><table>{thead}<tbody>{''.join(rows)}</tbody></table></div>"
+
+# %% ../nbs/lib/30_pipeline.ipynb #8fe08123
+def _report_section(
+    name: str,  # the section's title (a summary.json key)
+    data,  # its value: a dict of scalars, lists, tables and sub-dicts, or a scalar
+    level: int = 3,  # heading level of the title (sub-dicts go one deeper, to h6)
+) -> str:
+    "One summary section folded in <details>: its scalars as one table, its lists of dicts and dicts of dicts as tables, sub-dicts nested, notes as a list."
     import html
 
+    def flat(v):  # a table cell
+        return not isinstance(v, (dict, list)) or not any(isinstance(x, dict) for x in v)
+
     if not isinstance(data, dict):
-        return f"<h3>{html.escape(name)}</h3><p>{html.escape(str(data))}</p>"
-    scalars = {k: v for k, v in data.items() if not isinstance(v, (dict, list))}
-    tables = {k: v for k, v in data.items() if isinstance(v, dict) and v}
-    notes = [
-        n for k in ("notes", "note") for n in (data.get(k) or []) if isinstance(data.get(k), list)
-    ]
-    out = [f"<h3>{html.escape(name)}</h3>", _html_table(scalars) if scalars else ""]
-    for k, v in tables.items():
-        out.append(f"<h4>{html.escape(k)}</h4>{_html_table(v)}")
-    if notes:
-        out.append(
-            "<ul class='notes'>"
-            + "".join(f"<li>{html.escape(str(n))}</li>" for n in notes)
-            + "</ul>"
+        return f"<h{level}>{html.escape(name)}</h{level}><p>{html.escape(_fmt(data))}</p>"
+    notes = [n for k in ("notes", "note") for n in _as_list(data.get(k))]
+    rest = {k: v for k, v in data.items() if k not in ("notes", "note", "cut_flow")}
+    scalars = {k: v for k, v in rest.items() if flat(v)}
+    out = [_html_table(scalars) if scalars else ""]
+    h = min(level + 1, 6)
+    for k, v in rest.items():
+        if flat(v):
+            continue
+        tabular = isinstance(v, list) or all(
+            isinstance(x, dict) and all(flat(y) for y in x.values()) for x in v.values()
         )
-    return "\n".join(out)
+        if tabular and v:
+            out.append(f"<h{h}>{html.escape(k)}</h{h}>{_html_table(v)}")
+        elif v:
+            out.append(_report_section(k, v, h))
+    if notes:
+        items = "".join(f"<li>{html.escape(str(n))}</li>" for n in notes)
+        out.append(f"<ul class='notes'>{items}</ul>")
+    body = "\n".join(o for o in out if o)
+    if level > 3:
+        return f"<h{level}>{html.escape(name)}</h{level}><div class='sec'>{body}</div>"
+    return f"<details><summary>{html.escape(name)}</summary><div class='sec'>{body}</div></details>"
+
+# %% ../nbs/lib/30_pipeline.ipynb #1424fcde
+def _headline_table(
+    validate: dict,  # summary.json's `validate` section
+) -> str:
+    "The report's first table: per label, this run's test-split numbers and the papers' published RMSE beside them."
+    import html
+
+    mlp = validate.get("mlp") or {}
+    if not mlp:
+        return "<p>No validation numbers in this run (stage 11_metrics did not run).</p>"
+    cols = {
+        "n": "n",
+        "rmse": "RMSE",
+        "bias": "bias",
+        "robust_scatter": "robust scatter",
+        "eta": "η",
+        "z_std": "z-std",
+        "z_std_calibrated": "calibrated z-std",
+        "frac_within_1sigma": "within 1σ",
+    }
+    base = validate.get("baseline_gbr") or {}
+    papers = validate.get("published_rmse_other_data") or {}
+    n_ours = len(cols) + bool(base)
+    group = f"<th></th><th colspan={n_ours}>this run</th>" + (
+        f"<th colspan={len(papers)}>published RMSE (their data)</th>" if papers else ""
+    )
+    head = "".join(f"<th class=num>{c}</th>" for c in cols.values())
+    head += "<th class=num>baseline RMSE</th>" if base else ""
+    head += "".join(f"<th class=num>{html.escape(p)}</th>" for p in papers)
+    rows = []
+    for lab, m in mlp.items():
+        cells = [m.get(k) for k in cols] + ([base.get(lab, {}).get("rmse")] if base else [])
+        cells += [(papers[p] or {}).get(lab) for p in papers]
+        tds = "".join(f"<td class=num>{html.escape(_fmt(v, 3))}</td>" for v in cells)
+        rows.append(f"<tr><th>{LABEL_HTML.get(lab, html.escape(lab))}</th>{tds}</tr>")
+    split = html.escape(str(validate.get("split", "test")))
+    table = (
+        f"<div class='tw headline'><table><thead><tr>{group}</tr><tr><th>label ({split} split)</th>"
+        f"{head}</tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )
+    said = [n for n in _as_list(validate.get("notes")) if "published" in str(n)]
+    note = (
+        "Baseline: the boosting baseline on the same stars. Published RMSE: the papers' own numbers on their own data sets, for scale only"
+        + (f" ({html.escape(said[0])})" if said else "")
+        + "; blank where a paper gives none. Terms are defined in the <a href='#glossary'>glossary</a>."
+    )
+    return table + f"<p class='small'>{note}</p>"
+
+# %% ../nbs/lib/30_pipeline.ipynb #14b42856
+def _paper_comparisons(
+    summary: dict,  # the run's summary.json
+) -> dict:
+    "Every summary dict that holds a `paper` number: its place -> this run's numbers beside the paper's."
+    import numbers
+
+    out = {}
+
+    def walk(d, where):
+        for k, v in d.items():
+            if not isinstance(v, dict):
+                continue
+            here = f"{where} › {k}" if where else k
+            if isinstance(v.get("paper"), numbers.Number):
+                ours = {
+                    x: y
+                    for x, y in v.items()
+                    if x != "paper" and isinstance(y, numbers.Number) and not isinstance(y, bool)
+                }
+                out[here] = {
+                    "this run": ", ".join(f"{x} {_fmt(y)}" for x, y in ours.items()),
+                    "paper": v["paper"],
+                }
+            walk(v, here)
+
+    walk(summary, "")
+    return out
+
+# %% ../nbs/lib/30_pipeline.ipynb #7e9a2b94
+def _abstract(
+    summary: dict,  # the run's summary.json
+    name: str,  # the run's name
+) -> str:
+    "The report's opening paragraph: what ran, on which profile, on how many stars, and how it ended."
+    import html
+
+    e = html.escape
+    pipe, s, t = summary.get("pipeline", {}), summary.get("samples", {}), summary.get("train", {})
+    v, p = summary.get("validate", {}), summary.get("predict", {})
+    secs = sum((pipe.get("stage_seconds") or {}).values())
+    out = [
+        f"Run <b>{e(name)}</b> of spectra_ml, on the <b>{e(str(pipe.get('profile') or s.get('profile') or '?'))}</b> "
+        f"profile, ran the stages {e(', '.join(pipe.get('stages') or []) or '(none recorded)')}"
+        + (f" in {secs / 60:.1f} min" if secs else "")
+        + f"; status: <b>{e(str(pipe.get('status', 'not recorded')))}</b>."
+    ]
+    if s.get("n_selected"):
+        sp = ", ".join(f"{k} {_fmt(n)}" for k, n in (s.get("splits") or {}).items())
+        out.append(
+            f"Its sample holds {_fmt(s['n_selected'])} APOGEE stars with Gaia XP spectra ({e(sp)})."
+        )
+    if t.get("model"):
+        out.append(
+            f"The model {e(str(t['model']))} trained for {_fmt(t.get('epochs_run'))} epochs (best "
+            f"validation loss at epoch {_fmt(t.get('best_epoch'))})"
+            + (
+                f" and predicts each label with a σ from {_fmt(p['n_passes'])} MC-dropout passes"
+                if p.get("n_passes")
+                else ""
+            )
+            + "."
+        )
+    labels = list(v.get("mlp") or {})
+    if labels:
+        out.append(
+            f"The table below scores the labels {e(', '.join(labels))} on the {_fmt(v.get('n_test'))} "
+            f"stars of the {e(str(v.get('split', 'test')))} split against APOGEE; the figures "
+            "follow Kane et al.'s numbering, then the validation figures."
+        )
+    lacks = s.get("profile_lacks") or []
+    if lacks:
+        out.append("This profile lacks: " + e("; ".join(map(str, lacks))) + ".")
+    return "<p class='abstract'>" + " ".join(out) + "</p>"
 
 # %% ../nbs/lib/30_pipeline.ipynb #5a7e1d02
 def stale_sections(
@@ -713,68 +974,130 @@ def _report_banners(
         out.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(SYNTHETIC_WARNING)}</p>")
     return out
 
-# %% ../nbs/lib/30_pipeline.ipynb #7f06b150
+# %% ../nbs/lib/30_pipeline.ipynb #40ab1759
+def _cut_flows(
+    summary: dict,  # the run's summary.json
+) -> dict:
+    "Every `cut_flow` in the summary, at any depth: 'section › subsection: cut flow' -> its rows."
+    out = {}
+
+    def walk(d, where):
+        for k, v in d.items():
+            if k == "cut_flow" and v:
+                out[f"{where}: cut flow"] = v
+            elif isinstance(v, dict):
+                walk(v, f"{where} › {k}" if where else k)
+
+    walk(summary, "")
+    return out
+
+# %% ../nbs/lib/30_pipeline.ipynb #757561da
+def _provenance_html(
+    path: Path,  # one provenance/<stage>.json
+) -> str:
+    "One stage's provenance folded in <details>: when, which commit, its parameters, its inputs' SHA-256."
+    import html
+
+    rec = json.loads(path.read_text())
+    inputs = {
+        k: (v.get("sha256", "")[:16] if isinstance(v, dict) else v)
+        for k, v in (rec.get("inputs") or {}).items()
+    }
+    head = {"stage": rec.get("stage"), "utc": rec.get("utc"), "git": rec.get("git")}
+    params = rec.get("parameters") or {}
+    return (
+        f"<details><summary>{html.escape(path.stem)}</summary><div class='sec'>{_html_table(head)}"
+        f"<h4>parameters</h4>{_html_table({k: v if not isinstance(v, dict) else str(v) for k, v in params.items()})}"
+        f"<h4>inputs (SHA-256, first 16 hex digits)</h4>{_html_table(inputs)}</div></details>"
+    )
+
+# %% ../nbs/lib/30_pipeline.ipynb #98b69341
+def _figures_html(
+    figs: list,  # the run's figure files (PNG), in report order
+    stale: list,  # names of the figures this run did not write
+) -> tuple:
+    "The figures as <figure> blocks (embedded PNG, numbered caption, anchor) and the contents entries that link to them."
+    import base64
+    import html
+
+    blocks, toc = [], []
+    for i, f in enumerate(figs, 1):
+        data = base64.b64encode(f.read_bytes()).decode()
+        cap = html.escape(FIGURE_CAPTIONS.get(f.stem, f.stem))
+        if f.name in stale:
+            cap = "NOT WRITTEN BY THIS RUN: " + cap
+        if i == 1:
+            blocks.append("<h3 id='kane-figures'>Kane et al.'s figures</h3>")
+        if figure_sort_key(f.stem)[0] >= N_KANE_FIGURES and not any(
+            "id='other-figures'" in b for b in blocks
+        ):
+            blocks.append("<h3 id='other-figures'>Validation, calibration and further figures</h3>")
+        blocks.append(
+            f"<figure id='fig-{f.stem}'><img src='data:image/png;base64,{data}' alt='{f.name}'>"
+            f"<figcaption><b>Figure {i}.</b> {cap} <span class='small'>({f.name})</span></figcaption></figure>"
+        )
+        short = FIGURE_CAPTIONS.get(f.stem, f.stem)
+        short = short if len(short) < 80 else short[:77].rsplit(" ", 1)[0] + " …"
+        toc.append(f"<li><a href='#fig-{f.stem}'>{html.escape(short)}</a></li>")
+    return blocks, toc
+
+# %% ../nbs/lib/30_pipeline.ipynb #2bbec283
 def write_report(
     run: RunDir,  # a run directory (finished, or stopped by a failed stage)
 ) -> Path:
-    "Write `report.html`: one offline file with the summary, every figure (embedded), cut flows, notes, notebooks, provenance."
-    import base64
+    "Write `report.html`: one offline page: abstract, headline table, figures in the paper's order, glossary, then the details folded (summary, cut flows, notebooks, provenance)."
     import html
 
     import pandas as pd
 
-    summary = run.read_summary()
-    parts = [f"<h1>spectra_ml run {html.escape(run.root.name)}</h1>"]
-    stale = stale_sections(run)
-    parts += _report_banners(summary, stale, run.root)
-    parts.append(
-        "<h2>Summary</h2>"
-        + "".join(
-            _report_section(k + (" (NOT WRITTEN BY THIS RUN)" if k in stale["sections"] else ""), v)
-            for k, v in summary.items()
-        )
-    )
-    flows = {
-        f"{k}: cut flow": v["cut_flow"]
-        for k, v in summary.items()
-        if isinstance(v, dict) and v.get("cut_flow")
+    summary, stale = run.read_summary(), stale_sections(run)
+    name = html.escape(run.root.name)
+    figs = sorted(run.figures.glob("*.png"), key=lambda f: figure_sort_key(f.stem))
+    fig_blocks, fig_toc = _figures_html(figs, stale["figures"])
+    vs_paper = _paper_comparisons(summary)
+    flows = _cut_flows(summary) | {
+        f.name: pd.read_csv(f) for f in sorted(run.products.glob("cut_flow*.csv"))
     }
-    flows.update({f.name: pd.read_csv(f) for f in sorted(run.products.glob("cut_flow*.csv"))})
-    parts.append(f"<h2>Cut flows ({len(flows)})</h2>")
-    for k, v in flows.items():
-        table = (
-            v
-            if isinstance(v, pd.DataFrame)
-            else pd.DataFrame(v)
-            if isinstance(v, list)
-            else pd.DataFrame([v])
-        )
-        parts.append(f"<h3>{html.escape(k)}</h3>" + _html_table(table))
-    figs = sorted(run.figures.glob("*.png"))
-    parts.append(f"<h2>Figures ({len(figs)})</h2>")
-    for f in figs:
-        data = base64.b64encode(f.read_bytes()).decode()
-        cap = html.escape(FIGURE_CAPTIONS.get(f.stem, f.stem))
-        if f.name in stale["figures"]:
-            cap = "NOT WRITTEN BY THIS RUN: " + cap
-        parts.append(
-            f"<figure><img src='data:image/png;base64,{data}' alt='{f.name}'><figcaption>{cap} ({f.name})</figcaption></figure>"
-        )
-    nbs = sorted(run.notebooks.glob("*.ipynb"))
-    parts.append(
-        "<h2>Executed notebooks</h2><ul>"
-        + "".join(f"<li><a href='notebooks/{n.name}'>{n.name}</a></li>" for n in nbs)
-        + "</ul>"
+    toc = [
+        "<li><a href='#headline'>Headline numbers</a></li>",
+        f"<li><a href='#figures'>Figures ({len(figs)})</a><ol>{''.join(fig_toc)}</ol></li>",
+        "<li><a href='#glossary'>Glossary</a></li>",
+        (
+            "<li><a href='#details'>Details</a>: summary sections, "
+            f"<a href='#cut-flows'>cut flows ({len(flows)})</a>, "
+            "<a href='#notebooks'>executed notebooks</a>, <a href='#provenance'>provenance</a></li>"
+        ),
+    ]
+    parts = [f"<h1>spectra_ml run {name}: Gaia XP spectra to stellar labels with σ</h1>"]
+    parts += _report_banners(summary, stale, run.root)
+    parts += [_abstract(summary, run.root.name), "<h2 id='headline'>Headline numbers</h2>"]
+    parts.append(_headline_table(summary.get("validate") or {}))
+    if vs_paper:
+        parts.append("<h3>This run against the paper's numbers</h3>" + _html_table(vs_paper))
+    parts.append(f"<nav><h2>Contents</h2><ol>{''.join(toc)}</ol></nav>")
+    parts += [f"<h2 id='figures'>Figures ({len(figs)})</h2>", *fig_blocks]
+    gloss = "".join(
+        f"<dt>{html.escape(k)}</dt><dd>{html.escape(v)}</dd>" for k, v in REPORT_GLOSSARY.items()
     )
-    parts.append("<h2>Provenance</h2>")
-    for f in sorted(run.provenance.glob("*.json")):
-        rec = json.loads(f.read_text())
-        inputs = {k: v.get("sha256", "")[:16] for k, v in (rec.get("inputs") or {}).items()}
-        head = {"stage": rec.get("stage"), "utc": rec.get("utc"), "git": rec.get("git")}
-        parts.append(
-            f"<h3>{html.escape(f.stem)}</h3>{_html_table(head)}<h4>parameters</h4>{_html_table(rec.get('parameters') or {})}<h4>inputs (SHA-256)</h4>{_html_table(inputs)}"
-        )
-    page = REPORT_TEMPLATE.format(title=html.escape(run.root.name), body="\n".join(parts))
+    parts.append(f"<h2 id='glossary'>Glossary</h2><dl>{gloss}</dl>")
+    parts.append(
+        "<h2 id='details'>Details</h2><p class='small'>Every section of summary.json, folded: click to open.</p>"
+    )
+    parts += [
+        _report_section(k + (" (NOT WRITTEN BY THIS RUN)" if k in stale["sections"] else ""), v)
+        for k, v in summary.items()
+    ]
+    parts.append(f"<h2 id='cut-flows'>Cut flows ({len(flows)})</h2>")
+    parts += [
+        f"<details><summary>{html.escape(k)}</summary>{_html_table(v if isinstance(v, pd.DataFrame) else pd.DataFrame(_as_list(v) if not isinstance(v, dict) else [v]))}</details>"
+        for k, v in flows.items()
+    ]
+    nbs = sorted(run.notebooks.glob("*.ipynb"))
+    links = "".join(f"<li><a href='notebooks/{n.name}'>{n.name}</a></li>" for n in nbs)
+    parts.append(f"<h2 id='notebooks'>Executed notebooks</h2><ul>{links}</ul>")
+    parts.append("<h2 id='provenance'>Provenance</h2>")
+    parts += [_provenance_html(f) for f in sorted(run.provenance.glob("*.json"))]
+    page = REPORT_TEMPLATE.format(title=name, body="\n".join(parts))
     out = run.root / "report.html"
     out.write_text(page)
     return out
