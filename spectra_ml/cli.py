@@ -16,9 +16,10 @@ from spectra_ml.pipeline import (
 )
 
 # %% auto #0
-__all__ = ['print_run_summary', 'cmd_run', 'cmd_stages', 'cmd_sources', 'xp_input_files', 'convert_xp_files',
-           'model_spectral_inputs', 'input_key_folder', 'prepare_predict_input', 'cmd_predict', 'OneLineParser',
-           'build_parser', 'main']
+__all__ = ['PREDICT_SUMMARY', 'EXAMPLES', 'print_run_summary', 'cmd_run', 'stage_parameter_docs', 'cmd_stages', 'format_sources',
+           'cmd_sources', 'xp_input_files', 'convert_xp_files', 'model_spectral_inputs', 'input_key_folder',
+           'no_network_error', 'is_network_failure', 'prepare_predict_input', 'fetch_predict_input',
+           'predict_closing_line', 'cmd_predict', 'OneLineParser', 'build_parser', 'main']
 
 # %% ../nbs/lib/31_cli.ipynb #54dc7646
 def print_run_summary(
@@ -69,14 +70,94 @@ def cmd_run(
     print_run_summary(s, Path(a.runs_root) / name)
     return 0
 
+# %% ../nbs/lib/31_cli.ipynb #208de974
+def stage_parameter_docs(
+    stage: str,  # chapter notebook name without .ipynb (e.g. 08_training)
+) -> list:
+    "Each parameter of a stage's `parameters` cell: name, type (of its default), default and the comment after it."
+    import ast, io, tokenize
+    from spectra_ml.pipeline import notebooks_dir
+
+    nb = json.loads((notebooks_dir() / f"{stage}.ipynb").read_text())
+    cells = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not cells:
+        raise SpectraMLError(
+            f"{stage}.ipynb has no cell tagged 'parameters'; tag the stage's parameter cell"
+        )
+    src = "".join(cells[0]["source"])
+    notes = {}  # line number -> comment text
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type == tokenize.COMMENT:
+            notes.setdefault(tok.start[0], tok.string.lstrip("#").strip())
+    rows = []
+    for node in ast.parse(src).body:
+        if not (isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)):
+            continue
+        text = ast.get_source_segment(src, node.value)
+        try:
+            value = ast.literal_eval(node.value)
+        except ValueError:
+            value = text
+        lines = range(node.lineno, node.end_lineno + 1)
+        rows.append(
+            {
+                "name": node.targets[0].id,
+                "type": "optional" if value is None else type(value).__name__,
+                "default": repr(value),
+                "description": next((notes[i] for i in lines if i in notes), ""),
+            }
+        )
+    return rows
+
 # %% ../nbs/lib/31_cli.ipynb #39d8b16c
 def cmd_stages(
     a: argparse.Namespace,  # parsed `spectra_ml stages` arguments (none)
 ) -> int:
-    "`spectra_ml stages`: every stage with its parameters and their defaults."
+    "`spectra_ml stages`: every stage, and per parameter its type, default and what it does (set one with -p NAME=VALUE)."
+    import textwrap
+
     for s in DEMO_STAGES + COMPARE_STAGES[1:]:
-        print(s, stage_parameters(s))
+        print(f"{s}")
+        for r in stage_parameter_docs(s):
+            head = f"  {r['name']} ({r['type']}, default {r['default']})"
+            print(head)
+            for line in textwrap.wrap(r["description"] or "(no description)", 96):
+                print("      " + line)
+        print()
+    print("set a parameter with: spectra_ml run -p NAME=VALUE (e.g. -p epochs=50)")
     return 0
+
+# %% ../nbs/lib/31_cli.ipynb #383a13fc
+def format_sources(
+    t: "pd.DataFrame",  # source_status's table
+    width: int = 100,  # terminal columns to fit
+) -> str:
+    "source_status as text that fits `width` columns: per source its name, where it is and its check, then its address; missing values shown as '—'."
+    import textwrap
+    import pandas as pd
+
+    def show(v) -> str:
+        return "—" if v is None or (not isinstance(v, (list, dict)) and pd.isna(v)) else str(v)
+
+    out = []
+    for r in t.to_dict("records"):
+        head = f"{r['source']}  [{show(r.get('available'))}]  verified: {show(r.get('verified'))}"
+        if "ok" in r:
+            head += f"  answers: {show(r.get('ok'))} (HTTP {show(r.get('http'))})"
+        lines = textwrap.wrap(head, width, subsequent_indent="    ")
+        lines += textwrap.wrap(
+            show(r.get("address")),
+            width,
+            initial_indent="    ",
+            subsequent_indent="    ",
+            break_on_hyphens=False,
+        )
+        if show(r.get("error")) != "—":
+            lines += textwrap.wrap(
+                "error: " + show(r["error"]), width, initial_indent="    ", subsequent_indent="    "
+            )
+        out.append("\n".join(lines))
+    return "\n".join(out)
 
 # %% ../nbs/lib/31_cli.ipynb #8ef34b5b
 def cmd_sources(
@@ -86,7 +167,7 @@ def cmd_sources(
     from spectra_ml.data.sources import source_status
 
     t = source_status(check=a.check)
-    print(t.to_string(index=False))
+    print(format_sources(t))
     return 0 if not a.check or bool(t.ok.all()) else 1
 
 # %% ../nbs/lib/31_cli.ipynb #40cbfed4
@@ -170,11 +251,54 @@ def input_key_folder(
     text = json.dumps([[str(w) for w in what], list(names)])
     return Path(work) / f"{kind}_{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
+# %% ../nbs/lib/31_cli.ipynb #c616267b
+def no_network_error(
+    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments with --source-ids or --cone
+) -> SpectraMLError:
+    "The error for --source-ids / --cone without network: how to get the same stars' XP files by hand and pass them with --input."
+    from spectra_ml.core import SourceError
+
+    xp = "gaiadr3.xp_continuous_mean_spectrum"
+    if a.cone:
+        ra, dec, r = a.cone
+        what = f"--cone {ra} {dec} {r}"
+        query = (
+            f"SELECT x.* FROM {xp} AS x JOIN gaiadr3.gaia_source AS g USING (source_id) WHERE "
+            f"1 = CONTAINS(POINT('ICRS', g.ra, g.dec), CIRCLE('ICRS', {ra}, {dec}, {r}))"
+        )
+    else:
+        what = f"--source-ids {a.source_ids}"
+        query = f"SELECT * FROM {xp} WHERE source_id IN (<your ids>)"
+    return SourceError(
+        f"{what}: no network: download the XP continuous files for these stars from the Gaia archive "
+        f'(DataLink XP_CONTINUOUS, or the query "{query}" saved as CSV, VOTable or FITS) and pass them with '
+        "--input FILE_OR_FOLDER"
+    )
+
+# %% ../nbs/lib/31_cli.ipynb #e6debde0
+def is_network_failure(
+    e: BaseException,  # what fetching --source-ids or --cone raised
+) -> bool:
+    "True when `e` says the archive could not be reached: downloads disabled ($SPECTRA_ML_OFFLINE), or a connection error."
+    text = f"{type(e).__name__}: {e}"
+    marks = (
+        "downloads are disabled",
+        "ConnectionError",
+        "NameResolutionError",
+        "Max retries exceeded",
+        "Failed to resolve",
+        "Network is unreachable",
+        "Connection refused",
+        "timed out",
+        "Timeout",
+    )
+    return isinstance(e, (ConnectionError, TimeoutError)) or any(m in text for m in marks)
+
 # %% ../nbs/lib/31_cli.ipynb #bc5d17b4
 def prepare_predict_input(
     a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
 ) -> tuple:
-    "`(folder of model-input partitions, what was done)`: the Parquet input as it is, or XP files / fetched stars converted into `--work`."
+    "`(folder of model-input partitions, what was done)`: the Parquet input as it is, or XP files / fetched stars converted into `--work`; without network, how to fetch by hand."
     from spectra_ml.data import sources
 
     work = Path(a.work) if a.work else Path(a.output).with_name(Path(a.output).name + "_inputs")
@@ -189,6 +313,24 @@ def prepare_predict_input(
         sub = input_key_folder(work, "xp", stamp, names)
         return sub, {"input": "xp_files", "work": str(sub), **convert_xp_files(files, names, sub)}
     names = model_spectral_inputs(a.model)
+    if not sources.downloads_allowed():
+        raise no_network_error(a)
+    try:
+        return fetch_predict_input(a, work, names)
+    except Exception as e:
+        if isinstance(e, sources.ParameterError) or not is_network_failure(e):
+            raise
+        raise no_network_error(a) from None
+
+# %% ../nbs/lib/31_cli.ipynb #6818b541
+def fetch_predict_input(
+    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments with --source-ids or --cone
+    work: Path,  # the --work folder
+    names: list,  # the model's spectral inputs
+) -> tuple:
+    "`(folder of model-input partitions, what was done)` for --source-ids or --cone: fetched from the Gaia archive."
+    from spectra_ml.data import sources
+
     gaia, how = None, {"input": "source_ids"}
     if a.cone:
         most = sources.CONE_MAX_STARS if a.max_stars is None else a.max_stars
@@ -216,11 +358,42 @@ def prepare_predict_input(
         "cache": r["cache"],
     }
 
+# %% ../nbs/lib/31_cli.ipynb #22c58525
+def predict_closing_line(
+    out_dir,  # the --output folder of prediction partitions
+) -> str:
+    "The one line `predict` ends with: stars written, how many flagged, and which σ column to quote."
+    import pyarrow.parquet as pq
+
+    files = sorted(f for f in Path(out_dir).rglob("*.parquet") if f.is_file())
+    n = n_ood = n_range = 0
+    cal = False
+    for f in files:
+        names = pq.read_schema(f).names
+        t = pq.read_table(f, columns=[c for c in ("flag_ood", "flag_label_range") if c in names])
+        n += t.num_rows
+        for c in t.column_names:
+            k = int(t.column(c).to_numpy(zero_copy_only=False).sum())
+            n_ood, n_range = (n_ood + k, n_range) if c == "flag_ood" else (n_ood, n_range + k)
+        cal = cal or any(c.startswith("sigma_cal_") for c in names)
+    quote = (
+        "sigma_cal_<label> (calibrated) where present, else sigma_<label>"
+        if cal
+        else "sigma_<label> (this model has no calibrated sigma_cal_<label>)"
+    )
+    return (
+        f"wrote {n} stars to {out_dir}; {n_ood} outside the training inputs (flag_ood), {n_range} outside the "
+        f"label range (flag_label_range); quote {quote}"
+    )
+
 # %% ../nbs/lib/31_cli.ipynb #b6eca3c4
+PREDICT_SUMMARY = "predict_summary.json"  # what `predict` did, written in its --output folder
+
+
 def cmd_predict(
     a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
 ) -> int:
-    "`spectra_ml predict`: a catalogue, XP files, source_ids or a cone streamed through a checkpoint, here or on Dask."
+    "`spectra_ml predict`: a catalogue, XP files, source_ids or a cone streamed through a checkpoint, here or on Dask; ends with one summary line (details in OUTPUT/predict_summary.json)."
     from spectra_ml.prediction import Predictor
     from spectra_ml.streaming import Workers, predict_catalogue
 
@@ -258,13 +431,18 @@ def cmd_predict(
             client.close()
         if cluster is not None:
             cluster.close()
-    print(json.dumps({**r, "prepared": prepared}, indent=1))
+    summary = Path(a.output) / PREDICT_SUMMARY
+    summary.write_text(json.dumps({**r, "prepared": prepared}, indent=1) + "\n")
+    print(predict_closing_line(a.output))
     return 0
 
 # %% ../nbs/lib/31_cli.ipynb #a1f765f4
-def _add_run(sub):
+def _add_run(
+    sub,  # the subparsers
+    **kw,  # add_parser options (epilog, formatter_class)
+):
     "The `run` subcommand's arguments."
-    r = sub.add_parser("run", help="execute the stage notebooks with papermill")
+    r = sub.add_parser("run", help="execute the stage notebooks with papermill", **kw)
     r.add_argument("--name", default=None, help="run name (default: the profile name, or 'quick')")
     r.add_argument(
         "--profile", default=None, help="data profile (default: an existing run's, else demo)"
@@ -338,11 +516,15 @@ def _add_predict_inputs(pr):
     )
 
 # %% ../nbs/lib/31_cli.ipynb #e9626cf4
-def _add_predict(sub):
+def _add_predict(
+    sub,  # the subparsers
+    **kw,  # add_parser options (epilog, formatter_class)
+):
     "The `predict` subcommand's arguments."
     pr = sub.add_parser(
         "predict",
         help="labels for a Parquet catalogue, archive XP files, a list of source_ids or a cone",
+        **kw,
     )
     pr.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/demo/model)")
     _add_predict_inputs(pr)
@@ -387,17 +569,46 @@ class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         self.exit(2, f"spectra_ml: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
+# %% ../nbs/lib/31_cli.ipynb #9a1345d6
+#: The "examples:" epilog of each subcommand's --help.
+EXAMPLES = {
+    "run": """examples:
+  spectra_ml run --quick                      # a few minutes: subsample, few epochs, runs/quick
+  spectra_ml run --profile demo -p epochs=50  # the demo stages with one parameter changed
+  spectra_ml run --name demo --stages 11_metrics  # rerun one stage of runs/demo
+  spectra_ml run --compare --publish          # the model comparison, copied to figures/""",
+    "stages": """examples:
+  spectra_ml stages                            # every stage's parameters, types and defaults
+  spectra_ml run -p epochs=50                  # then set one of them""",
+    "sources": """examples:
+  spectra_ml sources                           # where each data source comes from now (no network)
+  spectra_ml sources --check                   # also ask each archive whether it answers""",
+    "predict": """examples:
+  spectra_ml predict --model runs/demo/model --input XP_CONTINUOUS_RAW.csv --output labels
+  spectra_ml predict --model runs/demo/model --input my_xp_files/ --output labels
+  spectra_ml predict --model runs/demo/model --source-ids ids.txt --output labels   # needs network
+  spectra_ml predict --model runs/demo/model --cone 56.75 24.12 0.5 --output labels  # needs network
+Output: Parquet partitions in --output (units in each column's field metadata), and predict_summary.json there.""",
+}
+
 # %% ../nbs/lib/31_cli.ipynb #32b7506b
 def build_parser() -> argparse.ArgumentParser:
-    "The argument parser: one subparser per subcommand, each bound to its handler."
+    "The argument parser: one subparser per subcommand, each bound to its handler, each with an examples epilog."
+    from spectra_ml import __version__
+
     ap = OneLineParser(prog="spectra_ml", description="Gaia XP -> stellar labels: run the pipeline")
+    ap.add_argument("--version", action="version", version=f"spectra_ml {__version__}")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    _add_run(sub)
-    sub.add_parser("stages", help="list the stages and their parameters").set_defaults(
-        handler=cmd_stages
-    )
+    fmt = dict(formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_run(sub, epilog=EXAMPLES["run"], **fmt)
+    sub.add_parser(
+        "stages", help="list the stages and their parameters", epilog=EXAMPLES["stages"], **fmt
+    ).set_defaults(handler=cmd_stages)
     so = sub.add_parser(
-        "sources", help="where each data source would come from now (mirror, cache, archive)"
+        "sources",
+        help="where each data source would come from now (mirror, cache, archive)",
+        epilog=EXAMPLES["sources"],
+        **fmt,
     )
     so.add_argument(
         "--check",
@@ -405,7 +616,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask each archive whether it answers (nothing is downloaded)",
     )
     so.set_defaults(handler=cmd_sources)
-    _add_predict(sub)
+    _add_predict(sub, epilog=EXAMPLES["predict"], **fmt)
     return ap
 
 # %% ../nbs/lib/31_cli.ipynb #23b9303d

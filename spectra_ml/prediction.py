@@ -22,8 +22,8 @@ from .features import check_features
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['OOD_SPAN', 'BOUNDARY_COLUMNS', 'predict_table', 'feature_ood', 'label_range_flag', 'sample_flag_boundary',
-           'sample_training_like', 'Predictor', 'predict_sample', 'prediction_summary']
+__all__ = ['LABEL_UNITS', 'OOD_SPAN', 'BOUNDARY_COLUMNS', 'predict_table', 'column_units', 'feature_ood', 'label_range_flag',
+           'sample_flag_boundary', 'sample_training_like', 'Predictor', 'predict_sample', 'prediction_summary']
 
 # %% ../nbs/lib/22_prediction.ipynb #9391543a
 def predict_table(
@@ -80,6 +80,38 @@ def predict_table(
     df["flag_bad_input"] = ~ok
     df.attrs["sigma_parts"] = [k for k in parts if k != "total"]
     return df
+
+# %% ../nbs/lib/22_prediction.ipynb #bd374db9
+#: Unit of each label, and so of its mu_, sigma_ and sigma_cal_ columns; any other label is an abundance ratio in dex.
+LABEL_UNITS = {
+    "teff": "K",  # effective temperature
+    "logg": "dex(cm s-2)",  # surface gravity: log10 of g in cm s^-2
+    "fe_h": "dex",  # [Fe/H]
+    "alpha_m": "dex",  # [alpha/M]
+    "n_o": "dex",  # [N/O]
+    "al_fe": "dex",  # [Al/Fe]
+}
+
+# %% ../nbs/lib/22_prediction.ipynb #c5740958
+def column_units(
+    columns,  # output column names (mu_<label>, sigma_<label>, sigma_<part>_<label>, sigma_cal_<label>, flag_*)
+    labels,  # the model's labels, to find which label a column belongs to
+) -> dict:
+    "Unit of each prediction column: its label's (LABEL_UNITS, else dex) for mu_/sigma_ columns, '' for flags; other columns are left out."
+    out = {}
+    for c in columns:
+        if c.startswith("flag_"):
+            out[c] = ""  # dimensionless
+            continue
+        if not c.startswith(("mu_", "sigma_")):
+            continue
+        for l in sorted(
+            labels, key=len, reverse=True
+        ):  # longest first: sigma_x_fe_h is fe_h, not h
+            if c == f"mu_{l}" or (c.startswith("sigma_") and c.endswith(f"_{l}")):
+                out[c] = LABEL_UNITS.get(l, "dex")
+                break
+    return out
 
 # %% ../nbs/lib/22_prediction.ipynb #bc6c7c22
 OOD_SPAN = 1.0  # see above; not from a seed paper

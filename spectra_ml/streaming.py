@@ -26,7 +26,7 @@ import pyarrow as pa
 
 # %% auto #0
 __all__ = ['PARTITION_ROWS', 'RESUME_KEYS', 'partition_seed', 'flux_features', 'discover_partitions', 'plan_units', 'file_digest',
-           'partition_state', 'partition_done', 'write_partition', 'predict_partition', 'release_memory',
+           'partition_state', 'partition_done', 'with_units', 'write_partition', 'predict_partition', 'release_memory',
            'duplicated_ids', 'ResumeMismatchError', 'catalogue_partitions', 'catalogue_holds', 'Workers',
            'predict_catalogue']
 
@@ -171,6 +171,25 @@ def partition_done(
     want = {"input_digest": file_digest(in_path), **(key or {})}
     return partition_state(out_path, want)[0] == "done"
 
+# %% ../nbs/lib/23_streaming.ipynb #559bd6d6
+def with_units(
+    schema,  # an Arrow schema of predictions (mu_<label> columns name the labels)
+    record: dict,  # what made the partition: stored under b"spectra_ml" in the schema metadata
+) -> "pa.Schema":
+    "The schema with `record` in its metadata and each prediction column's unit (prediction.column_units) in its field metadata."
+    from spectra_ml.prediction import column_units
+
+    labels = [n[3:] for n in schema.names if n.startswith("mu_")]
+    units = column_units(schema.names, labels)
+    fields = [
+        f.with_metadata({**(f.metadata or {}), b"unit": units[f.name].encode()})
+        if f.name in units
+        else f
+        for f in schema
+    ]
+    meta = {**(schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
+    return pa.schema(fields, metadata=meta)
+
 # %% ../nbs/lib/23_streaming.ipynb #472a13e8
 def write_partition(
     pred: pd.DataFrame,  # one partition's predictions
@@ -182,8 +201,7 @@ def write_partition(
 
     out_path = Path(out_path)
     table = pa.Table.from_pandas(pred, preserve_index=False)
-    meta = {**(table.schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
-    table = table.replace_schema_metadata(meta)
+    table = table.cast(with_units(table.schema, record))
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(out_path.name + ".tmp")
     pq.write_table(table, tmp)
@@ -230,7 +248,7 @@ def _stream_to_parquet(
     chunks,  # iterable of Arrow tables with one schema (castable)
     empty,  # () -> the empty table to write when `chunks` yields nothing
     out_path,  # the output file
-    record: dict,  # stored under b"spectra_ml" in the schema metadata
+    record: dict,  # stored under b"spectra_ml" in the schema metadata (units: with_units)
 ) -> int:
     "Write `chunks` one by one into `out_path`.tmp, then rename: absent, or complete, never half there."
     import pyarrow.parquet as pq
@@ -242,15 +260,13 @@ def _stream_to_parquet(
     try:
         for t in chunks:
             if writer is None:
-                meta = {**(t.schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
-                writer = pq.ParquetWriter(tmp, t.schema.with_metadata(meta))
+                writer = pq.ParquetWriter(tmp, with_units(t.schema, record))
             writer.write_table(t.cast(writer.schema))
             n += len(t)
         if writer is None:  # an empty partition: an empty output with the same columns
             t = empty()
-            meta = {**(t.schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
-            writer = pq.ParquetWriter(tmp, t.schema.with_metadata(meta))
-            writer.write_table(t)
+            writer = pq.ParquetWriter(tmp, with_units(t.schema, record))
+            writer.write_table(t.cast(writer.schema))
         writer.close()
     except BaseException:
         if writer is not None:

@@ -168,6 +168,11 @@ def _predictions(folder) -> pd.DataFrame:
     )
 
 
+def _summary(folder) -> dict:
+    "The JSON summary `predict` writes in its output folder (the terminal gets one line)."
+    return json.loads((folder / "predict_summary.json").read_text())
+
+
 def _reference(model, rows, tmp_path) -> pd.DataFrame:
     "Predictions of the COMMON stars from their embedded flux (the representation the model was trained on)."
     from spectra_ml.streaming import predict_catalogue
@@ -228,7 +233,7 @@ def test_cli_predicts_archive_xp_files_of_every_format(local_data, tiny_model, t
         + ["--passes", "20"]
     )
     assert rc == 0, err
-    r = json.loads(out[out.index("{") :])
+    r = _summary(tmp_path / "out")
     assert r["prepared"]["input"] == "xp_files" and r["prepared"]["n_unconvertible"] == 1
     p = _predictions(tmp_path / "out")
     assert len(p) == int(keep.sum()) + 3 + 4 and p.source_id.is_unique  # rows in = rows out
@@ -240,7 +245,7 @@ def test_cli_predicts_archive_xp_files_of_every_format(local_data, tiny_model, t
         ["predict", "--model", str(model), "--input", str(src), "--output", str(tmp_path / "out")]
         + ["--passes", "20"]
     )
-    assert rc == 0 and json.loads(out[out.index("{") :])["n_computed"] == 0  # a rerun reuses all
+    assert rc == 0 and _summary(tmp_path / "out")["n_computed"] == 0  # a rerun reuses all
     rc, _, err = _run(
         ["predict", "--model", str(model), "--input", str(src / "chunk0_subset.fits")]
         + ["--output", str(src)]
@@ -348,11 +353,11 @@ def test_cli_predicts_source_ids_through_datalink_and_tap(archive, tiny_model, t
     n_log = len(srv.log)
     rc, out, err = _run(argv)
     assert rc == 0 and len(srv.log) == n_log  # DataLink and TAP answers cached: nothing asked again
-    assert json.loads(out[out.index("{") :])["n_computed"] == 0
+    assert _summary(tmp_path / "out")["n_computed"] == 0
     rc, out, err = _run(
         argv[:4] + [",".join(map(str, ids[:2])), "--output", str(tmp_path / "o2"), "--passes", "5"]
     )
-    w = json.loads(out[out.index("{") :])["prepared"]["work"]
+    w = _summary(tmp_path / "o2")["prepared"]["work"]
     assert rc == 0 and _predictions(tmp_path / "o2_inputs").source_id.tolist() == ids[:2]
     assert len(srv.log) == n_log + 2  # a new id list: one DataLink and one TAP request
     assert w.startswith(str(tmp_path / "o2_inputs" / "ids_"))  # in its own keyed folder
@@ -425,3 +430,137 @@ def test_user_star_partitions_chunk_resume_and_refuse_large_chunks(local_data, t
     assert len(asked) == 2  # resumed from the cached DataLink chunks
     with pytest.raises(ParameterError, match="5000"):
         sources.user_star_partitions(ids, tmp_path / "w", names, gaia=gaia, load=load, chunk=5001)
+
+
+def test_version_and_an_examples_epilog_in_every_help():
+    """`--version` prints the package version; every subcommand's --help ends with runnable examples of itself,
+    laid out as written (RawDescriptionHelpFormatter keeps one example per line)."""
+    import spectra_ml
+    from spectra_ml.cli import build_parser
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and out.getvalue().strip() == f"spectra_ml {spectra_ml.__version__}"
+    subs = build_parser()._subparsers._group_actions[0].choices
+    assert set(subs) == {"run", "stages", "sources", "predict"}
+    for name in subs:
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+            main([name, "--help"])
+        text = out.getvalue()
+        tail = text[text.index("\nexamples:\n") :].splitlines()[2:]
+        examples = [l for l in tail if l.startswith("  spectra_ml ")]
+        assert examples and examples[0].split()[1] == name, (name, tail)  # its own use first
+
+
+def test_stages_lists_each_parameter_with_type_default_and_description():
+    """Every parameter papermill finds in each stage's parameters cell is listed with the type of its default, the
+    default, and the comment after it in the chapter; no raw dict of texts."""
+    import ast
+    from spectra_ml.cli import stage_parameter_docs
+    from spectra_ml.pipeline import COMPARE_STAGES, DEMO_STAGES, stage_parameters
+
+    rc, out, err = _run(["stages"])
+    assert rc == 0, err
+    assert "{'run_dir'" not in out and "': '" not in out
+    lines = out.splitlines()
+    for stage in DEMO_STAGES + COMPARE_STAGES[1:]:
+        docs = {r["name"]: r for r in stage_parameter_docs(stage)}
+        assert set(docs) == set(stage_parameters(stage))  # papermill's own reading of the cell
+        for name, text in stage_parameters(stage).items():
+            value = ast.literal_eval(text)
+            want = "optional" if value is None else type(value).__name__
+            assert docs[name]["type"] == want and ast.literal_eval(docs[name]["default"]) == value
+        assert stage in lines
+    i = lines.index("  epochs (int, default 300)")
+    assert lines[i + 1].strip().startswith("maximum epochs")
+
+
+def test_sources_fits_100_columns_and_shows_no_nan(local_data):
+    """The real source table (no network asked): every line within 100 columns, every source named, no NaN or None
+    shown (a missing value is '—'), every address complete once its wrapped lines are joined."""
+    from spectra_ml.data.sources import source_status
+
+    t = source_status(check=False)
+    assert t.isna().any().any()  # the table has gaps to show
+    rc, out, err = _run(["sources"])
+    assert rc == 0, err
+    lines = out.splitlines()
+    assert max(map(len, lines)) <= 100
+    assert not re.search(r"\bnan\b|\bNaN\b|\bNone\b", out)
+    heads = [l.split()[0] for l in lines if not l.startswith(" ")]
+    assert heads == t.source.tolist()
+    joined = "".join(l.strip() for l in lines if l.startswith("    "))
+    assert all(a.replace(" ", "") in joined.replace(" ", "") for a in t.address)
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_source_ids_and_cone_without_network_name_the_offline_fix(
+    tiny_model, tmp_path, monkeypatch, offline
+):
+    """Without network (downloads forbidden, or the archive address refusing connections) --source-ids and --cone
+    are one line and exit 2 that say how to get the XP files by hand and pass them with --input; no dict of
+    connection errors."""
+    from spectra_ml.data import sources
+
+    model, _ = tiny_model
+    if (
+        not offline
+    ):  # a closed loopback port: the real connection error path, nothing leaves the machine
+        monkeypatch.delenv(sources.ENV_OFFLINE, raising=False)
+        monkeypatch.setenv(sources.ENV_GAIA_ARCHIVE, "http://127.0.0.1:9")
+    else:
+        monkeypatch.setenv(sources.ENV_OFFLINE, "1")
+    for how in (["--source-ids", "223411314459392"], ["--cone", "56.75", "24.12", "0.5"]):
+        argv = ["predict", "--model", str(model), *how, "--output", str(tmp_path / "out")]
+        argv += ["--cache", str(tmp_path / "cache")]
+        rc, out, err = _run(argv)
+        assert rc == 2 and err.count("\n") == 1, err
+        assert "no network: download the XP continuous files" in err and "with --input" in err
+        assert "DataLink XP_CONTINUOUS" in err and "xp_continuous_mean_spectrum" in err
+        assert "{" not in err and "urllib3" not in err and "Max retries" not in err
+    assert "CIRCLE('ICRS', 56.75, 24.12, 0.5)" in err  # the cone's own query, ready to paste
+
+
+def test_predict_writes_units_and_ends_with_one_summary_line(local_data, tiny_model, tmp_path):
+    """On the mirror's real archive XP CSV: each mu_/sigma_ column carries its label's unit in the Parquet field
+    metadata (K for teff, dex of cm s^-2 for logg, dex for abundances, '' for flags); the terminal gets one line
+    with counts that match the written flags, and the JSON summary is a file in the output folder."""
+    import pyarrow.parquet as pq
+    from spectra_ml.prediction import LABEL_UNITS
+
+    model, _ = tiny_model
+    out_dir = tmp_path / "out"
+    xp = local_data / "gaia_xp" / RAW_CSV
+    rc, out, err = _run(
+        ["predict", "--model", str(model), "--input", str(xp), "--output", str(out_dir)]
+        + ["--passes", "5"]
+    )
+    assert rc == 0, err
+    p = _predictions(out_dir)
+    assert len(p) == 3  # the file's 3 real stars, the one without BP flagged
+    want = (
+        f"wrote 3 stars to {out_dir}; {int(p.flag_ood.sum())} outside the training inputs (flag_ood), "
+        f"{int(p.flag_label_range.sum())} outside the label range (flag_label_range); quote "
+    )
+    last = out.splitlines()[-1]  # GaiaXPy's own progress bars come before it
+    assert last.startswith(want) and "{" not in out, out
+    assert ("sigma_cal_<label> (calibrated) where present" in out) == any(
+        c.startswith("sigma_cal_") for c in p
+    )
+    s = _summary(out_dir)
+    assert s["prepared"]["input"] == "xp_files" and s["files_hold"]["n_rows"] == 3
+    schema = pq.read_schema(next(out_dir.glob("*.parquet")))
+    unit = {f.name: (f.metadata or {}).get(b"unit", b"?").decode() for f in schema}
+    assert LABEL_UNITS["teff"] == "K" and LABEL_UNITS["logg"] == "dex(cm s-2)"
+    for l in DEMO_LABELS:
+        for c in [
+            c
+            for c in schema.names
+            if c == f"mu_{l}" or (c.startswith("sigma_") and c.endswith(f"_{l}"))
+        ]:
+            assert unit[c] == {"teff": "K", "logg": "dex(cm s-2)"}.get(l, "dex"), (c, unit[c])
+    assert unit["sigma_teff"] == "K" and unit["sigma_fe_h"] == "dex"
+    assert all(unit[c] == "" for c in schema.names if c.startswith("flag_"))
+    assert unit["source_id"] == "?"  # no unit for ids
