@@ -629,5 +629,5 @@ def fallows_sanders_cuts(
     return f
 
 
-#: A seed's own training-row cuts by name (models.ModelSpec.train_cuts).
+#: A paper's own training-row cuts by name (models.ModelSpec.train_cuts).
 TRAIN_CUTS = {"fallows_sanders": fallows_sanders_cuts}

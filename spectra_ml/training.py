@@ -741,13 +741,13 @@ def training_rows(
     return rows
 
 # %% ../nbs/lib/21_training.ipynb #7275c926
-def _seed_inputs_and_cuts(
+def _paper_inputs_and_cuts(
     spec,  # the model's registry entry
     sample: pd.DataFrame,
-    cfg: TrainConfig,  # its aux gains the seed's further inputs this sample has (in place)
+    cfg: TrainConfig,  # its aux gains the paper's further inputs this sample has (in place)
     add_inputs: bool = True,  # False: the caller chose the aux inputs
 ) -> tuple:
-    "`(missing inputs, cut flow or None)`: the seed's further inputs this sample lacks, and its own training-row cuts."
+    "`(missing inputs, cut flow or None)`: the paper's further inputs this sample lacks, and its own training-row cuts."
     from spectra_ml.features import TRAIN_CUTS, available_aux
 
     missing = []
@@ -773,7 +773,7 @@ def train_model(
     spec = model_spec(model)
     overrides, topt = named_config(config, **overrides)
     cfg = TrainConfig.for_model(model, labels, 0, **overrides)
-    missing, seed_flow = _seed_inputs_and_cuts(spec, sample, cfg, overrides.get("aux") is None)
+    missing, paper_flow = _paper_inputs_and_cuts(spec, sample, cfg, overrides.get("aux") is None)
     cfg.aux = list(cfg.aux) + [a for a in topt["extra_aux"] if a not in cfg.aux]
     X, VX = model_inputs(sample, cfg.aux, with_variance=True)
     X, ok = check_features(X)
@@ -781,8 +781,8 @@ def train_model(
     ok &= np.isfinite(Y).all(1)
     split = sample["split"].to_numpy()
     is_tr, is_va = (split == train_split) & ok, (split == val_split) & ok
-    if seed_flow is not None:  # the seed's own quality cuts, on its training rows only
-        is_tr &= seed_flow.keep
+    if paper_flow is not None:  # the paper's own quality cuts, on its training rows only
+        is_tr &= paper_flow.keep
     cfg.n_in = X.shape[1]
     if spec.aux_width_option:  # e.g. Guiglion's photometry branch width
         cfg.options = {spec.aux_width_option: len(cfg.aux), **cfg.options}
@@ -811,10 +811,10 @@ def train_model(
             "label_variances": VY is not None,
             "input_variances": VXs is not None,
             "train_config_name": config,
-            # the seed's inputs the sample lacks (e.g. unWISE and parallaxes on the demo): trained without
+            # the paper's inputs the sample lacks (e.g. unWISE and parallaxes on the demo): trained without
             "paper_inputs_missing": missing,
             # cut flow over the whole table (None: the seed has none)
-            "seed_training_cuts": None if seed_flow is None else seed_flow.rows,
+            "paper_training_cuts": None if paper_flow is None else paper_flow.rows,
             # the exact input columns, in order (checkpoint.select_inputs matches them by name)
             "input_columns": feature_columns(sample) + list(cfg.aux),
             "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in topt.items()},

@@ -1,4 +1,4 @@
-"""The XP coefficient toolkit on the real archive files: readers, covariance, the seeds' normalisations."""
+"""The XP coefficient toolkit on the real archive files: readers, covariance, the papers' normalisations."""
 
 import numpy as np
 import pytest

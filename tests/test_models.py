@@ -616,12 +616,12 @@ def test_registry_entries_are_complete_and_buildable():
         model_names() == tuple(REGISTRY) == ("kane_mlp", "uncertain_nn", "aspgap", "guiglion_cnn")
     )
     for name, spec in REGISTRY.items():
-        assert spec.name == name and spec.seed and spec.scaler in SCALERS
+        assert spec.name == name and spec.paper and spec.scaler in SCALERS
         assert set(spec.aux) <= set(AUX_FEATURES) and set(spec.train_defaults()) <= known
         cfg = TrainConfig.for_model(name, LABELS, 343 + len(spec.aux))
         if spec.aux_width_option:
             cfg.options[spec.aux_width_option] = len(spec.aux)
-        m = build_model(cfg.model_config())  # the seed's own options are accepted
+        m = build_model(cfg.model_config())  # the paper's own options are accepted
         assert isinstance(m, spec.cls) and callable(m.predict_parts)
         trains = m.members[0] if spec.ensemble else m  # an ensemble trains member by member
         assert callable(trains.loss)

@@ -118,7 +118,7 @@ def test_fallows_sanders_inputs_are_theirs_where_the_demo_has_them(sample):
     assert t.config.aux == ["bp_rp", "j_h"]
     assert t.info["paper_inputs_missing"] == ["w1_w2", "h_w2", "pmag"]
     assert t.info["input_columns"][-2:] == ["bp_rp", "j_h"]
-    cuts = t.info["seed_training_cuts"][1:]  # F&S §2's cuts: none of their columns in the demo
+    cuts = t.info["paper_training_cuts"][1:]  # F&S §2's cuts: none of their columns in the demo
     assert len(cuts) == 5 and all(c["removed"] is None and "not applied" in c["note"] for c in cuts)
     X = model_inputs(sample, t.config.aux)
     np.testing.assert_allclose(

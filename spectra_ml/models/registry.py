@@ -36,16 +36,16 @@ FS_MC_PASSES = 50
 # %% ../../nbs/lib/15_models_registry.ipynb #ae659ccb
 @dataclass(frozen=True)
 class ModelSpec:
-    "One registered model: its class, the seed's defaults and passes, its inputs and its scaler."
+    "One registered model: its class, the paper's defaults and passes, its inputs and its scaler."
 
     name: str  # registered name (`spectra_ml run -p model=<name>`)
     cls: type  # the network; it owns `loss` and `predict_parts`
-    seed: str  # the seed paper and sections its defaults come from
+    paper: str  # the paper and sections its defaults come from
     scaler: str = "percentile"  # feature scaler kind (xp.SCALERS)
     aux: tuple = ()  # inputs after the spectrum (samples.AUX_FEATURES names)
-    paper_aux: tuple = ()  # the seed's further inputs: used where the sample has them, the others named
+    paper_aux: tuple = ()  # the paper's further inputs: used where the sample has them, the others named
     train_cuts: str | None = (
-        None  # the seed's own quality cuts of the training rows (samples.TRAIN_CUTS)
+        None  # the paper's own quality cuts of the training rows (samples.TRAIN_CUTS)
     )
     defaults: dict = field(
         default_factory=dict
@@ -63,7 +63,7 @@ class ModelSpec:
         return d
 
     def default_passes(self, train_config: dict) -> int:
-        "Prediction passes for a checkpoint of this model: the seed's, or `dropout_passes` if trained with dropout."
+        "Prediction passes for a checkpoint of this model: the paper's, or `dropout_passes` if trained with dropout."
         if self.dropout_passes and float(train_config.get("dropout") or 0) > 0:
             return self.dropout_passes
         return self.passes
@@ -88,7 +88,7 @@ register(
     ModelSpec(
         "kane_mlp",
         HeteroscedasticMLP,
-        seed="Kane §2.2",
+        paper="Kane §2.2",
         scaler="percentile",
         # §2.2: Adam at a constant lr of 1e-3 ("all other Adam hyperparameters ... PyTorch
         # defaults"): no lr schedule. Halving on a plateau is our option (-p lr_patience=10).
@@ -107,7 +107,7 @@ register(
     ModelSpec(
         "uncertain_nn",
         UncertainNN,
-        seed="Fallows & Sanders §3, §3.1.1",
+        paper="Fallows & Sanders §3, §3.1.1",
         scaler="percentile",
         # §2: colours G_BP − G_RP, W1 − W2, J − H, H − W2 and the pseudo-absolute magnitude ϖ 10^{0.2 G_RP};
         # the demo has BP − RP and J − H only (no unWISE, no parallax): the others are named as missing
@@ -143,7 +143,7 @@ register(
     ModelSpec(
         "aspgap",
         AspGapNet,
-        seed="AspGap §2-3",
+        paper="AspGap §2-3",
         scaler="median_iqr",  # §2 Eq. 1: (x − x_50) / (x_75 − x_25) per input
         defaults={
             "dropout": 0.0,  # §3: none
@@ -172,7 +172,7 @@ register(
     ModelSpec(
         "guiglion_cnn",
         GuiglionEnsemble,
-        seed="Guiglion et al. §3, §5",
+        paper="Guiglion et al. §3, §5",
         scaler="minmax",
         # photometry branch: G, BP, RP and parallax in the paper (the demo has no parallax)
         aux=("g", "bp", "rp"),
@@ -228,7 +228,7 @@ def model_names() -> tuple:
 def default_passes(
     train_config: dict,  # a checkpoint's train_config (config.json)
 ) -> int:
-    "Prediction passes for a checkpoint's model: the seed's; Kane's 100 for AspGap with the dropout option."
+    "Prediction passes for a checkpoint's model: the paper's; Kane's 100 for AspGap with the dropout option."
     return model_spec(train_config.get("model", "kane_mlp")).default_passes(train_config)
 
 # %% ../../nbs/lib/15_models_registry.ipynb #0f8a6b5c
