@@ -158,23 +158,30 @@ def test_readme_render_fails_loudly_on_a_missing_source(tmp_path):
     mr = _load_tool("make_readme")
     gone = {k: (str(tmp_path / f"{k}.json"), f"make {k}") for k in mr.SOURCES}
     with pytest.raises(mr.TemplateError) as e:
-        mr.render(gone)
+        mr.render(gone)  # the README
     msg = str(e.value)
-    assert "demo.json is missing: make it with make demo" in msg
-    assert "validate.mlp.teff.rmse" in msg and "compare.json is missing" in msg
+    assert "demo.json is missing: make it with make demo" in msg and "validate.mlp.teff.rmse" in msg
+    with pytest.raises(mr.TemplateError) as e:
+        mr.render(gone, "docs/models.md")
+    assert "compare.json is missing" in str(e.value)
 
 
 def test_readme_result_tables_hold_no_typed_numbers():
-    "Every number cell of the Results and model-comparison tables in index.ipynb is a placeholder."
+    "Every number cell of the result tables (README, docs results and models pages) is a placeholder."
     mr = _load_tool("make_readme")
-    cells = _index_cells()
     sections = [
-        s for s in cells.values() if s.startswith(("## Results", "## The four seed models"))
+        "".join(c["source"])
+        for page in ("nbs/docs/results.ipynb", "nbs/docs/models.ipynb", "nbs/index.ipynb")
+        for c in json.loads((ROOT / page).read_text())["cells"]
+        if c["cell_type"] == "markdown"
     ]
-    assert len(sections) == 2
+    sections = [
+        s for s in sections if s.startswith(("# Results", "# The four papers", "## Results"))
+    ]
+    assert len(sections) == 3
     n_rows = 0
     for s in sections:
-        assert "{{include:figures/compare/comparison.md}}" in s or "## Results" in s
+        assert "{{include:figures/compare/comparison.md}}" in s or "Results" in s
         for line in s.splitlines():
             if not line.startswith("|") or set(line) <= set("|-") or "label" in line.split("|")[1]:
                 continue
@@ -187,7 +194,7 @@ def test_readme_result_tables_hold_no_typed_numbers():
             assert not any(re.search(r"\d", c) for c in cols), (
                 f"typed number in index.ipynb: {line!r}"
             )
-    assert n_rows >= 16  # results 4, clusters 4, gains 4, published 4
+    assert n_rows >= 20  # README 4; results 4, clusters 4, gains 4, published 4
 
 
 def test_readme_module_map_has_one_line_per_module_in_two_layers():
@@ -304,3 +311,22 @@ def test_no_stale_text_in_the_docs():
             assert not re.search(rf"\b{old}\b", text), f"{where} names the old notebook {old}"
         for phrase in ("later issue", "not yet automatic"):
             assert phrase not in text, f"{where}: {phrase!r}"
+
+
+def test_readme_is_a_front_door_and_its_links_resolve():
+    "About 150 lines: what it is, the two commands, labels for your stars, one table, the docs, the citation."
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 160, f"README.md has {len(text.splitlines())} lines"
+    for heading in (
+        "## Quickstart",
+        "## Labels for your own stars",
+        "## Documentation",
+        "## Citing",
+    ):
+        assert heading in text, heading
+    assert "The Ones That Got Away" in text and not re.search(r"\bseed 00\d\b", text)
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    assert len(pages) >= 6
+    for page in pages:
+        for target in re.findall(r"\]\(([^)#:]+\.md)(?:#[^)]*)?\)", page.read_text()):
+            assert (page.parent / target).exists(), f"{page.name} links to a missing {target}"

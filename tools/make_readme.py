@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Write README.md from nbs/index.ipynb (the nbdev readme_nb), with its numbers read from files.
+"""Write README.md from nbs/index.ipynb (the nbdev readme_nb) and the docs pages from nbs/docs/, with their numbers read from files.
 
 `nbdev_readme` does the same through Quarto, which is a separate binary download; this uses
 nbconvert, which the project already depends on, so it runs anywhere the project installs.
@@ -381,12 +381,23 @@ def _report(errors: list) -> list[str]:
     return lines + list(dict.fromkeys(str(e) for e in errors if not isinstance(e, MissingSource)))
 
 
-def render(sources: dict = SOURCES) -> str:
-    "README.md's text: index.ipynb's markdown with every placeholder filled (TemplateError lists failures)."
+#: The generated pages: the README (the front door) and the docs pages, each from its notebook.
+PAGES = {
+    "README.md": "nbs/index.ipynb",
+    "docs/demo.md": "nbs/docs/demo.ipynb",
+    "docs/results.md": "nbs/docs/results.ipynb",
+    "docs/models.md": "nbs/docs/models.ipynb",
+    "docs/running.md": "nbs/docs/running.ipynb",
+    "docs/developing.md": "nbs/docs/developing.ipynb",
+}
+
+
+def render(sources: dict = SOURCES, page: str = "README.md") -> str:
+    "A page's text (README.md or a docs page): its notebook's markdown with every placeholder filled (TemplateError lists failures)."
     import nbformat
     from nbconvert import MarkdownExporter
 
-    nb = nbformat.read(ROOT / "nbs" / "index.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / PAGES[page], as_version=4)
     nb.cells = [c for c in nb.cells if not c.source.lstrip().startswith("#|")]  # nbdev directives
     errors, cache = [], {}
     for c in nb.cells:
@@ -397,7 +408,7 @@ def render(sources: dict = SOURCES) -> str:
     body, _ = MarkdownExporter(
         exclude_output_prompt=True, exclude_input_prompt=True
     ).from_notebook_node(nb)
-    return HEADER + body.strip() + "\n"
+    return HEADER.replace("nbs/index.ipynb", PAGES[page]) + body.strip() + "\n"
 
 
 def main(argv):
@@ -419,20 +430,24 @@ def main(argv):
         name, _, path = s.partition("=")
         sources[name] = (str(Path(path).resolve()), f"the file given by --source {name}=...")
     try:
-        text = render(sources)
+        texts = {page: render(sources, page) for page in PAGES}
     except TemplateError as e:
         print(e, file=sys.stderr)
         return 1
-    out = ROOT / "README.md"
     if a.stdout:
-        sys.stdout.write(text)
+        sys.stdout.write(texts["README.md"])
         return 0
+    stale = [p for p, t in texts.items() if not (ROOT / p).exists() or (ROOT / p).read_text() != t]
     if a.check:
-        if not out.exists() or out.read_text() != text:
-            print("README.md is out of date: run python tools/make_readme.py", file=sys.stderr)
+        if stale:
+            print(
+                f"{', '.join(stale)} out of date: run python tools/make_readme.py", file=sys.stderr
+            )
             return 1
         return 0
-    out.write_text(text)
+    for page, text in texts.items():
+        (ROOT / page).parent.mkdir(parents=True, exist_ok=True)
+        (ROOT / page).write_text(text)
     return 0
 
 
