@@ -24,6 +24,7 @@ from spectra_ml.core import (
 )
 from .models.registry import build_model, default_passes, model_spec
 from .features import PercentileScaler, scaler_from_dict
+from .core import file_sha256
 
 # %% auto #0
 __all__ = ['ADAM_LR', 'SPECTRAL_KINDS', 'MANIFEST', 'SEALED_FILES', 'LabelScaler', 'TrainConfig', 'CheckpointMismatchError',
@@ -320,21 +321,12 @@ MANIFEST = "manifest.json"
 SEALED_FILES = ("model.pt", "config.json", "calibration.json")
 
 
-def _sha256(path) -> str:
-    "SHA-256 of a file's bytes, read now (no cache: an edit within the same second must show)."
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def seal_checkpoint(
     path,  # checkpoint folder, complete (save_checkpoint, then write_calibration, call this)
 ) -> dict:
     "Write `manifest.json` last: every checkpoint file's SHA-256 and the model fingerprint."
     path = Path(path)
-    files = {f: _sha256(path / f) for f in SEALED_FILES if (path / f).exists()}
+    files = {f: file_sha256(path / f) for f in SEALED_FILES if (path / f).exists()}
     manifest = {
         "format": "spectra_ml-manifest-1",
         "files": files,
@@ -369,9 +361,9 @@ def verify_checkpoint(
             raise CheckpointMismatchError(
                 f"{path / f} was added after the checkpoint was sealed; remove it, or {fix}"
             )
-        if f in files and _sha256(path / f) != files[f]:
+        if f in files and file_sha256(path / f) != files[f]:
             raise CheckpointMismatchError(
-                f"{path / f} differs from the checkpoint's manifest (SHA-256 {_sha256(path / f)[:12]}… "
+                f"{path / f} differs from the checkpoint's manifest (SHA-256 {file_sha256(path / f)[:12]}… "
                 f"≠ {files[f][:12]}…): it was edited or replaced; {fix}"
             )
     return manifest
