@@ -117,9 +117,7 @@ class TrainConfig:
     label_scaling: str = (
         "std"  # LabelScaler kind: "std" (mean, std) or "aspgap" (median, y97.5 − y2.5)
     )
-    ensemble_training: str = (
-        "batched"  # an ensemble's members: "batched" (stacked) or "loop" (core.ENSEMBLE_TRAINING)
-    )
+    ensemble_training: str = "batched"  # an ensemble's members: "batched" (stacked) or "loop" (training.ENSEMBLE_TRAINING)
 
     @property
     def n_labels(self):

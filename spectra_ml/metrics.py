@@ -89,7 +89,7 @@ def regression_metrics(
 def outlier_rate(
     y,
     mu,  # truth and prediction
-    label: str,  # a label with an AspGap Eq. 5 bound (core.OUTLIER_BOUNDS)
+    label: str,  # a label with an AspGap Eq. 5 bound (OUTLIER_BOUNDS)
 ) -> float:
     "AspGap Eq. 5: the fraction of stars with |y − μ| / bound > 1 (bound relative to |y| for Teff and log g)."
     pass
@@ -230,8 +230,8 @@ def binned_metrics(
     pred: pd.DataFrame,  # predictions with truth, split, mu_<l> (and sigma_cal_<l> or sigma_<l>)
     labels,  # labels to score
     by: str = "fe_h",  # truth column that defines the bins (APOGEE [Fe/H] or Teff)
-    edges=None,  # bin edges (default: core.FEH_BIN_EDGES for fe_h, core.TEFF_BIN_EDGES for teff)
-    extra_bins=None,  # more (lo, hi) bins (default for fe_h: core.FEH_EXTRA_BINS, the metal-poor study's -3...-2)
+    edges=None,  # bin edges (default: core.FEH_BIN_EDGES for fe_h, TEFF_BIN_EDGES for teff)
+    extra_bins=None,  # more (lo, hi) bins (default for fe_h: FEH_EXTRA_BINS, the metal-poor study's -3...-2)
     split: str | None = "test",  # split to score (None: all rows)
     prefix: str = "mu_",  # prediction columns ('gbr_' for the baseline: no σ)
     sigma: str = "sigma_cal_",  # σ prefix of the z-std (sigma_cal_: calibrated; falls back to none)

@@ -13,7 +13,7 @@ from spectra_ml.models.kane import mc_dropout_predict, mc_dropout_predict_loop
 from spectra_ml.prediction import predict_table
 from spectra_ml.data.samples import assign_split
 from spectra_ml.kane.samples import select_giants
-from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint
+from spectra_ml.checkpoint import CheckpointMismatchError, load_checkpoint, seal_checkpoint
 from spectra_ml.features import PercentileScaler, check_features
 
 
@@ -122,6 +122,11 @@ def test_mismatched_checkpoint_is_refused(checkpoint):
     cfg = json.loads((checkpoint / "config.json").read_text())
     cfg["train_config"]["hidden"] = [64, 64]
     (checkpoint / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(CheckpointMismatchError, match="config.json differs from the checkpoint's"):
+        load_checkpoint(checkpoint)  # the manifest refuses the edit...
+    seal_checkpoint(
+        checkpoint
+    )  # ...and behind it, sealed as if released so, the weights do not fit
     with pytest.raises(CheckpointMismatchError, match="do not fit"):
         load_checkpoint(checkpoint)
 
@@ -129,9 +134,13 @@ def test_mismatched_checkpoint_is_refused(checkpoint):
 def test_corrupt_checkpoint_is_refused(checkpoint):
     data = (checkpoint / "model.pt").read_bytes()
     (checkpoint / "model.pt").write_bytes(data[: len(data) // 2])  # a partial download
+    with pytest.raises(CheckpointMismatchError, match="model.pt differs from the checkpoint's"):
+        load_checkpoint(checkpoint)  # the manifest refuses it first
+    seal_checkpoint(checkpoint)  # behind the manifest, each file is still checked as it is read
     with pytest.raises(CheckpointMismatchError, match="corrupt"):
         load_checkpoint(checkpoint)
     (checkpoint / "config.json").write_text("{not json")
+    seal_checkpoint(checkpoint)
     with pytest.raises(CheckpointMismatchError, match="JSON"):
         load_checkpoint(checkpoint)
 

@@ -105,7 +105,8 @@ def test_rerun_one_stage_inside_a_quick_run(quick_run, tmp_path):
     assert rec["parameters"]["max_stars"] == QUICK_PARAMS["max_stars"]
     assert rec["parameters"]["epochs"] == QUICK_PARAMS["epochs"] and rec["quick"] is True
     assert rec["stages"] == list(DEMO_STAGES)  # the run's stage list, not just the rerun one
-    assert [h["stages"] for h in rec["history"]] == [list(DEMO_STAGES), ["11_metrics"]]
+    stages = [h["stages"] for h in rec["history"]]  # the shared quick run may hold other reruns
+    assert stages[0] == list(DEMO_STAGES) and stages[-1] == ["11_metrics"]
     assert rec["history"][-1]["given"] == {"split": "validation"}
     nb = json.loads((copy / "notebooks" / "11_metrics.ipynb").read_text())
     injected = [

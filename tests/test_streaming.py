@@ -102,7 +102,10 @@ def test_cli_predict(catalogue, tmp_path, capsys):
         )
         == 0
     )
-    assert json.loads(capsys.readouterr().out)["n_rows_computed"] == 900
+    assert (
+        json.loads((tmp_path / "o" / "predict_summary.json").read_text())["n_rows_computed"] == 900
+    )
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("wrote 900 stars to")
     assert (
         main(
             [

@@ -22,7 +22,7 @@ STREAMED_SAMPLES = {
     "application.parquet": "application_predictions",  # Kane §2.3
     "galah.parquet": "galah_predictions",  # Kane §3.3
 }
-#: The paper's row count of each (core constants): Kane §2.3 6,878,665 RGB stars; §3.3 30,604 GALAH stars.
+#: The paper's row count of each (kane.constants): Kane §2.3 6,878,665 RGB stars; §3.3 30,604 GALAH stars.
 STREAMED_PAPER_ROWS = {
     "application_predictions": "KANE_N_APPLICATION",
     "galah_predictions": "KANE_N_GALAH",
@@ -40,7 +40,7 @@ def stream_samples(
     progress: bool = True,
 ) -> dict:
     "Stream every sample of STREAMED_SAMPLES that 05_samples wrote; an absent one is named in `notes`."
-    from spectra_ml import core
+    from spectra_ml.kane import constants
 
     products, out, notes = Path(products), {}, []
     for src, dst in STREAMED_SAMPLES.items():
@@ -64,7 +64,7 @@ def stream_samples(
         out[dst] = {k: v for k, v in out[dst].items() if k != "partitions"}
         out[dst]["n_rows"] = {
             "run": out[dst]["files_hold"]["n_rows"],
-            "paper": getattr(core, STREAMED_PAPER_ROWS[dst], None),
+            "paper": getattr(constants, STREAMED_PAPER_ROWS[dst], None),
         }
     return {**out, "notes": notes}
 
@@ -215,7 +215,7 @@ def _appendix_chunk(df, spec: dict, flags, flag_cols: list) -> tuple:
 def write_appendix_a(
     predictions,  # a folder of prediction partitions (predict_catalogue) or one Parquet file
     out_stem,  # output path without suffix: writes <stem>.parquet, <stem>.fits, <stem>_passes.parquet
-    labels: list,  # the model's labels (core.KANE_LABELS or DEMO_LABELS)
+    labels: list,  # the model's labels (KANE_LABELS or DEMO_LABELS)
     flags=None,  # part DataFrame -> DataFrame of boolean columns (same index), added after the 12
     sigma: str = "alea",  # 'alea': Kane §2.2 σ (the paper's); 'total': with the pass-to-pass variance
     chunk_rows: int = 65536,  # rows held at a time

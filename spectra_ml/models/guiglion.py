@@ -221,7 +221,7 @@ def predict_parts(
 def tsne_training_like(
     X_train,
     X_obs,  # scaled inputs of the training stars and of the stars to flag
-    perplexities=None,  # default core.TSNE_PERPLEXITIES (30, 50, 75, 100)
+    perplexities=None,  # default TSNE_PERPLEXITIES (30, 50, 75, 100)
     radius_quantile: float = 0.99,
     n_pca: int = 30,
     seed: int = 0,
