@@ -1,4 +1,4 @@
-"""The shape of the house (issues #12 and the two-layer split): the library never imports the analysis,
+"""The shape of the house (the two layers): the library never imports the analysis,
 no import cycle, one model registry, models that predict themselves, thin chapter cells, fine-grained
 export cells, notebooks named after their modules, whole-sentence module descriptions.
 
