@@ -1023,6 +1023,10 @@ def _figures_html(
     blocks, toc = [], []
     for i, f in enumerate(figs, 1):
         data = base64.b64encode(f.read_bytes()).decode()
+        name, anchor = (
+            html.escape(f.name),
+            html.escape(f"fig-{f.stem}", quote=True),
+        )  # file names are input
         cap = html.escape(FIGURE_CAPTIONS.get(f.stem, f.stem))
         if f.name in stale:
             cap = "NOT WRITTEN BY THIS RUN: " + cap
@@ -1033,12 +1037,12 @@ def _figures_html(
         ):
             blocks.append("<h3 id='other-figures'>Validation, calibration and further figures</h3>")
         blocks.append(
-            f"<figure id='fig-{f.stem}'><img src='data:image/png;base64,{data}' alt='{f.name}'>"
-            f"<figcaption><b>Figure {i}.</b> {cap} <span class='small'>({f.name})</span></figcaption></figure>"
+            f"<figure id='{anchor}'><img src='data:image/png;base64,{data}' alt='{name}'>"
+            f"<figcaption><b>Figure {i}.</b> {cap} <span class='small'>({name})</span></figcaption></figure>"
         )
         short = FIGURE_CAPTIONS.get(f.stem, f.stem)
         short = short if len(short) < 80 else short[:77].rsplit(" ", 1)[0] + " …"
-        toc.append(f"<li><a href='#fig-{f.stem}'>{html.escape(short)}</a></li>")
+        toc.append(f"<li><a href='#{anchor}'>{html.escape(short)}</a></li>")
     return blocks, toc
 
 # %% ../nbs/lib/30_pipeline.ipynb #2bbec283
@@ -1047,6 +1051,7 @@ def write_report(
 ) -> Path:
     "Write `report.html`: one offline page: abstract, headline table, figures in the paper's order, glossary, then the details folded (summary, cut flows, notebooks, provenance)."
     import html
+    from urllib.parse import quote
 
     import pandas as pd
 
@@ -1093,7 +1098,10 @@ def write_report(
         for k, v in flows.items()
     ]
     nbs = sorted(run.notebooks.glob("*.ipynb"))
-    links = "".join(f"<li><a href='notebooks/{n.name}'>{n.name}</a></li>" for n in nbs)
+    links = "".join(
+        f"<li><a href='notebooks/{html.escape(quote(n.name), quote=True)}'>{html.escape(n.name)}</a></li>"
+        for n in nbs
+    )  # file names are input: escaped
     parts.append(f"<h2 id='notebooks'>Executed notebooks</h2><ul>{links}</ul>")
     parts.append("<h2 id='provenance'>Provenance</h2>")
     parts += [_provenance_html(f) for f in sorted(run.provenance.glob("*.json"))]

@@ -158,3 +158,17 @@ def test_license_and_citation():
         "Li",
         "Guiglion",
     ]
+
+
+def test_report_escapes_the_file_names_it_did_not_write(tmp_path):
+    "A figure or notebook named with markup is shown as text: the report never runs what a file name holds."
+    from spectra_ml.pipeline import write_report
+
+    run = _run(tmp_path)
+    hostile = "x'><img src=y onerror=alert(1)>"
+    save_figure(_fig(), run.figures / f"{hostile}.png", show=False)
+    run.notebooks.mkdir(parents=True, exist_ok=True)
+    (run.notebooks / f"{hostile}.ipynb").write_text("{}")
+    page = write_report(run).read_text()
+    assert "<img src=y" not in page and "onerror=alert(1)>" not in page
+    assert page.count("&lt;img src=y onerror=alert(1)&gt;") >= 3  # caption, contents, notebook list
