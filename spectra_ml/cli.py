@@ -26,7 +26,9 @@ def print_run_summary(
     s: dict,  # the run's summary.json
     root: Path,  # the run directory
 ):
-    "Print a finished run's headline numbers and where its files are."
+    "Print a finished run's headline numbers and where its files are (a quick run says first that they mean nothing)."
+    if s.get("pipeline", {}).get("quick_warning"):
+        print(s["pipeline"]["quick_warning"])
     v = s.get("validate", {})
     if v.get("mlp"):
         print(

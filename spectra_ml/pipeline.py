@@ -24,9 +24,9 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'FIRST_STAGES', 'FIGURE_CAPTIONS',
-           'FIGURE_ORDER', 'N_KANE_FIGURES', 'LABEL_HTML', 'REPORT_GLOSSARY', 'REPORT_TEMPLATE', 'notebooks_dir',
-           'stage_parameters', 'parse_param', 'pick_kernel', 'StageError', 'RunBusyError', 'run_lock',
+__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'QUICK_WARNING', 'FIRST_STAGES',
+           'FIGURE_CAPTIONS', 'FIGURE_ORDER', 'N_KANE_FIGURES', 'LABEL_HTML', 'REPORT_GLOSSARY', 'REPORT_TEMPLATE',
+           'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel', 'StageError', 'RunBusyError', 'run_lock',
            'merge_parameters', 'stale_after', 'record_stage_alone', 'received_parameters', 'check_run_parameters',
            'run_pipeline', 'figure_sort_key', 'stale_sections', 'refresh_command', 'write_report', 'publish_figures']
 
@@ -250,6 +250,11 @@ SYNTHETIC_WARNING = (
     "SYNTHETIC MIRROR: the input files are made up (tests/builders/synthetic_mirror.py, SYNTHETIC.md); this "
     "run checks plumbing only and no number from it may be reported"
 )
+#: What every quick run says (summary `pipeline.quick_warning`, the report's banner, the terminal).
+QUICK_WARNING = (
+    "QUICK RUN: a subsample and a few epochs (QUICK_PARAMS) check that every stage runs; its numbers "
+    "say nothing about the network's accuracy: run without --quick for results"
+)
 
 # %% ../nbs/lib/30_pipeline.ipynb #a7c31e02
 #: The stages that start a run from nothing; any other stage needs the products of earlier ones.
@@ -427,6 +432,8 @@ def _run_stages(
         "kernel": kernel,
         "synthetic_mirror": synthetic,
         **({"warning": SYNTHETIC_WARNING} if synthetic else {}),
+        "quick": bool(plan["quick"]),
+        **({"quick_warning": QUICK_WARNING} if plan["quick"] else {}),
     }
     previous = os.environ.get(ENV_RUN_ID)
     os.environ[ENV_RUN_ID] = run_id  # the stage kernels inherit it and stamp their sections
@@ -947,7 +954,7 @@ def _report_banners(
     stale: dict,  # `stale_sections` of the run
     root: Path | None = None,  # the run directory (names it in the refresh command)
 ) -> list:
-    "The report's warnings at the top: a failed run, stale stages, what this run did not write, a synthetic mirror."
+    "The report's warnings at the top: a failed run, stale stages, what this run did not write, a synthetic mirror, a quick run."
     import html
 
     out, pipe = [], summary.get("pipeline", {})
@@ -972,6 +979,8 @@ def _report_banners(
         )
     if pipe.get("synthetic_mirror") or summary.get("samples", {}).get("synthetic_mirror"):
         out.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(SYNTHETIC_WARNING)}</p>")
+    if pipe.get("quick"):
+        out.append(f"<p style='color:#b00;font-weight:bold'>{html.escape(QUICK_WARNING)}</p>")
     return out
 
 # %% ../nbs/lib/30_pipeline.ipynb #40ab1759

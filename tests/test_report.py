@@ -172,3 +172,27 @@ def test_report_escapes_the_file_names_it_did_not_write(tmp_path):
     page = write_report(run).read_text()
     assert "<img src=y" not in page and "onerror=alert(1)>" not in page
     assert page.count("&lt;img src=y onerror=alert(1)&gt;") >= 3  # caption, contents, notebook list
+
+
+def test_a_quick_run_says_its_numbers_mean_nothing(tmp_path, capsys):
+    "The report's banner and the terminal's first line, only for a quick run."
+    import html
+
+    from spectra_ml.cli import print_run_summary
+    from spectra_ml.pipeline import QUICK_WARNING, write_report
+
+    run = _run(tmp_path)
+    assert html.escape(QUICK_WARNING) not in write_report(run).read_text()
+    print_run_summary({"pipeline": {"status": "complete"}}, run.root)
+    assert "QUICK RUN" not in capsys.readouterr().out
+    quick = {"status": "complete", "quick": True, "quick_warning": QUICK_WARNING}
+    run.update_summary("pipeline", quick)
+    assert html.escape(QUICK_WARNING) in write_report(run).read_text()
+    print_run_summary({"pipeline": quick}, run.root)
+    assert capsys.readouterr().out.startswith("QUICK RUN: ")
+
+
+@pytest.mark.slow
+def test_the_quick_pipeline_run_carries_the_warning(quick_run):
+    root, summary = quick_run
+    assert summary["pipeline"]["quick"] and "QUICK RUN" in (root / "report.html").read_text()
