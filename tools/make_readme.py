@@ -284,16 +284,10 @@ def _imported_names(cells) -> dict:
             if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("spectra_ml"):
                 mod = node.module.removeprefix("spectra_ml").lstrip(".")
                 for a in node.names:
-                    names[a.asname or a.name] = (
-                        (mod, a.name) if mod else (a.name, "")
-                    )  # `from spectra_ml import core`: a module
-                    if mod and (ROOT / "spectra_ml" / mod.replace(".", "/") / a.name).is_dir():
-                        names[a.asname or a.name] = (f"{mod}.{a.name}", "")
-                    elif (
-                        mod
-                        and (ROOT / "spectra_ml" / mod.replace(".", "/") / f"{a.name}.py").exists()
-                    ):
-                        names[a.asname or a.name] = (f"{mod}.{a.name}", "")
+                    full = f"{mod}.{a.name}".strip(".")
+                    path = ROOT / "spectra_ml" / full.replace(".", "/")
+                    is_module = path.is_dir() or path.with_suffix(".py").exists()
+                    names[a.asname or a.name] = (full, "") if is_module else (mod, a.name)
             elif isinstance(node, ast.Import):
                 for a in node.names:
                     if a.name.startswith("spectra_ml."):
