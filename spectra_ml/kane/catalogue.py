@@ -11,6 +11,7 @@ import pandas as pd
 from ..core import DEFAULT_SEED, DataError, MissingColumnError
 import tempfile
 from ..streaming import Workers, discover_partitions, predict_catalogue
+from .constants import KANE_N_APPLICATION, KANE_N_GALAH
 
 # %% auto #0
 __all__ = ['STREAMED_SAMPLES', 'STREAMED_PAPER_ROWS', 'APPENDIX_A_LABELS', 'APPENDIX_A_SIGMA', 'EBV_COLUMNS', 'stream_samples',
@@ -24,8 +25,8 @@ STREAMED_SAMPLES = {
 }
 #: The paper's row count of each (kane.constants): Kane §2.3 6,878,665 RGB stars; §3.3 30,604 GALAH stars.
 STREAMED_PAPER_ROWS = {
-    "application_predictions": "KANE_N_APPLICATION",
-    "galah_predictions": "KANE_N_GALAH",
+    "application_predictions": KANE_N_APPLICATION,
+    "galah_predictions": KANE_N_GALAH,
 }
 
 
@@ -40,7 +41,6 @@ def stream_samples(
     progress: bool = True,
 ) -> dict:
     "Stream every sample of STREAMED_SAMPLES that 05_samples wrote; an absent one is named in `notes`."
-    from spectra_ml.kane import constants
 
     products, out, notes = Path(products), {}, []
     for src, dst in STREAMED_SAMPLES.items():
@@ -64,7 +64,7 @@ def stream_samples(
         out[dst] = {k: v for k, v in out[dst].items() if k != "partitions"}
         out[dst]["n_rows"] = {
             "run": out[dst]["files_hold"]["n_rows"],
-            "paper": getattr(constants, STREAMED_PAPER_ROWS[dst], None),
+            "paper": STREAMED_PAPER_ROWS.get(dst),
         }
     return {**out, "notes": notes}
 
