@@ -115,7 +115,7 @@ def file_digest(path) -> str:
     return h.hexdigest()
 
 # %% ../nbs/lib/23_streaming.ipynb #369fbabc
-#: What a finished output partition must have been made with to be reused (#16.3).
+#: What a finished output partition must have been made with to be reused.
 RESUME_KEYS = (
     "model_fingerprint",
     "seed",

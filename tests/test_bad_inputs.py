@@ -401,7 +401,7 @@ def _rows(out):
 
 
 def test_named_inputs_reversed_columns_same_numbers_and_wrong_names_refused(tiny, tmp_path, capsys):
-    """#16.1: with the flux columns reversed, 96 of 100 rows used to come out unflagged with |ΔTeff|
+    """with the flux columns reversed, 96 of 100 rows used to come out unflagged with |ΔTeff|
     ≈ 190 K; `xp_###` columns were accepted for a flux model."""
     model, rows = tiny
     for name, t in (
@@ -421,7 +421,7 @@ def test_named_inputs_reversed_columns_same_numbers_and_wrong_names_refused(tiny
 
 
 def test_resume_with_another_seed_is_refused_unless_overwrite(tiny, tmp_path, capsys):
-    """#16.3: a finished output folder rerun with another seed used to compute nothing, silently."""
+    """a finished output folder rerun with another seed used to compute nothing, silently."""
     model, rows = tiny
     (tmp_path / "in").mkdir()
     rows.to_parquet(tmp_path / "in" / "p.parquet", index=False)
@@ -434,7 +434,7 @@ def test_resume_with_another_seed_is_refused_unless_overwrite(tiny, tmp_path, ca
 def test_hive_partitions_found_and_a_corrupt_one_named_while_the_others_finish(
     tiny, tmp_path, capsys
 ):
-    """#16.4: partitions in subfolders were skipped silently; one corrupt partition stopped the whole
+    """partitions in subfolders were skipped silently; one corrupt partition stopped the whole
     run with "Parquet magic bytes not found" and no file name."""
     model, rows = tiny
     for i in (1, 2):
@@ -488,7 +488,7 @@ def test_float_or_missing_source_ids_fail_their_partition_by_name(tiny, tmp_path
 
 
 def test_a_file_not_written_by_predict_is_never_overwritten(tiny, tmp_path, capsys):
-    """#16.2: a user's own Parquet file under an output partition's name used to be replaced, exit 0."""
+    """a user's own Parquet file under an output partition's name used to be replaced, exit 0."""
     import hashlib
 
     model, rows = tiny
@@ -565,7 +565,7 @@ def test_damaged_xp_csv_through_predict_keeps_every_row_flagged(tiny, xp_dir, tm
 
 
 def test_baseline_loader_refuses_a_pickle_without_running_it(tmp_path):
-    """#16.9: a doctored `model/baseline.joblib` executed code when it was unpickled."""
+    """a doctored `model/baseline.joblib` executed code when it was unpickled."""
     import pickle
 
     from spectra_ml.core import CheckpointError

@@ -103,7 +103,7 @@ def test_config_defaults_come_from_the_registry():
 
 
 def test_checkpoint_records_its_input_names_in_order(trained, sample, tmp_path):
-    """#16.1: config.json names the inputs (spectrum, then aux); old checkpoints get them from the feature kind."""
+    """config.json names the inputs (spectrum, then aux); old checkpoints get them from the feature kind."""
     from spectra_ml.checkpoint import input_columns, select_inputs
     from spectra_ml.data.samples import flux_columns
 

@@ -321,7 +321,7 @@ def test_one_big_file_is_split_and_every_input_column_carried(tiny, tmp_path):
 
 
 def test_inputs_are_selected_by_name(tiny, tmp_path):
-    """#16.1: reversed flux columns give identical predictions; `xp_###` columns for a flux model are refused."""
+    """reversed flux columns give identical predictions; `xp_###` columns for a flux model are refused."""
     from spectra_ml.checkpoint import open_checkpoint, input_columns
     from spectra_ml.core import DataError, MissingColumnError
     from spectra_ml.prediction import predict_sample

@@ -256,7 +256,7 @@ def compare_one(
     split: str = "test",  # the held-out split the rows report
     seed: int = DEFAULT_SEED,  # weights init, batch order and dropout masks
     epochs: int = 300,  # maximum epochs (early stopping decides)
-    patience: int | None = None,  # early-stopping patience (None: the model's seed value)
+    patience: int | None = None,  # early-stopping patience (None: the model's paper value)
     options: dict | None = None,  # the model's option overrides
     tsne: bool = False,  # the t-SNE digit of flag_boundary on the held-out split (models that have it)
     save_dir=None,  # folder for models/<name> (checkpoint + calibration.json); None: not saved
@@ -403,7 +403,7 @@ def compare_models(
     split: str = "test",
     seed: int = DEFAULT_SEED,
     epochs: int = 300,
-    patience: int | None = None,  # None: the model's seed value
+    patience: int | None = None,  # None: the model's paper value
     options: dict | None = None,  # model -> option overrides, e.g. {'guiglion_cnn': {'n_seeds': 4}}
     baseline: bool = True,  # include the boosting baseline
     baseline_max_iter: int = 2000,
@@ -539,7 +539,7 @@ def two_fold_cv(
     n_repeats: int = 2,  # repeats of the 2-fold split
     seed: int = DEFAULT_SEED,
     epochs: int = 300,  # maximum epochs per training
-    patience: int | None = None,  # None: the model's seed value
+    patience: int | None = None,  # None: the model's paper value
     options: dict | None = None,  # model -> option overrides, as in `compare_models`
 ) -> pd.DataFrame:
     "`training.repeated_two_fold` for each model, one table with a `model` column (the test split never takes part)."
