@@ -8,14 +8,22 @@ The public API is short:
 - `Predictor`: a loaded checkpoint with its prediction options; `Predictor.predict(X, ids, X_var)`
   gives μ, σ (its parts, calibrated σ) and the flags per star.
 - `read_xp(path)`: an archive XP continuous file (CSV, VOTable, FITS) as a dictionary of arrays.
+- `label_stars(path_or_table, model=None)`: labels with σ and flags for your own stars, one row per star, with the
+  default released model (release.DEFAULT_MODEL, "giants-xp") or another (a released name or a checkpoint
+  folder): `spectra_ml predict --single-file` from Python (same conversion, same Predictor), as a DataFrame
+  whose attrs hold the model record (name, fingerprint, card, domain, calibration) and the column units. Quote `sigma_cal_<label>`.
 
 Everything else lives in the submodules (`spectra_ml.prediction`, `spectra_ml.streaming`, ...).
 Names are imported on first use, so `import spectra_ml` stays light (no torch until needed).
 """
 
-__all__ = ["__version__", "load_model", "Predictor", "read_xp"]
+__all__ = ["__version__", "load_model", "label_stars", "Predictor", "read_xp"]
 
-_LAZY = {"Predictor": "spectra_ml.prediction", "read_xp": "spectra_ml.data.xp_files"}
+_LAZY = {
+    "Predictor": "spectra_ml.prediction",
+    "read_xp": "spectra_ml.data.xp_files",
+    "label_stars": "spectra_ml.cli",
+}
 
 
 def load_model(

@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/31_cli.ipynb #c3e6b73a
 from __future__ import annotations
-import argparse, json, sys
+import argparse, contextlib, json, sys
 from pathlib import Path
 from .core import SpectraMLError, check_output_path, check_parameter_values
 from spectra_ml.pipeline import (
@@ -16,10 +16,14 @@ from spectra_ml.pipeline import (
 )
 
 # %% auto #0
-__all__ = ['PREDICT_SUMMARY', 'EXAMPLES', 'print_run_summary', 'cmd_run', 'stage_parameter_docs', 'cmd_stages', 'format_sources',
-           'cmd_sources', 'xp_input_files', 'convert_xp_files', 'model_spectral_inputs', 'input_key_folder',
-           'no_network_error', 'is_network_failure', 'prepare_predict_input', 'fetch_predict_input',
-           'predict_closing_line', 'cmd_predict', 'OneLineParser', 'build_parser', 'main']
+__all__ = ['LOCK_FILE', 'FORMATS', 'PLAIN_UNITS', 'ASCII_WORDS', 'PREDICT_SUMMARY', 'EXAMPLES', 'print_run_summary', 'cmd_run',
+           'stage_parameter_docs', 'cmd_stages', 'format_sources', 'cmd_sources', 'input_files', 'xp_input_files',
+           'xp_synthetic_photometry', 'convert_xp_files', 'model_spectral_inputs', 'aux_inputs_needed',
+           'input_key_folder', 'no_network_error', 'is_network_failure', 'prepare_predict_input', 'fetch_predict_input',
+           'released_api', 'resolve_model', 'load_predictor', 'model_line', 'cmd_models', 'OutputLockedError',
+           'output_lock', 'column_descriptions', 'fits_comment_lines', 'write_table_file', 'export_predictions',
+           'prediction_counts', 'predict_closing_line', 'run_predict', 'cmd_predict', 'label_stars', 'OneLineParser',
+           'build_parser', 'main']
 
 # %% ../nbs/lib/31_cli.ipynb #54dc7646
 def print_run_summary(
@@ -173,10 +177,10 @@ def cmd_sources(
     return 0 if not a.check or bool(t.ok.all()) else 1
 
 # %% ../nbs/lib/31_cli.ipynb #40cbfed4
-def xp_input_files(
+def input_files(
     path,  # `--input`: a Parquet folder, an XP continuous file, or a folder of them
-) -> list:
-    "The archive XP files to convert at `path` (the file, or a folder's, recursively); [] for a folder of Parquet partitions."
+) -> tuple:
+    "`(xp_files, skipped)`: the XP files at `path` (recursive), and every other file with why it is not read ([] XP files: Parquet)."
     from spectra_ml.core import MissingInputError, ParameterError
     from spectra_ml.data.xp_files import XP_SUFFIXES
 
@@ -186,49 +190,118 @@ def xp_input_files(
             f"--input {p} does not exist: give a folder of Parquet partitions or XP continuous files"
         )
     if p.is_file():
+        if p.suffix.lower() == ".parquet":  # one Parquet table of model inputs
+            return [], []
         if not p.name.lower().endswith(XP_SUFFIXES):
             raise ParameterError(
-                f"--input {p}: not an XP continuous file ({', '.join(XP_SUFFIXES)}) nor a folder of Parquet partitions"
+                f"--input {p}: not an XP continuous file ({', '.join(XP_SUFFIXES)}), a Parquet table nor a folder of them"
             )
-        return [p]
-    files = sorted(f for f in p.rglob("*") if f.is_file() and f.name.lower().endswith(XP_SUFFIXES))
-    if files and any(f.name.lower().endswith(".parquet") for f in p.rglob("*")):
+        return [p], []
+    every = sorted(f for f in p.rglob("*") if f.is_file())
+    files = [f for f in every if f.name.lower().endswith(XP_SUFFIXES)]
+    parquet = [f for f in every if f.suffix.lower() == ".parquet"]
+    if files and parquet:
         raise ParameterError(
             f"--input {p} holds both Parquet partitions and XP files: give a folder of one kind"
         )
-    return files
+    read = set(files or parquet)
+    what = "an XP continuous file" if files else "a Parquet partition"
+    skipped = [
+        {"file": str(f), "reason": f"not {what} (name ends in {f.suffix or 'no suffix'})"}
+        for f in every
+        if f not in read
+    ]
+    return files, skipped
+
+
+def xp_input_files(
+    path,  # `--input`: a Parquet folder, an XP continuous file, or a folder of them
+) -> list:
+    "The archive XP files to convert at `path` (the file, or a folder's, recursively); [] for a folder of Parquet partitions."
+    return input_files(path)[0]
+
+# %% ../nbs/lib/31_cli.ipynb #4eb82eaa
+def xp_synthetic_photometry(
+    xp: dict,  # read_xp's dictionary
+) -> "pd.DataFrame":
+    "Synthetic Gaia G, BP, RP (Vega) per star from its XP coefficients (GaiaXPy, Gaia_DR3_Vega): xp_g_mag, xp_bp_mag, xp_rp_mag, xp_bp_rp; NaN without both bands."
+    import contextlib, io, warnings
+    import numpy as np
+    import pandas as pd
+
+    n = len(xp["source_id"])
+    out = pd.DataFrame({k: np.full(n, np.nan) for k in ("xp_g_mag", "xp_bp_mag", "xp_rp_mag")})
+    ok = np.isfinite(xp["bp_coefficients"]).all(1) & np.isfinite(xp["rp_coefficients"]).all(1)
+    if ok.any():
+        from gaiaxpy import PhotometricSystem, generate
+
+        m = int(ok.sum())
+        df = pd.DataFrame({"source_id": np.asarray(xp["source_id"], np.int64)[ok]})
+        for b in ("bp", "rp"):  # magnitudes need only the coefficients; errors are not used here
+            df[f"{b}_coefficients"] = list(np.asarray(xp[f"{b}_coefficients"], float)[ok])
+            df[f"{b}_coefficient_errors"] = list(np.ones((m, 55)))
+            df[f"{b}_coefficient_correlations"] = [np.zeros(55 * 54 // 2)] * m
+            df[f"{b}_n_parameters"] = 55
+            df[f"{b}_standard_deviation"] = 1.0
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                ph = generate(
+                    df, photometric_system=PhotometricSystem.Gaia_DR3_Vega, save_file=False
+                )
+        for k, b in (("xp_g_mag", "G"), ("xp_bp_mag", "BP"), ("xp_rp_mag", "RP")):
+            out.loc[ok, k] = ph[f"GaiaDr3Vega_mag_{b}"].to_numpy(float)
+    out["xp_bp_rp"] = out.xp_bp_mag - out.xp_rp_mag
+    return out
 
 # %% ../nbs/lib/31_cli.ipynb #89ec08e0
 def convert_xp_files(
-    files,  # archive XP continuous files (xp_input_files)
+    files,  # archive XP continuous files (input_files)
     names,  # the model's spectral input columns (checkpoint.input_columns, less the auxiliary ones)
     work,  # folder for the converted Parquet partitions (one per file)
+    skip_bad: bool = False,  # a file that is not readable XP is skipped with its reason (else: the error)
 ) -> dict:
-    "Each XP file as one Parquet partition of model inputs (`xp.xp_input_table`); an unreadable file names itself."
-    import os
+    "Each XP file as one Parquet partition of model inputs (`xp_input_table`) with its synthetic photometry; an unreadable file names itself."
+    import io, os
+    import pandas as pd
     from spectra_ml.core import DataError
     from spectra_ml.features import xp_input_table
     from spectra_ml.data.xp_files import read_xp
 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    parts, n, bad = [], 0, 0
+    parts, n, bad, skipped = [], 0, 0, []
     for k, f in enumerate(files):
         try:
-            xp = read_xp(f)
-        except DataError:  # the reader's own message names the file and the fix
-            raise
-        except (KeyError, ValueError, OSError, IndexError) as e:
-            raise DataError(
-                f"{f}: not a readable XP continuous file ({type(e).__name__}: {e}); fix or remove it"
-            ) from None
-        t = xp_input_table(xp, names, where=str(f))
+            try:
+                xp = read_xp(f)
+            except DataError:  # the reader's own message names the file and the fix
+                raise
+            except (KeyError, ValueError, OSError, IndexError) as e:
+                raise DataError(
+                    f"{f}: not a readable XP continuous file ({type(e).__name__}: {e}); fix or remove it"
+                ) from None
+        except DataError as e:
+            if not skip_bad:
+                raise
+            skipped.append({"file": str(f), "reason": " ".join(str(e).split())})
+            continue
+        with contextlib.redirect_stderr(
+            io.StringIO()
+        ):  # GaiaXPy's progress bars, one per band and file
+            t = xp_input_table(xp, names, where=str(f))
+        t = pd.concat([t, xp_synthetic_photometry(xp)], axis=1)
         out = work / f"{k:05d}_{f.name.split('.')[0]}.parquet"
         t.to_parquet(out.with_name(out.name + ".tmp"), index=False)
         os.replace(out.with_name(out.name + ".tmp"), out)
         parts.append(out)
         n, bad = n + len(t), bad + int(t.flag_xp_unconvertible.sum())
-    return {"partitions": [str(p) for p in parts], "n_stars": n, "n_unconvertible": bad}
+    return {
+        "partitions": [str(p) for p in parts],
+        "n_stars": n,
+        "n_unconvertible": bad,
+        "skipped": skipped,
+    }
 
 # %% ../nbs/lib/31_cli.ipynb #dd2e59c7
 def model_spectral_inputs(
@@ -239,6 +312,27 @@ def model_spectral_inputs(
     from spectra_ml.features import AUX_FEATURES
 
     return [n for n in input_columns(open_checkpoint(model_dir)) if n not in AUX_FEATURES]
+
+
+def aux_inputs_needed(
+    model_dir,  # checkpoint folder
+) -> dict:
+    "The checkpoint's non-spectral inputs (features.AUX_FEATURES) -> the table columns each is computed from."
+    from spectra_ml.checkpoint import input_columns, open_checkpoint
+    from spectra_ml.features import AUX_FEATURES
+
+    class _Seen(dict):  # records the columns an AUX_FEATURES formula reads
+        def __missing__(self, k):
+            self.setdefault(k, 1.0)
+            return 1.0
+
+    out = {}
+    for n in input_columns(open_checkpoint(model_dir)):
+        if n in AUX_FEATURES:
+            seen = _Seen()
+            AUX_FEATURES[n](seen)
+            out[n] = list(seen)
+    return out
 
 # %% ../nbs/lib/31_cli.ipynb #aecb2462
 def input_key_folder(
@@ -298,22 +392,42 @@ def is_network_failure(
 
 # %% ../nbs/lib/31_cli.ipynb #bc5d17b4
 def prepare_predict_input(
-    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
+    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments (a.model: the checkpoint folder)
 ) -> tuple:
     "`(folder of model-input partitions, what was done)`: the Parquet input as it is, or XP files / fetched stars converted into `--work`; without network, how to fetch by hand."
+    from spectra_ml.core import DataError
     from spectra_ml.data import sources
 
     work = Path(a.work) if a.work else Path(a.output).with_name(Path(a.output).name + "_inputs")
     check_output_path(work, a.output)
     if a.input:
-        files = xp_input_files(a.input)
+        files, skipped = input_files(a.input)
         if not files:
-            return Path(a.input), {"input": "parquet"}
+            return Path(a.input), {"input": "parquet", "skipped": skipped}
         check_output_path(a.input, work)
         names = model_spectral_inputs(a.model)
+        aux = aux_inputs_needed(a.model)
+        if aux:  # an archive XP file holds the spectrum only: refused before any conversion
+            cols = sorted({c for v in aux.values() for c in v})
+            raise DataError(
+                f"{files[0]}: the model {a.model} needs {', '.join(aux)} beside the XP spectrum (from the columns "
+                f"{', '.join(cols)}: Gaia and 2MASS photometry), which an archive XP continuous file does not "
+                "carry; give --input a Parquet table with source_id, the spectrum (flux_000..flux_342) and those "
+                "columns, or a --model that needs the XP spectrum only"
+            )
         stamp = [f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files]
-        sub = input_key_folder(work, "xp", stamp, names)
-        return sub, {"input": "xp_files", "work": str(sub), **convert_xp_files(files, names, sub)}
+        sub = input_key_folder(work, "xp", stamp, names + ["+xp_synthetic_photometry"])
+        r = convert_xp_files(files, names, sub, skip_bad=Path(a.input).is_dir())
+        r["skipped"] = skipped + r["skipped"]
+        if not r["partitions"]:
+            shown = "; ".join(f"{s['file']}: {s['reason']}" for s in r["skipped"][:3])
+            raise DataError(f"--input {a.input}: no readable XP file ({shown})")
+        for p in sub.glob(
+            "*.parquet"
+        ):  # a partition of a file that is now skipped is not predicted
+            if str(p) not in r["partitions"]:
+                p.unlink()
+        return sub, {"input": "xp_files", "work": str(sub), **r}
     names = model_spectral_inputs(a.model)
     if not sources.downloads_allowed():
         raise no_network_error(a)
@@ -360,53 +474,479 @@ def fetch_predict_input(
         "cache": r["cache"],
     }
 
-# %% ../nbs/lib/31_cli.ipynb #22c58525
-def predict_closing_line(
-    out_dir,  # the --output folder of prediction partitions
+# %% ../nbs/lib/31_cli.ipynb #45f42541
+def released_api():
+    "The `spectra_ml.release` module (released models), or None in an install without it."
+    try:
+        from spectra_ml import release
+    except ImportError:
+        return None
+    return release
+
+# %% ../nbs/lib/31_cli.ipynb #eb4b357a
+def resolve_model(
+    spec: str
+    | None,  # --model: a released name, a checkpoint folder, or None (the default released model)
+) -> dict:
+    "`{name, path, card, domain, released}` for --model; an unknown name lists the released ones."
+    from spectra_ml.core import ParameterError
+
+    rel = released_api()
+    if spec is not None and Path(spec).is_dir():
+        p = Path(spec)
+        if rel is None or not (p / "card.json").exists():  # a checkpoint folder: no card
+            return {"name": str(p), "path": p, "card": None, "domain": None, "released": False}
+        spec = p  # a release folder (card.json beside the checkpoint)
+    if rel is None:
+        raise ParameterError(
+            f"--model {spec or '(default)'}: this install has no released models (spectra_ml.release); "
+            "give --model CHECKPOINT_FOLDER (e.g. runs/demo/model)"
+        )
+    name = spec or rel.DEFAULT_MODEL
+    names = list(rel.released_models())
+    if not names and not isinstance(name, Path):
+        raise ParameterError(
+            f"--model {name}: no released models in {rel.RELEASED_DIR} (this install ships none); give "
+            "--model CHECKPOINT_FOLDER (e.g. runs/demo/model)"
+        )
+    if not isinstance(name, Path) and name not in names:
+        where = "no such folder, and not" if ("/" in name or "\\" in name) else "not"
+        raise ParameterError(
+            f"--model {name}: {where} a released model; released: {', '.join(names)} "
+            "(spectra_ml models), or give a checkpoint folder"
+        )
+    card = {"name": Path(name).name, **rel.model_card(name)}
+    card.setdefault("text", rel.card_text(name))
+    return {
+        "name": Path(name).name,
+        "path": Path(rel.release_path(name)),
+        "card": card,
+        "domain": rel.card_domain(name),
+        "released": True,
+    }
+
+# %% ../nbs/lib/31_cli.ipynb #47bdb6ab
+def load_predictor(
+    m: dict,  # resolve_model's answer
+    **options,  # Predictor options (n_passes, seed, shared_masks, device...)
+) -> "Predictor":
+    "The Predictor of a resolved model: a released one through `release.load_released`, with its card and domain."
+    from dataclasses import replace
+    from spectra_ml.prediction import Predictor
+
+    if not m["released"]:
+        return Predictor.load(m["path"], **options)
+    p = released_api().load_released(Path(m["path"]), **options)
+    return replace(p, domain=p.domain if p.domain is not None else m["domain"], card=m["card"])
+
+# %% ../nbs/lib/31_cli.ipynb #66e54b7e
+def model_line(
+    m: dict,  # resolve_model's answer
+    predictor=None,  # its Predictor (a checkpoint folder: its label ranges are the domain)
 ) -> str:
-    "The one line `predict` ends with: stars written, how many flagged, and which σ column to quote."
+    "The one line `predict` starts with: which model, and the domain its flag_domain checks."
+    from spectra_ml.prediction import LABEL_UNITS
+
+    dom = m["domain"] or (predictor.domain_used if predictor is not None else {"labels": {}})
+    g = lambda v: f"{v:.4g}"
+    labels = [
+        f"{l} {g(lo)}..{g(hi)} {LABEL_UNITS.get(l, 'dex')}" for l, (lo, hi) in dom["labels"].items()
+    ]
+    inputs = [f"{n} {g(lo)}..{g(hi)}" for n, (lo, hi) in dom.get("inputs", {}).items()]
+    kind = "released model" if m["released"] else "checkpoint"
+    what = "domain" if m["released"] else "domain (its training label ranges)"
+    return f"{kind} {m['name']}: {what}: " + ", ".join(labels + inputs)
+
+# %% ../nbs/lib/31_cli.ipynb #e18431f8
+def cmd_models(
+    a: argparse.Namespace,  # parsed `spectra_ml models [show NAME]` arguments
+) -> int:
+    "`spectra_ml models`: the released models, one line each; `models show NAME`: its card."
+    from spectra_ml.core import ParameterError
+
+    rel = released_api()
+    if rel is None:
+        raise ParameterError("this install has no released models (spectra_ml.release)")
+    models = rel.released_models()
+    if not models:
+        raise ParameterError(
+            f"no released models in {rel.RELEASED_DIR}: this install ships none (python -m spectra_ml.studies.release "
+            "train NAME makes one); spectra_ml predict --model CHECKPOINT_FOLDER works without"
+        )
+    if getattr(a, "show", None):
+        if a.show not in models:
+            raise ParameterError(
+                f"models show {a.show}: not a released model; released: {', '.join(models)}"
+            )
+        print(rel.card_text(a.show))
+        return 0
+    w = max(map(len, models))
+    for name, text in models.items():
+        mark = " (default)" if name == rel.DEFAULT_MODEL else ""
+        print(f"{name:<{w}}  {text}{mark}")
+    return 0
+
+# %% ../nbs/lib/31_cli.ipynb #d4f8ff78
+LOCK_FILE = ".spectra_ml_predict.lock"  # in the --output folder while a predict run writes there
+
+
+class OutputLockedError(SpectraMLError):
+    "Another `spectra_ml predict` is writing into the same output folder."
+
+
+def _lock_holder(lock: Path) -> dict:
+    "The lock file's record ({} while unreadable: being written, or damaged)."
+    try:
+        return json.loads(lock.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _lock_is_stale(h: dict) -> bool:
+    "True only when certain: the lock was taken on this host by a pid that no longer exists."
+    import os, socket
+
+    if h.get("host") != socket.gethostname() or not isinstance(h.get("pid"), int):
+        return False
+    try:
+        os.kill(h["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False  # alive, another user's
+    return False
+
+# %% ../nbs/lib/31_cli.ipynb #da243886
+@contextlib.contextmanager
+def output_lock(
+    out_dir,  # the --output folder
+):
+    "Hold the output folder's lock for the duration (refuse when another live run holds it; take over a stale one)."
+    import os, socket, time
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = out / LOCK_FILE
+    me = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            h = _lock_holder(lock)
+            if _lock_is_stale(h):
+                lock.unlink(missing_ok=True)  # its process is gone: take over
+                continue
+            raise OutputLockedError(
+                f"{out} is being written by another spectra_ml predict (pid {h.get('pid', '?')} on "
+                f"{h.get('host', '?')} since {h.get('time', '?')}; lock {lock}): wait for it, choose another "
+                "--output, or delete the lock file if you are sure that run is gone"
+            ) from None
+        with os.fdopen(fd, "w") as f:
+            json.dump(me, f)
+        break
+    try:
+        yield lock
+    finally:
+        if _lock_holder(lock).get("pid") == me["pid"]:
+            lock.unlink(missing_ok=True)
+
+# %% ../nbs/lib/31_cli.ipynb #4c90bd1a
+#: --format -> file extension of the written files.
+FORMATS = {"parquet": ".parquet", "fits": ".fits", "votable": ".vot", "csv": ".csv"}
+#: Units astropy cannot write in FITS, VOTable or ECSV: the unit written, and the words put in the description.
+PLAIN_UNITS = {"dex(cm s-2)": ("dex", "log10(g / cm s-2)")}
+
+
+def column_descriptions(
+    columns,  # output column names
+    labels,  # the model's labels
+) -> dict:
+    "Each output column's meaning (prediction.OUTPUT_COLUMNS), the unit words of PLAIN_UNITS added."
+    from spectra_ml.prediction import LABEL_UNITS, OUTPUT_COLUMNS
+
+    by_name = {}
+    for n, _, m in OUTPUT_COLUMNS:
+        for k in n.replace("/", ", ").split(", "):
+            by_name[k] = m
+    by_name.update(
+        flag_missing_bp=by_name.get("flag_missing_bp"),
+        flag_missing_rp=by_name.get("flag_missing_bp"),
+    )
+    out = {}
+    for c in columns:
+        l = next((l for l in sorted(labels, key=len, reverse=True) if c.endswith("_" + l)), None)
+        if l is not None and c.startswith(("mu_", "sigma_")):
+            head = c[: -len(l)] + "<label>"
+            if head not in by_name:
+                head = "sigma_<part>_<label>"
+            text = by_name[head].replace("<label>", l)
+            unit = LABEL_UNITS.get(l, "dex")
+            if unit in PLAIN_UNITS:
+                text = f"[unit {PLAIN_UNITS[unit][0]} = {PLAIN_UNITS[unit][1]}] {text}"
+            out[c] = (
+                f"{c[: -len(l) - 1]} of {l}: {text}" if head == "sigma_<part>_<label>" else text
+            )
+        elif by_name.get(c):
+            out[c] = by_name[c]
+    return out
+
+# %% ../nbs/lib/31_cli.ipynb #2a27c41f
+def _plain_unit(u: str) -> str:
+    return PLAIN_UNITS.get(u, (u,))[0]
+
+
+#: Non-ASCII characters of model cards and their ASCII words (FITS headers hold printable ASCII only).
+ASCII_WORDS = {
+    "α": "alpha",
+    "σ": "sigma",
+    "μ": "mu",
+    "ϖ": "parallax",
+    "−": "-",
+    "–": "-",
+    "—": "-",
+    "×": "x",
+}
+ASCII_WORDS |= {
+    "≤": "<=",
+    "≥": ">=",
+    "≈": "~",
+    "±": "+/-",
+    "…": "...",
+    "’": "'",
+    "“": '"',
+    "”": '"',
+    "·": ".",
+}
+
+# %% ../nbs/lib/31_cli.ipynb #83713283
+def fits_comment_lines(
+    text: str,  # a card's text (Markdown, any characters)
+    width: int = 72,  # characters per COMMENT card
+) -> list:
+    "The text as FITS COMMENT lines: ASCII (ASCII_WORDS, else '?'), wrapped to `width`, blank lines kept."
+    import textwrap
+
+    for k, v in ASCII_WORDS.items():
+        text = text.replace(k, v)
+    text = text.encode("ascii", "replace").decode()
+    out = []
+    for line in text.splitlines() or [""]:
+        out += textwrap.wrap(line, width) or [""]
+    return out
+
+# %% ../nbs/lib/31_cli.ipynb #398c7cda
+def _astropy_table(df, units: dict, notes: dict):
+    "An astropy Table of `df`: each column's unit (PLAIN_UNITS) and description; None strings as ''."
+    from astropy.table import Table
+
+    df = df.copy()
+    for c in df.columns:
+        if df[c].dtype == object:
+            df[c] = df[c].fillna("").astype(str)
+    t = Table.from_pandas(df)
+    for c in t.colnames:
+        if units.get(c):
+            t[c].unit = _plain_unit(units[c])
+        if notes.get(c):
+            t[c].description = notes[c]
+    return t
+
+# %% ../nbs/lib/31_cli.ipynb #3d220849
+def _write_fits(
+    df: "pd.DataFrame",  # the predictions to write
+    tmp: Path,  # the file to write (write_table_file renames it when complete)
+    model: dict,  # streaming.model_record
+    units: dict,  # column -> unit (prediction.column_units)
+    notes: dict,  # column -> description (column_descriptions)
+    record: str,  # the model record as JSON text
+) -> None:
+    "The FITS file of `write_table_file`: units as text, the card as COMMENT lines, the record in a MODEL_CARD extension."
+    import warnings
+
+    from astropy.io import fits
+
+    with (
+        warnings.catch_warnings()
+    ):  # long TTYPE comments are cut to the card: the full text is in the docs
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        hdu = fits.table_to_hdu(_astropy_table(df, {}, notes))
+        hdu.name = "LABELS"
+        for i, c in enumerate(df.columns, 1):
+            if units.get(c):  # written as text: astropy would refuse dex as a FITS unit
+                hdu.header[f"TUNIT{i}"] = _plain_unit(units[c])
+            if notes.get(c):  # cut to the card; the whole text in TCOMMn (long-string convention)
+                hdu.header.comments[f"TTYPE{i}"] = notes[c]
+                hdu.header[f"TCOMM{i}"] = notes[c]
+    head = fits.Header()
+    head["MODEL"] = (model["name"], "spectra_ml model that made the labels")
+    head["MODELFP"] = (model["fingerprint"][:64], "sha256 fingerprint of its files")
+    head["CALIB"] = (bool(model["calibration"]), "sigma calibrated (sigma_cal_<label>)")
+    head["SIGQUOTE"] = (model["sigma_to_quote"][:60], "the sigma column to quote")
+    from spectra_ml import __version__
+
+    head["HISTORY"] = f"spectra_ml {__version__} predict; full record: MODEL_CARD extension"
+    card = (model.get("card") or {}).get("text") or f"no model card: checkpoint {model['name']}"
+    for line in fits_comment_lines(card):
+        head["COMMENT"] = line
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", fits.verify.VerifyWarning)
+        hdu.header.extend(head)
+        rec = fits.BinTableHDU.from_columns(
+            [fits.Column(name="record_json", format=f"{len(record)}A", array=[record])],
+            name="MODEL_CARD",
+        )
+        fits.HDUList([fits.PrimaryHDU(header=head), hdu, rec]).writeto(tmp, overwrite=True)
+
+# %% ../nbs/lib/31_cli.ipynb #182414a5
+def _write_votable(
+    df: "pd.DataFrame",  # the predictions to write
+    tmp: Path,  # the file to write (write_table_file renames it when complete)
+    model: dict,  # streaming.model_record
+    units: dict,  # column -> unit (prediction.column_units)
+    notes: dict,  # column -> description (column_descriptions)
+    record: str,  # the model record as JSON text
+) -> None:
+    "The VOTable file of `write_table_file`: units, descriptions and the model record as INFO elements."
+    from astropy.io.votable import from_table
+    from astropy.io.votable.tree import Info
+
+    vot = from_table(_astropy_table(df, units, notes))
+    res = vot.resources[0]
+    res.description = f"spectra_ml labels by model {model['name']}; quote {model['sigma_to_quote']}"
+    for k, v in (
+        ("model", model["name"]),
+        ("model_fingerprint", model["fingerprint"]),
+        ("model_record", record),
+    ):
+        res.infos.append(Info(name=k, value=v))
+    vot.to_xml(str(tmp))
+
+# %% ../nbs/lib/31_cli.ipynb #3c026e75
+def write_table_file(
+    df: "pd.DataFrame",  # the predictions to write
+    fmt: str,  # parquet, fits, votable or csv (FORMATS)
+    path,  # the final file name; written as path + '.tmp', then renamed
+    model: dict,  # streaming.model_record: name, fingerprint, card, domain, calibration, sigma_to_quote
+    labels,  # the model's labels (units and descriptions)
+) -> Path:
+    "One output file with units and the model record in its metadata, under its final name only when complete."
+    import os
+    import pyarrow as pa, pyarrow.parquet as pq
+    from spectra_ml.prediction import column_units
+    from spectra_ml.streaming import with_units
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    units, notes = column_units(df.columns, labels), column_descriptions(df.columns, labels)
+    record = json.dumps(model)
+    if fmt == "parquet":
+        t = pa.Table.from_pandas(df, preserve_index=False)
+        pq.write_table(t.cast(with_units(t.schema, {"model": model, "rows": len(df)})), tmp)
+    elif fmt == "fits":
+        _write_fits(df, tmp, model, units, notes, record)
+    elif fmt == "votable":
+        _write_votable(df, tmp, model, units, notes, record)
+    elif fmt == "csv":
+        t = _astropy_table(df, units, notes)
+        t.meta["spectra_ml_model"] = record  # JSON text: YAML would fold the card's newlines
+        t.write(tmp, format="ascii.ecsv", delimiter=",", overwrite=True)
+    else:
+        raise ValueError(f"unknown format {fmt!r}; one of {', '.join(FORMATS)}")
+    os.replace(tmp, path)
+    return path
+
+# %% ../nbs/lib/31_cli.ipynb #972d226d
+def export_predictions(
+    pred_dir,  # folder of prediction partitions (predict_catalogue's output)
+    out_dir,  # the --output folder
+    fmt: str,  # FORMATS key
+    single: bool,  # one file `labels.<ext>` for all partitions
+) -> list:
+    "The partitions written as `fmt` files into `out_dir` (one per partition, or one in all); their paths."
+    import pyarrow.parquet as pq
+    import pandas as pd
+    from spectra_ml.streaming import discover_partitions
+
+    pred_dir, out_dir = Path(pred_dir), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parts = discover_partitions(pred_dir)
+    meta = pq.read_schema(parts[0]).metadata or {}
+    model = json.loads(meta[b"spectra_ml_model"])
+    labels = [n[3:] for n in pq.read_schema(parts[0]).names if n.startswith("mu_")]
+    groups = (
+        [("labels", parts)]
+        if single
+        else [
+            (p.relative_to(pred_dir).as_posix()[: -len(".parquet")].replace("/", "__"), [p])
+            for p in parts
+        ]
+    )
+    written = []
+    for name, files in groups:
+        df = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
+        for c in [c for c in df.columns if c.startswith("flag_")]:
+            df[c] = df[c].fillna(False).astype(bool)  # a flag one file lacks: not raised there
+        written.append(write_table_file(df, fmt, out_dir / f"{name}{FORMATS[fmt]}", model, labels))
+    return written
+
+# %% ../nbs/lib/31_cli.ipynb #22c58525
+def prediction_counts(
+    pred_dir,  # a folder of prediction partitions
+) -> tuple:
+    "`(stars, stars with flag_domain, model record)` of the partitions in `pred_dir`."
     import pyarrow.parquet as pq
 
-    files = sorted(f for f in Path(out_dir).rglob("*.parquet") if f.is_file())
-    n = n_ood = n_range = 0
-    cal = False
-    for f in files:
-        names = pq.read_schema(f).names
-        t = pq.read_table(f, columns=[c for c in ("flag_ood", "flag_label_range") if c in names])
+    n = n_dom = 0
+    model = {}
+    for f in sorted(f for f in Path(pred_dir).rglob("*.parquet") if f.is_file()):
+        schema = pq.read_schema(f)
+        model = model or json.loads((schema.metadata or {}).get(b"spectra_ml_model", b"{}"))
+        t = pq.read_table(f, columns=[c for c in ("flag_domain",) if c in schema.names])
         n += t.num_rows
-        for c in t.column_names:
-            k = int(t.column(c).to_numpy(zero_copy_only=False).sum())
-            n_ood, n_range = (n_ood + k, n_range) if c == "flag_ood" else (n_ood, n_range + k)
-        cal = cal or any(c.startswith("sigma_cal_") for c in names)
-    quote = (
-        "sigma_cal_<label> (calibrated) where present, else sigma_<label>"
-        if cal
-        else "sigma_<label> (this model has no calibrated sigma_cal_<label>)"
+        if t.num_columns:
+            n_dom += int(t.column(0).to_numpy(zero_copy_only=False).sum())
+    return n, n_dom, model
+
+
+def predict_closing_line(
+    out_dir,  # the --output folder
+    pred_dir=None,  # the prediction partitions (None: out_dir itself, --format parquet)
+    written=None,  # the files written (None: the partitions)
+    skipped=(),  # input files not read: [{"file", "reason"}]
+) -> str:
+    "The one line `predict` ends with: stars written, how many outside the model's domain, the σ to quote, skipped files, a missing calibration."
+    n, n_dom, model = prediction_counts(pred_dir or out_dir)
+    where = written[0] if written is not None and len(written) == 1 else out_dir
+    cal = bool(model.get("calibration"))
+    line = (
+        f"wrote {n} stars to {where}; {n_dom} outside the model's domain (flag_domain); quote "
+        + ("sigma_cal_<label> (calibrated)" if cal else "sigma_<label>")
     )
-    return (
-        f"wrote {n} stars to {out_dir}; {n_ood} outside the training inputs (flag_ood), {n_range} outside the "
-        f"label range (flag_label_range); quote {quote}"
-    )
+    if not cal:
+        line += "; NO sigma calibration in this model: sigma_<label> is uncalibrated"
+    missing = model.get("domain_checked", {}).get("inputs_missing")
+    if missing:
+        line += f"; domain inputs not in the input, not checked: {', '.join(missing)}"
+    if skipped:
+        shown = ", ".join(f"{Path(s['file']).name} ({s['reason']})" for s in skipped[:3])
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        line += f"; skipped {len(skipped)} input file(s): {shown}{more}"
+    return line
 
-# %% ../nbs/lib/31_cli.ipynb #b6eca3c4
-PREDICT_SUMMARY = "predict_summary.json"  # what `predict` did, written in its --output folder
-
-
-def cmd_predict(
-    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
-) -> int:
-    "`spectra_ml predict`: a catalogue, XP files, source_ids or a cone streamed through a checkpoint, here or on Dask; ends with one summary line (details in OUTPUT/predict_summary.json)."
-    from spectra_ml.prediction import Predictor
+# %% ../nbs/lib/31_cli.ipynb #5dc46eb7
+def _stream_predictions(
+    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments (scheduler, dask_workers, passes, ...)
+    predictor,  # load_predictor's Predictor
+    in_dir,  # the prepared input partitions
+    pred_dir,  # where the prediction partitions go
+) -> dict:
+    "predict_catalogue on a Dask cluster (--scheduler, --dask-workers) or in this process; the cluster closed after."
     from spectra_ml.streaming import Workers, predict_catalogue
 
-    if a.input:
-        check_output_path(a.input, a.output)
-    check_parameter_values(
-        {"n_passes": a.passes, "batch_size": a.batch_size, "dask_workers": a.dask_workers},
-        {"n_passes": None, "batch_size": 512, "dask_workers": 0},
-        "spectra_ml predict",
-    )
-    in_dir, prepared = prepare_predict_input(a)
     client = cluster = None
     try:
         if a.scheduler or a.dask_workers:
@@ -417,14 +957,14 @@ def cmd_predict(
             else:
                 cluster = LocalCluster(n_workers=a.dask_workers, threads_per_worker=1)
                 client = Client(cluster)
-        predictor = Predictor.load(a.model, shared_masks=not a.per_star_masks, device="auto")
-        r = predict_catalogue(
+        return predict_catalogue(
             predictor,
             in_dir,
-            a.output,
+            pred_dir,
             a.passes,
             a.seed,
             a.batch_size,
+            progress=getattr(a, "progress", True),
             overwrite=a.overwrite,
             workers=Workers(client=client),
         )
@@ -433,10 +973,146 @@ def cmd_predict(
             client.close()
         if cluster is not None:
             cluster.close()
-    summary = Path(a.output) / PREDICT_SUMMARY
-    summary.write_text(json.dumps({**r, "prepared": prepared}, indent=1) + "\n")
-    print(predict_closing_line(a.output))
+
+# %% ../nbs/lib/31_cli.ipynb #3513807c
+PREDICT_SUMMARY = "predict_summary.json"  # what `predict` did, written in its --output folder
+
+
+def run_predict(
+    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
+    m: dict,  # resolve_model's answer
+    predictor,  # load_predictor's Predictor of it
+) -> dict:
+    "Prepare the input, stream it through the model, write the --format files; the summary (also OUTPUT/predict_summary.json)."
+    a.model = str(m["path"])  # the input conversion reads the checkpoint's input names
+    in_dir, prepared = prepare_predict_input(a)
+    direct = a.format == "parquet" and not a.single_file
+    work = Path(a.work) if a.work else Path(a.output).with_name(Path(a.output).name + "_inputs")
+    pred_dir = Path(a.output) if direct else work / "predictions"
+    r = _stream_predictions(a, predictor, in_dir, pred_dir)
+    written = (
+        [Path(a.output) / u for u in r["partitions"]]
+        if direct
+        else export_predictions(pred_dir, a.output, a.format, a.single_file)
+    )
+    skipped = prepared.get("skipped", [])
+    line = predict_closing_line(a.output, pred_dir, written, skipped)
+    n_dom = prediction_counts(pred_dir)[1]
+    summary = {
+        **r,
+        "prepared": prepared,
+        "model": {k: str(v) if k == "path" else v for k, v in m.items() if k != "card"},
+        "format": a.format,
+        "single_file": a.single_file,
+        "written": [str(w) for w in written],
+        "skipped": skipped,
+        "n_outside_domain": n_dom,
+        "closing_line": line,
+    }
+    (Path(a.output) / PREDICT_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
+    return summary
+
+# %% ../nbs/lib/31_cli.ipynb #0b2d3e68
+def cmd_predict(
+    a: argparse.Namespace,  # parsed `spectra_ml predict` arguments
+) -> int:
+    "`spectra_ml predict`: a catalogue, XP files, source_ids or a cone through a released model or a checkpoint; one line first (the model and its domain), one line last (details in OUTPUT/predict_summary.json)."
+    if a.input:
+        check_output_path(a.input, a.output)
+    check_parameter_values(
+        {"n_passes": a.passes, "batch_size": a.batch_size, "dask_workers": a.dask_workers},
+        {"n_passes": None, "batch_size": 512, "dask_workers": 0},
+        "spectra_ml predict",
+    )
+    if a.input:  # a missing or unreadable input is refused before the output is touched
+        input_files(a.input)
+    m = resolve_model(a.model)
+    predictor = load_predictor(m, shared_masks=not a.per_star_masks, device="auto")
+    print(model_line(m, predictor), flush=True)
+    with output_lock(a.output):
+        s = run_predict(a, m, predictor)
+    print(s["closing_line"])
     return 0
+
+# %% ../nbs/lib/31_cli.ipynb #e27d4a57
+def _table_to_input(
+    table,  # pandas DataFrame or astropy Table: XP coefficients or model inputs
+    folder: Path,  # where to write it
+) -> Path:
+    "An in-memory table as a file `predict` reads: XP coefficients as an archive-layout FITS file, anything else as Parquet."
+    import numpy as np
+    import pandas as pd
+    from astropy.table import Table
+
+    t = table if isinstance(table, Table) else None
+    df = table.to_pandas() if t is not None and "bp_coefficients" not in table.colnames else table
+    cols = table.colnames if t is not None else list(table.columns)
+    folder.mkdir(parents=True, exist_ok=True)
+    if (
+        "bp_coefficients" in cols
+    ):  # archive array columns -> one column per coefficient (FITS layout)
+        src = table
+        out = Table({"source_id": np.asarray(src["source_id"], np.int64)})
+        for b in ("bp", "rp"):
+            c = np.stack([np.asarray(v, float) for v in src[f"{b}_coefficients"]])
+            e = np.stack([np.asarray(v, float) for v in src[f"{b}_coefficient_errors"]])
+            nb = f"{b}_n_relevant_bases"
+            out[nb] = np.asarray(src[nb]) if nb in cols else np.full(len(out), c.shape[1])
+            for i in range(c.shape[1]):
+                out[f"{b}_coeff_{i}"], out[f"e_{b}_coeff_{i}"] = c[:, i], e[:, i]
+        path = folder / "stars.fits"
+        out.write(path)
+        return path
+    if "bp_coeff_0" in cols:
+        path = folder / "stars.fits"
+        (t if t is not None else Table.from_pandas(pd.DataFrame(df))).write(path)
+        return path
+    path = folder / "stars.parquet"
+    pd.DataFrame(df).to_parquet(path, index=False)
+    return path
+
+# %% ../nbs/lib/31_cli.ipynb #22ea29f4
+def label_stars(
+    path_or_table,  # an XP file (CSV, VOTable, FITS), a Parquet table of model inputs, or an in-memory table
+    model: str
+    | None = None,  # a released name (None: release.DEFAULT_MODEL, "giants-xp") or a checkpoint folder
+    n_passes: int | None = None,  # prediction passes (None: the model's own)
+    seed: int = 42,  # dropout-mask seed (the CLI's default)
+    batch_size: int = 512,  # stars per forward call
+    progress: bool = False,  # a progress bar
+) -> "pd.DataFrame":
+    "Labels with σ and flags for your stars, one row per input star: `spectra_ml predict` from Python (attrs: model, units, summary)."
+    import tempfile
+    import pandas as pd
+    import pyarrow.parquet as pq
+    from spectra_ml.prediction import column_units
+
+    with tempfile.TemporaryDirectory(prefix="spectra_ml_label_") as tmp:
+        tmp = Path(tmp)
+        src = path_or_table
+        if not isinstance(src, (str, Path)):
+            src = _table_to_input(src, tmp / "in")
+        argv = ["predict", "--input", str(src), "--output", str(tmp / "out"), "--single-file"]
+        argv += ["--seed", str(seed), "--batch-size", str(batch_size)]
+        if model is not None:
+            argv += ["--model", str(model)]
+        if n_passes is not None:
+            argv += ["--passes", str(n_passes)]
+        a = build_parser().parse_args(argv)
+        a.progress = progress
+        check_output_path(a.input, a.output)
+        m = resolve_model(a.model)
+        predictor = load_predictor(m, shared_masks=True, device="auto")
+        summary = run_predict(a, m, predictor)
+        f = Path(summary["written"][0])
+        df = pd.read_parquet(f)
+        rec = json.loads(pq.read_schema(f).metadata[b"spectra_ml_model"])
+    df.attrs.update(
+        model=rec,
+        units=column_units(df.columns, [c[3:] for c in df.columns if c.startswith("mu_")]),
+        summary=summary,
+    )
+    return df
 
 # %% ../nbs/lib/31_cli.ipynb #a1f765f4
 def _add_run(
@@ -528,12 +1204,28 @@ def _add_predict(
         help="labels for a Parquet catalogue, archive XP files, a list of source_ids or a cone",
         **kw,
     )
-    pr.add_argument("--model", required=True, help="checkpoint folder (e.g. runs/demo/model)")
+    pr.add_argument(
+        "--model",
+        default=None,
+        help="a released model's name (spectra_ml models; default: the default released model) or a "
+        "checkpoint folder (e.g. runs/demo/model)",
+    )
     _add_predict_inputs(pr)
     pr.add_argument(
         "--output",
         required=True,
-        help="folder for the predictions (finished partitions are skipped)",
+        help="folder for the predictions (finished partitions are skipped; one writer at a time)",
+    )
+    pr.add_argument(
+        "--format",
+        choices=list(FORMATS),
+        default="parquet",
+        help="output format (default parquet); every file has units and the model card in its metadata",
+    )
+    pr.add_argument(
+        "--single-file",
+        action="store_true",
+        help="one file labels.<ext> for all inputs (small jobs) instead of one per partition",
     )
     pr.add_argument(
         "--overwrite",
@@ -572,7 +1264,28 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"spectra_ml: error: {self.prog}: {message} (see {self.prog} --help)\n")
 
 # %% ../nbs/lib/31_cli.ipynb #9a1345d6
-#: The "examples:" epilog of each subcommand's --help.
+def _predict_epilog() -> str:
+    "predict's --help epilog: examples, then the output columns (name, unit, meaning)."
+    from spectra_ml.prediction import output_column_table
+
+    return f"""examples:
+  spectra_ml predict --input XP_CONTINUOUS_RAW.csv --output labels   # the default released model
+  spectra_ml predict --input my_xp_files/ --output labels --format fits --single-file
+  spectra_ml predict --model all-stars --input my_xp_files/ --output labels
+  spectra_ml predict --model runs/demo/model --input XP_CONTINUOUS_RAW.csv --output labels
+  spectra_ml predict --source-ids ids.txt --output labels   # needs network
+  spectra_ml predict --cone 56.75 24.12 0.5 --output labels  # needs network
+output: --format parquet (default): the partitions in --output; fits, votable, csv (ECSV header) or
+--single-file: one file per partition (or labels.<ext>) in --output, each renamed into place when complete.
+Units in every file (Parquet field metadata; FITS/VOTable column units; the ECSV header), the model's name,
+fingerprint and card in its metadata, predict_summary.json beside them. Stars are flagged, never dropped.
+One writer per --output: OUTPUT/.spectra_ml_predict.lock (pid, host, start time) refuses a second run; a lock
+whose pid is gone on this host is stale and taken over; one from another host is never (delete it yourself).
+columns (quote sigma_cal_<label>; sigma_<label> only for a model without calibration):
+{output_column_table()}"""
+
+
+#: The "examples:" epilog of each subcommand's --help (predict's: _predict_epilog, with the column table).
 EXAMPLES = {
     "run": """examples:
   spectra_ml run --quick                      # a few minutes: subsample, few epochs, runs/quick
@@ -585,12 +1298,9 @@ EXAMPLES = {
     "sources": """examples:
   spectra_ml sources                           # where each data source comes from now (no network)
   spectra_ml sources --check                   # also ask each archive whether it answers""",
-    "predict": """examples:
-  spectra_ml predict --model runs/demo/model --input XP_CONTINUOUS_RAW.csv --output labels
-  spectra_ml predict --model runs/demo/model --input my_xp_files/ --output labels
-  spectra_ml predict --model runs/demo/model --source-ids ids.txt --output labels   # needs network
-  spectra_ml predict --model runs/demo/model --cone 56.75 24.12 0.5 --output labels  # needs network
-Output: Parquet partitions in --output (units in each column's field metadata), and predict_summary.json there.""",
+    "models": """examples:
+  spectra_ml models                            # the released models, one line each
+  spectra_ml models show giants                # a model's card: data, labels, domain, scores""",
 }
 
 # %% ../nbs/lib/31_cli.ipynb #32b7506b
@@ -618,7 +1328,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ask each archive whether it answers (nothing is downloaded)",
     )
     so.set_defaults(handler=cmd_sources)
-    _add_predict(sub, epilog=EXAMPLES["predict"], **fmt)
+    mo = sub.add_parser(
+        "models",
+        help="the released models; 'models show NAME': a card",
+        epilog=EXAMPLES["models"],
+        **fmt,
+    )
+    mo.set_defaults(handler=cmd_models, show=None)
+    ms = mo.add_subparsers(dest="models_cmd")
+    sh = ms.add_parser(
+        "show", help="print a released model's card", epilog=EXAMPLES["models"], **fmt
+    )
+    sh.add_argument("show", metavar="NAME", help="a released model's name")
+    _add_predict(sub, epilog=_predict_epilog(), **fmt)
     return ap
 
 # %% ../nbs/lib/31_cli.ipynb #23b9303d

@@ -22,8 +22,10 @@ from .features import check_features
 from fastcore.basics import patch
 
 # %% auto #0
-__all__ = ['LABEL_UNITS', 'OOD_SPAN', 'BOUNDARY_COLUMNS', 'predict_table', 'column_units', 'feature_ood', 'label_range_flag',
-           'sample_flag_boundary', 'sample_training_like', 'Predictor', 'predict_sample', 'prediction_summary']
+__all__ = ['LABEL_UNITS', 'OTHER_UNITS', 'OUTPUT_COLUMNS', 'OOD_SPAN', 'DOMAIN_INPUTS', 'BOUNDARY_COLUMNS', 'predict_table',
+           'column_units', 'output_column_table', 'feature_ood', 'label_range_flag', 'domain_values', 'domain_flag',
+           'flag_any', 'sample_flag_boundary', 'sample_training_like', 'Predictor', 'predict_sample',
+           'prediction_summary']
 
 # %% ../nbs/lib/22_prediction.ipynb #9391543a
 def predict_table(
@@ -91,15 +93,26 @@ LABEL_UNITS = {
     "n_o": "dex",  # [N/O]
     "al_fe": "dex",  # [Al/Fe]
 }
+#: Units of the other numeric output columns (the synthetic photometry and the flux scale of XP-file inputs).
+OTHER_UNITS = {
+    "xp_g_mag": "mag",
+    "xp_bp_mag": "mag",
+    "xp_rp_mag": "mag",
+    "xp_bp_rp": "mag",
+    "medflux": "W m-2 nm-1",
+}
 
 # %% ../nbs/lib/22_prediction.ipynb #c5740958
 def column_units(
     columns,  # output column names (mu_<label>, sigma_<label>, sigma_<part>_<label>, sigma_cal_<label>, flag_*)
     labels,  # the model's labels, to find which label a column belongs to
 ) -> dict:
-    "Unit of each prediction column: its label's (LABEL_UNITS, else dex) for mu_/sigma_ columns, '' for flags; other columns are left out."
+    "Unit of each prediction column: its label's (LABEL_UNITS, else dex) for mu_/sigma_ columns, '' for flags, OTHER_UNITS; other columns are left out."
     out = {}
     for c in columns:
+        if c in OTHER_UNITS:
+            out[c] = OTHER_UNITS[c]
+            continue
         if c.startswith("flag_"):
             out[c] = ""  # dimensionless
             continue
@@ -112,6 +125,74 @@ def column_units(
                 out[c] = LABEL_UNITS.get(l, "dex")
                 break
     return out
+
+# %% ../nbs/lib/22_prediction.ipynb #befe5d0b
+#: The output columns of `spectra_ml predict` and `label_stars`: (name, unit, meaning). '<label>' stands for each
+#: label (its unit: LABEL_UNITS), '<part>' for each σ part of the model (Kane: alea, epi).
+OUTPUT_COLUMNS = [
+    ("source_id", "", "Gaia DR3 source_id"),
+    ("mu_<label>", "<label>", "the predicted label (mean over the MC-dropout passes)"),
+    (
+        "sigma_cal_<label>",
+        "<label>",
+        "THE SIGMA TO QUOTE: sigma_<label> times the model's calibration factor (absent: no calibration)",
+    ),
+    (
+        "sigma_<label>",
+        "<label>",
+        "total sigma before calibration; quote it only where sigma_cal_<label> is absent",
+    ),
+    (
+        "sigma_<part>_<label>",
+        "<label>",
+        "a part of sigma_<label> (alea: noise, epi: MC spread); not to quote",
+    ),
+    ("flag_bad_input", "", "no prediction: an input is not finite (mu is NaN)"),
+    ("flag_ood", "", "an input beyond OOD_SPAN training 1-99% spans"),
+    ("flag_label_range", "", "a predicted label outside the training labels' range"),
+    ("flag_domain", "", "a label or the star's bp_rp / G outside the model card's domain"),
+    ("flag_duplicate_id", "", "the source_id occurs more than once in the input"),
+    (
+        "flag_missing_bp/rp, flag_parse",
+        "",
+        "the XP file's own row flags (a band missing, a row unparsable)",
+    ),
+    (
+        "flag_xp_unconvertible",
+        "",
+        "the XP coefficients could not be turned into the model's inputs",
+    ),
+    ("flag_any", "", "OR of every flag_ column: False = no warning at all"),
+    (
+        "xp_g_mag, xp_bp_mag, xp_rp_mag, xp_bp_rp",
+        "mag",
+        "synthetic Gaia G, BP, RP, BP-RP (Vega) of the XP spectrum; XP-file inputs",
+    ),
+    (
+        "medflux",
+        "W m-2 nm-1",
+        "median XP flux over the 343 pixels (the spectrum was divided by it)",
+    ),
+    ("model_fingerprint, n_passes", "", "which model (sha256 of its files) and how many passes"),
+]
+
+
+def output_column_table(
+    labels=None,  # the model's labels, for their units (None: '<label>' kept)
+) -> str:
+    "OUTPUT_COLUMNS as aligned text lines: name, unit, meaning (for --help and the docs)."
+    units = (
+        ", ".join(f"{l}: {LABEL_UNITS.get(l, 'dex')}" for l in labels) if labels else "its label's"
+    )
+    rows = [(n, u if u != "<label>" else "label", m) for n, u, m in OUTPUT_COLUMNS]
+    w = max(len(n) for n, _, _ in rows)
+    out = [f"  {n:<{w}}  {u or '-':<10}  {m}" for n, u, m in rows]
+    return "\n".join(
+        out
+        + [
+            f"  unit 'label': {units}; logg is dex(cm s-2) (FITS/VOTable/CSV: dex, cm s-2 in the description)"
+        ]
+    )
 
 # %% ../nbs/lib/22_prediction.ipynb #bc6c7c22
 OOD_SPAN = 1.0  # see above; not from a seed paper
@@ -137,6 +218,78 @@ def label_range_flag(
     for l, (lo, hi) in (label_ranges or {}).items():
         mu = pred[f"mu_{l}"].to_numpy(float)
         out |= (mu < lo) | (mu > hi)
+    return out
+
+# %% ../nbs/lib/22_prediction.ipynb #e3be4eb5
+#: Where each input of a card's domain is read from in a table of stars, first found first: Gaia DR3 catalogue
+#: photometry (gaia_source), else the synthetic photometry of the XP spectrum (GaiaXPy's Gaia_DR3_Vega system,
+#: Montegriffo et al. 2023), which `spectra_ml predict` adds for archive XP files as xp_bp_rp and xp_g_mag.
+DOMAIN_INPUTS = {
+    "bp_rp": ("bp_rp", ("phot_bp_mean_mag", "phot_rp_mean_mag"), "xp_bp_rp"),
+    "phot_g_mean_mag": ("phot_g_mean_mag", "xp_g_mag"),
+}
+
+
+def domain_values(
+    table,  # a table of stars (DataFrame or dict of columns)
+    name: str,  # an input of a card's domain (bp_rp, phot_g_mean_mag, or any column name)
+) -> tuple:
+    "`(values, source)`: the input `name` per star, read as DOMAIN_INPUTS says, else the column `name`, else its features.AUX_FEATURES formula (g_k from phot_g_mean_mag and k...); `(None, None)` when the table lacks it."
+    from spectra_ml.features import AUX_FEATURES
+
+    for how in DOMAIN_INPUTS.get(name, ()) + (name,):
+        if isinstance(how, tuple) and all(c in table for c in how):
+            a, b = (np.asarray(table[c], float) for c in how)
+            return a - b, f"{how[0]} - {how[1]}"
+        if isinstance(how, str) and how in table:
+            return np.asarray(table[how], float), how
+    if name in AUX_FEATURES:
+
+        class _Numbers(dict):  # the table's columns as float arrays, read on demand
+            def __missing__(self, k):
+                return np.asarray(table[k], float)
+
+        try:
+            return np.asarray(
+                AUX_FEATURES[name](_Numbers()), float
+            ), f"features.AUX_FEATURES['{name}']"
+        except KeyError:
+            pass
+    return None, None
+
+# %% ../nbs/lib/22_prediction.ipynb #9b6ab3c1
+def domain_flag(
+    pred: pd.DataFrame,  # predictions with mu_<label> columns
+    domain: dict
+    | None,  # {"labels": {label: [lo, hi]}, "inputs": {name: [lo, hi]}} (release.card_domain)
+    table=None,  # the same stars' other columns, row for row (photometry for the inputs); None: labels only
+) -> tuple:
+    "`(flag, checked)`: True where a predicted label or an input lies outside `domain`; `checked` says what was compared and which inputs the table lacks."
+    out = np.zeros(len(pred), bool)
+    checked = {"labels": [], "inputs": {}, "inputs_missing": []}
+    for l, (lo, hi) in (domain or {}).get("labels", {}).items():
+        if f"mu_{l}" in pred:
+            mu = pred[f"mu_{l}"].to_numpy(float)
+            out |= (mu < lo) | (mu > hi)
+            checked["labels"].append(l)
+    for name, (lo, hi) in (domain or {}).get("inputs", {}).items():
+        v, src = (None, None) if table is None else domain_values(table, name)
+        if v is None:
+            checked["inputs_missing"].append(name)
+            continue
+        out |= (v < lo) | (v > hi)
+        checked["inputs"][name] = src
+    return out, checked
+
+
+def flag_any(
+    df: pd.DataFrame,  # a table with flag_* columns
+) -> np.ndarray:
+    "The OR of every `flag_*` column but `flag_any` itself (missing values count as not flagged)."
+    cols = [c for c in df.columns if c.startswith("flag_") and c != "flag_any"]
+    out = np.zeros(len(df), bool)
+    for c in cols:
+        out |= df[c].fillna(False).to_numpy(bool)
     return out
 
 # %% ../nbs/lib/22_prediction.ipynb #c2a2b87f
@@ -215,6 +368,12 @@ class Predictor:
         None  # 'cpu', 'cuda' or 'auto' (CUDA when available); None: where the model is
     )
     progress: bool = True  # tqdm bars
+    domain: dict | None = (
+        None  # {"labels": {l: [lo, hi]}, "inputs": {name: [lo, hi]}} of flag_domain (release.card_domain); None: the label ranges
+    )
+    card: dict | None = (
+        None  # the released model's card (release.model_card), written into every output file
+    )
 
     @classmethod
     def load(
@@ -244,6 +403,13 @@ class Predictor:
     def ranges(self) -> dict | None:
         "The label ranges of flag_label_range: `label_ranges`, else the checkpoint's."
         return self.ckpt.label_ranges if self.label_ranges is None else self.label_ranges
+
+    @property
+    def domain_used(self) -> dict:
+        "The domain of flag_domain: `domain`, else the label ranges (no input checked)."
+        return (
+            self.domain if self.domain is not None else {"labels": self.ranges or {}, "inputs": {}}
+        )
 
     @property
     def inputs(self) -> list:
@@ -284,8 +450,9 @@ def predict(
     ids=None,  # identifiers to carry in column `id` (e.g. source_id), length N
     X_var=None,  # raw input variances (N, n_in), e.g. eflux² (Fallows & Sanders' σ²_input)
     seed: int | None = None,  # dropout-mask seed for these rows (None: the predictor's)
+    table=None,  # the same stars' other columns, row for row: the inputs of `domain` (bp_rp, phot_g_mean_mag)
 ) -> pd.DataFrame:
-    "`predict_table`'s columns (`mu_`, `sigma_`, parts, `sigma_cal_`, flag_bad_input), then flag_ood and flag_label_range."
+    "`predict_table`'s columns (`mu_`, `sigma_`, parts, `sigma_cal_`, flag_bad_input), then flag_ood, flag_label_range, flag_domain and flag_any."
     ck = self.ckpt
     if self.device is not None:
         ck.model.to(self.resolved_device())
@@ -307,6 +474,8 @@ def predict(
     )
     pred["flag_ood"] = feature_ood(ck.ood_scaler or ck.feature_scaler, X, ok, self.ood_span)
     pred["flag_label_range"] = label_range_flag(pred, self.ranges)
+    pred["flag_domain"], pred.attrs["domain_checked"] = domain_flag(pred, self.domain_used, table)
+    pred["flag_any"] = flag_any(pred)
     return pred
 
 # %% ../nbs/lib/22_prediction.ipynb #1304dbaa

@@ -20,15 +20,15 @@ from spectra_ml.core import (
 )
 from .checkpoint import Checkpoint, TrainConfig, checkpoint_fingerprint, rebuild_model
 from .checkpoint import select_input_variances, select_inputs
-from .prediction import Predictor
+from .prediction import Predictor, domain_flag, flag_any
 from .features import check_features
 import pyarrow as pa
 
 # %% auto #0
 __all__ = ['PARTITION_ROWS', 'RESUME_KEYS', 'partition_seed', 'flux_features', 'discover_partitions', 'plan_units', 'file_digest',
-           'partition_state', 'partition_done', 'with_units', 'write_partition', 'predict_partition', 'release_memory',
-           'duplicated_ids', 'ResumeMismatchError', 'catalogue_partitions', 'catalogue_holds', 'Workers',
-           'predict_catalogue']
+           'partition_state', 'partition_done', 'with_units', 'model_record', 'write_partition', 'predict_partition',
+           'release_memory', 'duplicated_ids', 'ResumeMismatchError', 'catalogue_partitions', 'catalogue_holds',
+           'Workers', 'predict_catalogue']
 
 # %% ../nbs/lib/23_streaming.ipynb #c23978bb
 # constants: lead
@@ -125,6 +125,7 @@ RESUME_KEYS = (
     "input_digest",
     "row_groups",
     "calibration",
+    "domain",
 )
 
 
@@ -176,7 +177,7 @@ def with_units(
     schema,  # an Arrow schema of predictions (mu_<label> columns name the labels)
     record: dict,  # what made the partition: stored under b"spectra_ml" in the schema metadata
 ) -> "pa.Schema":
-    "The schema with `record` in its metadata and each prediction column's unit (prediction.column_units) in its field metadata."
+    "The schema with `record` (and its `model` part under b'spectra_ml_model') in its metadata and each prediction column's unit (prediction.column_units) in its field metadata."
     from spectra_ml.prediction import column_units
 
     labels = [n[3:] for n in schema.names if n.startswith("mu_")]
@@ -188,7 +189,35 @@ def with_units(
         for f in schema
     ]
     meta = {**(schema.metadata or {}), b"spectra_ml": json.dumps(record).encode()}
+    if record.get(
+        "model"
+    ):  # the model's name, fingerprint, card, domain and calibration, on its own key
+        meta[b"spectra_ml_model"] = json.dumps(record["model"]).encode()
     return pa.schema(fields, metadata=meta)
+
+# %% ../nbs/lib/23_streaming.ipynb #1f7e2f82
+def model_record(
+    predictor: Predictor,  # the predictor (its card, domain and calibration)
+    fingerprint: str,  # checkpoint_fingerprint of its folder
+    columns=(),  # the input partition's columns (which domain inputs can be checked)
+) -> dict:
+    "What every output file says about its model: name, fingerprint, card, domain (and what of it is checked), calibration, the σ to quote."
+    p = predictor
+    card = p.card or {}
+    _, checked = domain_flag(pd.DataFrame(), p.domain_used, {c: [] for c in columns})
+    checked["labels"] = [l for l in p.domain_used.get("labels", {}) if l in p.labels]
+    cal = p.sigma_scale or None
+    return {
+        "name": card.get("name") or Path(p.ckpt.path or "model").name,
+        "fingerprint": fingerprint,
+        "card": card or None,
+        "domain": p.domain_used,
+        "domain_checked": checked,
+        "calibration": cal,
+        "sigma_to_quote": "sigma_cal_<label>"
+        if cal
+        else "sigma_<label> (the model has no sigma calibration)",
+    }
 
 # %% ../nbs/lib/23_streaming.ipynb #472a13e8
 def write_partition(
@@ -230,9 +259,11 @@ def _chunk_table(batch, cols, names, features, predictor, seed, extra) -> "pa.Ta
     X = select_inputs(df, names, where) if features is None else features(df)
     V = select_input_variances(df, names) if features is None else None
     X, _ = check_features(X, predictor.ckpt.feature_scaler.n_features, f"inputs of {where}")
-    p = predictor.predict(X, ids=df["source_id"].to_numpy(), X_var=V, seed=seed)
+    p = predictor.predict(X, ids=df["source_id"].to_numpy(), X_var=V, seed=seed, table=df)
     p = p.rename(columns={"id": "source_id"})
     p["flag_duplicate_id"] = np.isin(p["source_id"].to_numpy(), extra["duplicates"])
+    carried = df[[c for c in df.columns if c.startswith("flag_") and c not in p]]
+    p["flag_any"] = flag_any(p) | flag_any(carried)  # the input file's own row flags too
     for k, v in extra["provenance"].items():
         p[k] = v
     out = pa.Table.from_pandas(p.reindex(columns=cols), preserve_index=False)
@@ -314,6 +345,8 @@ def predict_partition(
     empty = lambda: table(pa.RecordBatch.from_pylist([], schema=pf.schema_arrow), 0)
     rows = sum(pf.metadata.row_group(g).num_rows for g in groups)
     rec = {"key": key or {}, "rows": rows, "input": str(in_path), "provenance": provenance or {}}
+    fp = (provenance or {}).get("model_fingerprint") or (key or {}).get("model_fingerprint")
+    rec["model"] = model_record(p, fp, pf.schema_arrow.names)
     return _stream_to_parquet(chunks, empty, out_path, rec)
 
 # %% ../nbs/lib/23_streaming.ipynb #044224b2
@@ -591,6 +624,7 @@ def _run_key(predictor: Predictor, fp: str) -> dict:
         "shared_masks": p.shared_masks,
         "batch_size": p.batch_size,
         "calibration": p.sigma_scale,
+        "domain": json.loads(json.dumps(p.domain_used)),  # as the files hold it (lists, not tuples)
     }
 
 # %% ../nbs/lib/23_streaming.ipynb #425ae132

@@ -443,7 +443,7 @@ def test_version_and_an_examples_epilog_in_every_help():
         main(["--version"])
     assert e.value.code == 0 and out.getvalue().strip() == f"spectra_ml {spectra_ml.__version__}"
     subs = build_parser()._subparsers._group_actions[0].choices
-    assert set(subs) == {"run", "stages", "sources", "predict"}
+    assert set(subs) == {"run", "stages", "sources", "models", "predict"}
     for name in subs:
         out = io.StringIO()
         with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
@@ -540,15 +540,20 @@ def test_predict_writes_units_and_ends_with_one_summary_line(local_data, tiny_mo
     assert rc == 0, err
     p = _predictions(out_dir)
     assert len(p) == 3  # the file's 3 real stars, the one without BP flagged
+    part = next(out_dir.glob("*.parquet"))
     want = (
-        f"wrote 3 stars to {out_dir}; {int(p.flag_ood.sum())} outside the training inputs (flag_ood), "
-        f"{int(p.flag_label_range.sum())} outside the label range (flag_label_range); quote "
+        f"wrote 3 stars to {part}; {int(p.flag_domain.sum())} outside the model's domain (flag_domain); "
+        "quote sigma_"
     )
-    last = out.splitlines()[-1]  # GaiaXPy's own progress bars come before it
+    first, last = out.splitlines()[0], out.splitlines()[-1]  # GaiaXPy's progress bars between them
+    assert first.startswith(f"checkpoint {model}: domain (its training label ranges): teff ")
     assert last.startswith(want) and "{" not in out, out
-    assert ("sigma_cal_<label> (calibrated) where present" in out) == any(
-        c.startswith("sigma_cal_") for c in p
-    )
+    calibrated = any(c.startswith("sigma_cal_") for c in p)
+    assert ("quote sigma_cal_<label> (calibrated)" in last) == calibrated
+    assert ("NO sigma calibration in this model" in last) == (not calibrated)
+    assert (
+        p.flag_domain == p.flag_label_range
+    ).all()  # a checkpoint without card: its label ranges
     s = _summary(out_dir)
     assert s["prepared"]["input"] == "xp_files" and s["files_hold"]["n_rows"] == 3
     schema = pq.read_schema(next(out_dir.glob("*.parquet")))
@@ -564,3 +569,147 @@ def test_predict_writes_units_and_ends_with_one_summary_line(local_data, tiny_mo
     assert unit["sigma_teff"] == "K" and unit["sigma_fe_h"] == "dex"
     assert all(unit[c] == "" for c in schema.names if c.startswith("flag_"))
     assert unit["source_id"] == "?"  # no unit for ids
+
+
+def test_predict_help_ends_with_the_column_table():
+    """`predict --help` lists every output column with its unit and meaning, and says which σ to quote."""
+    from spectra_ml.prediction import OUTPUT_COLUMNS
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), pytest.raises(SystemExit):
+        main(["predict", "--help"])
+    text = out.getvalue()
+    table = text[text.index("\ncolumns (quote sigma_cal_<label>") :]
+    for name, unit, meaning in OUTPUT_COLUMNS:
+        line = next(l for l in table.splitlines() if l.strip().startswith(name + " "))
+        assert meaning in line and (unit.replace("<label>", "label") or "-") in line, line
+    assert "dex(cm s-2)" in table and "THE SIGMA TO QUOTE" in table
+
+
+def test_no_released_models_is_one_line(tmp_path, monkeypatch):
+    """An install without released models: `models` and `predict` without --model say so in one line and name the
+    way out (a checkpoint folder)."""
+    from spectra_ml import release
+
+    monkeypatch.setattr(release, "RELEASED_DIR", tmp_path / "none")
+    rc, out, err = _run(["models"])
+    assert rc == 2 and err.count("\n") == 1 and "no released models" in err
+    (tmp_path / "in").mkdir()
+    rc, out, err = _run(
+        ["predict", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "o")]
+    )
+    assert rc == 2 and err.count("\n") == 1 and "--model CHECKPOINT_FOLDER" in err
+
+
+def test_output_lock_refuses_a_live_holder_and_takes_over_a_dead_one(tmp_path):
+    """The lock names its holder (pid, host, time); a lock whose pid is gone on this host is stale and taken over;
+    the lock file goes when the holder ends."""
+    import os
+    import socket
+    import subprocess
+
+    from spectra_ml.cli import LOCK_FILE, OutputLockedError, output_lock
+
+    with output_lock(tmp_path / "o") as lock:
+        held = json.loads(lock.read_text())
+        assert held["pid"] == os.getpid() and held["host"] == socket.gethostname()
+        with pytest.raises(
+            OutputLockedError, match=f"pid {os.getpid()} on {socket.gethostname()} since"
+        ):
+            with output_lock(tmp_path / "o"):
+                pass
+        assert lock.exists()  # the refused writer left the holder's lock alone
+    assert not (tmp_path / "o" / LOCK_FILE).exists()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (tmp_path / "o" / LOCK_FILE).write_text(
+        json.dumps({"pid": gone.pid, "host": socket.gethostname()})
+    )
+    with output_lock(tmp_path / "o") as lock:
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    (tmp_path / "o" / LOCK_FILE).write_text(json.dumps({"pid": 1, "host": "elsewhere"}))
+    with pytest.raises(OutputLockedError, match="on elsewhere"):  # another host: never taken over
+        with output_lock(tmp_path / "o"):
+            pass
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "fits", "votable", "csv"])
+def test_write_table_file_round_trips_units_and_the_model_record(tmp_path, fmt):
+    """A synthetic 3-row prediction table (plumbing only) written in each format and read back with astropy:
+    same rows and values, units (logg as dex with cm s-2 in its description outside Parquet), the model record; no
+    temporary file left."""
+    import warnings
+
+    from spectra_ml.cli import FORMATS, write_table_file
+
+    df = pd.DataFrame(
+        {
+            "source_id": np.array([1, 2, 3], np.int64),
+            "mu_teff": [4500.0, 4600.0, np.nan],
+            "sigma_cal_teff": [50.0, 60.0, np.nan],
+            "mu_logg": [2.1, 2.2, np.nan],
+            "sigma_cal_logg": [0.1, 0.2, np.nan],
+            "flag_domain": [False, True, False],
+            "flag_any": [False, True, True],
+            "xp_g_mag": [12.0, 13.0, np.nan],
+        }
+    )
+    model = {
+        "name": "synthetic",
+        "fingerprint": "0123abcd",
+        "card": {"text": "# a card\nline two: [α/M] with σ"},  # FITS headers are ASCII
+        "domain": {"labels": {"teff": [4000, 5000]}, "inputs": {}},
+        "domain_checked": {"labels": ["teff"], "inputs": {}, "inputs_missing": []},
+        "calibration": {"teff": 1.2, "logg": 1.1},
+        "sigma_to_quote": "sigma_cal_<label>",
+    }
+    f = write_table_file(df, fmt, tmp_path / f"t{FORMATS[fmt]}", model, ["teff", "logg"])
+    assert [p.name for p in tmp_path.iterdir()] == [f.name]
+    from astropy.table import Table
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 'dex' is neither a FITS nor a VOUnit unit: kept as text
+        kw = {
+            "parquet": {},
+            "fits": {"hdu": "LABELS"},
+            "votable": {},
+            "csv": {"format": "ascii.ecsv"},
+        }[fmt]
+        t = Table.read(f, **kw)
+    assert list(t.colnames) == list(df.columns) and len(t) == 3
+    np.testing.assert_array_equal(np.asarray(t["flag_any"], bool), df.flag_any)
+    np.testing.assert_allclose(np.asarray(t["mu_teff"], float)[:2], [4500.0, 4600.0])
+    unit = {c: (str(t[c].unit) if t[c].unit is not None else "") for c in t.colnames}
+    if fmt == "parquet":  # Arrow field metadata (astropy reads only its own)
+        import pyarrow.parquet as pq
+
+        unit = {x.name: (x.metadata or {}).get(b"unit", b"").decode() for x in pq.read_schema(f)}
+    assert unit["mu_teff"] == "K" and unit["xp_g_mag"] == "mag"
+    assert unit["mu_logg"] == ("dex(cm s-2)" if fmt == "parquet" else "dex")
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        rec = json.loads(pq.read_schema(f).metadata[b"spectra_ml_model"])
+    elif fmt == "fits":
+        from astropy.io import fits
+
+        with fits.open(f) as h:
+            rec = json.loads(h["MODEL_CARD"].data["record_json"][0])
+            assert h[0].header["MODEL"] == "synthetic" and h[0].header["CALIB"] is True
+            assert list(h[0].header["COMMENT"]) == ["# a card", "line two: [alpha/M] with sigma"]
+            assert "cm s-2" in h["LABELS"].header["TCOMM4"]
+    elif fmt == "votable":
+        from astropy.io.votable import parse
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            vt = parse(str(f))
+        rec = json.loads({i.name: i.value for i in vt.resources[0].infos}["model_record"])
+        assert "cm s-2" in vt.get_first_table().get_field_by_id("mu_logg").description
+    else:
+        rec = json.loads(
+            t.meta["spectra_ml_model"]
+        )  # JSON text in the YAML header (keeps newlines)
+        assert "cm s-2" in t["mu_logg"].description
+        assert len(pd.read_csv(f, comment="#")) == 3
+    assert rec == model

@@ -33,7 +33,7 @@ def saved(tmp_path_factory):
 
 
 def _loose(ck, X, ids, X_var, seed, **kw):
-    "The loose-argument path as it was called before Predictor (predict_table, then both flags)."
+    "The loose-argument path as it was called before Predictor (predict_table, then the flags, written out)."
     p = predict_table(
         ck.model,
         ck.feature_scaler,
@@ -48,6 +48,10 @@ def _loose(ck, X, ids, X_var, seed, **kw):
     )
     p["flag_ood"] = feature_ood(ck.ood_scaler, X, np.isfinite(X).all(axis=1))
     p["flag_label_range"] = label_range_flag(p, ck.label_ranges)
+    p["flag_domain"] = label_range_flag(
+        p, ck.label_ranges
+    )  # no card: the domain is the label ranges
+    p["flag_any"] = p.flag_bad_input | p.flag_ood | p.flag_label_range | p.flag_domain
     return p
 
 
@@ -115,9 +119,18 @@ def test_predict_partition_equals_predict_table_on_the_same_rows(saved, tmp_path
 
 
 def test_public_api_is_short_and_documented():
-    assert spectra_ml.__all__ == ["__version__", "load_model", "Predictor", "read_xp"]
+    assert spectra_ml.__all__ == [
+        "__version__",
+        "load_model",
+        "label_stars",
+        "Predictor",
+        "read_xp",
+    ]
     assert spectra_ml.Predictor is Predictor and spectra_ml.__version__ == "0.1.0"
+    from spectra_ml.cli import label_stars
     from spectra_ml.data.xp_files import read_xp
+
+    assert spectra_ml.label_stars is label_stars and "label_stars(" in spectra_ml.__doc__
 
     assert spectra_ml.read_xp is read_xp and spectra_ml.load_model.__doc__
     with pytest.raises(AttributeError, match="no attribute 'predict_table'"):
