@@ -25,11 +25,12 @@ from .models.registry import build_model, default_passes, model_spec
 from .features import PercentileScaler, SCALERS, check_features
 
 # %% auto #0
-__all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS', 'TREE_FIELDS',
-           'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits', 'stacked_adam', 'adam_step_per_member',
-           'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances', 'named_config', 'density_flatten',
-           'training_rows', 'train_model', 'repeated_two_fold', 'config_overrides', 'fit_boosting_baseline',
-           'fit_baseline', 'predict_baseline', 'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
+__all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'MISSING_LABELS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS',
+           'TREE_FIELDS', 'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits', 'stacked_adam',
+           'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances', 'named_config',
+           'density_flatten', 'training_rows', 'usable_label_rows', 'label_coverage', 'train_model',
+           'repeated_two_fold', 'config_overrides', 'fit_boosting_baseline', 'fit_baseline', 'predict_baseline',
+           'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
 
 # %% ../nbs/lib/21_training.ipynb #219a37c8
 #: How an ensemble's members are trained (`TrainConfig.ensemble_training`): "batched" (one stacked model
@@ -636,7 +637,12 @@ TRAIN_OPTIONS = {
     "augment": 0.0,
     "extra_aux": (),
     "flat_per_bin": None,
+    # a star missing a label: "drop" it (Kane §2.1: every training star has all labels) or "mask"
+    # its missing terms out of the loss (our option for few labels; models.kane.heteroscedastic_nll)
+    "missing_labels": "drop",
 }
+#: The ways `train_model` treats a missing (NaN) label.
+MISSING_LABELS = ("drop", "mask")
 FLATTEN_CAP = (
     10.0  # largest repetition of one row by density flattening (our choice; not in a seed)
 )
@@ -645,6 +651,9 @@ FLATTEN_CAP = (
 #: Named training configurations: TrainConfig overrides and TRAIN_OPTIONS; "kane" is the default.
 TRAIN_CONFIGS = {
     "kane": {},  # Kane §2.2 as registered (models.REGISTRY), nothing added
+    # Kane §2.2 where a star lacks some labels (e.g. [N/O] removed by an APOGEE flag, or 4 labels for
+    # most stars and 6 for a few hundred): each star's loss holds only the labels it has
+    "kane_masked": {"missing_labels": "mask"},
     # metal-poor option: the best combination of spectra_ml.studies.ablation (figures/ablation/ablation.json), chosen on
     # the validation split: flat in [Fe/H] (weights capped at FLATTEN_CAP) and a 256-256 network
     "metal_poor": {
@@ -756,7 +765,47 @@ def _paper_inputs_and_cuts(
         cfg.aux = list(dict.fromkeys(list(cfg.aux) + present))
     return missing, TRAIN_CUTS[spec.train_cuts](sample) if spec.train_cuts else None
 
-# %% ../nbs/lib/21_training.ipynb #6241cedb
+# %% ../nbs/lib/21_training.ipynb #8daa70e5
+def usable_label_rows(
+    Y,  # (N, L) labels, NaN where missing
+    missing_labels: str,  # "drop" (Kane: every label present) or "mask" (any label present)
+    model_cls=None,  # the network's class: "mask" needs a loss that masks NaN targets
+) -> np.ndarray:
+    "Rows a model can train on by their labels: all finite ('drop') or any finite ('mask')."
+    from spectra_ml.models.kane import HeteroscedasticMLP
+
+    if missing_labels not in MISSING_LABELS:
+        raise ParameterError(
+            f"missing_labels={missing_labels!r}: choose one of {MISSING_LABELS} "
+            "('drop': Kane, stars with every label; 'mask': each star's loss holds the labels it has)"
+        )
+    fin = np.isfinite(np.asarray(Y, float))
+    if missing_labels == "drop":
+        return fin.all(1)
+    if model_cls is not None and getattr(model_cls, "loss", None) is not HeteroscedasticMLP.loss:
+        raise ParameterError(
+            f"missing_labels='mask' needs Kane's masked loss (kane_mlp); {model_cls.__name__} "
+            "trains on stars with every label: use missing_labels='drop'"
+        )
+    return fin.any(1)
+
+# %% ../nbs/lib/21_training.ipynb #6adccf17
+def label_coverage(
+    Y: np.ndarray,  # labels, one column per label (NaN: missing)
+    rows: np.ndarray,  # boolean mask of the training rows
+    labels,  # label names, in Y's column order
+) -> dict:
+    "Each label's range over `rows`, and how many of `rows` have it: `{'label_ranges', 'n_train_per_label'}`."
+    return {
+        "label_ranges": {
+            l: [float(np.nanmin(Y[rows, j])), float(np.nanmax(Y[rows, j]))]
+            for j, l in enumerate(labels)
+        },
+        # training stars that have each label (all of them unless missing_labels='mask')
+        "n_train_per_label": {l: int(np.isfinite(Y[rows, j]).sum()) for j, l in enumerate(labels)},
+    }
+
+# %% ../nbs/lib/21_training.ipynb #db8036e5
 def train_model(
     sample,  # sample table with features, labels, `<label>_err` and `split`
     labels,  # label columns
@@ -778,7 +827,7 @@ def train_model(
     X, VX = model_inputs(sample, cfg.aux, with_variance=True)
     X, ok = check_features(X)
     Y = sample[list(labels)].to_numpy(float)
-    ok &= np.isfinite(Y).all(1)
+    ok &= usable_label_rows(Y, topt["missing_labels"], spec.cls)
     split = sample["split"].to_numpy()
     is_tr, is_va = (split == train_split) & ok, (split == val_split) & ok
     if paper_flow is not None:  # the paper's own quality cuts, on its training rows only
@@ -800,14 +849,13 @@ def train_model(
     info.update(
         {
             "model": model,
-            "label_ranges": {
-                l: [float(Y[is_tr, j].min()), float(Y[is_tr, j].max())]
-                for j, l in enumerate(labels)
-            },
+            **label_coverage(Y, is_tr, labels),
             "n_train": int(is_tr.sum()),
             "n_train_rows_used": len(rows),
             "n_validation": int(is_va.sum()),
-            "n_flagged_nonfinite": int((~ok).sum()),
+            "n_flagged_nonfinite": int(
+                (~ok).sum()
+            ),  # non-finite inputs, or labels per missing_labels
             "label_variances": VY is not None,
             "input_variances": VXs is not None,
             "train_config_name": config,

@@ -129,6 +129,7 @@ def test_missing_column_names_file_and_column(tmp_path):
 
 def test_meszaros_bad_header_names_file(tmp_path):
     (tmp_path / "clusters").mkdir()
+    (tmp_path / "SYNTHETIC.md").write_text("a made-up file: the real one with a broken header\n")
     src = DATA / "clusters/meszaros2015_gc_szabolcs.dat"
     lines = src.read_text().splitlines()
     (tmp_path / "clusters/meszaros2015_gc_szabolcs.dat").write_text(
@@ -151,3 +152,130 @@ def test_scale_offsets_measured():
     assert (t.loc["dr16_sgr"].n == 0).all()  # no DR16 Sgr star is in the DR17 files
     assert (t.loc["meszaros2015"].n == 2).all()
     assert not t.on_dr17_scale.any()
+
+
+# --- the tagging study's folds, out-of-fold coverage and metrics ---------------------------------
+
+
+def _toy_study(n_field=40, seed=0):
+    """A SYNTHETIC abundance table (shapes only, no number reported): two 'clusters' of made-up
+    2MASS-style ids a few arcmin apart, field stars elsewhere, and an untrained tiny Kane network."""
+    import pandas as pd
+    import torch
+
+    from spectra_ml.checkpoint import LabelScaler
+    from spectra_ml.models.kane import HeteroscedasticMLP
+
+    rng = np.random.default_rng(seed)
+    ids = [f"2M0024{i:02d}00-72050{i % 10}0" for i in range(8)]  # near 47 Tuc
+    ids += [f"2M1641{i:02d}00+36270{i % 10}0" for i in range(6)]  # near M13
+    ids += [f"2M{(3 + i) % 24:02d}000000+{i:02d}000000" for i in range(n_field)]
+    n = len(ids)
+    t = pd.DataFrame({"source_id": np.arange(n) + 10, "apogee_id": ids})
+    t["gc_cluster"] = ["NGC_104"] * 4 + [None] * 4 + ["NGC_6205"] * 6 + [None] * n_field
+    t["meszaros2015__meszaros_cluster"] = [None] * 4 + ["M47Tuc"] * 4 + [None] * (6 + n_field)
+    for c in ab.FOUR_LABELS:
+        t[c] = rng.normal(size=n)
+    for c in ab.TAG_LABELS:
+        t[c], t[f"{c}_err"] = rng.normal(size=n), 0.05
+    t["n_o_err"] = 0.05
+    t["training_label"] = np.arange(n) % 7 != 0
+    torch.manual_seed(seed)
+    net = HeteroscedasticMLP(12, 4, hidden=(16, 16))
+    X = rng.normal(size=(n, 12)).astype(np.float32)
+    Xf = rng.normal(size=(60, 12)).astype(np.float32)
+    Yf = rng.normal(size=(60, 4)).astype(np.float32)
+    ls = LabelScaler().fit(rng.normal(size=(60, 4)))
+    ctx = ab.TagContext(net, ls, Xf[:40], Yf[:40], Xf[40:], Yf[40:])
+    return t, X, ctx
+
+
+def test_groups_join_a_cluster_named_by_either_source():
+    t, _, _ = _toy_study()
+    g = ab.cv_groups(t)
+    assert len(set(g[:8])) == 1 and g[0].startswith("gc:")  # VB21 and Mészáros names, one cluster
+    assert len(set(g[8:14])) == 1 and g[8] != g[0]
+    assert (g[14:] == [f"field:{s}" for s in t.source_id[14:]]).all()
+
+
+def test_grouped_folds_never_split_a_cluster():
+    t, _, _ = _toy_study()
+    g = ab.cv_groups(t)
+    for seed in range(5):
+        f = ab.grouped_folds(g, 5, seed)
+        assert set(f) == set(range(5))
+        for k in set(g):
+            assert len(set(f[g == k])) == 1, k
+    with pytest.raises(ab.ParameterError, match="groups"):
+        ab.grouped_folds(["a", "a", "b"], 3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("methods", [("head",), ("masked", "head")])
+def test_oof_covers_every_star_exactly_once_per_repeat(methods):
+    t, X, ctx = _toy_study()
+    cv = ab.tagging_cv(t, X, ctx, methods=methods, n_folds=4, n_repeats=2, seed=1)
+    oof = cv["oof"]
+    assert cv["choice"]["chosen"] in methods
+    for r, d in oof.groupby("repeat"):
+        assert sorted(d.source_id) == sorted(t.source_id)  # every star once, none twice
+        g = pd_series(cv["groups"], t.source_id).loc[d.source_id].to_numpy()
+        for k in set(g):  # a cluster is held out whole
+            assert d.fold.to_numpy()[g == k].min() == d.fold.to_numpy()[g == k].max()
+    assert set(oof.repeat) == {0, 1}
+    assert np.isfinite(oof[[c for c in oof if c.startswith(("mu_", "sigma_"))]].to_numpy()).all()
+
+
+def pd_series(values, index):
+    import pandas as pd
+
+    return pd.Series(values, index=np.asarray(index))
+
+
+@pytest.mark.slow
+def test_a_held_out_star_never_trains_its_own_prediction():
+    """Changing one star's label changes no prediction of its own fold's stars (they never saw it)."""
+    t, X, ctx = _toy_study()
+    a = ab.tagging_cv(t, X, ctx, methods=("head",), n_folds=4, n_repeats=1, seed=2)["oof"]
+    t2 = t.copy()
+    i = int(np.flatnonzero(t2.training_label)[0])
+    t2.loc[i, "n_o"] += 5.0
+    b = ab.tagging_cv(t2, X, ctx, methods=("head",), n_folds=4, n_repeats=1, seed=2)["oof"]
+    f = int(a.set_index("source_id").loc[t.source_id[i], "fold"])
+    same = (a.fold == f).to_numpy()
+    assert np.array_equal(a.mu_n_o[same], b.mu_n_o[same])
+    assert not np.array_equal(a.mu_n_o[~same], b.mu_n_o[~same])
+
+
+def test_bootstrap_metrics_against_hand_values():
+    y = np.array([0.0, 0.5, 1.0, 1.5])
+    mu = y + np.array([0.1, -0.3, 0.2, 0.0])
+    m = ab.bootstrap_metrics(y, mu, sigma=np.full(4, 0.2), base=y + 0.4, n_boot=200)
+    assert m["rmse"]["value"] == pytest.approx(np.sqrt((0.01 + 0.09 + 0.04) / 4))
+    assert m["bias"]["value"] == pytest.approx(0.0)
+    assert m["z_std"]["value"] == pytest.approx(np.std([0.5, -1.5, 1.0, 0.0]))
+    assert m["rmse_baseline"]["value"] == pytest.approx(0.4)
+    assert m["skill_vs_baseline"]["value"] == pytest.approx(1 - 0.035 / 0.16)
+    assert m["rmse"]["lo"] <= m["rmse"]["value"] <= m["rmse"]["hi"]
+
+
+def test_the_report_confusion_matches_a_hand_count():
+    """tagging_report's confusion matrix against the APOGEE truth, counted by hand on a small table."""
+    import pandas as pd
+
+    t, _, _ = _toy_study(n_field=6)
+    t["training_label"] = True
+    n = len(t)
+    t["n_o"] = 0.0
+    t["al_fe"] = -0.5
+    t.loc[[0, 1, 2], ["n_o", "al_fe"]] = [0.9, 0.2]  # true 2P (0.9 - 0.05 > 0.55, 0.2 > -0.1)
+    mu_no = np.zeros(n)
+    mu_no[[1, 2, 5]] = 1.2  # selected: 1, 2 (true) and 5 (false); 0 missed
+    oof = pd.DataFrame({"source_id": t.source_id, "repeat": 0, "fold": np.arange(n) % 4})
+    oof["mu_n_o"], oof["sigma_alea_n_o"], oof["sigma_n_o"] = mu_no, 0.1, 0.1
+    oof["mu_al_fe"], oof["sigma_alea_al_fe"], oof["sigma_al_fe"] = 0.3, 0.05, 0.05
+    four = pd.DataFrame({f"mu_{c}": t[c] for c in ab.FOUR_LABELS})
+    four["mu_teff"], four["mu_fe_h"] = 4500.0, -1.0
+    cv = {"oof": oof, "choice": {"chosen": "head"}, "groups": ab.cv_groups(t)}
+    c = ab.tagging_report(t, cv, four, n_boot=20)["summary"]["selection"]["confusion"]
+    assert (c["tp"], c["fp"], c["fn"], c["tn"]) == (2, 1, 1, n - 4)

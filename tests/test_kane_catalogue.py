@@ -110,3 +110,24 @@ def test_appendix_a_streams_with_bounded_memory(tmp_path):
     tracemalloc.stop()
     assert r["n_rows"] == 200_000 and r["n_partitions"] == 40
     assert peak < whole / 10, (peak, whole)
+
+
+def test_appendix_a_takes_no_alfe_from_another_model_by_source_id(tmp_path):
+    """The demo's [N/O], [Al/Fe] come from the real-abundance model (13_tagging), joined by source_id:
+    Kane's 12 columns, the values of the right stars, NaN (not invented) for stars it does not label."""
+    from spectra_ml.kane.catalogue import write_appendix_a
+    from spectra_ml.core import DEMO_LABELS
+
+    _synthetic_predictions(tmp_path / "pred", 2, 10, DEMO_LABELS)
+    ids = np.arange(0, 20, 2, dtype=np.int64)[::-1]  # every other star, in another order
+    extra = pd.DataFrame({"source_id": ids, "mu_n_o": ids * 0.1, "sigma_alea_n_o": 0.2})
+    extra["mu_al_fe"], extra["sigma_alea_al_fe"] = -ids * 0.01, 0.1
+    r = write_appendix_a(
+        tmp_path / "pred", tmp_path / "demo", [*DEMO_LABELS, "n_o", "al_fe"], extra=extra
+    )
+    assert r["columns"] == list(KANE_APPENDIX_A) and not r["missing"]
+    cat = pd.read_parquet(r["parquet"]).set_index("source_id")
+    assert np.allclose(cat.loc[ids, "no"], ids * 0.1) and np.allclose(
+        cat.loc[ids, "alfe"], -ids * 0.01
+    )
+    assert cat.loc[ids + 1, ["no", "no_stdev", "alfe", "alfe_stdev"]].isna().all().all()

@@ -4,18 +4,24 @@
 
 # %% ../../nbs/kane/06_abundances.ipynb #ab000002
 from __future__ import annotations
+from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import pandas as pd
-from ..core import MissingColumnError, MissingInputError
+import torch
+from ..core import DEFAULT_SEED, MissingColumnError, MissingInputError, ParameterError
 from ..data.references import read_meszaros2015, read_omegacen_giants
 from ..data.samples import CutFlow, bits_set
-from .constants import EXTRATARG_BITS
+from .constants import EXTRATARG_BITS, SEL_NO_K
 from .samples import apogee_n_o, read_fits_columns
 
 # %% auto #0
-__all__ = ['ABUNDANCE_SOURCES', 'LABEL_ELEMENTS', 'KEPT_ELEMENTS', 'TRAINING_SCALE', 'ALLSTAR_FILL', 'read_abundance_source',
-           'match_source', 'scale_offsets', 'abundance_labels']
+__all__ = ['ABUNDANCE_SOURCES', 'LABEL_ELEMENTS', 'KEPT_ELEMENTS', 'TRAINING_SCALE', 'ALLSTAR_FILL', 'TAG_LABELS', 'FOUR_LABELS',
+           'CV_FOLDS', 'CV_REPEATS', 'CV_BOOTSTRAP', 'TAG_METHODS', 'GC_LINK_DEG', 'TAG_SOURCE', 'PAPER_RMSE',
+           'read_abundance_source', 'match_source', 'scale_offsets', 'abundance_labels', 'apogee_id_radec', 'cv_groups',
+           'grouped_folds', 'TagContext', 'hidden_features', 'HeadFit', 'six_label_network', 'MaskedFit', 'tagging_cv',
+           'oof_mean', 'four_label_baseline', 'bootstrap_metrics', 'tagging_report', 'fit_final', 'predict_final',
+           'abundance_tagging', 'label_rows', 'abundance_figures']
 
 # %% ../../nbs/kane/06_abundances.ipynb #ab000004
 #: The abundance sources, in priority order (the first source of a star with any label gives its
@@ -101,8 +107,13 @@ def read_abundance_source(
         return _allstar_abundances(path, s["id_col"], f"{name} abundance table")
     if name == "meszaros2015":
         d = read_meszaros2015(path)  # no errors or flags: their own analysis
-        df = d[["apogee_id", *LABEL_ELEMENTS, "pop", "limit"]].rename(
-            columns={"apogee_id": "id", "pop": "meszaros_pop", "limit": "meszaros_limit"}
+        df = d[["apogee_id", *LABEL_ELEMENTS, "pop", "limit", "cluster"]].rename(
+            columns={
+                "apogee_id": "id",
+                "pop": "meszaros_pop",
+                "limit": "meszaros_limit",
+                "cluster": "meszaros_cluster",
+            }
         )
     else:  # omegacen: Na and Al only, no errors or flags
         d = read_omegacen_giants(path)
@@ -262,3 +273,828 @@ def abundance_labels(
         ).assign(source="all")
     )
     return out.reset_index(), pd.concat(flows, ignore_index=True)
+
+# %% ../../nbs/kane/06_abundances.ipynb #1933e7e9
+#: The two abundance labels Kane §2.1 adds to the atmospheric ones.
+TAG_LABELS = ("n_o", "al_fe")
+#: The four labels of the demo network.
+FOUR_LABELS = ("teff", "logg", "fe_h", "alpha_m")
+#: Our cross-validation of the few abundance stars (not in Kane, who had ~40k): folds, repeats, bootstrap draws.
+CV_FOLDS, CV_REPEATS, CV_BOOTSTRAP = 5, 3, 1000
+#: Ways of learning [N/O] and [Al/Fe] from few stars, chosen on inner validation folds only. "masked":
+#: Kane's network with six outputs, warm-started from the four-label one and trained on four-label rows
+#: and abundance stars together with the masked loss; "head": a heteroscedastic linear head on the
+#: frozen last hidden layer of the four-label network.
+TAG_METHODS = ("masked", "head")
+#: Linking length (deg) joining globular-cluster stars of the two membership sources into one group.
+GC_LINK_DEG = 0.5
+
+# %% ../../nbs/kane/06_abundances.ipynb #1448609c
+def apogee_id_radec(
+    ids,  # APOGEE ids, 2MASS style "2MHHMMSSss+DDMMSSs"
+) -> tuple:
+    "(ra, dec) in degrees decoded from 2MASS-style APOGEE ids; NaN where an id is not of that form."
+    import re
+
+    pat = re.compile(r"^2M(\d{2})(\d{2})(\d{4})([+-])(\d{2})(\d{2})(\d{3})")
+    ra, dec = np.full(len(ids), np.nan), np.full(len(ids), np.nan)
+    for i, s in enumerate(np.asarray(ids).astype(str)):
+        m = pat.match(s.strip())
+        if m:
+            h, mi, ss, sg, d, dm, ds = m.groups()
+            ra[i] = 15 * (int(h) + int(mi) / 60 + int(ss) / 100 / 3600)
+            dec[i] = (1 if sg == "+" else -1) * (int(d) + int(dm) / 60 + int(ds) / 10 / 3600)
+    return ra, dec
+
+# %% ../../nbs/kane/06_abundances.ipynb #62250fa7
+def cv_groups(
+    table: pd.DataFrame,  # abundance stars: source_id, apogee_id; gc_cluster (VB21) and/or meszaros2015__meszaros_cluster
+    link_deg: float = GC_LINK_DEG,  # cluster stars closer than this on the sky are one group
+) -> np.ndarray:
+    """Cross-validation group per star: its globular cluster, else the star alone ('field:<source_id>').
+
+    A star is a cluster star when VB21 or Mészáros et al. name a cluster for it. The two sources spell
+    clusters differently, so cluster stars are joined friends-of-friends on the sky (positions decoded
+    from the APOGEE id): members of one cluster form one group whichever source named them."""
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    names = pd.Series(None, index=table.index, dtype=object)
+    for col in ("meszaros2015__meszaros_cluster", "gc_cluster"):  # VB21's name wins
+        if col in table:
+            c = table[col].astype(object).where(table[col].notna())
+            names = c.where(c.notna(), names)
+    g = np.array([f"field:{s}" for s in table.source_id], dtype=object)
+    gc = np.flatnonzero(names.notna().to_numpy())
+    if not len(gc):
+        return g
+    ra, dec = apogee_id_radec(table.apogee_id.to_numpy()[gc])
+    ok = np.isfinite(ra)
+    v = np.zeros((len(gc), 3))
+    r, d = np.radians(ra[ok]), np.radians(dec[ok])
+    v[ok] = np.column_stack([np.cos(d) * np.cos(r), np.cos(d) * np.sin(r), np.sin(d)])
+    v[~ok] = 10 + np.arange((~ok).sum())[:, None] * 10.0  # no position: alone, unless named alike
+    pairs = cKDTree(v).query_pairs(2 * np.sin(np.radians(link_deg) / 2), output_type="ndarray")
+    nm = names.to_numpy()[gc].astype(str)
+    same = np.array([[i, j] for i in range(len(nm)) for j in range(i) if nm[i] == nm[j]], int)
+    e = np.concatenate([pairs.reshape(-1, 2), same.reshape(-1, 2)])
+    from scipy.sparse import coo_matrix
+
+    adj = coo_matrix((np.ones(len(e)), (e[:, 0], e[:, 1])), shape=(len(gc), len(gc)))
+    _, comp = connected_components(adj, directed=False)
+    for c in np.unique(comp):
+        k = comp == c
+        g[gc[k]] = "gc:" + pd.Series(nm[k]).mode().iloc[0]
+    return g
+
+# %% ../../nbs/kane/06_abundances.ipynb #f5bf9678
+def grouped_folds(
+    groups,  # group per star (cv_groups)
+    n_folds: int = CV_FOLDS,
+    seed: int = DEFAULT_SEED,  # one repeat's seed
+) -> np.ndarray:
+    "Fold (0 … n_folds−1) per star: whole groups, the largest first into the emptiest fold (ties at random)."
+    u, inv, cnt = np.unique(np.asarray(groups).astype(str), return_inverse=True, return_counts=True)
+    if len(u) < n_folds:
+        raise ParameterError(
+            f"{len(u)} groups cannot fill {n_folds} folds: use n_folds <= {len(u)}"
+        )
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(u))
+    order = order[np.argsort(-cnt[order], kind="stable")]
+    sizes, gf = np.zeros(n_folds), np.empty(len(u), int)
+    for k in order:
+        f = int(np.argmin(sizes + rng.random(n_folds) * 1e-3))
+        gf[k], sizes[f] = f, sizes[f] + cnt[k]
+    return gf[inv]
+
+# %% ../../nbs/kane/06_abundances.ipynb #9ac60285
+@dataclass
+class TagContext:
+    "The four-label network and the rows the masked method trains on beside the abundance stars."
+
+    model: object  # the trained four-label HeteroscedasticMLP (08_training's checkpoint)
+    label_scaler: object  # its LabelScaler (the four labels)
+    X_four: np.ndarray  # scaled inputs of four-label training rows
+    Y_four: np.ndarray  # their four labels, scaled
+    X_val: np.ndarray  # scaled inputs of validation rows (fit records its loss there)
+    Y_val: np.ndarray  # their four labels, scaled
+
+# %% ../../nbs/kane/06_abundances.ipynb #89973940
+def hidden_features(
+    model,  # a HeteroscedasticMLP
+    Xs,  # scaled inputs (N, n_in)
+) -> np.ndarray:
+    "The last hidden layer of Kane's network with dropout off: the frozen features of the 'head' method."
+    model.eval()
+    with torch.no_grad():
+        return model.body(torch.as_tensor(np.asarray(Xs, np.float32))).numpy()
+
+# %% ../../nbs/kane/06_abundances.ipynb #ee66d5ac
+class HeadFit:
+    "A heteroscedastic linear head (μ, log σ² per label) on frozen features, full-batch Adam on the masked loss."
+
+    def __init__(
+        self,
+        epochs: int = 200,  # full-batch steps
+        lr: float = 1e-2,
+        weight_decay: float = 0.3,  # L2 on the head (few stars, 128 features)
+        seed: int = DEFAULT_SEED,
+    ):
+        self.epochs, self.lr, self.wd, self.seed = epochs, lr, weight_decay, seed
+
+    def fit(self, Z, Y):
+        "Z: (N, d) features; Y: (N, L) labels, NaN where missing."
+        from spectra_ml.models.kane import heteroscedastic_nll
+
+        torch.manual_seed(self.seed)
+        Z, Y = np.asarray(Z, float), np.asarray(Y, float)
+        sd = Z.std(0)
+        self.zm, self.zs = Z.mean(0), np.where(sd > 1e-3, sd, 1.0)  # dead ReLU units stay 0
+        self.ym, self.ys = np.nanmean(Y, 0), np.nanstd(Y, 0) + 1e-9
+        z = torch.as_tensor((Z - self.zm) / self.zs, dtype=torch.float32)
+        y = torch.as_tensor((Y - self.ym) / self.ys, dtype=torch.float32)
+        L = Y.shape[1]
+        self.lin = torch.nn.Linear(Z.shape[1], 2 * L)
+        opt = torch.optim.Adam(self.lin.parameters(), lr=self.lr, weight_decay=self.wd)
+        for _ in range(self.epochs):
+            out = self.lin(z)
+            loss = heteroscedastic_nll(out[:, :L], out[:, L:].clamp(-15, 15), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return self
+
+    def predict(self, Z) -> tuple:
+        "(μ, σ) in label units."
+        z = torch.as_tensor((np.asarray(Z, float) - self.zm) / self.zs, dtype=torch.float32)
+        with torch.no_grad():
+            out = self.lin(z).numpy().astype(float)
+        L = len(self.ym)
+        return out[:, :L] * self.ys + self.ym, np.exp(out[:, L:].clip(-15, 15) / 2) * self.ys
+
+# %% ../../nbs/kane/06_abundances.ipynb #f666a268
+def six_label_network(
+    model,  # the four-label HeteroscedasticMLP
+    n_new: int = 2,  # labels added ([N/O], [Al/Fe])
+    seed: int = DEFAULT_SEED,
+):
+    "Kane's network with 4 + n_new outputs: body and the four labels' head rows copied, the new rows freshly drawn."
+    from spectra_ml.models.kane import HeteroscedasticMLP
+
+    torch.manual_seed(seed)
+    L = model.n_labels
+    hidden = [m.out_features for m in model.body if isinstance(m, torch.nn.Linear)]
+    p = next((m.p for m in model.body if isinstance(m, torch.nn.Dropout)), 0.0)
+    net = HeteroscedasticMLP(model.n_in, L + n_new, hidden, p)
+    net.body.load_state_dict(model.body.state_dict())
+    with torch.no_grad():
+        W, b = model.head.weight, model.head.bias
+        for new, old in (
+            (slice(0, L), slice(0, L)),
+            (slice(L + n_new, 2 * L + n_new), slice(L, 2 * L)),
+        ):
+            net.head.weight[new], net.head.bias[new] = W[old], b[old]
+    return net
+
+# %% ../../nbs/kane/06_abundances.ipynb #e04768cc
+class MaskedFit:
+    "Kane's six-output network trained with the masked loss on four-label rows and the abundance stars (training.fit)."
+
+    def __init__(
+        self,
+        ctx: TagContext,
+        epochs: int = 10,  # passes over the rows (warm start: few)
+        repeat: int = 3,  # each abundance star appears this often per epoch
+        n_four: int = 500,  # four-label rows drawn from ctx (all: None); they keep the four labels learnt
+        lr: float = 1e-3,
+        n_passes: int = 30,  # MC-dropout passes at prediction (Kane: 100)
+        seed: int = DEFAULT_SEED,
+    ):
+        self.ctx, self.epochs, self.repeat, self.lr, self.n_passes, self.seed = (
+            ctx,
+            epochs,
+            repeat,
+            lr,
+            n_passes,
+            seed,
+        )
+        self.n_four = n_four
+
+    def fit(self, Xs, Y4, Y2):
+        "Xs: scaled inputs of the abundance stars; Y4: their four labels; Y2: [N/O], [Al/Fe] (NaN where missing)."
+        from spectra_ml.checkpoint import TrainConfig
+        from spectra_ml.training import fit
+
+        c = self.ctx
+        self.ym, self.ys = np.nanmean(Y2, 0), np.nanstd(Y2, 0) + 1e-9
+        ya = np.column_stack([c.label_scaler.transform(Y4), (Y2 - self.ym) / self.ys])
+        n = len(c.Y_four)
+        k = (
+            np.arange(n)
+            if self.n_four is None or self.n_four >= n
+            else (np.random.default_rng(self.seed).choice(n, self.n_four, replace=False))
+        )
+        nan2 = np.full((len(k), 2), np.nan)
+        X = np.concatenate([c.X_four[k], np.repeat(Xs, self.repeat, 0)]).astype(np.float32)
+        Y = np.concatenate([np.column_stack([c.Y_four[k], nan2]), np.repeat(ya, self.repeat, 0)])
+        Yv = np.column_stack([c.Y_val, np.full((len(c.Y_val), 2), np.nan)])
+        labels = [*FOUR_LABELS, *TAG_LABELS]
+        cfg = TrainConfig.for_model(
+            "kane_mlp",
+            labels,
+            X.shape[1],
+            max_epochs=self.epochs,
+            early_stopping=False,
+            lr=self.lr,
+            seed=self.seed,
+        )
+        net = six_label_network(c.model, 2, self.seed)
+        self.net, self.history, _ = fit(
+            X, Y.astype(np.float32), c.X_val, Yv.astype(np.float32), cfg, False, model=net
+        )
+        return self
+
+    def predict(self, Xs) -> tuple:
+        "(μ, σ_alea, σ_total) of [N/O], [Al/Fe] in label units, from MC dropout."
+        from spectra_ml.models.kane import mc_dropout_predict
+
+        r = mc_dropout_predict(self.net, Xs, self.n_passes, seed=self.seed, progress=False)
+        sl = slice(4, 6)
+        mu = r["mu"][:, sl] * self.ys + self.ym
+        alea = np.sqrt(r["var_aleatoric"][:, sl]) * self.ys
+        tot = np.sqrt(r["var_aleatoric"][:, sl] + r["var_epistemic"][:, sl]) * self.ys
+        return mu, alea, tot
+
+# %% ../../nbs/kane/06_abundances.ipynb #9b2b858a
+def _fit_predict(method, ctx, Xs, Z, Y4, Y2, tr, te, seed):
+    "One method fitted on the rows `tr` (training stars only), predicting the rows `te`: (μ, σ_alea, σ_total)."
+    if method == "head":
+        h = HeadFit(seed=seed).fit(Z[tr], Y2[tr])
+        mu, s = h.predict(Z[te])
+        return mu, s, s
+    if method == "masked":
+        return MaskedFit(ctx, seed=seed).fit(Xs[tr], Y4[tr], Y2[tr]).predict(Xs[te])
+    raise ParameterError(f"method {method!r}: choose one of {TAG_METHODS}")
+
+
+def _nll(mu, s, y):
+    "Mean Gaussian NLL per present label (natural units, constant dropped)."
+    with np.errstate(invalid="ignore"):
+        t = ((mu - y) / s) ** 2 + 2 * np.log(s)
+    return float(np.nanmean(t))
+
+# %% ../../nbs/kane/06_abundances.ipynb #9007ff76
+def tagging_cv(
+    table: pd.DataFrame,  # abundance stars (abundance_labels) with training_label, n_o, al_fe
+    Xs,  # their scaled network inputs (N, n_in), row for row
+    ctx: TagContext,  # the four-label network and its training rows
+    methods=TAG_METHODS,  # candidates, chosen on inner validation folds
+    n_folds: int = CV_FOLDS,
+    n_repeats: int = CV_REPEATS,
+    seed: int = DEFAULT_SEED,
+) -> dict:
+    """Repeated grouped K-fold over the abundance stars: `{'oof', 'choice', 'groups'}`.
+
+    Every star gets one out-of-fold prediction per repeat (its fold held out, trained on the training
+    labels of the other folds). The method is chosen first, on the first repeat's folds: each outer
+    training part is split again by group, both methods are fitted on the inner part and scored (NLL
+    of [N/O] and [Al/Fe]) on the inner validation part; the held-out fold plays no part in the choice."""
+    Xs = np.asarray(Xs, np.float32)
+    Z = hidden_features(ctx.model, Xs)
+    Y4 = table[list(FOUR_LABELS)].to_numpy(float)
+    Y2 = table[list(TAG_LABELS)].to_numpy(float)
+    train_ok = table["training_label"].to_numpy(bool)
+    Y2 = np.where(train_ok[:, None], Y2, np.nan)  # validation-only scales never train
+    groups = cv_groups(table)
+    inner = {m: [] for m in methods}
+    f0 = grouped_folds(groups, n_folds, seed)
+    for f in range(n_folds):
+        part = np.flatnonzero((f0 != f) & train_ok)
+        fi = grouped_folds(groups[part], n_folds - 1, seed + 1000 + f)
+        tr, va = part[fi != 0], part[fi == 0]
+        for m in methods:
+            mu, s, _ = _fit_predict(m, ctx, Xs, Z, Y4, Y2, tr, va, seed)
+            inner[m].append(_nll(mu, s, Y2[va]))
+    score = {m: float(np.mean(v)) for m, v in inner.items()}
+    chosen = min(score, key=score.get)
+    rows = []
+    for r in range(n_repeats):
+        folds = f0 if r == 0 else grouped_folds(groups, n_folds, seed + r)
+        for f in range(n_folds):
+            te, tr = np.flatnonzero(folds == f), np.flatnonzero((folds != f) & train_ok)
+            mu, sa, st = _fit_predict(chosen, ctx, Xs, Z, Y4, Y2, tr, te, seed + r)
+            d = pd.DataFrame({"source_id": table.source_id.to_numpy()[te], "repeat": r, "fold": f})
+            for j, l in enumerate(TAG_LABELS):
+                d[f"mu_{l}"], d[f"sigma_alea_{l}"], d[f"sigma_{l}"] = mu[:, j], sa[:, j], st[:, j]
+            rows.append(d)
+    choice = {
+        "inner_validation_nll": score,
+        "chosen": chosen,
+        "n_folds": n_folds,
+        "n_repeats": n_repeats,
+    }
+    return {"oof": pd.concat(rows, ignore_index=True), "choice": choice, "groups": groups}
+
+# %% ../../nbs/kane/06_abundances.ipynb #5acde974
+def oof_mean(
+    oof: pd.DataFrame,  # tagging_cv's per-repeat OOF table
+) -> pd.DataFrame:
+    "One row per star: μ and σ averaged over the repeats (every star is out of fold in each)."
+    cols = [c for c in oof.columns if c.startswith(("mu_", "sigma_"))]
+    return oof.groupby("source_id", sort=False)[cols].mean().reset_index()
+
+# %% ../../nbs/kane/06_abundances.ipynb #ac05f099
+def four_label_baseline(
+    inputs,  # (N, k) predictors: APOGEE's four labels, or the network's own
+    y,  # (N,) the abundance, NaN where unknown
+    folds,  # (N,) fold per star (the same folds as the network's)
+    train_ok,  # (N,) stars that may train
+) -> np.ndarray:
+    "Out-of-fold least-squares prediction of an abundance from the four labels (linear, with intercept)."
+    A = np.column_stack([np.ones(len(y)), np.asarray(inputs, float)])
+    out = np.full(len(y), np.nan)
+    for f in np.unique(folds):
+        tr = (folds != f) & train_ok & np.isfinite(y) & np.isfinite(A).all(1)
+        te = folds == f
+        coef, *_ = np.linalg.lstsq(A[tr], y[tr], rcond=None)
+        out[te] = A[te] @ coef
+    return out
+
+# %% ../../nbs/kane/06_abundances.ipynb #f19953ca
+def bootstrap_metrics(
+    y,  # truth
+    mu,  # prediction
+    sigma=None,  # predicted σ (for the z-score spread), or None
+    err=None,  # truth errors added to σ in quadrature, or None
+    groups=None,  # resampling units (clusters whole); None: stars
+    base=None,  # a baseline's prediction: also its RMSE and the skill 1 − MSE/MSE_base
+    n_boot: int = CV_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+    level: float = 0.68,  # central interval
+) -> dict:
+    "RMSE, bias, std of z = (μ − y)/√(σ² + err²), and with a baseline its RMSE and skill, each with a bootstrap interval over groups."
+    y, mu = np.asarray(y, float), np.asarray(mu, float)
+    n = len(y)
+    s = np.ones(n) if sigma is None else np.asarray(sigma, float)
+    e = np.zeros(n) if err is None else np.nan_to_num(np.asarray(err, float))
+    b = np.full(n, np.nan) if base is None else np.asarray(base, float)
+    ok = np.isfinite(y) & np.isfinite(mu) & np.isfinite(s)
+    g = (
+        np.arange(n)
+        if groups is None
+        else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    )
+
+    def stats(w):
+        r, rb = (mu - y)[ok], (b - y)[ok]
+        w = w[ok]
+        mse, mseb = np.sum(w * r**2) / w.sum(), np.sum(w * rb**2) / w.sum()
+        z = r / np.sqrt(s[ok] ** 2 + e[ok] ** 2)
+        zm = np.sum(w * z) / w.sum()
+        return {
+            "rmse": np.sqrt(mse),
+            "bias": np.sum(w * r) / w.sum(),
+            "z_std": np.sqrt(np.sum(w * (z - zm) ** 2) / w.sum()),
+            "rmse_baseline": np.sqrt(mseb),
+            "skill_vs_baseline": 1 - mse / mseb,
+        }
+
+    point = stats(np.ones(n))
+    rng = np.random.default_rng(seed)
+    ng = g.max() + 1 if n else 0
+    draws = []
+    for _ in range(n_boot):
+        cnt = np.bincount(rng.integers(0, ng, ng), minlength=ng)
+        draws.append(stats(cnt[g].astype(float)))
+    q = [(1 - level) / 2, (1 + level) / 2]
+    out = {"n": int(ok.sum()), "n_groups": int(len(np.unique(g[ok]))), "interval": level}
+    for k, v in point.items():
+        if (base is None and k in ("rmse_baseline", "skill_vs_baseline")) or (
+            sigma is None and k == "z_std"
+        ):
+            continue
+        lo, hi = np.nanquantile([d[k] for d in draws], q)
+        out[k] = {"value": float(v), "lo": float(lo), "hi": float(hi)}
+    return out
+
+# %% ../../nbs/kane/06_abundances.ipynb #b04b0d42
+#: Where each reported number comes from (summary.json states it beside the number).
+TAG_SOURCE = (
+    "out-of-fold predictions of the abundance stars (grouped repeated K-fold, mean over repeats); "
+    "truth: APOGEE DR17 flag-0 [N/O], [Al/Fe] (Apogee_data_filtered_1612 + Montalban2021 rows in the library)"
+)
+
+# %% ../../nbs/kane/06_abundances.ipynb #1f76c953
+PAPER_RMSE = {"n_o": 0.096, "al_fe": 0.076}  # Kane §3.1
+
+
+def _label_metrics(
+    d: pd.DataFrame,  # tagging_report's joined table; gains baseline_apogee_<l>, baseline_network_<l>
+    l: str,  # the label (TAG_LABELS)
+    tr: np.ndarray,  # boolean mask of the training-label stars
+    folds0: np.ndarray,  # each star's fold in the first repeat
+    cv: dict,  # tagging_cv's result
+    n_boot: int,  # bootstrap draws over the groups
+    seed: int,
+) -> dict:
+    "One label's metrics for tagging_report: the network beside two four-label baselines, bootstrapped over the groups, and the RMSE per repeat."
+    y = d[l].to_numpy(float)
+    base_ap = four_label_baseline(d[list(FOUR_LABELS)], y, folds0, tr)
+    base_nn = four_label_baseline(d[[f"mu_{x}" for x in FOUR_LABELS]], y, folds0, tr)
+    d[f"baseline_apogee_{l}"], d[f"baseline_network_{l}"] = base_ap, base_nn
+    kw = dict(groups=cv["groups"][tr], n_boot=n_boot, seed=seed)
+    mu, s, e = (
+        d[f"mu_{l}"].to_numpy()[tr],
+        d[f"sigma_alea_{l}"].to_numpy()[tr],
+        d[f"{l}_err"].to_numpy()[tr],
+    )
+    return {
+        "network": {
+            **bootstrap_metrics(y[tr], mu, s, e, base=base_ap[tr], **kw),
+            "paper_rmse": PAPER_RMSE[l],
+        },
+        "baseline_apogee_four_labels": bootstrap_metrics(y[tr], base_ap[tr], **kw),
+        "baseline_network_four_labels": bootstrap_metrics(y[tr], base_nn[tr], **kw),
+        "skill_vs_network_four_labels": bootstrap_metrics(y[tr], mu, base=base_nn[tr], **kw)[
+            "skill_vs_baseline"
+        ],
+        "label_std": float(np.nanstd(y[tr])),
+        "per_repeat_rmse": [
+            float(
+                np.sqrt(
+                    np.nanmean(
+                        (
+                            g.set_index("source_id").loc[d.source_id[tr], f"mu_{l}"].to_numpy()
+                            - y[tr]
+                        )
+                        ** 2
+                    )
+                )
+            )
+            for _, g in cv["oof"].groupby("repeat")
+        ],
+    }
+
+# %% ../../nbs/kane/06_abundances.ipynb #263dd2ed
+def tagging_report(
+    table: pd.DataFrame,  # abundance stars: labels, errors, training_label, meszaros2015__meszaros_pop
+    cv: dict,  # tagging_cv's result
+    four: pd.DataFrame,  # the four-label network's mu_teff, mu_logg, mu_fe_h, mu_alpha_m per star, row for row
+    n_boot: int = CV_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+    k: float = SEL_NO_K,  # σ factor of the [N/O] cut (Kane §3.2)
+) -> dict:
+    "Kane §3.1–3.2 on the OOF predictions, each number beside the paper's: metrics, baselines, k fit, confusion, Mészáros."
+    from spectra_ml.kane.tagging import (
+        confusion,
+        fit_error_slope,
+        purity_completeness_curve,
+        select_2p,
+    )
+    from spectra_ml.kane.samples import apogee_2p_truth
+    from spectra_ml.kane.constants import KANE_CONFUSION, KANE_K_FIT
+
+    m = oof_mean(cv["oof"]).set_index("source_id").loc[table.source_id.to_numpy()].reset_index()
+    d = pd.concat(
+        [table.reset_index(drop=True), m.drop(columns="source_id"), four.reset_index(drop=True)],
+        axis=1,
+    )
+    tr = d.training_label.to_numpy(bool)
+    groups = cv["groups"]
+    folds0 = (
+        cv["oof"].query("repeat == 0").set_index("source_id").loc[d.source_id, "fold"].to_numpy()
+    )
+    out = {"source": TAG_SOURCE, "choice": cv["choice"], "metrics": {}}
+    for l in TAG_LABELS:
+        out["metrics"][l] = _label_metrics(d, l, tr, folds0, cv, n_boot, seed)
+    fr = d[tr]
+    kfit = fit_error_slope(fr.sigma_alea_n_o, fr.n_o_err)
+    out["k_fit"] = {**kfit, "n": int(np.isfinite(fr.sigma_alea_n_o).sum()), "paper": KANE_K_FIT}
+    truth = apogee_2p_truth(fr.n_o, fr.n_o_err, fr.al_fe)
+    sel = select_2p(fr, k=k).selected.to_numpy()
+    conf = confusion(truth, sel)
+    out["selection"] = {
+        "k": k,
+        "confusion": conf,
+        "n": int(len(fr)),
+        "n_true_2p": int(truth.sum()),
+        "paper": {
+            key: KANE_CONFUSION[key]
+            for key in ("n_test", "n_selected", "fp", "false_negative_rate")
+        },
+    }
+    curve = purity_completeness_curve(fr, truth, k=k)
+    out["curve"] = curve.to_dict(orient="records")
+    pop = d.get("meszaros2015__meszaros_pop", pd.Series(np.nan, index=d.index)).to_numpy(float)
+    mz = np.isfinite(pop)
+    dm = d[mz]
+    s2 = select_2p(dm, k=k).selected.to_numpy()
+    pop2 = pop[mz] == 2
+    out["meszaros"] = {
+        "source": "Mészáros et al. (2015) 1P/2P labels of GC giants in the library, predicted with their cluster held out",
+        "n": int(len(dm)),
+        "n_pop2": int(pop2.sum()),
+        "confusion": confusion(pop2, s2),
+        "n_clusters": int(len(set(groups[mz]))),
+    }
+    return {
+        "summary": out,
+        "table": d,
+        "truth": truth,
+        "selected": sel,
+        "curve": curve,
+        "fit_rows": fr,
+    }
+
+# %% ../../nbs/kane/06_abundances.ipynb #183d869a
+def fit_final(
+    method: str,  # tagging_cv's chosen method
+    table: pd.DataFrame,  # abundance stars
+    Xs,  # their scaled inputs
+    ctx: TagContext,
+    seed: int = DEFAULT_SEED,
+):
+    "The chosen method fitted on every training-label star: predicts stars that never trained (`predict_final`)."
+    Y4 = table[list(FOUR_LABELS)].to_numpy(float)
+    Y2 = table[list(TAG_LABELS)].to_numpy(float)
+    tr = table["training_label"].to_numpy(bool)
+    Xs = np.asarray(Xs, np.float32)
+    if method == "head":
+        return HeadFit(seed=seed).fit(hidden_features(ctx.model, Xs[tr]), Y2[tr])
+    return MaskedFit(ctx, seed=seed).fit(Xs[tr], Y4[tr], Y2[tr])
+
+
+def predict_final(
+    fitted,  # fit_final's result
+    ctx: TagContext,
+    Xs,  # scaled inputs of the stars to label
+) -> pd.DataFrame:
+    "mu_, sigma_alea_ and sigma_ columns of [N/O] and [Al/Fe], row for row with Xs."
+    Xs = np.asarray(Xs, np.float32)
+    if isinstance(fitted, HeadFit):
+        mu, s = fitted.predict(hidden_features(ctx.model, Xs))
+        sa = st = s
+    else:
+        mu, sa, st = fitted.predict(Xs)
+    out = pd.DataFrame(index=pd.RangeIndex(len(Xs)))
+    for j, l in enumerate(TAG_LABELS):
+        out[f"mu_{l}"], out[f"sigma_alea_{l}"], out[f"sigma_{l}"] = mu[:, j], sa[:, j], st[:, j]
+    return out
+
+# %% ../../nbs/kane/06_abundances.ipynb #3b18ec7c
+def _four_label_checkpoint(
+    model_dir,  # 08_training's checkpoint folder
+):
+    "The model, feature and label scalers of a four-label kane_mlp checkpoint; a ParameterError for any other."
+    from spectra_ml.checkpoint import load_checkpoint
+
+    model, cfg, fs, ls = load_checkpoint(model_dir)
+    labs = list(cfg.get("train_config", cfg).get("labels", []))
+    if labs != list(FOUR_LABELS) or not hasattr(model, "body"):
+        raise ParameterError(
+            f"abundance_tagging builds on Kane's four-label network (kane_mlp on {FOUR_LABELS}); "
+            f"{model_dir} holds {type(model).__name__} on {labs}: rerun 08_training with model=kane_mlp"
+        )
+    return model, fs, ls
+
+# %% ../../nbs/kane/06_abundances.ipynb #a59d5159
+def _four_label_predictor(
+    model,  # the four-label kane_mlp
+    ls,  # its label scaler
+    seed: int,  # MC-dropout seed
+):
+    "A function of scaled inputs -> the network's mu_ and sigma_alea_ of the four labels (30 MC-dropout passes)."
+    from spectra_ml.models.kane import mc_dropout_predict
+
+    def four_of(X):
+        r = mc_dropout_predict(model, X, 30, seed=seed, progress=False)
+        mu, va_ = ls.inverse_mu(r["mu"]), ls.inverse_var(r["var_aleatoric"])
+        d = pd.DataFrame(mu, columns=[f"mu_{l}" for l in FOUR_LABELS])
+        for j, l in enumerate(FOUR_LABELS):
+            d[f"sigma_alea_{l}"] = np.sqrt(va_[:, j])
+        return d
+
+    return four_of
+
+# %% ../../nbs/kane/06_abundances.ipynb #0a981e25
+def _gc_incidence_summary(
+    L: pd.DataFrame,  # abundance_tagging's labelled stars (selected_2p, in_sample, out_of_fold)
+    members: pd.DataFrame,  # VB21 members (read_vb21_members)
+):
+    "The labelled stars with their VB21 membership, and the network's GC incidence: members against the sample's non-members."
+    from spectra_ml.kane.constants import KANE_INCIDENCE
+    from spectra_ml.kane.samples import vb21_membership
+    from spectra_ml.kane.tagging import gc_incidence
+
+    L = vb21_membership(L, members)
+    mem = L.gc_memberprob.notna().to_numpy()
+    field = L.in_sample.to_numpy() & ~mem
+    inc = gc_incidence(L.selected_2p, mem, field, KANE_INCIDENCE["network"])
+    return L, {
+        **inc,
+        "source": "VB21 members in the library (out of fold where they trained) vs the run's "
+        "sample giants that are not members (the demo has no field astrometry: no v_phi halo cut)",
+        "n_members_out_of_fold": int((mem & L.out_of_fold.to_numpy()).sum()),
+    }
+
+# %% ../../nbs/kane/06_abundances.ipynb #47ad40de
+def abundance_tagging(
+    abund: pd.DataFrame,  # abundance_labels' table (05_samples' abundance_labels.parquet)
+    library: pd.DataFrame,  # load_demo()[0]: the library's rows (row, source_id, the four labels)
+    flux,  # load_demo()[1]: the library's spectra, row for row
+    sample: pd.DataFrame,  # the run's sample (split; its train and validation rows train the masked method)
+    model_dir,  # 08_training's four-label kane_mlp checkpoint
+    members: pd.DataFrame | None = None,  # VB21 members (read_vb21_members); None: no GC incidence
+    n_folds: int = CV_FOLDS,
+    n_repeats: int = CV_REPEATS,
+    n_boot: int = CV_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+) -> dict:
+    "Kane §3.1–3.3 on the real abundance stars: `{'summary', 'report', 'labelled'}` (labelled: every sample star and VB21 member)."
+    from spectra_ml.features import sample_arrays
+    from spectra_ml.kane.samples import vb21_membership
+    from spectra_ml.kane.tagging import select_2p
+
+    model, fs, ls = _four_label_checkpoint(model_dir)
+    lib = library.drop_duplicates("source_id").set_index("source_id")
+    t = abund.drop(columns=[c for c in FOUR_LABELS if c in abund]).join(
+        lib[list(FOUR_LABELS)], on="source_id"
+    )
+    if members is not None:
+        t = vb21_membership(t, members)
+    Xa = fs.transform(np.asarray(flux)[t.row.to_numpy()]).astype(np.float32)
+    sp = sample["split"].to_numpy()
+    Xs_all = fs.transform(sample_arrays(sample)).astype(np.float32)
+    Ys_all = ls.transform(sample[list(FOUR_LABELS)].to_numpy(float)).astype(np.float32)
+    ok = np.isfinite(Xs_all).all(1) & np.isfinite(Ys_all).all(1)
+    tr, va = (sp == "train") & ok, (sp == "validation") & ok
+    ctx = TagContext(model, ls, Xs_all[tr], Ys_all[tr], Xs_all[va], Ys_all[va])
+
+    four_of = _four_label_predictor(model, ls, seed)
+
+    cv = tagging_cv(t, Xa, ctx, n_folds=n_folds, n_repeats=n_repeats, seed=seed)
+    rep = tagging_report(t, cv, four_of(Xa)[[f"mu_{l}" for l in FOUR_LABELS]], n_boot, seed)
+    # every sample star and VB21 member of the library, labelled by the final model, OOF where it trained
+    ids = pd.Index(sample.source_id.unique())
+    if members is not None:
+        ids = ids.union(lib.index[lib.index.isin(members.source_id)])
+    L = pd.DataFrame({"source_id": ids.to_numpy(np.int64)})
+    L["row"] = lib.loc[L.source_id, "row"].to_numpy()
+    L["in_sample"] = L.source_id.isin(sample.source_id).to_numpy()
+    X = fs.transform(np.asarray(flux)[L.row.to_numpy()]).astype(np.float32)
+    fin = fit_final(cv["choice"]["chosen"], t, Xa, ctx, seed)
+    L = pd.concat([L, four_of(X), predict_final(fin, ctx, X)], axis=1)
+    oof = oof_mean(cv["oof"]).set_index("source_id")
+    trained = t.loc[t.training_label, "source_id"]
+    L["out_of_fold"] = L.source_id.isin(trained).to_numpy()
+    for c in oof.columns:
+        L.loc[L.out_of_fold, c] = oof.loc[L.source_id[L.out_of_fold], c].to_numpy()
+    L["selected_2p"] = select_2p(L).selected.to_numpy()
+    summary = rep["summary"]
+    if members is not None:
+        L, summary["gc_incidence"] = _gc_incidence_summary(L, members)
+    summary["n_labelled"] = int(len(L))
+    summary["n_selected_2p"] = int(L.selected_2p.sum())
+    fitted = {"final": fin, "ctx": ctx, "feature_scaler": fs, "four": four_of}
+    return {"summary": summary, "report": rep, "labelled": L, "cv": cv, "fitted": fitted}
+
+# %% ../../nbs/kane/06_abundances.ipynb #fc20bcee
+def label_rows(
+    res: dict,  # abundance_tagging's result
+    table: pd.DataFrame,  # rows with source_id and the network's flux_### inputs (e.g. the application sample)
+) -> pd.DataFrame:
+    "The final model's [N/O], [Al/Fe] (μ, σ) and the four-label network's μ for any rows, with Kane §3.2's flag_2p_candidate."
+    from spectra_ml.features import check_features, sample_arrays
+    from spectra_ml.kane.tagging import select_2p
+
+    f = res["fitted"]
+    X, ok = check_features(sample_arrays(table))
+    Xs = f["feature_scaler"].transform(np.where(ok[:, None], X, 0)).astype(np.float32)
+    out = pd.concat(
+        [
+            table[["source_id"]].reset_index(drop=True),
+            f["four"](Xs),
+            predict_final(f["final"], f["ctx"], Xs),
+        ],
+        axis=1,
+    )
+    out.loc[~ok, [c for c in out if c.startswith(("mu_", "sigma_"))]] = (
+        np.nan
+    )  # bad inputs: no label
+    s = select_2p(out)
+    out["flag_2p_candidate"], out["flag_incomplete"] = (
+        s.selected.to_numpy(),
+        s.flag_incomplete.to_numpy(),
+    )
+    return out
+
+# %% ../../nbs/kane/06_abundances.ipynb #9105c1dc
+def _fig1_real(
+    d: pd.DataFrame,  # tagging_report's table (n_o of every abundance star)
+    fr: pd.DataFrame,  # its training-label rows
+    groups,  # tagging_cv's groups, row for row with d ('gc:<name>' for cluster giants)
+) -> tuple:
+    "Kane Fig. 1 (right) on real [N/O]: (figure, caption)."
+    from spectra_ml.kane.samples import plot_no_hist
+
+    n = len(fr)
+    # Kane Fig. 1 (right): the DR17 [N/O] of the training stars, and of the cluster giants (any source)
+    gc = np.array([str(g).startswith("gc:") for g in groups])
+    gcn = gc & d.n_o.notna().to_numpy()
+    allv = np.concatenate([fr.n_o.to_numpy(float), d.n_o.to_numpy(float)[gcn]])
+    is_gc = np.r_[np.zeros(len(fr), bool), np.ones(gcn.sum(), bool)]
+    return (
+        plot_no_hist(
+            allv,
+            is_gc,
+            labels=(
+                f"DR17 abundance stars (N={n}) and GC giants",
+                f"GC giants (N={int(gcn.sum())}; Mészáros scale where theirs)",
+            ),
+        ),
+        f"Kane Fig. 1 (right) on real [N/O]: the library's {n} DR17 abundance stars with clean labels and "
+        f"its {int(gcn.sum())} globular-cluster giants with [N/O], with Kane's 0.55 cut.",
+    )
+
+# %% ../../nbs/kane/06_abundances.ipynb #fc28e28e
+def _fig3_real(
+    fr: pd.DataFrame,  # tagging_report's training-label rows (labels, out-of-fold mu_ and sigma_alea_)
+):
+    "Kane Fig. 3's [N/O] and [Al/Fe] panels on real stars: out-of-fold μ against APOGEE with the cuts."
+    import matplotlib.pyplot as plt
+    from spectra_ml.core import figure_style
+    from spectra_ml.kane.constants import SEL_AL_MIN, SEL_NO_MIN, TRUTH_AL_MIN, TRUTH_NO_MIN
+
+    with figure_style():
+        fig, axs = plt.subplots(1, 2, figsize=(7.0, 3.3), layout="constrained")
+        for ax, l, tcut, scut, name in (
+            (axs[0], "n_o", TRUTH_NO_MIN, SEL_NO_MIN, "[N/O]"),
+            (axs[1], "al_fe", TRUTH_AL_MIN, SEL_AL_MIN, "[Al/Fe]"),
+        ):
+            sc = ax.scatter(fr[l], fr[f"mu_{l}"], c=fr[f"sigma_alea_{l}"], s=9, cmap="viridis")
+            lim = [np.nanmin(fr[l]) - 0.1, np.nanmax(fr[l]) + 0.1]
+            ax.plot(lim, lim, "k-", lw=0.6)
+            ax.axvline(tcut, color="k", ls="-", lw=0.9, label=f"true cut {tcut:g}")
+            ax.axhline(scut, color="r", ls="--", lw=0.9, label=f"selection cut {scut:g}")
+            ax.set(
+                xlabel=f"APOGEE DR17 {name} [dex]",
+                ylabel=rf"network $\mu${name} [dex] (out of fold)",
+            )
+            fig.colorbar(sc, ax=ax, label=rf"$\sigma_{{\rm alea}}${name} [dex]")
+            ax.legend(fontsize=6, loc="upper left")
+    return fig
+
+# %% ../../nbs/kane/06_abundances.ipynb #af872e6d
+def abundance_figures(
+    res: dict,  # abundance_tagging's result
+) -> dict:
+    "Kane Figs 1 right, 3, 4, 5 and B4 on the real abundance stars: {file name: (figure, one-sentence caption)}."
+    from spectra_ml.kane.constants import SEL_NO_MIN
+    from spectra_ml.kane.tagging import plot_confusion, plot_purity_completeness, plot_sigma_vs_err
+    from spectra_ml.metrics import plot_sigma_vs_labels
+
+    rep, s = res["report"], res["summary"]
+    d, fr = rep["table"], rep["fit_rows"]
+    n = len(fr)
+    figs = {}
+    figs["fig1_no_hist_real.png"] = _fig1_real(d, fr, res["cv"]["groups"])
+    fig = _fig3_real(fr)
+    figs["fig3_pred_vs_truth_real.png"] = (
+        fig,
+        f"Kane Fig. 3 ([N/O] and [Al/Fe] panels) on {n} real DR17 stars: out-of-fold network μ against "
+        "APOGEE, the true 2P cuts (black, 0.55 and −0.1) and the selection cuts (red dashed, 0.65 and 0.0).",
+    )
+    figs["fig4_sigma_no_vs_err_real.png"] = (
+        plot_sigma_vs_err(
+            fr.sigma_alea_n_o,
+            fr.n_o_err,
+            s["k_fit"],
+            sigma_label=r"network $\sigma_{\rm alea}$[N/O] [dex]",
+        ),
+        f"Kane Fig. 4 on {n} real stars: APOGEE's [N/O] error against the network's out-of-fold "
+        "σ[N/O], with the fitted line and Kane's (0.19σ + 0.013).",
+    )
+    figs["fig5_confusion_real.png"] = (
+        plot_confusion(s["selection"]["confusion"]),
+        f"Kane Fig. 5 on {n} real stars: the network's 2P selection (out of fold) against the APOGEE truth.",
+    )
+    figs["purity_completeness_real.png"] = (
+        plot_purity_completeness(
+            rep["curve"], marker=SEL_NO_MIN, xlabel=r"threshold on $\mu$[N/O] $-$ k$\sigma$ [dex]"
+        ),
+        f"Purity and completeness of the selection on {n} real stars as the [N/O] threshold moves.",
+    )
+    fb = fr.assign(split="oof")
+    figs["fig4_sigma_al_fe_real.png"] = (
+        plot_sigma_vs_labels(
+            fb, "al_fe", ["teff", "logg", "fe_h", "n_o", "al_fe"], split=None, bins=15, sigma="alea"
+        ),
+        f"Kane Fig. B4 on {n} real stars: the network's out-of-fold σ[Al/Fe] against the APOGEE labels and its residual.",
+    )
+    # units on the axes the shared plotting functions leave without them
+    figs["fig1_no_hist_real.png"][0].axes[0].set_xlabel(
+        "[N/O] [dex] (APOGEE DR17; Mészáros et al. for their GC giants)"
+    )
+    figs["fig4_sigma_no_vs_err_real.png"][0].axes[0].set_ylabel("APOGEE [N/O] error [dex]")
+    return figs

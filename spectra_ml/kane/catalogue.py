@@ -183,8 +183,11 @@ def _appendix_writers(stem: Path, spec: dict, flag_cols: list, n_rows: int) -> d
         fields = [
             pa.field(n, typ[t], metadata={"unit": u, "description": d}) for n, t, u, d in out[k]
         ]
+        absent = [c for c in spec["missing"] if c != "ebv"]  # labels the model does not predict
         meta = {
-            "catalogue": "Kane et al. Appendix A",
+            "catalogue": "Kane et al. Appendix A"
+            if not absent
+            else f"a stand-in in the layout of Kane et al. Appendix A, not the paper's catalogue (no {', '.join(absent)})",
             "sigma": spec["sigma"],
             "missing": spec["missing"],
             "units": {n: u for n, _, u, _ in out[k]},
@@ -211,33 +214,26 @@ def _appendix_chunk(df, spec: dict, flags, flag_cols: list) -> tuple:
     pas = pd.DataFrame({c: df[src].to_numpy() for c, src, _, _ in spec["passes"]})
     return cat, pas
 
-# %% ../../nbs/kane/05_catalogue.ipynb #d63448d9
-def write_appendix_a(
-    predictions,  # a folder of prediction partitions (predict_catalogue) or one Parquet file
-    out_stem,  # output path without suffix: writes <stem>.parquet, <stem>.fits, <stem>_passes.parquet
-    labels: list,  # the model's labels (KANE_LABELS or DEMO_LABELS)
-    flags=None,  # part DataFrame -> DataFrame of boolean columns (same index), added after the 12
-    sigma: str = "alea",  # 'alea': Kane §2.2 σ (the paper's); 'total': with the pass-to-pass variance
-    chunk_rows: int = 65536,  # rows held at a time
-) -> dict:
-    "Kane Appendix A, streamed partition by partition: the 12 columns (+ flags) as Parquet and FITS, and the pass table."
+# %% ../../nbs/kane/05_catalogue.ipynb #c2175500
+def _stream_appendix(
+    files: list,  # the prediction partitions, in order
+    extra: pd.DataFrame | None,  # columns joined by source_id (write_appendix_a's `extra`, indexed)
+    spec: dict,  # appendix_a_spec's answer
+    flags,  # part DataFrame -> DataFrame of boolean flag columns, or None
+    flag_cols: list,  # the flag columns' names
+    w: dict,  # _appendix_writers' open writers and temporary files
+    chunk_rows: int,  # rows held at a time
+) -> int:
+    "Every partition through `_appendix_chunk` into the open writers, chunk by chunk; the rows written. On failure the temporary files are removed; the writers are closed in any case."
     import pyarrow as pa, pyarrow.parquet as pq
 
-    files = discover_partitions(predictions)
-    n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
-    schema = pq.ParquetFile(files[0]).schema_arrow
-    spec = appendix_a_spec(schema.names, list(labels), sigma)
-    first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=16), None)
-    first = (first or pa.RecordBatch.from_pylist([], schema=schema)).to_pandas()
-    flag_cols = list(flags(first).columns) if flags else []
-    stem = Path(out_stem)
-    stem.parent.mkdir(parents=True, exist_ok=True)
-    w = _appendix_writers(stem, spec, flag_cols, n_rows)
     n = 0
     try:
         for f in files:
             for batch in pq.ParquetFile(f).iter_batches(batch_size=chunk_rows):
                 df = batch.to_pandas()
+                if extra is not None:
+                    df = df.join(extra, on="source_id")
                 cat, pas = _appendix_chunk(df, spec, flags, flag_cols)
                 w["cat_writer"].write_table(
                     pa.Table.from_pandas(cat, schema=w["cat_schema"], preserve_index=False)
@@ -256,6 +252,39 @@ def write_appendix_a(
         w["cat_writer"].close()
         w["pass_writer"].close()
         w["fits"].close()
+    return n
+
+# %% ../../nbs/kane/05_catalogue.ipynb #09df5cee
+def write_appendix_a(
+    predictions,  # a folder of prediction partitions (predict_catalogue) or one Parquet file
+    out_stem,  # output path without suffix: writes <stem>.parquet, <stem>.fits, <stem>_passes.parquet
+    labels: list,  # the model's labels (KANE_LABELS or DEMO_LABELS)
+    flags=None,  # part DataFrame -> DataFrame of boolean columns (same index), added after the 12
+    sigma: str = "alea",  # 'alea': Kane §2.2 σ (the paper's); 'total': with the pass-to-pass variance
+    chunk_rows: int = 65536,  # rows held at a time
+    extra: pd.DataFrame
+    | None = None,  # mu_/sigma_ columns by source_id from another model (e.g. the demo's [N/O], [Al/Fe]); NaN where absent
+) -> dict:
+    "Kane Appendix A, streamed partition by partition: the 12 columns (+ flags) as Parquet and FITS, and the pass table."
+    import pyarrow as pa, pyarrow.parquet as pq
+
+    files = discover_partitions(predictions)
+    n_rows = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+    schema = pq.ParquetFile(files[0]).schema_arrow
+    if extra is not None:
+        extra = extra.drop_duplicates("source_id").set_index("source_id")
+        extra = extra[[c for c in extra if c not in schema.names]]
+    names = schema.names + ([] if extra is None else list(extra.columns))
+    spec = appendix_a_spec(names, list(labels), sigma)
+    first = next(pq.ParquetFile(files[0]).iter_batches(batch_size=16), None)
+    first = (first or pa.RecordBatch.from_pylist([], schema=schema)).to_pandas()
+    if extra is not None:
+        first = first.join(extra, on="source_id")
+    flag_cols = list(flags(first).columns) if flags else []
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    w = _appendix_writers(stem, spec, flag_cols, n_rows)
+    n = _stream_appendix(files, extra, spec, flags, flag_cols, w, chunk_rows)
     if n != n_rows:
         raise DataError(
             f"{predictions}: read {n} rows but the metadata says {n_rows}: rerun 09_inference"

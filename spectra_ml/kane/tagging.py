@@ -19,6 +19,7 @@ from spectra_ml.kane.constants import (
     KANE_N_APPLICATION,
     KANE_HALO_COUNTS,
     KANE_N_TRUE_2P_TRAIN_VAL,
+    KANE_TRAINING_AND_VALIDATION,
     SEL_AL_K,
     SEL_AL_MIN,
     SEL_FEH_MIN,
@@ -376,7 +377,7 @@ def plot_no_alfe_plane(
                 xlabel=f"{name} [N/O]", ylabel=f"{name} [Al/Fe]", xlim=(-0.8, 1.6), ylim=(-0.6, 0.8)
             )
         axs[0].legend(loc="lower right", fontsize=6)
-        fig.suptitle(title or "Kane Fig. 3: the [N/O]–[Al/Fe] plane")
+        fig.suptitle(title or "The [N/O]–[Al/Fe] plane with Kane's cuts (not a figure of Kane)")
     return fig
 
 # %% ../../nbs/kane/03_tagging.ipynb #7135d472
@@ -567,7 +568,7 @@ def catalogue_passes(
 # %% ../../nbs/kane/03_tagging.ipynb #fa74e102
 def gc_member(
     df: pd.DataFrame,  # rows with gc_memberprob (samples.vb21_membership; NaN outside any cluster)
-    member_prob_min: float = VB21_MEMBER_PROB_MIN,  # Kane §3.3 / VB21: membership probability ≥ 0.5
+    member_prob_min: float = VB21_MEMBER_PROB_MIN,  # ours (Kane §3.3 states no cut): membership probability ≥ 0.5
 ) -> np.ndarray:
     "VB21 globular-cluster members: gc_memberprob ≥ member_prob_min (NaN: not a member)."
     if "gc_memberprob" not in df:
@@ -634,9 +635,9 @@ def gc_incidence(
 # %% ../../nbs/kane/03_tagging.ipynb #fc342583
 def apogee_truth_incidence(
     samples: pd.DataFrame,  # the training sample: n_o, n_o_err, al_fe, split, gc_memberprob, astrometry
-    member_prob_min: float = VB21_MEMBER_PROB_MIN,  # Kane §3.3 / VB21
+    member_prob_min: float = VB21_MEMBER_PROB_MIN,  # ours: VB21 probability ≥ 0.5 (Kane states no cut)
     vphi_max: float = HALO_VPHI_MAX,  # Kane §4 halo cut
-    splits=("train", "validation"),  # Kane: the combined training and validation data
+    splits=KANE_TRAINING_AND_VALIDATION,  # Kane §2.1/§3.3: the combined training and validation data
     halo=None,  # boolean per row in place of the v_φ cut (a named stand-in), None: `halo_vphi`
 ) -> dict:
     "Kane §3.3 (b): APOGEE-truth 2P fraction among GC members against field halo giants, beside the paper."
@@ -781,7 +782,7 @@ def stream_flags(
 def application_candidates(
     pred,  # products/application_predictions (folder of partitions) or one Parquet file
     out_dir,  # products folder: candidate_flags.parquet and candidates.parquet go here
-    member_prob_min: float = VB21_MEMBER_PROB_MIN,  # Kane §3.3 / VB21
+    member_prob_min: float = VB21_MEMBER_PROB_MIN,  # ours: VB21 probability ≥ 0.5 (Kane states no cut)
     vphi_max: float = HALO_VPHI_MAX,  # Kane §4 halo cut, for the field halo giants
     **select_kw,  # `candidate_flags` arguments: sigma, k, no_min, al_min, teff_max, feh_min
 ) -> dict:

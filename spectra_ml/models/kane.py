@@ -79,12 +79,23 @@ class HeteroscedasticMLP(nn.Module):
 def heteroscedastic_nll(
     mu,
     log_var,
-    y,  # predictions and targets (N, n_labels)
-    reduction: str = "mean",  # 'mean', 'sum' or 'none'
+    y,  # predictions and targets (N, n_labels); NaN in y: that label is missing for that star
+    reduction: str = "mean",  # 'mean' (over the labels present), 'sum' or 'none' (0 where missing)
 ):
-    "Kane §2.2 loss: (μ − y)²/σ² + log σ² (twice the Gaussian NLL, up to a constant)."
-    loss = (mu - y) ** 2 * torch.exp(-log_var) + log_var
-    return {"mean": loss.mean, "sum": loss.sum, "none": lambda: loss}[reduction]()
+    """Kane §2.2 loss: (μ − y)²/σ² + log σ² (twice the Gaussian NLL, up to a constant).
+
+    Masked where a label is missing (NaN target, our option for few labels): such a term is 0 and
+    carries no gradient, and 'mean' divides by the number of labels present. Without a NaN this is
+    Kane's loss, computed exactly as before."""
+    present = torch.isfinite(y)
+    yf = torch.where(present, y, mu.detach())  # a finite stand-in: no NaN reaches the gradient
+    full = (mu - yf) ** 2 * torch.exp(-log_var) + log_var  # Kane's terms wherever y is present
+    loss = torch.where(present, full, 0.0)
+    if reduction != "mean":
+        return {"sum": loss.sum, "none": lambda: loss}[reduction]()
+    # no Python branch on the data (torch.func.vmap traces the batched ensemble through this): with every
+    # label present the tensor select returns full.mean(), bit for bit Kane's unmasked mean
+    return torch.where(present.all(), full.mean(), loss.sum() / present.sum().clamp(min=1))
 
 # %% ../../nbs/lib/10_models_kane.ipynb #4cfce94e
 def enable_mc_dropout(model: nn.Module) -> nn.Module:
