@@ -150,13 +150,13 @@ def test_predict_refuses_before_any_work(tmp_path, capsys, where):
         str(out),
     ]
     args += {"passes0": ["--passes", "0"], "batch0": ["--batch-size", "0"]}.get(where, [])
-    if where == "no_input":
-        args[4] = str(tmp_path / "nothing")
+    if where == "no_input":  # a released model, so that the input is what is wrong
+        args[2], args[4] = "giants-xp", str(tmp_path / "nothing")
     assert main(args) == 2
     needle = {
         "passes0": "n_passes=0 must be >= 1",
         "batch0": "batch_size=0 must be >= 1",
-        "no_model": "is not a spectra_ml checkpoint",
+        "no_model": "no such folder, and not a released model; released: all-stars, giants, giants-xp",
         "no_input": "nothing does not exist",
         "a_file": "exists and is a file",
     }.get(where, "would overlap the input")
@@ -197,7 +197,7 @@ def test_cut_reference_files_are_refused_naming_file_expected_and_found(mirror, 
     ):
         fetch("meszaros2015", allow_download=False)
     with pytest.raises(
-        SourceMismatchError, match="harris2010_mwgc.dat: 369 rows, expected 553"
+        SourceMismatchError, match=r"harris2010_mwgc.dat: SHA-256 .* \(369 rows, expected 553"
     ) as e:
         fetch("harris2010", allow_download=False)
     assert isinstance(e.value, SpectraMLError) and "remove it to fetch again" in str(e.value)
@@ -217,7 +217,7 @@ def test_a_cut_fits_reference_file_is_refused_although_its_header_counts_the_row
     f.parent.mkdir(exist_ok=True)
     data = (local_data / "apogee" / "occam_member-DR17.fits").read_bytes()
     f.write_bytes(data)
-    assert "size" in verify_source(SOURCES["occam_dr17"], f)  # the whole file passes, size checked
+    assert verify_source(SOURCES["occam_dr17"], f) == "sha256"  # the whole file passes its hash
     fetch("occam_dr17", allow_download=False)
     f.write_bytes(data[: len(data) // 2])
     with pytest.raises(SourceMismatchError, match="occam_member-DR17.fits: truncated FITS file"):
@@ -684,3 +684,145 @@ def test_an_edited_checkpoint_is_one_line_naming_the_file(tiny, tmp_path, capsys
         _error_line(cap.err, f, "one sealed unit", "retrain")  # edited, or added after sealing
     else:
         _error_line(cap.err, f, "cannot be read" if damage != "scaler_kind" else f)
+
+
+# --- what happens when: one table of cases (what the user did, where it is named, how to fix it) -----
+# Each row is a case a user can cause, in docs/running.md's "What happens when…" form: `what` the user
+# did, `where` the message must name (file, parameter, row), `fix` the remedy it must give, and `run`,
+# which causes the case and returns the message (the CLI's one error line, the error, or the warning).
+# A case that is read correctly (e.g. a BOM) returns what was read and names it the same way.
+
+
+def _run_line(tmp_path, capsys, *args):
+    "`spectra_ml run` with the arguments: exit 2 and one error line, before any run folder exists."
+    assert main(["run", "--runs-root", str(tmp_path), "--figures-dir", "", *args]) == 2
+    assert not (tmp_path / "demo").exists()
+    return _one_line_error(capsys)
+
+
+def _labels_for_metrics(tmp_path, capsys, local_data):
+    return _run_line(tmp_path, capsys, "-p", "labels=['teff']")
+
+
+def _misspelled_split(tmp_path, capsys, local_data):
+    return _run_line(
+        tmp_path, capsys, "-p", "split_fractions={'train': 0.7, 'valdation': 0.1, 'test': 0.2}"
+    )
+
+
+def _no_test_split(tmp_path, capsys, local_data):
+    return _run_line(tmp_path, capsys, "-p", "split_fractions={'train': 0.8, 'validation': 0.2}")
+
+
+def _random_bytes_after_header(tmp_path, capsys, local_data):
+    src = (local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv").read_bytes()
+    f = tmp_path / "random_after_header.csv"
+    f.write_bytes(src.split(b"\n", 1)[0] + b"\n" + np.random.default_rng(0).bytes(5000))
+    with pytest.warns(UserWarning) as w:
+        d = xp_io.read_xp(f)
+    assert len(d["source_id"]) > 0 and d["flag_parse"].all()  # every row kept, flagged
+    return str(w[0].message)
+
+
+def _bom_before_source_id(tmp_path, capsys, local_data):
+    src = local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv"
+    f = tmp_path / "with_bom.csv"
+    f.write_bytes(b"\xef\xbb\xbf" + src.read_bytes())
+    d, ref = xp_io.read_xp(f), xp_io.read_xp(src)
+    assert (d["source_id"] == ref["source_id"]).all() and not d["flag_parse"].any()
+    np.testing.assert_array_equal(d["bp_coefficients"], ref["bp_coefficients"])
+    return f"read {f.name}: {len(d['source_id'])} rows, as without the BOM"
+
+
+def _edited_harris(tmp_path, capsys, local_data):
+    from spectra_ml.data.references import read_harris_feh
+
+    h = local_data / "clusters" / "harris2010_mwgc.dat"
+    f = tmp_path / h.name
+    f.write_text(h.read_text().replace(" NGC 1851    -1.18", " NGC 1851    -0.18", 1))
+    with pytest.raises(SpectraMLError) as e:
+        read_harris_feh(f)
+    return str(e.value)
+
+
+def _synthetic_published_as_demo(tmp_path, capsys, local_data):
+    synth = tmp_path / "synthetic"
+    synth.mkdir()
+    (synth / "SYNTHETIC.md").write_text("made-up files\n")
+    old = os.environ.get("SPECTRA_ML_LOCAL_DATA")
+    os.environ["SPECTRA_ML_LOCAL_DATA"] = str(synth)
+    try:
+        assert (
+            main(
+                [
+                    "run",
+                    "--runs-root",
+                    str(tmp_path),
+                    "--publish",
+                    "--figures-dir",
+                    str(tmp_path / "fig"),
+                ]
+            )
+            == 2
+        )
+    finally:
+        os.environ["SPECTRA_ML_LOCAL_DATA"] = old if old is not None else ""
+        if old is None:
+            del os.environ["SPECTRA_ML_LOCAL_DATA"]
+    assert not (tmp_path / "fig").exists() and not (tmp_path / "demo").exists()
+    return _one_line_error(capsys)
+
+
+WHAT_HAPPENS_WHEN = [
+    # (what the user did, what the message names, the fix it gives, how the case is made)
+    (
+        "labels lack one a chosen stage reads (-p labels=['teff'], 11_metrics reads fe_h)",
+        "stage 11_metrics needs the label(s) ['fe_h']",
+        "add them to labels",
+        _labels_for_metrics,
+    ),
+    (
+        "a misspelled split name in -p split_fractions",
+        "unknown split name(s) ['valdation']",
+        "the names are ['train', 'validation', 'test']",
+        _misspelled_split,
+    ),
+    (
+        "Kane's 80/20 without a test split while the stages score the test split",
+        "needs rows in split(s) ['test']",
+        "-p split=validation",
+        _no_test_split,
+    ),
+    (
+        "random bytes after an XP CSV header",
+        "random_after_header.csv",
+        "flagged in flag_parse (reason in parse_problem); the first, data row",
+        _random_bytes_after_header,
+    ),
+    (
+        "a UTF-8 BOM before source_id in an XP CSV",
+        "with_bom.csv",
+        "as without the BOM",
+        _bom_before_source_id,
+    ),
+    (
+        "a reference file edited in place (Harris NGC 1851 [Fe/H] -1.18 -> -0.18)",
+        "harris2010_mwgc.dat: SHA-256",
+        "replace it with the registered file",
+        _edited_harris,
+    ),
+    (
+        "a run on the synthetic mirror published (spectra_ml run --publish)",
+        "SYNTHETIC mirror",
+        "run without --publish",
+        _synthetic_published_as_demo,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "what, where, fix, run", WHAT_HAPPENS_WHEN, ids=[c[0][:50] for c in WHAT_HAPPENS_WHEN]
+)
+def test_what_happens_when(what, where, fix, run, tmp_path, capsys, local_data):
+    message = run(tmp_path, capsys, local_data)
+    assert where in message and fix in message, (what, message)

@@ -518,7 +518,7 @@ def test_mirror_files_are_verified_against_the_registry(local_data, tmp_path, mo
         sources.fetch("harris2010", allow_download=False)
     status = sources.source_status().set_index("source")
     assert status.loc["harris2010", "verified"].startswith("MISMATCH")
-    assert status.loc["occam_dr17", "verified"] == "columns + size + rows (26699)"
+    assert status.loc["occam_dr17", "verified"] == "sha256"  # only a hash match is "verified"
 
 
 def test_user_source_id_lists_are_read_exactly_or_refused_by_entry(tmp_path):
@@ -679,3 +679,96 @@ def test_cached_file_with_a_wrong_hash_is_kept_aside_and_named(tmp_path, monkeyp
         with pytest.raises(SourceMismatchError, match=r"x\.dat: cached copy .* expected 0{64}"):
             sources.fetch("x_test", allow_download=False)
     assert (tmp_path / "x.dat.bad").read_bytes() == b"not the registered file"
+
+
+def test_gaia_source_query_fetches_the_bp_rp_excess_factor(tmp_path):
+    """F&S §2 cut phot_bp_rp_excess_factor < 3 needs the column: the TAP query asks for it and the loader
+    returns it. An in-process TAP stand-in (no archive) records the query and answers with the asked columns."""
+    from astropy.table import Table as T
+
+    asked = []
+
+    class Job:  # a stand-in for an astroquery job: the uploaded ids with the queried columns
+        def __init__(self, ids, cols):
+            self.ids, self.cols = ids, cols
+
+        def get_results(self):
+            t = {"source_id": self.ids}
+            t.update({c: np.full(len(self.ids), 1.25) for c in self.cols if c != "source_id"})
+            return T(t)
+
+    def launch(query, upload_resource, upload_table_name):
+        asked.append(query)
+        cols = [c.strip()[2:] for c in query.split("SELECT", 1)[1].split("FROM")[0].split(",")]
+        return Job(np.asarray(T.read(upload_resource, format="votable")["source_id"]), cols)
+
+    _, gaia_loader = sources.gaia_archive_loaders(tmp_path, load=lambda ids: "", launch=launch)
+    g = gaia_loader([5853498713190525696, 5405570973190252288])
+    assert "g.phot_bp_rp_excess_factor" in asked[0]
+    assert np.allclose(g.phot_bp_rp_excess_factor, 1.25)
+
+
+def test_full_training_carries_the_excess_factor_so_the_fs_cut_applies(tmp_path, monkeypatch):
+    """On the SYNTHETIC mirror (plumbing only): the full profile's training table has the excess factor, and
+    Fallows & Sanders' cut is applied to it (it used to be 'not applied' on every profile)."""
+    from conftest import load_tool
+    from spectra_ml.features import fallows_sanders_cuts
+    from spectra_ml.kane.samples import build_full_training
+
+    root = load_tool("synthetic_mirror").write_synthetic_mirror(tmp_path / "synthetic", n_stars=400)
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(root))
+    monkeypatch.setenv("SPECTRA_ML_CACHE", str(tmp_path / "cache"))
+    t, _ = build_full_training(tmp_path / "products", allow_download=False)
+    assert t.phot_bp_rp_excess_factor.notna().all()
+    f = fallows_sanders_cuts(t)
+    row = next(r for r in f.rows if r["cut"].startswith("phot_bp_rp_excess_factor"))
+    assert (
+        "note" not in row and row["removed"] == int((t.phot_bp_rp_excess_factor >= 3.0).sum()) > 0
+    )
+
+
+def test_every_reference_file_has_a_registered_hash_and_an_edited_value_is_refused(
+    local_data, tmp_path, monkeypatch
+):
+    """Harris NGC 1851 [Fe/H] −1.18 edited to −0.18 (same size, same rows) passed the row count; every
+    reference source now has a SHA-256 or a folder digest, the edit is refused wherever the file is read
+    from, and `sources` says "sha256" only for a hash match (a structure-only check says NOT VERIFIED)."""
+    from spectra_ml.data.references import read_harris_feh
+    from spectra_ml.data.sources import (
+        MIRROR_FILES,
+        REFERENCE_SOURCES,
+        SourceMismatchError,
+        source_status,
+        verify_source,
+    )
+
+    for s in REFERENCE_SOURCES:
+        assert s.sha256 or s.folder_digests, s.name
+    for name, (sha, size, rel) in MIRROR_FILES.items():
+        assert len(sha) == 64 and size > 0
+    # the mirror files the library reads by path are all registered
+    assert "Montalban2021_X_APOGEE_DR17.fits" in MIRROR_FILES
+    h = local_data / "clusters" / "harris2010_mwgc.dat"
+    text = h.read_text()
+    line = next(l for l in text.splitlines() if l.startswith(" NGC 1851") and "-1.18" in l)
+    edited = text.replace(line, line.replace("-1.18", "-0.18", 1), 1)
+    assert len(edited) == len(text)
+    mirror = tmp_path / "mirror"
+    (mirror / "clusters").mkdir(parents=True)
+    (mirror / "clusters" / h.name).write_text(edited)
+    monkeypatch.setenv("SPECTRA_ML_LOCAL_DATA", str(mirror))
+    monkeypatch.setattr(sources, "cache_dir", lambda: tmp_path / "cache")
+    with pytest.raises(
+        SourceMismatchError, match=r"harris2010_mwgc\.dat: SHA-256 .* value was edited"
+    ):
+        sources.fetch("harris2010", allow_download=False)
+    with pytest.raises(SourceMismatchError, match="harris2010_mwgc.dat"):
+        read_harris_feh(mirror / "clusters" / h.name)  # read by path: checked too
+    status = source_status().set_index("source")
+    assert status.loc["harris2010", "verified"].startswith("MISMATCH")
+    # only a hash match is "verified": a source checked for structure alone says so
+    (mirror / "clusters" / h.name).write_text(text)
+    assert source_status().set_index("source").loc["harris2010", "verified"] == "sha256"
+    bare = sources.Source("x_rows", "harris2010_mwgc.dat", None, "test", rows=553)
+    assert verify_source(bare, mirror / "clusters" / h.name).startswith("NOT VERIFIED")
+    assert read_harris_feh(h).set_index("harris_id").loc["NGC 1851", "feh_harris"] == -1.18

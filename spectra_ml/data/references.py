@@ -16,7 +16,8 @@ __all__ = ['VB21_MEMBER_PROB_MIN', 'MIN_PARALLAX_SNR', 'MIRROR_ONLY', 'VB21_COLU
            'read_omegacen_giants', 'load_galpy_gcs', 'galpy_object', 'read_vb21_orbits', 'load_sgr_members']
 
 # %% ../../nbs/lib/02_data_references.ipynb #06e6bdca
-#: Kane §3.3 / AspGap §4.4: cluster members are VB21 stars with membership probability >= 0.5.
+#: Ours: cluster members are VB21 stars with membership probability >= 0.5. Kane §3.3 and AspGap §4.4 use
+#: Vasiliev & Baumgardt (2021) members but state no probability cut; 0.5 is our choice, a named option.
 VB21_MEMBER_PROB_MIN = 0.5
 
 #: Distances from 1/parallax are flagged below this parallax S/N (not in Kane, who cuts ϖ/σϖ > 3
@@ -105,7 +106,7 @@ VB21_COLUMNS = [
 
 def read_vb21_members(
     folder,  # the VB21 `catalogues/` folder (one tab-separated file per cluster)
-    prob_min: float = VB21_MEMBER_PROB_MIN,  # membership probability cut (Kane §3.3)
+    prob_min: float = VB21_MEMBER_PROB_MIN,  # membership probability cut (ours; Kane states none)
 ) -> pd.DataFrame:
     "Members of every cluster file: source_id, cluster (file stem), key, memberprob and astrometry."
     files = sorted(_existing(folder, "vb21_members").glob("*.txt"))

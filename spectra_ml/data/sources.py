@@ -128,6 +128,8 @@ REFERENCE_SOURCES = [
         "https://physics.mcmaster.ca/~harris/mwgc.dat",
         "https://physics.mcmaster.ca/~harris/mwgc.ref",
         mirror="clusters/harris2010_mwgc.dat",
+        # the data mirror's copy of the 2010 edition (an edited value is refused, whatever its source)
+        sha256="c3b5fd4d8efd62c1e6d383b58666f25c2e219eb1fd43925b9575a180ba4841ba",
         description="Harris (1996, 2010 edition) Milky Way globular clusters",
         rows=553,  # non-blank lines of the 2010 edition: 3 parts of 157 clusters, with their headers
     ),
@@ -154,6 +156,7 @@ REFERENCE_SOURCES = [
         "https://raw.githubusercontent.com/GalacticDynamics-Oxford/GaiaTools/34c4b3a1de84a66869fd79692463f97c07e7bf0e/result_orbits.txt",
         "Vasiliev & Baumgardt 2021, MNRAS 505, 5978; https://github.com/GalacticDynamics-Oxford/GaiaTools",
         mirror="clusters/vb21_gaiatools_result_orbits.txt",
+        sha256="65181b5feaab0feda2b1af7200b41eb658aa06b58102493314d8f65daeec212f",  # the mirror's copy
         description="VB21 GC orbits in McMillan17",
         rows=170,  # one line per cluster, after the '#' header
     ),
@@ -163,6 +166,7 @@ REFERENCE_SOURCES = [
         "https://data.sdss.org/sas/dr17/apogee/vac/apogee-occam/occam_member-DR17.fits",
         "SDSS DR17 OCCAM value-added catalogue (Myers et al. 2022, AJ 164, 85)",
         mirror="apogee/occam_member-DR17.fits",
+        sha256="35663b21316e148a9b8ab2d09f4952d7b54c5301acc27d2bb7689a5cfbad91ec",  # the mirror's copy
         description="OCCAM DR17 open-cluster membership",
         rows=26699,
         columns=("CLUSTER", "APOGEE_ID", "FE_H"),
@@ -325,7 +329,7 @@ def _verify_folder(s: "Source", path: Path, fix: str) -> str:
             return f"sha256 ({what})"
     n = len(list(path.glob("*.txt")))
     if s.files is not None and n == s.files:
-        return f"files ({n}, the full release)"
+        return f"NOT VERIFIED (no folder digest registered for this copy): files ({n}, the full release's count)"
     known = "; ".join(f"{w}: {d}" for w, d in s.folder_digests)
     raise SourceMismatchError(
         f"{path}: {n} files with folder SHA-256 {got}: neither the release's {s.files} files "
@@ -333,12 +337,28 @@ def _verify_folder(s: "Source", path: Path, fix: str) -> str:
         f"removed; {fix}"
     )
 
+# %% ../../nbs/lib/01_data_sources.ipynb #f4150b7f
+def _mismatch_detail(s: "Source", path: Path) -> str:
+    "What else is wrong with a file whose hash does not match: truncated FITS, or its row count (else nothing)."
+    from spectra_ml.core import DataError
+
+    try:
+        if ".fit" in path.name.lower() and not path.name.lower().endswith(".gz"):
+            from spectra_ml.data.xp_files import _check_fits_complete
+
+            _check_fits_complete(path)
+        if s.rows is not None and (n := _data_rows(path)) != s.rows:
+            return f" ({n} rows, expected {s.rows}: cut, or another edition?)"
+    except (DataError, OSError, KeyError) as e:
+        return f" ({e})"
+    return " (same size and rows: a value was edited)" if s.rows is not None else ""
+
 # %% ../../nbs/lib/01_data_sources.ipynb #fb201961
 def verify_source(
     s: "Source",  # the registry entry
     path: Path,  # the file or folder found for it (mirror, cache or download)
 ) -> str:
-    "Check a source's file against the registry (SHA-256, else rows and columns; a synthetic mirror: columns, rows > 0): the checks done, or SourceMismatchError."
+    "Check a source's file against the registry (SHA-256, else rows and columns, said NOT VERIFIED; a synthetic mirror: columns, rows > 0): the checks done, or SourceMismatchError."
     path = Path(path)
     fix = f"replace it with the registered file ({s.address or s.doc}), or remove it to fetch again"
     synthetic = _in_synthetic_mirror(
@@ -348,7 +368,8 @@ def verify_source(
         got = sha256_of(path)
         if got != s.sha256:
             raise SourceMismatchError(
-                f"{path}: SHA-256 {got}, expected {s.sha256} for source {s.name!r}; {fix}"
+                f"{path}: SHA-256 {got}, expected {s.sha256} for source {s.name!r}"
+                f"{_mismatch_detail(s, path)}; {fix}"
             )
         return "sha256"
     done = []
@@ -386,7 +407,10 @@ def verify_source(
                 f"{path}: {n} rows, expected {s.rows} for source {s.name!r} (cut, or another edition?); {fix}"
             )
         done.append(f"rows ({n})")
-    return " + ".join(done) or "unverified (no hash or structure registered)"
+    # only a hash match is "verified": a structural check passes an edited value
+    return "NOT VERIFIED (no SHA-256 registered): " + (
+        " + ".join(done) or "no structure registered"
+    )
 
 # %% ../../nbs/lib/01_data_sources.ipynb #f3252a94
 #: Reference files that only the local data mirror holds (no archive fetcher provides them): file name ->
@@ -434,6 +458,11 @@ MIRROR_FILES = {
         210240,
         "clusters/omegacen_giants_na_al.fits",
     ),
+    "Montalban2021_X_APOGEE_DR17.fits": (
+        "0fcd9abc1dbeaa8c765b6ea431bfb2bb7c4cfbaa4eb0798a1abb2a50742d6d85",
+        302400,
+        "apogee/Montalban2021_X_APOGEE_DR17.fits",
+    ),
     "apogee_dr16_sgr_members.fits": (
         "6ffa840270ff79f390fbd09219a41e39ade595df8769fdefa45b6d09e15487d6",
         872640,
@@ -445,11 +474,18 @@ MIRROR_FILES = {
 def verify_reference_file(
     path,  # a reference file about to be read (from the mirror, or a copy given by path)
 ) -> str:
-    "Check a mirror-only reference file against `MIRROR_FILES` by its name (size, then SHA-256): the checks done, or SourceMismatchError naming file, hashes and fix."
+    "Check a reference file by its name against `MIRROR_FILES` (size, then SHA-256) or a hashed `SOURCES` entry: the checks done, or SourceMismatchError naming file, hashes and fix."
     path = Path(path)
     known = MIRROR_FILES.get(path.name)
+    registered = [
+        s
+        for s in SOURCES.values()
+        if s.sha256 and path.name in (s.filename, Path(s.mirror or "").name)
+    ]
+    if known is None and registered and path.is_file():
+        return verify_source(registered[0], path)  # a registry file read by path (e.g. Harris)
     if known is None or not path.is_file():
-        return "unverified (not a registered reference file)"
+        return "NOT VERIFIED (not a registered reference file)"
     sha, size, rel = known
     fix = (
         f"replace it with the mirror's {rel} (see the mirror's README for its source), "
@@ -672,6 +708,7 @@ def validate_source_ids(ids) -> list:
 
 # %% ../../nbs/lib/01_data_sources.ipynb #3116ec39
 #: gaia_source columns the full profile needs: astrometry for the cuts and for dynamics, photometry for the cuts
+#: (phot_bp_rp_excess_factor: Fallows & Sanders §2's excess cut, `features.fallows_sanders_cuts`)
 GAIA_SOURCE_COLUMNS = (
     "source_id",
     "ra",
@@ -690,6 +727,7 @@ GAIA_SOURCE_COLUMNS = (
     "phot_rp_mean_mag",
     "bp_chi_squared",
     "bp_degrees_of_freedom",
+    "phot_bp_rp_excess_factor",
 )
 
 

@@ -352,7 +352,10 @@ def _parse_problems(
             name = names[f] if f < len(names) else "the row"
             what = "missing" if s == _EMPTY else XP_PARSE_PROBLEMS[s]
             if f == sid:
-                v = next(csv.reader([row_text(r)]), [])
+                try:
+                    v = next(csv.reader([row_text(r)]), [])
+                except csv.Error:  # bytes no CSV reader splits (e.g. a bare carriage return)
+                    v = []
                 v = v[sid].strip() if len(v) > sid else ""
                 what += f" ({v[:40]!r}" + (
                     ", a float: the id lost its last digits)" if _is_float(v) else ")"
@@ -549,13 +552,14 @@ def read_xp_csv_chunks(
     block_bytes: int = 1 << 25,  # bytes parsed at a time (memory-mapped, or decompressed for .gz)
 ):
     "Yield dicts: source_id, n_relevant_bases, (N, 55) float32 coefficient arrays and flags per band."
+    import csv
     import warnings
 
     path = _existing_file(path)
     held, nheld, seen, nbad, first = [], 0, 0, 0, None
     with _unreadable_as_data_error(path, "gzip file" if path.name.endswith(".gz") else "file"):
         with _open_csv(path) as fh:  # the header, after any '#' lines
-            header = fh.readline()
+            header = fh.readline().removeprefix(b"\xef\xbb\xbf")  # a UTF-8 BOM is not a column name
             while header.startswith(b"#"):
                 header = fh.readline()
             start = fh.tell()
@@ -563,7 +567,18 @@ def read_xp_csv_chunks(
             raise DataError(f"{path} has no header line (an empty file?): download it again")
         layout = _csv_layout(header, path, with_errors, with_correlations)
         for view in _csv_line_blocks(path, start, block_bytes):
-            held.append(_parse_csv_block(view, layout))
+            try:
+                held.append(_parse_csv_block(view, layout))
+            except (
+                csv.Error,
+                ValueError,
+                UnicodeDecodeError,
+            ) as e:  # a file the parser cannot walk
+                last = seen + bytes(view).count(b"\n")
+                raise DataError(
+                    f"{path}: data rows {seen + 1} to {last} cannot be parsed ({type(e).__name__}: "
+                    f"{e}): not an XP continuous CSV, or damaged; download it again"
+                ) from e
             bad = np.flatnonzero(held[-1]["flag_parse"])
             if len(bad) and first is None:
                 first = (seen + bad[0], held[-1]["parse_problem"][bad[0]])

@@ -16,9 +16,10 @@ __all__ = ['GIANT_TEFF_MAX', 'GIANT_LOGG_MAX', 'APOGEE_SNR_MIN', 'LABEL_ERR_MAX'
            'AL_ACCRETED_MAX', 'INSITU_FEH_RANGE', 'SCIENCE_TEFF_MAX', 'KANE_KS', 'COMPLETENESS_CORRECTION',
            'ORBIT_DT_MYR', 'ORBIT_T_GYR', 'XP_BANDS_NM', 'GALAH_SNR_MIN', 'GALAH_FIG7', 'KANE_HALO_COUNTS',
            'KANE_FIG11_ACCRETED_GROWTH', 'SPIN_UP_FEH', 'KANE_K_FIT', 'KANE_CONFUSION', 'KANE_N_TRUE_2P_TRAIN_VAL',
-           'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX', 'KANE_GALAH_INCIDENCE', 'GALAH_RELAXED_NO_MIN',
-           'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX', 'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT', 'FIG8_FEH_SPLIT',
-           'KANE_FIG2_STARS', 'ROW_GROUP_ROWS', 'GC_HARRIS_GOAL', 'METAL_POOR_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL']
+           'KANE_TRAINING_AND_VALIDATION', 'KANE_N_APPLICATION', 'KANE_N_GALAH', 'GALAH_EBV_MAX',
+           'KANE_GALAH_INCIDENCE', 'GALAH_RELAXED_NO_MIN', 'GALAH_RELAXED_AL_MIN', 'FIG6_FEH_MAX',
+           'FIG6_CONTOUR_LEVELS', 'FIG7_AL_NA_CUT', 'FIG8_FEH_SPLIT', 'KANE_FIG2_STARS', 'ROW_GROUP_ROWS',
+           'GC_HARRIS_GOAL', 'METAL_POOR_REFERENCE_RMSE', 'RMSE_TOLERANCE_GOAL']
 
 # %% ../../nbs/kane/00_constants.ipynb #75c0665f
 #: Kane §2.1 giant selection: Teff < 5200 K and log g < 3.0.
@@ -184,6 +185,15 @@ KANE_CONFUSION = {
 
 #: Kane §2.1: 1,755 true 2P stars (APOGEE truth) in the combined training and validation data.
 KANE_N_TRUE_2P_TRAIN_VAL = 1755
+
+#: Kane's "training and validation data" is the whole APOGEE x BP/RP cross-match (§2.1: 199,078 stars,
+#: "80% for training" and "a randomly selected 20% subset" withheld "upon which to validate"). Kane's
+#: validation data (§3.1-§3.2, Figs 3-5, B1-B4: 39,816 stars) is that withheld 20%, our `test` split; our
+#: `train` and `validation` splits together are Kane's 80% (our validation split only picks the epoch and
+#: the σ scale). So wherever Kane writes "training and validation" (§2.1's 1,755 and Fig. 1, §2.3's and
+#: §3.3's exclusions, §3.3's APOGEE incidence, Fig. 12's APOGEE curve) every split is meant:
+#: `kane.samples.kane_training_and_validation` is the one test of it.
+KANE_TRAINING_AND_VALIDATION = ("train", "validation", "test")
 
 # constants: B
 #: Kane §2.3 (the count is given in §4): the application sample, Andrae et al. (2023) RGB stars with

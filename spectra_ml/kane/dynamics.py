@@ -10,6 +10,7 @@ import pandas as pd
 import astropy.units as u
 from astropy.coordinates import CartesianDifferential, Galactocentric, ICRS, SkyCoord
 from spectra_ml.kane.constants import (
+    KANE_TRAINING_AND_VALIDATION,
     AL_ACCRETED_MAX,
     APPLICATION_EBV_MAX,
     APPLICATION_EBV_RELIABLE,
@@ -48,8 +49,9 @@ __all__ = ['KMS2', 'HALO_COLUMNS', 'HALO_6D', 'galactocentric_frame', 'distance_
            'elz_groups', 'full_profile_note', 'dynamics_summary', 'read_vb21_means', 'halo_kinematics', 'halo_flags',
            'field_halo', 'halo_counts', 'apogee_halo_2p', 'halo_inputs', 'members_vs_clusters', 'apogee_fraction_curve',
            'demo_members_6d', 'chemo_dynamical_groups', 'ks_energy_tests', 'binned_fraction', 'disjoint_ratio',
-           'ratio_growth', 'halo_statistics', 'halo_stat_summary', 'plot_elz', 'plot_energy_distributions', 'plot_sky',
-           'plot_fraction', 'plot_orbit_comparison', 'plot_feh_distributions', 'halo_figures']
+           'overlapping_ratio', 'ratio_growth', 'halo_statistics', 'halo_stat_summary', 'plot_elz',
+           'plot_energy_distributions', 'plot_sky', 'plot_fraction', 'plot_orbit_comparison', 'plot_feh_distributions',
+           'halo_figures']
 
 # %% ../../nbs/kane/04_dynamics.ipynb #8ef56bbc
 def galactocentric_frame() -> Galactocentric:
@@ -649,7 +651,7 @@ def members_vs_clusters(
 def apogee_fraction_curve(
     t: pd.DataFrame,  # `apogee_halo_2p` table (fe_h, truth_2p, flag_halo, flag_gc_member, split)
     feh_bins,  # [Fe/H] bin edges
-    splits=("train", "validation"),  # Kane §4.2: APOGEE truth from the training and validation data
+    splits=KANE_TRAINING_AND_VALIDATION,  # Kane §4.2: APOGEE truth from the training and validation data
 ) -> pd.DataFrame:
     "Kane Fig. 12's APOGEE curve: the true-2P fraction of halo giants (not GC members) against APOGEE [Fe/H]."
     use = t.flag_halo & ~t.flag_gc_member & t.split.isin(list(splits))
@@ -787,6 +789,33 @@ def disjoint_ratio(
         index=range(nb),
     )
 
+# %% ../../nbs/kane/04_dynamics.ipynb #f45108c3
+def overlapping_ratio(
+    x,  # binning variable of every row (e.g. r)
+    num,  # boolean: the row is in the numerator set (e.g. candidates)
+    den,  # boolean: the row is in the denominator set (e.g. in situ); may share rows with `num`
+    bins,  # bin edges
+    z: float = 1.0,  # band half-width in σ (1: 68%)
+) -> pd.DataFrame:
+    """Ratio k/m per bin of two sets that share rows (k = a + b, m = b + c, b shared). Band: `disjoint_ratio`'s,
+    its log half-widths scaled by sqrt((a + c)/(k + m)), the delta-method ratio of Var(log k/m) for shared
+    rows, (a + c)/(k m), to that for separate sets, (k + m)/(k m). No shared row: `disjoint_ratio` exactly."""
+    x, num, den = np.asarray(x, float), np.asarray(num, bool), np.asarray(den, bool)
+    bins = np.asarray(bins, float)
+    a = np.histogram(x[num & ~den], bins)[0]
+    b = np.histogram(x[num & den], bins)[0]
+    c = np.histogram(x[den & ~num], bins)[0]
+    t = disjoint_ratio(x[num], x[den], bins, z)  # k = a + b, m = b + c
+    f = np.sqrt(np.divide(a + c, a + 2 * b + c, out=np.ones(len(a)), where=a + 2 * b + c > 0))
+    r = t.fraction.to_numpy()
+    shared = b > 0  # then k, m > 0: the ratio and both ends are finite and > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for col in ("fraction_lo", "fraction_hi"):
+            v = t[col].to_numpy()
+            t[col] = np.where(shared, r * (v / r) ** f, v)
+    t["shared"] = b
+    return t
+
 # %% ../../nbs/kane/04_dynamics.ipynb #4690fb16
 def ratio_growth(
     t: pd.DataFrame,  # `disjoint_ratio` or `binned_fraction` table
@@ -821,7 +850,10 @@ def halo_statistics(
         ks[key]["paper"] = {"statistic": stat, "pvalue": pv}
     fig11 = {
         "candidates / halo": binned_fraction(h.r[window], c[window.to_numpy()], r_bins),
-        "candidates / in situ": disjoint_ratio(cw.r, ins.r, r_bins),
+        # candidates and the in-situ group share stars (μ[Al/Fe] > 0.2 passes both): their band allows for it
+        "candidates / in situ": overlapping_ratio(
+            h.r, c & window.to_numpy(), (h.group == "in-situ").to_numpy(), r_bins
+        ),
         "candidates / accreted": disjoint_ratio(cw.r, acc.r, r_bins),
     }
     fig12 = {
@@ -1096,7 +1128,7 @@ def halo_figures(
     l, b = gal.l.deg, gal.b.deg
     fig12 = dict(st["fig12"])
     if apogee_curve is not None:
-        fig12["APOGEE truth (train + validation)"] = apogee_curve
+        fig12["APOGEE truth (every split: Kane's training and validation)"] = apogee_curve
     cont = {
         "in situ, μ[Al/Fe] > 0.2": (g["in-situ"].E, g["in-situ"].Lz, "C0"),
         "accreted, μ[Al/Fe] < −0.2": (g["accreted"].E, g["accreted"].Lz, "C1"),

@@ -45,12 +45,12 @@ from spectra_ml.kane.constants import (
 # %% auto #0
 __all__ = ['ALLSTAR_COLUMNS', 'ANDRAE_COLUMNS', 'SAMPLE_GAIA_COLUMNS', 'DEMO_APPLICATION_XP', 'GALAH_ELEMENTS', 'GALAH_COLUMNS',
            'GALAH_OPTIONAL', 'MIRROR_XP_FILE', 'KANE_FIG2_NAMES', 'select_giants', 'apogee_cuts', 'gaia_cuts',
-           'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth', 'apogee_training_table',
-           'vb21_membership', 'xp_feature_frame', 'build_full_training', 'application_cuts', 'build_application',
-           'with_gaia_columns', 'xp_flux_frame', 'application_from_xp', 'build_demo_application', 'galah_sample',
-           'read_galah', 'galah_validation_cuts', 'build_galah_sample', 'library_features', 'build_demo_galah',
-           'build_demo_sample', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'mirror_xp_file', 'plot_xp_spectra',
-           'named_star_spectra', 'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra',
+           'read_fits_columns', 'read_allstar', 'apogee_n_o', 'apogee_2p_truth', 'kane_training_and_validation',
+           'apogee_training_table', 'vb21_membership', 'xp_feature_frame', 'build_full_training', 'application_cuts',
+           'build_application', 'with_gaia_columns', 'xp_flux_frame', 'application_from_xp', 'build_demo_application',
+           'galah_sample', 'read_galah', 'galah_validation_cuts', 'build_galah_sample', 'library_features',
+           'build_demo_galah', 'build_demo_sample', 'plot_cmd', 'plot_no_hist', 'standin_n_o', 'mirror_xp_file',
+           'plot_xp_spectra', 'named_star_spectra', 'archive_named_spectra', 'plot_sample_cmd', 'library_xp_spectra',
            'draw_sample_figures', 'build_sample', 'sample_summary', 'flow_final', 'sample_products_summary']
 
 # %% ../../nbs/kane/01_samples.ipynb #d82571a5
@@ -232,6 +232,15 @@ def apogee_2p_truth(
             np.asarray(al_fe, float) > al_min
         )
 
+# %% ../../nbs/kane/01_samples.ipynb #d1a90efa
+def kane_training_and_validation(
+    split,  # the sample's split column (train, validation, test)
+) -> np.ndarray:
+    "Rows in what Kane calls the training and validation data: every split (`KANE_TRAINING_AND_VALIDATION`)."
+    from spectra_ml.kane.constants import KANE_TRAINING_AND_VALIDATION
+
+    return pd.Series(split).isin(KANE_TRAINING_AND_VALIDATION).to_numpy()
+
 # %% ../../nbs/kane/01_samples.ipynb #74552461
 def apogee_training_table(allstar: pd.DataFrame) -> tuple[pd.DataFrame, CutFlow]:
     "Kane §2.1 APOGEE part: cuts, [N/O] with its error, the 2P truth flag, usable Gaia ids (duplicates reported)."
@@ -325,7 +334,10 @@ def build_full_training(
     out_dir,  # folder for training.parquet and cut_flow.csv
     xp_loader=None,  # ids -> XP dict (read_xp layout); default: DataLink through sources.fetch_xp_continuous
     gaia_loader=None,  # ids -> DataFrame of gaia_source columns; default: TAP upload query
-    allow_download: bool = True,
+    allow_download: bool = True,  # fetch a missing reference file from its archive
+    split_fractions: dict = SPLIT_FRACTIONS,  # split name -> fraction (`assign_split`)
+    split_scheme: str = "hash",  # 'hash' of source_id or 'random' (Kane's 80/20)
+    seed: int = DEFAULT_SEED,  # seed of the random scheme
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     "The full profile's training sample with its cut flow; stops with `SourceUnavailable` at a missing source."
     from spectra_ml.data.sources import ebv_sfd, fetch
@@ -352,7 +364,7 @@ def build_full_training(
     t = pd.concat([t, feats], axis=1)[f2.keep].reset_index(drop=True)
     flow = CutFlow(0)
     flow.rows = f.rows + f2.rows
-    t["split"] = assign_split(t.source_id.to_numpy())
+    t["split"] = assign_split(t.source_id.to_numpy(), split_fractions, split_scheme, seed=seed)
     t = vb21_membership(t, _vb21(allow_download))
     t.to_parquet(out_dir / "training.parquet", index=False)
     flow.table().to_csv(out_dir / "cut_flow.csv", index=False)
@@ -684,7 +696,7 @@ def read_galah(
 def galah_validation_cuts(
     g: pd.DataFrame,  # galah_sample output with ebv_sfd (NaN: unknown) and, for gaia, the gaia_source columns
     flow: pd.DataFrame,  # galah_sample's cut flow, continued here
-    exclude_ids=None,  # training + validation source_ids (None: not applied, said in the flow)
+    exclude_ids=None,  # Kane's training and validation source_ids (every split) (None: not applied, said in the flow)
     has_xp=None,  # boolean per row: XP coefficients of both bands (None: not applied, said in the flow)
     gaia: bool = True,  # apply the §2.1 Gaia cuts (False: said in the flow)
     ebv_max: float = GALAH_EBV_MAX,  # Kane §3.3
@@ -726,7 +738,7 @@ def _galah_finish(
     g: pd.DataFrame,  # galah_sample output (+ gaia_source and feature columns)
     flow: pd.DataFrame,  # its cut flow
     out_dir,  # the products folder
-    exclude_ids,  # training + validation source_ids, or None
+    exclude_ids,  # Kane's training and validation source_ids (every split), or None
     has_xp,  # XP per row, or None
     gaia: bool,  # the Gaia cuts apply
     members: pd.DataFrame | None,  # read_vb21_members output (None: no member)
@@ -754,7 +766,7 @@ def _galah_finish(
 # %% ../../nbs/kane/01_samples.ipynb #3d39d789
 def build_galah_sample(
     out_dir,  # folder for galah.parquet and cut_flow_galah.csv
-    exclude_ids=None,  # training + validation source_ids (None: not removed, said in the flow)
+    exclude_ids=None,  # Kane's training and validation source_ids (every split) (None: not removed, said in the flow)
     xp_loader=None,  # ids -> XP dict (read_xp layout); default: DataLink
     gaia_loader=None,  # ids -> gaia_source rows; default: TAP
     allow_download: bool = True,
@@ -818,7 +830,7 @@ def build_demo_galah(
     out_dir,  # the run's products folder
     galah_file,  # real GALAH DR3 rows in the survey's columns (the mirror's galah/Galah_data_filtered_1061.fits)
     library: tuple,  # load_demo output: the XP of the GALAH stars it holds
-    exclude_ids,  # training + validation source_ids
+    exclude_ids,  # Kane's training and validation source_ids (every split)
     members: pd.DataFrame | None = None,  # VB21 members
 ) -> tuple[pd.DataFrame, pd.DataFrame, list]:
     "The demo's §3.3 GALAH sample: real GALAH rows, XP from the embedded set; `(table, cut flow, notes)`."
@@ -912,7 +924,7 @@ def plot_no_hist(
     is_member,
     cut: float = 0.55,  # Kane §2.1 nominal high-[N/O] cut
     labels=(
-        "training + validation",
+        "whole sample (Kane's training and validation)",
         "VB21 GC members",
     ),  # legend of the whole set and of the members
 ):
@@ -1024,7 +1036,7 @@ def plot_xp_spectra(
         m = (wl > zoom[0]) & (wl < zoom[1])
         axs[1].set_ylim(0, np.nanmax(np.atleast_2d(flux)[:, m] / np.atleast_2d(flux)[:, [j]]) * 1.1)
         axs[0].set(xlabel="wavelength [nm]", ylabel=f"flux / flux({normalise_at:g} nm)")
-        axs[1].set(xlabel="wavelength [nm]")
+        axs[1].set(xlabel="wavelength [nm]", ylabel=f"flux / flux({normalise_at:g} nm)")
         axs[0].legend(fontsize=6)
     return fig
 
@@ -1157,7 +1169,7 @@ def draw_sample_figures(
     save_figure(plot_sample_cmd(sample, background, member_ids), figures / "fig1_cmd.png")
     out["fig1_cmd"] = "figures/fig1_cmd.png"
     if "n_o" in sample:
-        fit = sample.split.isin(["train", "validation"]).to_numpy()
+        fit = kane_training_and_validation(sample.split)  # Kane Fig. 1: the whole cross-match
         is_member = sample.source_id.isin([] if member_ids is None else member_ids).to_numpy()
         save_figure(plot_no_hist(sample.n_o[fit], is_member[fit]), figures / "fig1_no_hist.png")
         out["fig1_no_hist"] = "figures/fig1_no_hist.png"
@@ -1216,10 +1228,13 @@ def build_sample(
         )
         return sample, flow, {}
     # the full profile stops with SourceUnavailable, naming the source, when an archive is out of reach
-    sample, flow_df = build_full_training(products)
+    sample, flow_df = build_full_training(
+        products, split_fractions=split_fractions, split_scheme=split_scheme, seed=seed
+    )
     ids = sample.source_id.to_numpy()
     _, app_flow = build_application(products, ids, xp_route=application_xp_route)
-    fit_ids = sample.source_id[sample.split.isin(["train", "validation"])].to_numpy()
+    # Kane §3.3: "Stars that are present in our training or validation data are removed": every split
+    fit_ids = sample.source_id[kane_training_and_validation(sample.split)].to_numpy()
     _, galah_flow = build_galah_sample(products, fit_ids)
     return sample, flow_df.to_dict(orient="records"), {"application": app_flow, "galah": galah_flow}
 

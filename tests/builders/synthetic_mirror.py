@@ -144,6 +144,8 @@ def synthetic_stars(n: int = 2400, seed: int = 7) -> pd.DataFrame:
     df["bp_chi_squared"] = df.bp_degrees_of_freedom * rng.uniform(1.0, 4.0, n)
     df["has_xp"] = rng.random(n) > 0.03  # a few stars without XP: flagged downstream
     df.loc[: len(FIG2_IDS) - 1, "has_xp"] = True
+    # made up, no draw (the seeded stream above is unchanged): ~1.2, a few redder than F&S's 3.0 cut
+    df["phot_bp_rp_excess_factor"] = 1.18 + 0.02 * df.bp_rp + np.where(df.index % 97 == 5, 2.5, 0.0)
     return df
 
 
