@@ -51,7 +51,8 @@ def make_synthetic(path: Path, n: int, seed: int = 0):
 CHILD = """
 import json, resource, sys, time
 import pandas as pd
-from spectra_ml.catalogue import predict_catalogue, write_appendix_a
+from spectra_ml.streaming import predict_catalogue
+from spectra_ml.kane.catalogue import write_appendix_a
 from spectra_ml.checkpoint import open_checkpoint
 model, inp, out, passes = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 t0 = time.time()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 CHILD = """
 import json, resource, sys, time
-from spectra_ml.xp_io import ingest_xp_csv, read_xp
+from spectra_ml.data.xp_files import ingest_xp_csv, read_xp
 t0 = time.time(); read_xp(sys.argv[4]); warm = time.time() - t0  # one-off: loading the compiled parser (numba cache)
 t0 = time.time(); files = ingest_xp_csv(sys.argv[1], sys.argv[2], rows_per_partition=int(sys.argv[3]))
 print(json.dumps({"seconds": time.time() - t0, "warm_up_s": warm, "partitions": len(files),

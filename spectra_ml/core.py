@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/00_core.ipynb #ea2a2486
 from __future__ import annotations
-import datetime, hashlib, json, os, platform, random, subprocess
+import datetime, hashlib, json, os, platform, random, subprocess, warnings
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -16,11 +16,12 @@ from fastcore.basics import patch
 __all__ = ['KANE_LABELS', 'DEMO_LABELS', 'LABEL_TEX', 'MLP_HIDDEN', 'MLP_DROPOUT', 'BATCH_SIZE', 'MC_PASSES', 'ENV_LOCAL_DATA',
            'ENV_RUN_ID', 'DEFAULT_SEED', 'FS_ITERATIONS', 'FS_WARMUP_ITERATIONS', 'FS_TRAIN_MODEL_PASSES',
            'FEH_BIN_EDGES', 'PARAMETER_MIN', 'PARAMETER_RANGE', 'PARAMETER_CHOICES', 'PARAMETER_TYPE_EXAMPLES',
-           'PROFILES', 'PROVENANCE_PACKAGES', 'FIGURE_RC', 'SpectraMLError', 'DataError', 'MissingInputError',
-           'MissingColumnError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile', 'get_profile',
-           'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash', 'file_sha256',
-           'write_json', 'provenance_record', 'RunDir', 'check_params', 'check_parameter_values', 'check_output_path',
-           'declared_parameters', 'declared_defaults', 'figure_style', 'save_figure']
+           'PROFILES', 'PROVENANCE_PACKAGES', 'FIGURE_RC', 'LEGEND_COVER_MAX', 'SpectraMLError', 'DataError',
+           'MissingInputError', 'MissingColumnError', 'SourceError', 'CheckpointError', 'ParameterError', 'Profile',
+           'get_profile', 'check_labels', 'repo_root', 'local_data_path', 'set_seed', 'library_versions', 'git_hash',
+           'file_sha256', 'write_json', 'provenance_record', 'RunDir', 'check_params', 'check_parameter_values',
+           'check_output_path', 'declared_parameters', 'declared_defaults', 'figure_style', 'figure_problems',
+           'save_figure']
 
 # %% ../nbs/lib/00_core.ipynb #b1c729f1
 #: Kane et al. §2.1: the five labels of the paper.
@@ -606,7 +607,7 @@ def _injected_names(namespace: dict) -> list:
 # %% ../nbs/lib/00_core.ipynb #1b4e7dae
 FIGURE_RC = {
     "figure.dpi": 110,
-    "savefig.dpi": 150,
+    "savefig.dpi": 200,  # the PNG beside the vector PDF twin
     "font.size": 9,
     "axes.labelsize": 9,
     "axes.titlesize": 9,
@@ -628,6 +629,48 @@ def figure_style():
 
     return mpl.rc_context(FIGURE_RC)
 
+# %% ../nbs/lib/00_core.ipynb #18b7331b
+#: The share of a panel's scattered points a legend may cover before `figure_problems` reports it.
+LEGEND_COVER_MAX = 0.02
+
+
+def figure_problems(
+    fig,  # a drawn matplotlib figure (after `savefig` or `canvas.draw()`, so tick labels exist)
+) -> list:
+    """What a reader of a published figure would miss: each panel showing tick labels on an axis
+    without an axis label, each colour bar without a label, and each panel with a legend that hides
+    more than `LEGEND_COVER_MAX` of its scattered points. Empty when the figure is fit to publish
+    (that the labels carry units is for the caller to write)."""
+    out = []
+    for k, ax in enumerate(fig.axes):
+        if not ax.get_visible() or not ax.axison:
+            continue
+        name = f"panel {k} ({ax.get_title() or 'untitled'})"
+        cbar = getattr(ax, "_colorbar", None)
+        if cbar is not None:  # a colour bar: its long axis carries the label
+            long = ax.yaxis if cbar.orientation == "vertical" else ax.xaxis
+            if not long.get_label_text().strip():
+                out.append(f"{name}: colour bar without a label")
+            continue
+        for axis, which in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+            shown = any(t.get_visible() and t.get_text() for t in axis.get_ticklabels())
+            if shown and not axis.get_label_text().strip():
+                out.append(f"{name}: {which} axis without a label")
+        leg = ax.get_legend()
+        pts = [
+            c.get_offset_transform().transform(c.get_offsets())
+            for c in ax.collections
+            if len(c.get_offsets())
+        ]
+        if leg is not None and leg.get_visible() and pts:
+            pts = np.concatenate(pts)
+            hidden = leg.get_window_extent().count_contains(pts) / len(pts)
+            if hidden > LEGEND_COVER_MAX:
+                out.append(
+                    f"{name}: the legend covers {hidden:.0%} of the points; move it off the data"
+                )
+    return out
+
 # %% ../nbs/lib/00_core.ipynb #3029959d
 def _in_kernel() -> bool:
     "True inside a Jupyter kernel (a notebook, a papermill stage), False in scripts and terminals."
@@ -646,13 +689,21 @@ def save_figure(
     show: bool | None = None,  # display the saved image inline (None: when inside a Jupyter kernel)
     vector: bool = True,  # also write a vector twin (same name, .pdf) next to the PNG
 ) -> Path:
-    """Save a figure in the shared style (and its PDF twin for papers), display the saved image
+    """Save a figure in the shared style (and its PDF twin for papers), check it (`figure_problems`:
+    a warning, and the list in the PNG's `spectra_ml:figure_problems` text chunk), display the saved image
     inline when inside a Jupyter kernel (so an executed stage notebook shows every figure it wrote),
     and return the PNG's path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with figure_style():  # drawn in the style too: text made at draw time (ticks) never sees usetex
-        fig.savefig(path)
+        fig.savefig(path)  # drawn first, so the tick labels figure_problems reads exist
+        problems = figure_problems(fig)
+        if problems:
+            warnings.warn(f"figure {path.name}: " + "; ".join(problems), stacklevel=2)
+        if (
+            path.suffix.lower() == ".png"
+        ):  # the check's verdict travels with the image (tests read it)
+            fig.savefig(path, metadata={"spectra_ml:figure_problems": json.dumps(problems)})
         if vector and path.suffix.lower() != ".pdf":  # usetex off in the style: no LaTeX needed
             fig.savefig(path.with_suffix(".pdf"), metadata={"CreationDate": None})
     if _in_kernel() if show is None else show:

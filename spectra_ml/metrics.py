@@ -613,9 +613,11 @@ def plot_feh_bins(
                             fontsize=6,
                         )
             axs[0, j].axhline(0, color="k", lw=0.6)
-            axs[0, j].set(title=LABEL_TEX.get(l, l), ylabel="bias" if j == 0 else None)
+            unit = "K" if l == "teff" else "dex"  # each column its own label's unit
+            axs[0, j].set(title=LABEL_TEX.get(l, l), ylabel=f"bias [{unit}]")
             axs[1, j].set(
-                xlabel="APOGEE " + LABEL_TEX["fe_h"], ylabel="RMSE (N per bin)" if j == 0 else None
+                xlabel="APOGEE " + LABEL_TEX["fe_h"] + " [dex]",
+                ylabel=f"RMSE [{unit}]" + (" (N per bin)" if j == 0 else ""),
             )
             axs[1, j].set_ylim(bottom=0)
         axs[0, 0].legend(fontsize=6)

@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/30_pipeline.ipynb #5453d775
 from __future__ import annotations
-import ast, json, os, socket, sys, time
+import ast, contextlib, json, os, socket, sys, time
 from pathlib import Path
 from spectra_ml.core import (
     _injected_names,
@@ -25,10 +25,12 @@ from spectra_ml.core import (
 
 # %% auto #0
 __all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'QUICK_WARNING', 'FIRST_STAGES',
-           'FIGURE_CAPTIONS', 'FIGURE_ORDER', 'N_KANE_FIGURES', 'LABEL_HTML', 'REPORT_GLOSSARY', 'REPORT_TEMPLATE',
-           'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel', 'StageError', 'RunBusyError', 'run_lock',
-           'merge_parameters', 'stale_after', 'record_stage_alone', 'received_parameters', 'check_run_parameters',
-           'run_pipeline', 'figure_sort_key', 'stale_sections', 'refresh_command', 'write_report', 'publish_figures']
+           'STAGE_LABEL_NEEDS', 'STAGE_SPLIT_NEEDS', 'FIGURE_CAPTIONS', 'FIGURE_ORDER', 'N_KANE_FIGURES', 'LABEL_HTML',
+           'REPORT_GLOSSARY', 'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel',
+           'StageError', 'RunBusyError', 'run_lock', 'stderr_to', 'merge_parameters', 'stale_after',
+           'record_stage_alone', 'received_parameters', 'check_run_parameters', 'check_stage_needs', 'run_pipeline',
+           'figure_sort_key', 'stale_sections', 'refresh_command', 'write_report', 'publish_figures',
+           'refuse_synthetic_publish']
 
 # %% ../nbs/lib/30_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a chapter notebook in `nbs/chapters/`.
@@ -206,6 +208,29 @@ def _tidy_executed(
     nbformat.validate(nb)
     nbformat.write(nb, path)
 
+# %% ../nbs/lib/30_pipeline.ipynb #5196a68d
+@contextlib.contextmanager
+def stderr_to(
+    path,  # a log file (its folder is made; appended to)
+):
+    """Send this process's standard error, at the file-descriptor level, to `path` for the block.
+    Child processes started inside it (the Jupyter kernels papermill launches) inherit it, so their
+    warnings land in the log and not on the terminal; the terminal's stderr is restored after."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "a") as f:
+            os.dup2(f.fileno(), 2)
+            try:
+                yield path
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
 # %% ../nbs/lib/30_pipeline.ipynb #3ea4bab7
 def _execute_stage(
     run: RunDir,  # the run directory
@@ -215,34 +240,41 @@ def _execute_stage(
     progress: bool,  # papermill's progress bar
 ) -> float:
     """Run one stage notebook with papermill into the run's notebooks/; its seconds, or StageError.
+    The terminal gets one line per stage; the kernel's stderr and the progress bar go to logs/<stage>.log.
     The figures it wrote are recorded in its provenance (`figures`), and the executed notebook is
     tidied to open unmodified in JupyterLab."""
     import papermill as pm
 
-    print(f"[spectra_ml] {stage}: {params}", flush=True)
+    print(f"[spectra_ml] {stage} ...", end="", flush=True)
     t0 = time.time()
     before = _figure_times(run)
     out = run.notebooks / f"{stage}.ipynb"
+    log = run.root / "logs" / f"{stage}.log"
     try:
-        pm.execute_notebook(
-            str(notebooks_dir() / f"{stage}.ipynb"),
-            str(out),
-            parameters=params,
-            kernel_name=kernel,
-            cwd=str(run.root),
-            progress_bar=progress,
-        )
+        with stderr_to(log):  # the kernel's warnings and the per-cell bar go to the stage's log
+            pm.execute_notebook(
+                str(notebooks_dir() / f"{stage}.ipynb"),
+                str(out),
+                parameters=params,
+                kernel_name=kernel,
+                cwd=str(run.root),
+                progress_bar=progress,
+            )
     except pm.PapermillExecutionError as e:
+        print(" failed", flush=True)
         try:  # the failed notebook opens cleanly too, but the stage's error is the one raised
             _tidy_executed(out, kernel)
         except Exception:
             pass
         raise StageError(
-            f"stage {stage} failed ({e.ename}: {e.evalue}); see {run.notebooks / (stage + '.ipynb')}"
+            f"stage {stage} failed ({e.ename}: {e.evalue}); see {run.notebooks / (stage + '.ipynb')} "
+            f"and {log}"
         ) from None
     _tidy_executed(out, kernel)
     _record_figures(run, stage, before)
-    return round(time.time() - t0, 1)
+    secs = round(time.time() - t0, 1)
+    print(f" done in {secs:.0f} s (notebook: {out})", flush=True)
+    return secs
 
 # %% ../nbs/lib/30_pipeline.ipynb #badb4a7d
 #: What every run on a synthetic mirror says (summary `pipeline.warning`, the report's first line).
@@ -493,6 +525,7 @@ def check_run_parameters(
     check_parameter_values(params, defaults, "spectra_ml run")
     if "labels" in params:
         check_labels(params["labels"], profile)
+    check_stage_needs(params, declared, profile, defaults)
     from spectra_ml.models.registry import model_spec
 
     named = ([params["model"]] if "model" in params else []) + list(params.get("models", []))
@@ -506,6 +539,69 @@ def check_run_parameters(
         for cfg in configs:
             named_config(cfg)  # an unknown training config is refused before any stage
     return declared
+
+# %% ../nbs/lib/30_pipeline.ipynb #fa1c3384
+#: Labels a stage reads whatever the profile (its [Fe/H] tables and cluster comparisons); a run whose
+#: `labels` lack one is refused before any stage.
+STAGE_LABEL_NEEDS = {"11_metrics": ("fe_h",), "12_clusters": ("fe_h",), "15_compare": ("fe_h",)}
+
+#: Splits a stage reads: training fits on `train` and stops early on `validation`; the σ calibration is
+#: fitted on `validation`; the stages' `split` and `k_fit_split` parameters name one more.
+STAGE_SPLIT_NEEDS = {
+    "08_training": ("train", "validation"),
+    "11_metrics": ("validation",),
+    "15_compare": ("train", "validation"),
+}
+
+
+def check_stage_needs(
+    params: dict,  # `-p` parameters given to `spectra_ml run`
+    declared: dict,  # the stages to run -> their declared parameters (`stage_parameters`)
+    profile: str,  # the data profile
+    defaults: dict,  # the stages' declared defaults (`declared_defaults`)
+) -> None:
+    "Refuse labels and `split_fractions` the chosen stages cannot work with, before any stage runs."
+    from spectra_ml.core import PARAMETER_CHOICES
+
+    stages = list(declared)
+    labels = list(params.get("labels") or get_profile(profile).labels)
+    for s in stages:
+        lack = [lab for lab in STAGE_LABEL_NEEDS.get(s, ()) if lab not in labels]
+        if lack:
+            raise ParameterError(
+                f"-p labels={labels}: stage {s} needs the label(s) {lack}; add them to labels, "
+                f"or leave {s} out with --stages"
+            )
+    fr = params.get("split_fractions", defaults.get("split_fractions"))
+    if not isinstance(fr, dict) or "05_samples" not in stages and "split_fractions" not in params:
+        return
+    known = PARAMETER_CHOICES["split"]
+    odd = [k for k in fr if k not in known]
+    if odd:
+        raise ParameterError(
+            f"-p split_fractions={fr}: unknown split name(s) {odd}; the names are {list(known)}"
+        )
+    bad = {
+        k: v
+        for k, v in fr.items()
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0
+    }
+    if bad or abs(sum(fr.values()) - 1) > 1e-9:
+        raise ParameterError(
+            f"-p split_fractions={fr}: fractions must be numbers >= 0 that sum to 1, "
+            "e.g. {'train': 0.8, 'validation': 0.2} (Kane's 80/20)"
+        )
+    for s in stages:
+        need = list(STAGE_SPLIT_NEEDS.get(s, ()))
+        need += [
+            params.get(k, defaults.get(k)) for k in ("split", "k_fit_split") if k in declared[s]
+        ]
+        lack = [n for n in dict.fromkeys(need) if n is not None and not fr.get(n, 0) > 0]
+        if lack:
+            raise ParameterError(
+                f"-p split_fractions={fr}: stage {s} needs rows in split(s) {lack}; give them a fraction > 0, "
+                "or point the stage elsewhere (e.g. -p split=validation)"
+            )
 
 # %% ../nbs/lib/30_pipeline.ipynb #a2380780
 def run_pipeline(
@@ -539,6 +635,10 @@ def run_pipeline(
     get_profile(profile)  # an unknown profile raises ParameterError
     params = dict(params or {})
     declared = check_run_parameters(params, stages, profile)
+    if figures_dir is not None:  # before any stage: a synthetic run is never published
+        from spectra_ml.data.sources import synthetic_mirror
+
+        refuse_synthetic_publish(synthetic_mirror(), Path(figures_dir) / name)
     if not run.root.exists() and stages and stages[0] not in FIRST_STAGES:
         raise MissingInputError(
             f"{run.root} does not exist and stage {stages[0]} needs the products of earlier stages: "
@@ -570,11 +670,11 @@ FIGURE_CAPTIONS = {
     "cluster_feh": "Globular-cluster members (VB21) and open clusters (OCCAM): mean [Fe/H] against the catalogues",
     "meszaros2015": "Meszaros et al. (2015) cluster giants: network against APOGEE",
     "gc_orbits_vs_vb21": "Globular-cluster orbits (gala) against VB21",
-    "fig10_elz_gcs_sgr": "Kane Fig. 10: energy against angular momentum for the GCs and Sagittarius",
+    "fig10_elz_gcs_sgr": "Energy against angular momentum of the GCs (BK23 class) and the Sagittarius members, with the BK23 line: a check of the §4.1 classification, not a figure of Kane (their Fig. 10 shows field stars)",
     "alpha_confusion": "AspGap stand-in tag: confusion matrix of low/high [alpha/M], test split",
     "alpha_plane_train": "AspGap stand-in tag: the [alpha/M]-[Fe/H] plane of the training split",
     "alpha_purity_completeness": "AspGap stand-in tag: purity and completeness against the threshold",
-    "fig3_no_alfe_plane": "Kane Fig. 3 ([N/O], [Al/Fe]): the [N/O]-[Al/Fe] plane, APOGEE and predicted, with the true (0.55, -0.1) and predicted (0.65, 0.0) cuts, test split",
+    "fig3_no_alfe_plane": "The [N/O]-[Al/Fe] plane, APOGEE and predicted, with Kane's true (0.55, -0.1, §2.1) and predicted (0.65, 0.0, §3.2) cuts, test split: not a figure of Kane (their Fig. 3 is predicted against APOGEE per label)",
     "fig4_sigma_no_vs_err": "Kane Fig. 4: sigma[N/O] (Kane 2.2) against the APOGEE [N/O] error, the least-squares line (highest-sigma star left out) and Kane's 0.19 sigma + 0.013",
     "fig5_confusion": "Kane Fig. 5: confusion matrix of the 2P selection against APOGEE, test split",
     "purity_completeness": "Purity and completeness of the 2P selection over the [N/O] threshold, test split",
@@ -586,8 +686,8 @@ FIGURE_CAPTIONS = {
     "fig9_sky": "Kane Fig. 9: halo 2P candidates (red) over the log density of all non-GC halo stars (v_phi < 160 km/s, E(B-V) < 0.2)",
     "fig10_elz": "Kane Fig. 10 (left): E-L_z of the halo 2P candidates (grey) with 20/50/80% contours of the mu[Al/Fe] in-situ (blue) and accreted (orange) groups at -1.4 < mu[Fe/H] < -1.1, and the shifted BK23 line",
     "fig10_energy": "Kane Fig. 10 (right): energy distributions of candidates, in-situ and accreted stars in the [Fe/H] window",
-    "fig11_ratios_r": "Kane Fig. 11: candidates per halo, in-situ and accreted star against Galactocentric r, 68% bands (Wilson; separate sets: Wilson on k/(k+m) mapped to k/m)",
-    "fig12_fraction_feh": "Kane Fig. 12 (left): 2P fraction of halo giants against [Fe/H]: candidates x 3.6 and APOGEE truth (train + validation); spin-up shaded",
+    "fig11_ratios_r": "Kane Fig. 11: candidates per halo, in-situ and accreted star against Galactocentric r, 68% bands (Wilson; accreted, a separate set: Wilson on k/(k+m) mapped to k/m; in situ, which shares stars with the candidates: that band narrowed for the shared stars)",
+    "fig12_fraction_feh": "Kane Fig. 12 (left): 2P fraction of halo giants against [Fe/H]: candidates x 3.6 and APOGEE truth (every split: Kane's training and validation data); spin-up shaded",
     "fig12_feh_distributions": "Kane Fig. 12 (right): normalised mu[Fe/H] of the high-reliability halo giants and of the candidates",
     "fig10_elz_gc_members": "Demo stand-in for Kane Fig. 10: E-L_z and BK23 classes of the embedded set's VB21 members (VB21 astrometry, cluster mean RV and distance)",
     "feh_bins_bias_rmse": "Bias (top) and RMSE (bottom) of each label against APOGEE [Fe/H], test split, per model; numbers: stars per bin",
@@ -1128,6 +1228,7 @@ def publish_figures(
     import shutil
 
     dest = Path(dest)
+    refuse_synthetic_publish(run.read_summary().get("pipeline", {}).get("synthetic_mirror"), dest)
     if dest.exists():
         own = [p for p in dest.rglob("*") if p.is_file()]
         foreign = [p for p in own if p.suffix not in (".png", ".md") and p.name != "summary.json"]
@@ -1145,3 +1246,16 @@ def publish_figures(
     if run.summary_path.exists():
         files.append(run.summary_path)
     return [shutil.copy2(f, dest / f.name) for f in files]
+
+# %% ../nbs/lib/30_pipeline.ipynb #1ec34278
+def refuse_synthetic_publish(
+    synthetic,  # the run is made on the synthetic mirror (summary `pipeline.synthetic_mirror`)
+    dest,  # where it would be published
+) -> None:
+    "Refuse to publish a run on the synthetic mirror: `figures/demo/` and the other published runs feed the README."
+    if synthetic:
+        raise ParameterError(
+            f"not published to {dest}: this run was made on the SYNTHETIC mirror (SPECTRA_ML_LOCAL_DATA holds "
+            "SYNTHETIC.md), so its numbers are plumbing, not results, and the README reads the published "
+            "runs; run without --publish, or on the real mirror (SPECTRA_ML_LOCAL_DATA=/path/to/the/mirror)"
+        )

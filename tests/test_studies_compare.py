@@ -184,7 +184,7 @@ def test_named_config_runs_in_the_comparison_with_per_bin_numbers(sample):
 
 
 def test_unknown_config_fails_before_any_training(sample):
-    with pytest.raises(ParameterError, match="named configs are kane, metal_poor"):
+    with pytest.raises(ParameterError, match="named configs are kane, kane_masked, metal_poor"):
         compare_models(sample, LABELS, ["kane_mlp"], epochs=1, config_runs={"kane_mlp": ["fast"]})
 
 
