@@ -13,6 +13,12 @@ def _list(key):
     return c.get(key, "").split()
 
 
+# The core installs what labelling stars needs; each extra adds one job's tools (settings.ini says which).
+EXTRAS = {name: _list(f"{name}_requirements") for name in ("pipeline", "dask", "docs")}
+EXTRAS["all"] = sorted({r for reqs in EXTRAS.values() for r in reqs})
+EXTRAS["dev"] = _list("dev_requirements")
+
+
 readme = Path(__file__).parent / "README.md"
 setuptools.setup(
     name=c["lib_name"],
@@ -28,8 +34,10 @@ setuptools.setup(
     python_requires=">=" + c["min_python"],
     packages=setuptools.find_packages(include=[c["lib_path"], c["lib_path"] + ".*"]),
     include_package_data=True,
+    # the released models (spectra_ml/released/<name>/: model.pt, JSON, card.md) travel in every install
+    package_data={c["lib_path"]: ["released/*/*", "released/*.json", "released/*.md"]},
     install_requires=_list("requirements"),
-    extras_require={"dev": _list("dev_requirements")},
+    extras_require=EXTRAS,
     entry_points={
         "console_scripts": _list("console_scripts"),
         "nbdev": [f"{c['lib_path']}={c['lib_path']}._modidx:d"],

@@ -14,8 +14,10 @@ inside a virtual environment, or --no-venv is given), installs PyTorch first, ch
 3. otherwise, on Linux without an NVIDIA driver, the CPU wheel index of pytorch.org;
 4. otherwise plain `torch` from PyPI (CUDA builds on Linux with a GPU; CPU/MPS on macOS and Windows).
 
-Then it installs the project with its pinned tools (nbdev 2, papermill, ...), registers the
-`spectra_ml` Jupyter kernel, and runs. Re-running skips installation when nothing changed.
+Then it installs the project with every extra (`.[all,dev]`: the pipeline with its pinned tools,
+nbdev 2, papermill, ...; Dask; the docs site's Sphinx; pytest and ruff), registers the `spectra_ml`
+Jupyter kernel, and runs. Re-running skips installation when nothing changed. Labelling stars alone
+needs only the core: `pip install .` (see settings.ini for what each extra adds).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = ROOT / ".venv"
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+#: The Quickstart installs everything: the core and every extra of setup.py, tests and docs included.
+INSTALL_EXTRAS = "all,dev"
 FONT_WARMUP = (
     "import io, matplotlib; matplotlib.use('Agg'); import matplotlib.pyplot as plt; "
     "f, a = plt.subplots(); a.set_title('warm-up'); f.savefig(io.BytesIO(), format='png')"
@@ -91,7 +95,7 @@ def install(py: Path, force: bool = False):
         return
     if subprocess.run([str(py), "-c", "import torch"], capture_output=True).returncode != 0:
         sh(py, "-m", "pip", "install", *torch_plan(py))
-    sh(py, "-m", "pip", "install", "-e", f"{ROOT}[dev]")
+    sh(py, "-m", "pip", "install", "-e", f"{ROOT}[{INSTALL_EXTRAS}]")
     sh(
         py,
         "-m",
