@@ -26,11 +26,11 @@ from .features import PercentileScaler, SCALERS, check_features
 
 # %% auto #0
 __all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'MISSING_LABELS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS',
-           'TREE_FIELDS', 'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits', 'stacked_adam',
-           'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances', 'named_config',
-           'density_flatten', 'training_rows', 'usable_label_rows', 'label_coverage', 'train_model',
-           'repeated_two_fold', 'config_overrides', 'fit_boosting_baseline', 'fit_baseline', 'predict_baseline',
-           'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
+           'PROFILE_TRAIN_CONFIG', 'TREE_FIELDS', 'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits',
+           'stacked_adam', 'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances',
+           'named_config', 'density_flatten', 'training_rows', 'usable_label_rows', 'label_coverage', 'train_model',
+           'repeated_two_fold', 'config_overrides', 'stage_config', 'fit_boosting_baseline', 'fit_baseline',
+           'predict_baseline', 'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
 
 # %% ../nbs/lib/21_training.ipynb #219a37c8
 #: How an ensemble's members are trained (`TrainConfig.ensemble_training`): "batched" (one stacked model
@@ -959,6 +959,33 @@ def config_overrides(
     out = {STAGE_FIELDS.get(k, k): v for k, v in params.items()}
     keep = (*TRAIN_FIELDS, "config", *TRAIN_OPTIONS)
     return {k: out[k] for k in keep if k in out}
+
+# %% ../nbs/lib/21_training.ipynb #b2d0c001
+#: Each data profile's default named training config (08_training's `config=None`; a given config wins).
+PROFILE_TRAIN_CONFIG = {
+    "demo": "kane",  # Kane §2.1–2.2: every demo giant has the four labels, nothing to mask
+    # the full profile's APOGEE flags remove [N/O] or [Al/Fe] star by star: each star trains on the
+    # labels it has (the masked loss 13_tagging's abundance heads use), instead of being dropped
+    "full": "kane_masked",
+}
+
+
+def stage_config(
+    config: str | None,  # the stage's `config` parameter (None: the profile's default)
+    profile: str,  # the data profile (core.PROFILES)
+    model: str = "kane_mlp",  # the model trained (models.model_names())
+) -> str:
+    "The named training config a stage trains with: the given one, else the profile's (PROFILE_TRAIN_CONFIG), else kane; a masking default falls back to kane for a model without Kane's masked loss."
+    from spectra_ml.core import get_profile
+    from spectra_ml.models.kane import HeteroscedasticMLP
+
+    if config is not None:
+        return config
+    name = PROFILE_TRAIN_CONFIG.get(get_profile(profile).name, "kane")
+    masked = TRAIN_CONFIGS[name].get("missing_labels") == "mask"
+    if masked and getattr(model_spec(model).cls, "loss", None) is not HeteroscedasticMLP.loss:
+        return "kane"  # e.g. aspgap on the full profile: stars with every label, as its paper
+    return name
 
 # %% ../nbs/lib/21_training.ipynb #dd607399
 def fit_boosting_baseline(

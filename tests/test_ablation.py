@@ -160,6 +160,7 @@ def test_kane_config_is_the_default_training_unchanged(small):
         "augment": 0.0,
         "extra_aux": [],
         "flat_per_bin": None,
+        "missing_labels": "drop",  # Kane: every training star has every label
     }
     assert a.config.aux == [] and a.info["n_train_rows_used"] == a.info["n_train"]
 

@@ -277,5 +277,76 @@ def test_the_report_confusion_matches_a_hand_count():
     four = pd.DataFrame({f"mu_{c}": t[c] for c in ab.FOUR_LABELS})
     four["mu_teff"], four["mu_fe_h"] = 4500.0, -1.0
     cv = {"oof": oof, "choice": {"chosen": "head"}, "groups": ab.cv_groups(t)}
-    c = ab.tagging_report(t, cv, four, n_boot=20)["summary"]["selection"]["confusion"]
+    sel = ab.tagging_report(t, cv, four, n_boot=20)["summary"]["selection"]
+    c, ci = sel["confusion"], sel["intervals"]
     assert (c["tp"], c["fp"], c["fn"], c["tn"]) == (2, 1, 1, n - 4)
+    assert (ci["purity"]["k"], ci["purity"]["n"]) == (2, 3)  # tp / (tp + fp)
+    assert (ci["completeness"]["k"], ci["completeness"]["n"]) == (2, 3)  # tp / (tp + fn)
+
+
+def _kfit_stars(n, seed):
+    "Synthetic: APOGEE err = 0.2 σ + 0.01 plus scatter (Kane Fig. 4's form)."
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0.05, 0.3, n)
+    return s, 0.2 * s + 0.01 + rng.normal(0, 0.01, n)
+
+
+def test_kfit_interval_holds_the_estimate_and_shrinks_with_more_stars():
+    from spectra_ml.kane.tagging import fit_error_slope
+
+    widths = []
+    for n in (40, 640):
+        s, e = _kfit_stars(n, 5)
+        f = ab.kfit_bootstrap(s, e, n_boot=300, seed=1)
+        b = f["bootstrap"]
+        assert f["k"] == pytest.approx(fit_error_slope(s, e)["k"])  # the point is the paper's fit
+        assert b["k"]["lo"] <= f["k"] <= b["k"]["hi"]
+        assert b["intercept"]["lo"] <= f["intercept"] <= b["intercept"]["hi"]
+        assert (b["n_groups"], b["n_draws"]) == (n, 300)
+        widths.append(b["k"]["hi"] - b["k"]["lo"])
+    assert widths[1] < widths[0] / 2  # 16x the stars: about a quarter of the width
+
+
+def test_kfit_bootstrap_resamples_whole_groups():
+    """Two groups whose slopes differ: resampling the groups whole spreads k far wider than the stars."""
+    s, e = _kfit_stars(200, 6)
+    e[100:] = 0.6 * s[100:] + 0.01  # the second group follows another line
+    g = np.array(["gc:a"] * 100 + ["gc:b"] * 100)
+    by_star = ab.kfit_bootstrap(s, e, n_boot=200)["bootstrap"]
+    by_group = ab.kfit_bootstrap(s, e, groups=g, n_boot=200)["bootstrap"]
+    assert by_group["n_groups"] == 2
+    w = lambda b: b["k"]["hi"] - b["k"]["lo"]
+    assert w(by_group) > 3 * w(by_star)
+
+
+def test_confusion_intervals_against_hand_wilson():
+    # Wilson (1927), z = 1, k = 3, n = 10: centre (0.3 + 0.05)/1.1, half-width sqrt(0.021 + 0.0025)/1.1
+    ci = ab.confusion_intervals({"tp": 3, "fp": 7, "fn": 1, "tn": 9})
+    assert ci["purity"]["value"] == pytest.approx(0.3)
+    assert ci["purity"]["lo"] == pytest.approx(0.178820821, abs=1e-8)
+    assert ci["purity"]["hi"] == pytest.approx(0.457542816, abs=1e-8)
+    assert ci["completeness"]["n"] == 4 and ci["completeness"]["value"] == pytest.approx(0.75)
+    none = ab.confusion_intervals({"tp": 0, "fp": 0, "fn": 6, "tn": 180})
+    assert none["purity"] == {"k": 0, "n": 0, "value": None, "lo": None, "hi": None, "z": 1.0}
+    assert none["completeness"]["value"] == 0.0 and 0 < none["completeness"]["hi"] < 0.3
+
+
+def test_gc_incidence_says_where_each_member_prediction_comes_from():
+    """Members that never trained the abundance heads are counted as such, not as a bare 0 out of fold."""
+    import pandas as pd
+
+    L = pd.DataFrame({"source_id": np.arange(6, dtype=np.int64)})
+    L["in_sample"] = True
+    L["selected_2p"] = [True, False, False, False, True, False]
+    L["out_of_fold"] = [True, False, False, True, False, False]  # star 0 (a member) trained a fold
+    L["prediction_source"] = np.where(
+        L.out_of_fold, "out_of_fold", "final_model_never_trained_on_it"
+    )
+    L["four_label_trained"] = [True, True, False, True, False, False]
+    members = pd.DataFrame({"source_id": [0, 1, 2], "cluster": "NGC_104", "memberprob": 0.9})
+    L2, s = ab._gc_incidence_summary(L, members)
+    assert len(L2) == len(L)
+    assert (s["members"]["n"], s["members"]["k"], s["field"]["n"], s["field"]["k"]) == (3, 1, 3, 1)
+    assert s["n_members_in_abundance_training"] == 1
+    assert s["n_members_in_four_label_training"] == 2
+    assert s["member_prediction_source"] == {"final_model_never_trained_on_it": 2, "out_of_fold": 1}

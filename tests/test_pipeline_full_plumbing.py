@@ -208,3 +208,12 @@ def test_no_full_profile_only_note_on_the_full_profile(plumbing_run):
     assert not [
         n for n in summary["validate"]["notes"] if "ebv_sfd" in n
     ]  # Fig. 4 / B1-B4 complete
+
+
+def test_the_full_profile_trains_with_the_masked_loss(plumbing_run):
+    """08_training's default on the full profile is `kane_masked` (training.PROFILE_TRAIN_CONFIG): a star
+    whose APOGEE flags remove [N/O] or [Al/Fe] keeps the labels it has instead of being dropped."""
+    run, summary = plumbing_run
+    prov = json.loads((run / "provenance" / "08_training.json").read_text())
+    assert prov["parameters"]["config"] == "kane_masked"
+    assert summary["train"]["train_options"]["missing_labels"] == "mask"

@@ -80,3 +80,27 @@ def test_mask_changes_nothing_when_no_label_is_missing(sample):
     a = train_model(sample, LABELS, **kw).model.state_dict()
     b = train_model(sample, LABELS, missing_labels="mask", **kw).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_each_profile_trains_with_its_own_default_config():
+    """08_training's `config=None` takes the profile's: the demo keeps Kane's drop (its run unchanged),
+    the full profile masks (APOGEE flags remove [N/O] or [Al/Fe] star by star); a given config wins,
+    and a model without Kane's masked loss keeps Kane's drop instead of failing."""
+    from pathlib import Path
+
+    from spectra_ml.core import PROFILES, declared_defaults
+    from spectra_ml.training import PROFILE_TRAIN_CONFIG, named_config, stage_config
+
+    nb = Path(__file__).resolve().parent.parent / "nbs" / "chapters" / "08_training.ipynb"
+    default = declared_defaults(nb)["config"]
+    assert default is None
+    missing = lambda profile, model="kane_mlp": named_config(stage_config(default, profile, model))[
+        1
+    ]["missing_labels"]
+    assert stage_config(default, "demo") == "kane" and missing("demo") == "drop"
+    assert stage_config(default, "full") == "kane_masked" and missing("full") == "mask"
+    assert missing("full", "uncertain_nn") == "drop"
+    assert stage_config("metal_poor", "full") == "metal_poor"
+    assert set(PROFILE_TRAIN_CONFIG) == set(PROFILES)
+    with pytest.raises(ParameterError, match="profile"):
+        stage_config(None, "nope")

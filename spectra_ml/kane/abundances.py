@@ -20,8 +20,8 @@ __all__ = ['ABUNDANCE_SOURCES', 'LABEL_ELEMENTS', 'KEPT_ELEMENTS', 'TRAINING_SCA
            'CV_FOLDS', 'CV_REPEATS', 'CV_BOOTSTRAP', 'TAG_METHODS', 'GC_LINK_DEG', 'TAG_SOURCE', 'PAPER_RMSE',
            'read_abundance_source', 'match_source', 'scale_offsets', 'abundance_labels', 'apogee_id_radec', 'cv_groups',
            'grouped_folds', 'TagContext', 'hidden_features', 'HeadFit', 'six_label_network', 'MaskedFit', 'tagging_cv',
-           'oof_mean', 'four_label_baseline', 'bootstrap_metrics', 'tagging_report', 'fit_final', 'predict_final',
-           'abundance_tagging', 'label_rows', 'abundance_figures']
+           'oof_mean', 'four_label_baseline', 'bootstrap_metrics', 'kfit_bootstrap', 'confusion_intervals',
+           'tagging_report', 'fit_final', 'predict_final', 'abundance_tagging', 'label_rows', 'abundance_figures']
 
 # %% ../../nbs/kane/06_abundances.ipynb #ab000004
 #: The abundance sources, in priority order (the first source of a star with any label gives its
@@ -678,6 +678,63 @@ def bootstrap_metrics(
         out[k] = {"value": float(v), "lo": float(lo), "hi": float(hi)}
     return out
 
+# %% ../../nbs/kane/06_abundances.ipynb #a1c0f001
+def kfit_bootstrap(
+    sigma,  # network σ[N/O] per star (the paper's: sigma_alea_n_o)
+    apogee_err,  # APOGEE [N/O] error of the same stars
+    groups=None,  # resampling units (cv_groups: a cluster whole); None: stars
+    n_boot: int = CV_BOOTSTRAP,
+    seed: int = DEFAULT_SEED,
+    level: float = 0.68,  # central interval
+) -> dict:
+    "Kane Fig. 4's fit (fit_error_slope, the paper's drop-highest method) with bootstrap intervals of k and the intercept over the groups."
+    from spectra_ml.kane.tagging import fit_error_slope
+
+    x, y = np.asarray(sigma, float), np.asarray(apogee_err, float)
+    point = fit_error_slope(x, y)
+    g = (
+        np.arange(len(x))
+        if groups is None
+        else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+    )
+    ok = np.isfinite(x) & np.isfinite(y)
+    units = [np.flatnonzero(ok & (g == j)) for j in np.unique(g[ok])]
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_boot):
+        pick = np.concatenate([units[j] for j in rng.integers(0, len(units), len(units))])
+        if len(np.unique(x[pick])) >= 3:  # a line needs three distinct σ after the drop
+            f = fit_error_slope(x[pick], y[pick])
+            draws.append((f["k"], f["intercept"]))
+    q = [(1 - level) / 2, (1 + level) / 2]
+    qs = np.quantile(np.array(draws), q, axis=0) if draws else np.full((2, 2), np.nan)
+    (k_lo, c_lo), (k_hi, c_hi) = qs  # NaN: no resample had three distinct σ
+    return {
+        **point,
+        "bootstrap": {
+            "interval": level,
+            "n_groups": len(units),
+            "n_draws": len(draws),
+            "k": {"lo": float(k_lo), "hi": float(k_hi)},
+            "intercept": {"lo": float(c_lo), "hi": float(c_hi)},
+        },
+    }
+
+# %% ../../nbs/kane/06_abundances.ipynb #a1c0f003
+def confusion_intervals(
+    c: dict,  # from `confusion`: tp, fp, fn, tn
+    z: float = 1.0,  # Wilson interval half-width in σ (1: 68%)
+) -> dict:
+    "Purity tp/(tp+fp) and completeness tp/(tp+fn) with Wilson intervals: {k, n, value, lo, hi} each (None where n = 0)."
+    from spectra_ml.metrics import wilson_interval
+
+    out = {}
+    for name, n in (("purity", c["tp"] + c["fp"]), ("completeness", c["tp"] + c["fn"])):
+        p, lo, hi = (float(v) for v in wilson_interval(c["tp"], n, z))
+        out[name] = {"k": int(c["tp"]), "n": int(n), "value": p if n else None}
+        out[name] |= {"lo": lo if n else None, "hi": hi if n else None, "z": z}
+    return out
+
 # %% ../../nbs/kane/06_abundances.ipynb #b04b0d42
 #: Where each reported number comes from (summary.json states it beside the number).
 TAG_SOURCE = (
@@ -736,6 +793,28 @@ def _label_metrics(
         ],
     }
 
+# %% ../../nbs/kane/06_abundances.ipynb #a1c0f005
+def _meszaros_check(
+    d: pd.DataFrame,  # tagging_report's joined table (meszaros2015__meszaros_pop where known)
+    groups,  # tagging_cv's groups, row for row with d
+    k: float,  # σ factor of the [N/O] cut
+) -> dict:
+    "The OOF 2P selection of the Mészáros GC giants against the authors' 1P/2P labels, with Wilson intervals."
+    from spectra_ml.kane.tagging import confusion, select_2p
+
+    pop = d.get("meszaros2015__meszaros_pop", pd.Series(np.nan, index=d.index)).to_numpy(float)
+    mz = np.isfinite(pop)
+    s2 = select_2p(d[mz], k=k).selected.to_numpy()
+    conf = confusion(pop[mz] == 2, s2)
+    return {
+        "source": "Mészáros et al. (2015) 1P/2P labels of GC giants in the library, predicted with their cluster held out",
+        "n": int(mz.sum()),
+        "n_pop2": int((pop[mz] == 2).sum()),
+        "confusion": conf,
+        "intervals": confusion_intervals(conf),
+        "n_clusters": int(len(set(np.asarray(groups)[mz]))),
+    }
+
 # %% ../../nbs/kane/06_abundances.ipynb #263dd2ed
 def tagging_report(
     table: pd.DataFrame,  # abundance stars: labels, errors, training_label, meszaros2015__meszaros_pop
@@ -745,13 +824,8 @@ def tagging_report(
     seed: int = DEFAULT_SEED,
     k: float = SEL_NO_K,  # σ factor of the [N/O] cut (Kane §3.2)
 ) -> dict:
-    "Kane §3.1–3.2 on the OOF predictions, each number beside the paper's: metrics, baselines, k fit, confusion, Mészáros."
-    from spectra_ml.kane.tagging import (
-        confusion,
-        fit_error_slope,
-        purity_completeness_curve,
-        select_2p,
-    )
+    "Kane §3.1–3.2 on the OOF predictions, each number beside the paper's with N and an interval: metrics, baselines, k fit, confusion, Mészáros."
+    from spectra_ml.kane.tagging import confusion, purity_completeness_curve, select_2p
     from spectra_ml.kane.samples import apogee_2p_truth
     from spectra_ml.kane.constants import KANE_CONFUSION, KANE_K_FIT
 
@@ -761,7 +835,6 @@ def tagging_report(
         axis=1,
     )
     tr = d.training_label.to_numpy(bool)
-    groups = cv["groups"]
     folds0 = (
         cv["oof"].query("repeat == 0").set_index("source_id").loc[d.source_id, "fold"].to_numpy()
     )
@@ -769,7 +842,7 @@ def tagging_report(
     for l in TAG_LABELS:
         out["metrics"][l] = _label_metrics(d, l, tr, folds0, cv, n_boot, seed)
     fr = d[tr]
-    kfit = fit_error_slope(fr.sigma_alea_n_o, fr.n_o_err)
+    kfit = kfit_bootstrap(fr.sigma_alea_n_o, fr.n_o_err, cv["groups"][tr], n_boot, seed)
     out["k_fit"] = {**kfit, "n": int(np.isfinite(fr.sigma_alea_n_o).sum()), "paper": KANE_K_FIT}
     truth = apogee_2p_truth(fr.n_o, fr.n_o_err, fr.al_fe)
     sel = select_2p(fr, k=k).selected.to_numpy()
@@ -777,6 +850,7 @@ def tagging_report(
     out["selection"] = {
         "k": k,
         "confusion": conf,
+        "intervals": confusion_intervals(conf),
         "n": int(len(fr)),
         "n_true_2p": int(truth.sum()),
         "paper": {
@@ -786,18 +860,7 @@ def tagging_report(
     }
     curve = purity_completeness_curve(fr, truth, k=k)
     out["curve"] = curve.to_dict(orient="records")
-    pop = d.get("meszaros2015__meszaros_pop", pd.Series(np.nan, index=d.index)).to_numpy(float)
-    mz = np.isfinite(pop)
-    dm = d[mz]
-    s2 = select_2p(dm, k=k).selected.to_numpy()
-    pop2 = pop[mz] == 2
-    out["meszaros"] = {
-        "source": "Mészáros et al. (2015) 1P/2P labels of GC giants in the library, predicted with their cluster held out",
-        "n": int(len(dm)),
-        "n_pop2": int(pop2.sum()),
-        "confusion": confusion(pop2, s2),
-        "n_clusters": int(len(set(groups[mz]))),
-    }
+    out["meszaros"] = _meszaros_check(d, cv["groups"], k)
     return {
         "summary": out,
         "table": d,
@@ -879,7 +942,7 @@ def _four_label_predictor(
 
 # %% ../../nbs/kane/06_abundances.ipynb #0a981e25
 def _gc_incidence_summary(
-    L: pd.DataFrame,  # abundance_tagging's labelled stars (selected_2p, in_sample, out_of_fold)
+    L: pd.DataFrame,  # abundance_tagging's labelled stars (selected_2p, in_sample, out_of_fold, four_label_trained)
     members: pd.DataFrame,  # VB21 members (read_vb21_members)
 ):
     "The labelled stars with their VB21 membership, and the network's GC incidence: members against the sample's non-members."
@@ -891,11 +954,16 @@ def _gc_incidence_summary(
     mem = L.gc_memberprob.notna().to_numpy()
     field = L.in_sample.to_numpy() & ~mem
     inc = gc_incidence(L.selected_2p, mem, field, KANE_INCIDENCE["network"])
+    src = L.prediction_source[mem].value_counts()
     return L, {
         **inc,
-        "source": "VB21 members in the library (out of fold where they trained) vs the run's "
-        "sample giants that are not members (the demo has no field astrometry: no v_phi halo cut)",
-        "n_members_out_of_fold": int((mem & L.out_of_fold.to_numpy()).sum()),
+        "source": "VB21 members in the library vs the run's sample giants that are not members (the demo "
+        "has no field astrometry: no v_phi halo cut). A member's [N/O] and [Al/Fe] come out of fold where "
+        "they trained the abundance heads, else from the final model, which never saw them "
+        "(prediction_source per star in abundance_tagging.parquet)",
+        "n_members_in_abundance_training": int((mem & L.out_of_fold.to_numpy()).sum()),
+        "n_members_in_four_label_training": int((mem & L.four_label_trained.to_numpy()).sum()),
+        "member_prediction_source": {str(k): int(v) for k, v in src.items()},
     }
 
 # %% ../../nbs/kane/06_abundances.ipynb #47ad40de
@@ -950,6 +1018,12 @@ def abundance_tagging(
     L["out_of_fold"] = L.source_id.isin(trained).to_numpy()
     for c in oof.columns:
         L.loc[L.out_of_fold, c] = oof.loc[L.source_id[L.out_of_fold], c].to_numpy()
+    L["prediction_source"] = np.where(
+        L.out_of_fold, "out_of_fold", "final_model_never_trained_on_it"
+    )
+    L["four_label_trained"] = L.source_id.isin(
+        sample.source_id[(sp == "train") | (sp == "validation")]
+    )
     L["selected_2p"] = select_2p(L).selected.to_numpy()
     summary = rep["summary"]
     if members is not None:
