@@ -335,6 +335,11 @@ def test_cli_predicts_source_ids_through_datalink_and_tap(archive, tiny_model, t
     argv += ["--output", str(tmp_path / "out"), "--passes", "20"]
     rc, out, err = _run(argv)
     assert rc == 0, err
+    assert (
+        "DataLink XP_CONTINUOUS" in err and "/1 " in err
+    )  # the bar across the (1) DataLink chunk(s)
+    # the match report: 6 requested, montalban has no XP (flag_no_xp below)
+    assert out.splitlines()[-1].endswith("; ids: 6 requested, 5 with XP, 1 without XP (flag_no_xp)")
     dl = [f for p, f, _ in srv.log if p.startswith("/data-server")]
     tap = [(f, u) for p, f, u in srv.log if p.endswith("/tap/async")]
     assert len(dl) == 1 and sorted(map(int, dl[0]["ID"].split(","))) == sorted(ids)

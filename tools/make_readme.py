@@ -382,6 +382,7 @@ PAGES = {
     "docs/results.md": "nbs/docs/results.ipynb",
     "docs/models.md": "nbs/docs/models.ipynb",
     "docs/running.md": "nbs/docs/running.ipynb",
+    "docs/scale.md": "nbs/docs/scale.ipynb",
     "docs/developing.md": "nbs/docs/developing.ipynb",
 }
 

@@ -769,7 +769,8 @@ def _fetch_chunks(
     out_dir.mkdir(parents=True, exist_ok=True)
     chunks = [ids[i : i + chunk] for i in range(0, len(ids), chunk)]
     log = {"files": [], "done": [], "skipped": [], "failed": {}}
-    for k, c in enumerate(tqdm(chunks, desc=desc, unit="chunk", disable=not progress)):
+    bar = tqdm(chunks, desc=desc, unit="chunk", disable=not progress, leave=False)
+    for k, c in enumerate(bar):  # leave=False: gone when done, so an error after it stays one line
         f = out_dir / _chunk_name(stem, k, c, suffix)
         log["files"].append(f.name)
         if f.exists():
