@@ -465,7 +465,9 @@ def fetch_predict_input(
     else:
         ids = sources.read_source_ids(a.source_ids)
     sub = input_key_folder(work, "ids", ids, names)
-    r = sources.user_star_partitions(ids, sub, names, cache=a.cache, gaia=gaia, progress=False)
+    r = sources.user_star_partitions(
+        ids, sub, names, cache=a.cache, gaia=gaia, progress=getattr(a, "progress", True)
+    )  # a bar across the DataLink chunks, on stderr
     return sub, {
         **how,
         "work": str(sub),
@@ -917,8 +919,10 @@ def predict_closing_line(
     pred_dir=None,  # the prediction partitions (None: out_dir itself, --format parquet)
     written=None,  # the files written (None: the partitions)
     skipped=(),  # input files not read: [{"file", "reason"}]
+    ids: dict
+    | None = None,  # --source-ids / --cone: prepare_predict_input's record with n_ids and n_no_xp
 ) -> str:
-    "The one line `predict` ends with: stars written, how many outside the model's domain, the σ to quote, skipped files, a missing calibration."
+    "The one line `predict` ends with: stars written, how many outside the model's domain, the σ to quote, the ids requested / with XP / without, skipped files, a missing calibration."
     n, n_dom, model = prediction_counts(pred_dir or out_dir)
     where = written[0] if written is not None and len(written) == 1 else out_dir
     cal = bool(model.get("calibration"))
@@ -931,6 +935,9 @@ def predict_closing_line(
     missing = model.get("domain_checked", {}).get("inputs_missing")
     if missing:
         line += f"; domain inputs not in the input, not checked: {', '.join(missing)}"
+    if ids:
+        n_ids, n_no = ids["n_ids"], ids["n_no_xp"]
+        line += f"; ids: {n_ids} requested, {n_ids - n_no} with XP, {n_no} without XP (flag_no_xp)"
     if skipped:
         shown = ", ".join(f"{Path(s['file']).name} ({s['reason']})" for s in skipped[:3])
         more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
@@ -996,7 +1003,8 @@ def run_predict(
         else export_predictions(pred_dir, a.output, a.format, a.single_file)
     )
     skipped = prepared.get("skipped", [])
-    line = predict_closing_line(a.output, pred_dir, written, skipped)
+    ids = prepared if "n_ids" in prepared else None  # --source-ids / --cone
+    line = predict_closing_line(a.output, pred_dir, written, skipped, ids)
     n_dom = prediction_counts(pred_dir)[1]
     summary = {
         **r,

@@ -28,8 +28,8 @@ __all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNT
            'STAGE_LABEL_NEEDS', 'STAGE_SPLIT_NEEDS', 'FIGURE_CAPTIONS', 'FIGURE_ORDER', 'N_KANE_FIGURES', 'LABEL_HTML',
            'REPORT_GLOSSARY', 'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel',
            'StageError', 'RunBusyError', 'run_lock', 'stderr_to', 'merge_parameters', 'stale_after',
-           'record_stage_alone', 'received_parameters', 'check_run_parameters', 'check_stage_needs', 'run_pipeline',
-           'figure_sort_key', 'stale_sections', 'refresh_command', 'write_report', 'publish_figures',
+           'record_stage_alone', 'received_parameters', 'stage_times', 'check_run_parameters', 'check_stage_needs',
+           'run_pipeline', 'figure_sort_key', 'stale_sections', 'refresh_command', 'write_report', 'publish_figures',
            'refuse_synthetic_publish']
 
 # %% ../nbs/lib/30_pipeline.ipynb #9795cb08
@@ -438,6 +438,37 @@ def _write_run_record(
     write_json(run.record_path, record)
     return record
 
+# %% ../nbs/lib/30_pipeline.ipynb #693a9b32
+def stage_times(
+    previous: dict,  # the run's recorded `pipeline` section (empty for a new run)
+    timings: dict,  # seconds of the stages run now
+    order,  # the run's stages, in order
+) -> dict:
+    "Seconds per stage over the whole run, in its order: this rerun's stages, the others as recorded before."
+    merged = {**(previous.get("stage_seconds") or {}), **timings}
+    return {s: merged[s] for s in order if s in merged}
+
+# %% ../nbs/lib/30_pipeline.ipynb #a5fb2699
+def _run_section(
+    plan: dict,  # name, profile, params, declared, quick (as `_run_stages` gets it)
+    record: dict,  # the run record just written (`_write_run_record`): stages, synthetic_mirror
+    kernel: str,  # the Jupyter kernel the stages run in
+) -> dict:
+    "The summary's `pipeline` section of a run before its stages run (status and times are added after)."
+    synthetic = record["synthetic_mirror"]
+    return {
+        "name": plan["name"],
+        "profile": plan["profile"],
+        "stages": record["stages"],
+        "rerun_stages": list(plan["declared"]),
+        "parameters": plan["params"],
+        "kernel": kernel,
+        "synthetic_mirror": synthetic,
+        **({"warning": SYNTHETIC_WARNING} if synthetic else {}),
+        "quick": bool(plan["quick"]),
+        **({"quick_warning": QUICK_WARNING} if plan["quick"] else {}),
+    }
+
 # %% ../nbs/lib/30_pipeline.ipynb #e01de939
 def _run_stages(
     run: RunDir,  # the locked run directory
@@ -449,24 +480,14 @@ def _run_stages(
     "The body of `run_pipeline`, under the run's lock; the report is written whatever happens."
     name, profile, params, declared = (plan[k] for k in ("name", "profile", "params", "declared"))
     stages = list(declared)
-    before = run.read_summary().get("pipeline", {}).get("stale_stages", [])
+    previous_run = run.read_summary().get("pipeline", {})
+    before = previous_run.get("stale_stages", [])
     record = _write_run_record(run, plan)
     run_id, order, synthetic = record["run_id"], record["stages"], record["synthetic_mirror"]
     base = {"run_dir": str(run.root), "profile": profile, **params}
     kernel = kernel_name or pick_kernel()
     timings = {}
-    section = {
-        "name": name,
-        "profile": profile,
-        "stages": order,
-        "rerun_stages": stages,
-        "parameters": params,
-        "kernel": kernel,
-        "synthetic_mirror": synthetic,
-        **({"warning": SYNTHETIC_WARNING} if synthetic else {}),
-        "quick": bool(plan["quick"]),
-        **({"quick_warning": QUICK_WARNING} if plan["quick"] else {}),
-    }
+    section = _run_section(plan, record, kernel)
     previous = os.environ.get(ENV_RUN_ID)
     os.environ[ENV_RUN_ID] = run_id  # the stage kernels inherit it and stamp their sections
     stage = None
@@ -482,7 +503,12 @@ def _run_stages(
         stale = stale_after(order, stages, before)
         summary = run.update_summary(
             "pipeline",
-            {**section, "status": "complete", "stage_seconds": timings, "stale_stages": stale},
+            {
+                **section,
+                "status": "complete",
+                "stage_seconds": stage_times(previous_run, timings, order),
+                "stale_stages": stale,
+            },
         )
     except BaseException as e:
         failed = {"failed_stage": stage, "error": f"{type(e).__name__}: {e}"}
@@ -494,7 +520,7 @@ def _run_stages(
                 **section,
                 "status": "failed",
                 **failed,
-                "stage_seconds": timings,
+                "stage_seconds": stage_times(previous_run, timings, order),
                 "stale_stages": stale,
             },
         )

@@ -32,7 +32,9 @@ def test_every_saved_figure_has_a_vector_twin_and_labelled_axes(quick_run):
 
 
 def test_the_stored_verdict_is_the_checks(tmp_path):
-    with figure_style():  # as every plot_* function draws (GaiaXPy, imported by other tests, sets usetex)
+    with (
+        figure_style()
+    ):  # as every plot_* function draws (GaiaXPy, imported by other tests, sets usetex)
         f, ax = plt.subplots()
         sc = ax.scatter([0, 1], [1, 2], c=[3, 4])
         f.colorbar(sc)

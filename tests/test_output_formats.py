@@ -79,14 +79,18 @@ def release_dir(released, monkeypatch):
     return released[0]
 
 
-def test_models_and_models_show_and_an_unknown_name(release_dir):
+def test_models_and_models_show_and_an_unknown_name(release_dir, tmp_path):
     rc, out, err = _run(["models"])
     assert rc == 0 and out.splitlines() == ["giants  stand-in for tests (tiny, 3 epochs) (default)"]
     rc, out, err = _run(["models", "show", "giants"])
     assert rc == 0 and out.startswith("# giants (test stand-in)")
     rc, out, err = _run(["models", "show", "nope"])
     assert rc == 2 and err.count("\n") == 1 and "released: giants" in err
-    rc, out, err = _run(["predict", "--model", "nope", "--input", "x.csv", "--output", "o"])
+    xp = tmp_path / "x.csv"  # an input that exists, so that the model is what is wrong
+    xp.write_text("source_id\n1\n")
+    rc, out, err = _run(
+        ["predict", "--model", "nope", "--input", str(xp), "--output", str(tmp_path / "o")]
+    )
     assert rc == 2 and err.count("\n") == 1 and "released: giants" in err
 
 

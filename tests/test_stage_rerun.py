@@ -120,6 +120,11 @@ def test_rerun_one_stage_inside_a_quick_run(quick_run, tmp_path):
     assert s["validate"]["split"] == "validation" and s["validate"]["run_id"] == rec["run_id"]
     assert s["pipeline"]["stale_stages"] == ["12_clusters", "13_tagging", "14_dynamics"]
     assert s["pipeline"]["rerun_stages"] == ["11_metrics"]
+    before = summary["pipeline"]["stage_seconds"]  # the other stages keep their recorded times
+    assert list(s["pipeline"]["stage_seconds"]) == list(DEMO_STAGES)
+    assert all(
+        s["pipeline"]["stage_seconds"][k] == before[k] for k in DEMO_STAGES if k != "11_metrics"
+    )
     page = (copy / "report.html").read_text()
     banner = page[page.index("Stale stages:") :].split("</p>")[0]
     for stage in ("12_clusters", "13_tagging", "14_dynamics"):

@@ -913,7 +913,8 @@ def plot_cmd(
                 edgecolor="C3",
                 label=highlight[2],
             )
-            ax.legend(loc="lower left")
+            # above the panel, off the data (the members crowd every corner of the giant branch)
+            ax.legend(loc="lower left", bbox_to_anchor=(0, 1.01), borderaxespad=0, frameon=False)
         ax.set(xlabel="BP − RP [mag]", ylabel=ylabel)
         ax.invert_yaxis()
     return fig
