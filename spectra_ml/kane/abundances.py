@@ -20,8 +20,9 @@ __all__ = ['ABUNDANCE_SOURCES', 'LABEL_ELEMENTS', 'KEPT_ELEMENTS', 'TRAINING_SCA
            'CV_FOLDS', 'CV_REPEATS', 'CV_BOOTSTRAP', 'TAG_METHODS', 'GC_LINK_DEG', 'TAG_SOURCE', 'PAPER_RMSE',
            'read_abundance_source', 'match_source', 'scale_offsets', 'abundance_labels', 'apogee_id_radec', 'cv_groups',
            'grouped_folds', 'TagContext', 'hidden_features', 'HeadFit', 'six_label_network', 'MaskedFit', 'tagging_cv',
-           'oof_mean', 'four_label_baseline', 'bootstrap_metrics', 'kfit_bootstrap', 'confusion_intervals',
-           'tagging_report', 'fit_final', 'predict_final', 'abundance_tagging', 'label_rows', 'abundance_figures']
+           'oof_mean', 'four_label_baseline', 'group_index', 'bootstrap_metrics', 'kfit_bootstrap',
+           'confusion_intervals', 'tagging_report', 'fit_final', 'predict_final', 'abundance_tagging', 'label_rows',
+           'abundance_figures']
 
 # %% ../../nbs/kane/06_abundances.ipynb #ab000004
 #: The abundance sources, in priority order (the first source of a star with any label gives its
@@ -621,6 +622,16 @@ def four_label_baseline(
         out[te] = A[te] @ coef
     return out
 
+# %% ../../nbs/kane/06_abundances.ipynb #c0d9251a
+def group_index(
+    groups,  # a resampling unit per star (cv_groups: a cluster whole), or None
+    n: int,  # the number of stars
+) -> np.ndarray:
+    "(n,) int: each star's group as 0..G−1, the bootstraps' resampling units; None: every star its own group."
+    if groups is None:
+        return np.arange(n)
+    return np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
+
 # %% ../../nbs/kane/06_abundances.ipynb #f19953ca
 def bootstrap_metrics(
     y,  # truth
@@ -640,11 +651,7 @@ def bootstrap_metrics(
     e = np.zeros(n) if err is None else np.nan_to_num(np.asarray(err, float))
     b = np.full(n, np.nan) if base is None else np.asarray(base, float)
     ok = np.isfinite(y) & np.isfinite(mu) & np.isfinite(s)
-    g = (
-        np.arange(n)
-        if groups is None
-        else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
-    )
+    g = group_index(groups, n)
 
     def stats(w):
         r, rb = (mu - y)[ok], (b - y)[ok]
@@ -692,11 +699,7 @@ def kfit_bootstrap(
 
     x, y = np.asarray(sigma, float), np.asarray(apogee_err, float)
     point = fit_error_slope(x, y)
-    g = (
-        np.arange(len(x))
-        if groups is None
-        else np.unique(np.asarray(groups).astype(str), return_inverse=True)[1]
-    )
+    g = group_index(groups, len(x))
     ok = np.isfinite(x) & np.isfinite(y)
     units = [np.flatnonzero(ok & (g == j)) for j in np.unique(g[ok])]
     rng = np.random.default_rng(seed)
