@@ -483,7 +483,7 @@ def _run_stages(
     previous_run = run.read_summary().get("pipeline", {})
     before = previous_run.get("stale_stages", [])
     record = _write_run_record(run, plan)
-    run_id, order, synthetic = record["run_id"], record["stages"], record["synthetic_mirror"]
+    run_id, order = record["run_id"], record["stages"]
     base = {"run_dir": str(run.root), "profile": profile, **params}
     kernel = kernel_name or pick_kernel()
     timings = {}
