@@ -21,13 +21,15 @@ import pandas as pd
 # %% auto #0
 __all__ = ['ZENODO_API', 'SURVEY_SOURCES', 'REFERENCE_SOURCES', 'SOURCES', 'ENV_CACHE', 'sha256_of', 'SYNTHETIC_MARKER',
            'MIRROR_FILES', 'ENV_OFFLINE', 'DATALINK_MAX_IDS', 'GAIA_SOURCE_COLUMNS', 'ENV_GAIA_ARCHIVE',
-           'GAIA_TAP_MAX_IDS', 'XP_BULK_URL', 'XP_BULK_MANIFEST', 'GAIA_MIRROR', 'CONE_MAX_STARS', 'GAIA_TAP_URL',
-           'Source', 'SourceUnavailable', 'cache_dir', 'download', 'SourceMismatchError', 'synthetic_mirror',
-           'folder_sha256', 'verify_source', 'verify_reference_file', 'how_to_provide', 'fetch', 'fetch_optional',
-           'zenodo_file', 'validate_source_ids', 'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous',
-           'gaia_client', 'gaia_source_tap', 'healpix8', 'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk',
-           'mirror_gaia_loaders', 'gaia_archive_loaders', 'read_source_ids', 'cone_adql', 'gaia_cone_tap',
-           'user_star_partitions', 'source_status', 'ebv_sfd']
+           'GAIA_TAP_MAX_IDS', 'TMASS_BEST_NEIGHBOUR', 'TMASS_JOIN', 'TMASS_PSC', 'ALLWISE_BEST_NEIGHBOUR', 'ALLWISE',
+           'TMASS_COLUMNS', 'ALLWISE_COLUMNS', 'CROSSMATCH_FLAGS', 'CROSSMATCH_COLUMNS', 'XP_BULK_URL',
+           'XP_BULK_MANIFEST', 'GAIA_MIRROR', 'CONE_MAX_STARS', 'GAIA_TAP_URL', 'Source', 'SourceUnavailable',
+           'cache_dir', 'download', 'SourceMismatchError', 'synthetic_mirror', 'folder_sha256', 'verify_source',
+           'verify_reference_file', 'how_to_provide', 'fetch', 'fetch_optional', 'zenodo_file', 'validate_source_ids',
+           'downloads_allowed', 'gaia_source_adql', 'fetch_xp_continuous', 'gaia_client', 'gaia_source_tap',
+           'crossmatch_photometry_adql', 'crossmatch_photometry_tap', 'merge_crossmatch_photometry', 'healpix8',
+           'read_md5sum', 'xp_bulk_files', 'fetch_xp_bulk', 'mirror_gaia_loaders', 'gaia_archive_loaders',
+           'read_source_ids', 'cone_adql', 'gaia_cone_tap', 'user_star_partitions', 'source_status', 'ebv_sfd']
 
 # %% ../../nbs/lib/01_data_sources.ipynb #3ae605c3
 ZENODO_API = "https://zenodo.org/api/records"  # GET <ZENODO_API>/<record>: JSON with files[] (key, size, checksum 'md5:…', links.self)
@@ -859,6 +861,59 @@ def gaia_client():
 
     return GaiaClass(gaia_tap_server=url, gaia_data_server=url, show_server_messages=False)
 
+# %% ../../nbs/lib/01_data_sources.ipynb #75c6c1b6
+def _tap_launch(
+    launch,  # callable(query, upload_resource, upload_table_name) -> job; None: astroquery's Gaia.launch_job_async
+    what: str,  # the table asked for, named in the refusal when downloads are disabled
+):
+    "The TAP callable: the one given (a loopback stand-in in tests), else astroquery's, refused offline."
+    if launch is not None:
+        return launch
+    if not downloads_allowed():
+        raise SourceUnavailable(f"source 'gaia_dr3' ({what} via TAP): downloads are disabled")
+    return gaia_client().launch_job_async
+
+# %% ../../nbs/lib/01_data_sources.ipynb #a2367d81
+def _tap_upload_chunks(
+    ids,  # validated source_ids
+    query: str,  # ADQL reading the uploaded table `tap_upload.ids` (one column, source_id)
+    launch,  # TAP callable (`_tap_launch`)
+    cache,  # folder for the per-chunk answers (Parquet; resumable); None: a temporary folder
+    stem: str,  # chunk file stem (`_chunk_name`), also named in the progress bar and errors
+    chunk: int,
+    retries: int,
+    progress: bool,
+    shape=None,  # shape(ids of the chunk, answer) -> table to keep; raises on a bad answer (then nothing is cached)
+) -> "pd.DataFrame":
+    "Each chunk of ids uploaded as a VOTable, the query launched on it, the answers cached and concatenated in chunk order."
+    import tempfile
+    import pandas as pd
+    from astropy.table import Table
+
+    def write(c, tmp):
+        with tempfile.TemporaryDirectory() as d:
+            up = Path(d) / "ids.xml"
+            # BINARY, not TABLEDATA: astropy's C TABLEDATA writer writes one byte past its
+            # buffer (astropy issue #20419) and corrupts the heap; the archive reads both
+            Table({"source_id": np.asarray(c, np.int64)}).write(
+                up, format="votable", tabledata_format="binary"
+            )
+            res = launch(query, upload_resource=str(up), upload_table_name="ids").get_results()
+        df = res.to_pandas() if hasattr(res, "to_pandas") else pd.DataFrame(res)
+        df.columns = [c.lower() for c in df.columns]
+        (df if shape is None else shape(c, df)).to_parquet(tmp, index=False)
+
+    with tempfile.TemporaryDirectory() as d:
+        out = Path(cache) if cache is not None else Path(d)
+        log = _fetch_chunks(
+            ids, out, stem, ".parquet", write, chunk, retries, progress, f"TAP {stem}"
+        )
+        if log["failed"]:
+            raise SourceUnavailable(
+                f"TAP {stem} chunks failed after retries: {log['failed']}; rerun to resume"
+            )
+        return pd.concat([pd.read_parquet(out / f) for f in log["files"]], ignore_index=True)
+
 # %% ../../nbs/lib/01_data_sources.ipynb #733d1e49
 GAIA_TAP_MAX_IDS = 100_000  # ids per uploaded table: a size the archive's TAP upload accepts (not confirmed offline; a parameter)
 
@@ -873,43 +928,151 @@ def gaia_source_tap(
     progress: bool = True,
 ) -> "pd.DataFrame":
     "gaia_source rows for the ids through TAP queries with uploaded id tables (the ids never enter the ADQL), in chunks."
-    import tempfile
-    import pandas as pd
-    from astropy.table import Table
-
     ids = validate_source_ids(ids)
-    if launch is None:
-        if not downloads_allowed():
-            raise SourceUnavailable(
-                "source 'gaia_dr3' (gaia_source via TAP): downloads are disabled"
-            )
-        launch = gaia_client().launch_job_async
+    launch = _tap_launch(launch, "gaia_source")
+    q = gaia_source_adql(columns)
+    return _tap_upload_chunks(ids, q, launch, cache, "gaia_source", chunk, retries, progress)
 
-    def write(c, tmp):
-        with tempfile.TemporaryDirectory() as d:
-            up = Path(d) / "ids.xml"
-            # BINARY, not TABLEDATA: astropy's C TABLEDATA writer writes one byte past its
-            # buffer (astropy issue #20419) and corrupts the heap; the archive reads both
-            Table({"source_id": np.asarray(c, np.int64)}).write(
-                up, format="votable", tabledata_format="binary"
-            )
-            res = launch(
-                gaia_source_adql(columns), upload_resource=str(up), upload_table_name="ids"
-            ).get_results()
-        df = res.to_pandas() if hasattr(res, "to_pandas") else pd.DataFrame(res)
-        df.columns = [c.lower() for c in df.columns]
-        df.to_parquet(tmp, index=False)
+# %% ../../nbs/lib/01_data_sources.ipynb #b28b96a2
+#: Fallows & Sanders §2: 2MASS J, H and unWISE W1, W2 (colours W1−W2, J−H, H−W2). The Gaia archive holds AllWISE, not
+#: unWISE: AllWISE W1/W2 (w1mpro, w2mpro) are our stand-in for F&S's unWISE photometry. Tables and columns: Gaia DR3
+#: documentation §20.4 (cross-matches: §20.4.2 allwise_best_neighbour, §20.4.27 tmass_psc_xsc_best_neighbour,
+#: §20.4.28 tmass_psc_xsc_join) and Gaia DR1 documentation §3.18 tmass_original_valid / DR2 §14.4.1 allwise_original_valid.
+TMASS_BEST_NEIGHBOUR = "gaiadr3.tmass_psc_xsc_best_neighbour"  # source_id, original_ext_source_id, clean_tmass_psc_xsc_oid
+TMASS_JOIN = "gaiadr3.tmass_psc_xsc_join"  # clean_tmass_psc_xsc_oid -> original_psc_source_id (2MASS PSC designation)
+TMASS_PSC = "gaiadr1.tmass_original_valid"  # 2MASS PSC (Skrutskie et al. 2006): designation, [jhks]_m, [jhks]_msigcom, ph_qual
+#: AllWISE's best neighbours: source_id, allwise_oid, angular_distance (arcsec)
+ALLWISE_BEST_NEIGHBOUR = "gaiadr3.allwise_best_neighbour"
+ALLWISE = "gaiadr1.allwise_original_valid"  # AllWISE, NOT unWISE (F&S §2's): allwise_oid, w[12]mpro, w[12]mpro_error, ph_qual
+#: our column -> the 2MASS PSC column (J, H, Ks "default" magnitudes and their total errors, mag)
+TMASS_COLUMNS = {"j": "j_m", "j_err": "j_msigcom", "h": "h_m", "h_err": "h_msigcom", "k": "ks_m", "k_err": "ks_msigcom"}  # fmt: skip
+#: our column -> the AllWISE column (W1, W2 profile-fit magnitudes and their errors, mag)
+ALLWISE_COLUMNS = {"w1": "w1mpro", "w1_err": "w1mpro_error", "w2": "w2mpro", "w2_err": "w2mpro_error"}  # fmt: skip
+#: the catalogues' photometric quality letters (2MASS: one per J, H, Ks; AllWISE: one per W1..W4); None: no neighbour
+CROSSMATCH_FLAGS = ("tmass_ph_qual", "allwise_ph_qual")
+#: what crossmatch_photometry_tap returns besides source_id, and what every gaia_loader carries (NaN / None: none)
+CROSSMATCH_COLUMNS = tuple(TMASS_COLUMNS) + tuple(ALLWISE_COLUMNS) + CROSSMATCH_FLAGS
 
-    with tempfile.TemporaryDirectory() as d:
-        out = Path(cache) if cache is not None else Path(d)
-        log = _fetch_chunks(
-            ids, out, "gaia_source", ".parquet", write, chunk, retries, progress, "TAP gaia_source"
+# %% ../../nbs/lib/01_data_sources.ipynb #827900dc
+def crossmatch_photometry_adql(
+    upload_table: str = "ids",  # the uploaded id table (tap_upload.<name>, one column source_id)
+) -> str:
+    "ADQL: each uploaded id LEFT OUTER JOINed to its 2MASS and AllWISE best neighbours (the ids never enter the text)."
+    if not upload_table.replace("_", "").isalnum():
+        raise ValueError(f"bad upload table name {upload_table!r}")
+    tm = [f"tm.{c} AS {k}" for k, c in TMASS_COLUMNS.items()] + ["tm.ph_qual AS tmass_ph_qual"]
+    aw = [f"aw.{c} AS {k}" for k, c in ALLWISE_COLUMNS.items()] + ["aw.ph_qual AS allwise_ph_qual"]
+    keys = [  # what picks one row per star where a join fans out (`_one_row_per_id`)
+        "xt.original_ext_source_id AS tmass_best_id",
+        "tm.designation AS tmass_designation",
+        "xw.allwise_oid AS allwise_oid",
+        "xw.angular_distance AS allwise_distance",
+    ]
+    return (
+        f"SELECT u.source_id, {', '.join(tm + aw + keys)} FROM tap_upload.{upload_table} AS u "
+        f"LEFT OUTER JOIN {TMASS_BEST_NEIGHBOUR} AS xt ON xt.source_id = u.source_id "
+        f"LEFT OUTER JOIN {TMASS_JOIN} AS xj ON xj.clean_tmass_psc_xsc_oid = xt.clean_tmass_psc_xsc_oid "
+        f"LEFT OUTER JOIN {TMASS_PSC} AS tm ON tm.designation = xj.original_psc_source_id "
+        f"LEFT OUTER JOIN {ALLWISE_BEST_NEIGHBOUR} AS xw ON xw.source_id = u.source_id "
+        f"LEFT OUTER JOIN {ALLWISE} AS aw ON aw.allwise_oid = xw.allwise_oid"
+    )
+
+# %% ../../nbs/lib/01_data_sources.ipynb #182052a5
+def _flag_text(
+    s: "pd.Series",  # ph_qual letters as read: str, bytes, masked, NaN (pandas 3 reads Parquet text as `str`)
+) -> "pd.Series":
+    "Quality letters as an object column of str, None where missing (one dtype on every route and pandas version)."
+    import pandas as pd
+
+    v = [x.decode() if isinstance(x, bytes) else x for x in s]
+    return pd.Series(
+        [x if isinstance(x, str) and x.strip() else None for x in v], index=s.index, dtype=object
+    )
+
+# %% ../../nbs/lib/01_data_sources.ipynb #5bc199ba
+def _one_row_per_id(
+    ids,  # the requested source_ids of one chunk, in order
+    raw: "pd.DataFrame | None",  # the answer to crossmatch_photometry_adql, one or more rows per id (None: no answer)
+) -> "pd.DataFrame":
+    "One row per requested id, in request order: source_id + CROSSMATCH_COLUMNS (NaN / None where no neighbour)."
+    import pandas as pd
+
+    keys = ["tmass_best_id", "tmass_designation", "allwise_oid", "allwise_distance"]
+    need = ["source_id", *CROSSMATCH_COLUMNS, *keys]
+    raw = pd.DataFrame(columns=need) if raw is None else raw
+    miss = [c for c in need if c not in raw]
+    if miss:
+        raise SourceError(
+            f"the TAP cross-match answer lacks {miss} (columns: {list(raw.columns)[:12]})"
         )
-        if log["failed"]:
-            raise SourceUnavailable(
-                f"TAP gaia_source chunks failed after retries: {log['failed']}; rerun to resume"
-            )
-        return pd.concat([pd.read_parquet(out / f) for f in log["files"]], ignore_index=True)
+    raw = raw.copy()
+    for c in ("tmass_best_id", "tmass_designation", *CROSSMATCH_FLAGS):
+        raw[c] = _flag_text(raw[c])
+    # 2MASS: a clean_tmass_psc_xsc_oid shared by suspected duplicates gives one row per PSC duplicate (§20.4.28):
+    # keep the one the best-neighbour table names (original_ext_source_id: the best astrometry), else the
+    # alphabetically first designation; rows without a designation (no 2MASS neighbour) come last
+    t = raw.assign(
+        _other=raw.tmass_designation != raw.tmass_best_id, _none=raw.tmass_designation.isna()
+    )
+    t = t.sort_values(["_none", "_other", "tmass_designation"], kind="stable", na_position="last")
+    # AllWISE: one best neighbour per source_id; should an answer hold several, the nearest (then the lowest allwise_oid)
+    w = raw.sort_values(["allwise_distance", "allwise_oid"], kind="stable", na_position="last")
+    out = pd.DataFrame({"source_id": np.asarray(ids, np.int64)})
+    for part, cols in (
+        (t, [*TMASS_COLUMNS, "tmass_ph_qual"]),
+        (w, [*ALLWISE_COLUMNS, "allwise_ph_qual"]),
+    ):
+        one = part.drop_duplicates("source_id")[["source_id", *cols]]
+        out = out.merge(one.astype({"source_id": np.int64}), on="source_id", how="left")
+    for c in (*TMASS_COLUMNS, *ALLWISE_COLUMNS):
+        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    for c in CROSSMATCH_FLAGS:
+        out[c] = _flag_text(out[c])
+    return out[["source_id", *CROSSMATCH_COLUMNS]]
+
+# %% ../../nbs/lib/01_data_sources.ipynb #f5518428
+def crossmatch_photometry_tap(
+    ids,  # source_ids (validated: positive integers, no duplicates)
+    launch=None,  # callable(query, upload_resource, upload_table_name) -> job; default astroquery Gaia.launch_job_async
+    cache=None,  # folder for the per-chunk results (Parquet; resumable); default: a temporary folder
+    chunk: int = GAIA_TAP_MAX_IDS,
+    retries: int = 2,
+    progress: bool = True,
+) -> "pd.DataFrame":
+    """2MASS J, H, Ks and AllWISE W1, W2 (F&S §2's unWISE stand-in) of the ids from the Gaia archive's DR3 best-neighbour
+    tables: one row per requested id in request order, columns source_id + CROSSMATCH_COLUMNS, NaN where no neighbour."""
+    ids = validate_source_ids(ids)
+    if not ids:
+        return _one_row_per_id([], None)
+    launch = _tap_launch(launch, "2MASS/AllWISE best neighbours")
+    q = crossmatch_photometry_adql()
+    stem = f"tmass_allwise_{hashlib.sha256(q.encode()).hexdigest()[:8]}"  # another query never reuses a chunk
+    out = _tap_upload_chunks(ids, q, launch, cache, stem, chunk, retries, progress, _one_row_per_id)
+    for c in CROSSMATCH_FLAGS:  # back to `_one_row_per_id`'s dtype after the Parquet round trip
+        out[c] = _flag_text(out[c])
+    return out
+
+# %% ../../nbs/lib/01_data_sources.ipynb #424fc659
+def merge_crossmatch_photometry(
+    gaia: "pd.DataFrame",  # gaia_source rows (a source_id column)
+    phot: "pd.DataFrame | None" = None,  # crossmatch_photometry_tap's table; None: no cross-match (the columns come as NaN)
+) -> "pd.DataFrame":
+    "gaia_source rows with CROSSMATCH_COLUMNS merged on source_id: a left join, rows unchanged in number and order."
+    import pandas as pd
+
+    out = gaia.drop(columns=[c for c in CROSSMATCH_COLUMNS if c in gaia]).reset_index(drop=True)
+    # no cross-match (e.g. the mirror route: bulk folders, no best-neighbour tables): the same schema, NaN / None
+    if phot is None:
+        for c in CROSSMATCH_COLUMNS:
+            out[c] = _flag_text(pd.Series([None] * len(out))) if c in CROSSMATCH_FLAGS else np.nan
+        return out
+    one = phot[["source_id", *CROSSMATCH_COLUMNS]].drop_duplicates("source_id")
+    out = out.merge(
+        one.astype({"source_id": np.int64}), on="source_id", how="left", validate="many_to_one"
+    )
+    for c in CROSSMATCH_FLAGS:
+        out[c] = _flag_text(out[c])
+    return out
 
 # %% ../../nbs/lib/01_data_sources.ipynb #186da755
 XP_BULK_URL = "https://cdn.gea.esac.esa.int/Gaia/gdr3/Spectroscopy/xp_continuous_mean_spectrum/"  # Gaia DR3 bulk XP (CDN)
@@ -1022,7 +1185,9 @@ def mirror_gaia_loaders(
     root=None,  # mirror holding GAIA_MIRROR's folders (None: $SPECTRA_ML_LOCAL_DATA)
     cache=None,  # folder for the ingested XP partitions (default: data/cache/gaia_dr3_mirror)
 ) -> tuple | None:
-    "`(xp_loader, gaia_loader)` reading a local mirror of the Gaia DR3 bulk folders; None where the mirror has none."
+    """`(xp_loader, gaia_loader)` reading a local mirror of the Gaia DR3 bulk folders; None where the mirror has none.
+    The bulk folders hold no best-neighbour tables: gaia_loader's CROSSMATCH_COLUMNS (2MASS, AllWISE) come as NaN / None,
+    the same schema as the archive route's."""
     import pandas as pd
     from spectra_ml.data.xp_files import ingest_xp_csv, read_xp_parquet
 
@@ -1056,7 +1221,7 @@ def mirror_gaia_loaders(
         ]
         df = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=keep)
         df.columns = [c.lower() for c in df.columns]
-        return df[df.source_id.isin(ids)].reset_index(drop=True)
+        return merge_crossmatch_photometry(df[df.source_id.isin(ids)])  # no cross-match here: NaN
 
     return xp_loader, gaia_loader
 
@@ -1066,8 +1231,11 @@ def gaia_archive_loaders(
     xp_route: str = "datalink",  # 'datalink' (chunked requests: id lists) or 'bulk' (whole CDN partitions: most of the sky)
     load=None,  # DataLink callable(ids) -> CSV text (default: astroquery against the Gaia archive)
     launch=None,  # TAP callable (default: astroquery Gaia.launch_job_async)
+    crossmatch: "bool | None" = None,  # merge 2MASS/AllWISE photometry (crossmatch_photometry_tap) onto gaia_source; None: on, except with an injected `launch` (a stand-in for gaia_source alone: pass True to send it the cross-match too); off: the columns are NaN
 ) -> tuple:
-    "Default `(xp_loader, gaia_loader)` of the full profile: the local mirror's Gaia bulk folders if it has them, else DataLink XP_CONTINUOUS (or the bulk files) and TAP gaia_source."
+    """Default `(xp_loader, gaia_loader)` of the full profile: the local mirror's Gaia bulk folders if it has them (no
+    best-neighbour tables: the 2MASS/AllWISE columns are NaN), else DataLink XP_CONTINUOUS (or the bulk files) and TAP
+    gaia_source with the 2MASS and AllWISE best neighbours' photometry (CROSSMATCH_COLUMNS) merged on source_id."""
     if xp_route not in ("datalink", "bulk"):
         raise ValueError(f"xp_route must be 'datalink' or 'bulk', not {xp_route!r}")
     mirrored = mirror_gaia_loaders() if load is None and launch is None else None
@@ -1076,6 +1244,7 @@ def gaia_archive_loaders(
     from spectra_ml.data.xp_files import read_xp
 
     cache = Path(cache) if cache is not None else cache_dir() / "gaia_dr3"
+    crossmatch = launch is None if crossmatch is None else bool(crossmatch)
 
     def xp_loader(ids):
         if xp_route == "bulk":
@@ -1107,7 +1276,9 @@ def gaia_archive_loaders(
         return {k: np.concatenate([p[k] for p in parts]) for k in keys}
 
     def gaia_loader(ids):
-        return gaia_source_tap(ids, launch=launch, cache=cache)
+        g = gaia_source_tap(ids, launch=launch, cache=cache)
+        phot = crossmatch_photometry_tap(ids, launch=launch, cache=cache) if crossmatch else None
+        return merge_crossmatch_photometry(g, phot)  # left join: gaia_source's rows, in its order
 
     return xp_loader, gaia_loader
 
