@@ -443,8 +443,11 @@ def select_inputs(
     where: str = "the input table",  # the file or table, for the error message
 ) -> np.ndarray:
     "The (N, len(names)) float32 inputs selected by name (aux names computed); a missing name is refused."
-    from spectra_ml.features import AUX_FEATURES
+    from spectra_ml.features import AUX_FEATURES, with_paper_inputs
 
+    df = with_paper_inputs(
+        df, names
+    )  # a paper's inputs from the table's raw XP columns, where it keeps them
     probe = {c: 0.0 for c in df.columns}
     missing = []
     for n in names:
@@ -472,9 +475,14 @@ def select_input_variances(
     df,  # the table of `select_inputs`
     names: list,  # the model's input names
 ):
-    "Input variances by name: `eflux_###`² for each `flux_###` input (0 for the others), or None without them."
+    """Input variances by name: Fallows & Sanders' propagated covariance (N, D, D) where the model takes fs_### inputs
+    and the table keeps the raw XP columns; else `eflux_###`² for each `flux_###` input (0 for the others); else None."""
     import pandas as pd
+    from spectra_ml.features import paper_input_covariance
 
+    C = paper_input_covariance(df, names)
+    if C is not None:
+        return C
     err = [("e" + n) if n.startswith("flux_") else None for n in names]
     if not any(err) or not all(e in df.columns for e in err if e):
         return None

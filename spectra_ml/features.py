@@ -11,12 +11,15 @@ from .core import MissingColumnError, ParameterError
 from .data.samples import CutFlow, _not_applied, bits_set
 
 # %% auto #0
-__all__ = ['SCALER_PERCENTILES', 'XP_WAVELENGTH_NM', 'FS_BP_RP_EXCESS_MAX', 'FS_RUWE_MAX', 'FS_FLAG_BITS', 'SCALERS',
-           'FEATURE_PREFIXES', 'AUX_FEATURES', 'TRAIN_CUTS', 'check_features', 'normalise_flux',
-           'kane_coefficient_features', 'PercentileScaler', 'sampled_spectra', 'xp_covariance', 'xp_unit_response',
-           'XPConverter', 'default_converter', 'xp_model_flux', 'xp_input_table', 'fallows_sanders_features',
-           'aspgap_features', 'guiglion_features', 'xp_snr', 'MedianIQRScaler', 'MinMaxScaler', 'scaler_from_dict',
-           'feature_columns', 'sample_arrays', 'model_inputs', 'available_aux', 'fallows_sanders_cuts']
+__all__ = ['SCALER_PERCENTILES', 'XP_WAVELENGTH_NM', 'FS_BP_RP_EXCESS_MAX', 'FS_RUWE_MAX', 'FS_FLAG_BITS', 'PAPER_INPUTS',
+           'XP_TABLE_COLUMNS', 'SCALERS', 'FEATURE_PREFIXES', 'AUX_FEATURES', 'ASPGAP_SNR_MIN', 'TRAIN_CUTS',
+           'check_features', 'normalise_flux', 'kane_coefficient_features', 'PercentileScaler', 'sampled_spectra',
+           'xp_covariance', 'xp_unit_response', 'XPConverter', 'fallows_sanders_features', 'aspgap_features',
+           'guiglion_features', 'xp_snr', 'paper_input_names', 'xp_table_columns', 'xp_from_table', 'paper_inputs',
+           'fs_input_covariance', 'with_paper_inputs', 'paper_input_covariance', 'scale_input_variance',
+           'default_converter', 'xp_model_flux', 'xp_input_table', 'MedianIQRScaler', 'MinMaxScaler',
+           'scaler_from_dict', 'feature_columns', 'sample_arrays', 'spectral_inputs', 'describe_inputs', 'aux_inputs',
+           'model_inputs', 'available_aux', 'fallows_sanders_cuts', 'aspgap_snr_cuts']
 
 # %% ../nbs/lib/05_features.ipynb #d45f1dd0
 #: Kane §2.1 (coefficient normalisation): 1st/99th percentiles of the training set. The seed prints the
@@ -289,6 +292,251 @@ class XPConverter:
             cov["bp"].reshape(len(cov["bp"]), -1), cov["rp"].reshape(len(cov["rp"]), -1), var
         )
 
+# %% ../nbs/lib/05_features.ipynb #ea084085
+def fallows_sanders_features(
+    bp,
+    rp,  # (N, 55) each
+    cov_bp=None,
+    cov_rp=None,  # (N, 55, 55) DR3 covariances (None: no propagation)
+    rp0_error=None,  # (N,) the error of RP₀: F&S §2.2 divide by it where RP₀ = 0 (None: such rows are NaN)
+):
+    "Fallows & Sanders Eq. 1–2: x = x̃ / x̃_RP0 for both bands, with the covariance propagated to first order."
+    bp, rp = np.asarray(bp, float), np.asarray(rp, float)
+    r0 = rp[:, :1].copy()
+    if (
+        rp0_error is not None
+    ):  # §2.2: "where the 0th RP coefficient is equal to zero ... its uncertainty"
+        zero = r0[:, 0] == 0
+        r0[zero, 0] = np.asarray(rp0_error, float)[zero]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        x_bp, x_rp = bp / r0, rp / r0
+    if cov_bp is None or cov_rp is None:
+        return np.hstack([x_rp, x_bp]), None, None
+    inv2 = 1.0 / r0[:, :, None] ** 2
+    S = np.asarray(cov_rp, float)
+    c_rp = inv2 * (
+        S
+        - x_rp[:, :, None] * S[:, None, 0, :]
+        - x_rp[:, None, :] * S[:, :, 0, None]
+        + x_rp[:, :, None] * x_rp[:, None, :] * S[:, 0, 0][:, None, None]
+    )
+    # Eq. 2 for BP as printed (BP-RP cross-covariance is zero in DR3; the RP0 error term is dropped there)
+    c_bp = inv2 * np.asarray(cov_bp, float)
+    return np.hstack([x_rp, x_bp]), c_rp, c_bp
+
+# %% ../nbs/lib/05_features.ipynb #f7cccf85
+def aspgap_features(
+    bp,
+    rp,
+    g,  # coefficients and the Gaia G magnitude
+) -> np.ndarray:
+    "AspGap §2: both bands divided by 10^{0.5(15 − G)} (110 features), before median/IQR scaling."
+    f = 10 ** (0.5 * (15.0 - np.asarray(g, float)))[:, None]
+    return np.hstack([np.asarray(bp, float) / f, np.asarray(rp, float) / f]).astype(np.float32)
+
+# %% ../nbs/lib/05_features.ipynb #6ce590c8
+def guiglion_features(bp, rp) -> np.ndarray:
+    "Guiglion et al. §3: each band divided by its first coefficient (first kept, = 1): 110 features."
+    bp, rp = np.asarray(bp, float), np.asarray(rp, float)
+    return np.hstack([bp / bp[:, :1], rp / rp[:, :1]]).astype(np.float32)
+
+# %% ../nbs/lib/05_features.ipynb #c131b8fa
+def xp_snr(
+    coefficients,
+    errors,
+    blocks=((0, 10), (10, 55)),  # AspGap: coefficients 1-10 and 11-55
+) -> np.ndarray:
+    "AspGap's XP S/N = ‖c‖₂/‖σ‖₂ per block of coefficients: (N, n_blocks)."
+    c, e = np.asarray(coefficients, float), np.asarray(errors, float)
+    return np.column_stack(
+        [np.linalg.norm(c[:, a:b], axis=1) / np.linalg.norm(e[:, a:b], axis=1) for a, b in blocks]
+    )
+
+# %% ../nbs/lib/05_features.ipynb #c83d4c44
+#: The papers' spectral inputs by kind: (column prefix, width).
+PAPER_INPUTS = {
+    "kane": (
+        "xp_",
+        2 * (XP_N_COEFF - 1),
+    ),  # Kane §2.1: each band / its first coefficient, first dropped
+    "fallows_sanders": ("fs_", 2 * XP_N_COEFF),  # F&S §2.2 Eq. 1: RP then BP, / RP₀ (RP₀ = 1 kept)
+    "aspgap": ("ag_", 2 * XP_N_COEFF),  # AspGap §2: BP then RP, / 10^{0.5(15 − G)}
+    "guiglion": ("gg_", 2 * XP_N_COEFF),  # Guiglion §3: BP / BP₀ then RP / RP₀ (first = 1 kept)
+}
+
+
+def paper_input_names(
+    kind: str,  # a PAPER_INPUTS key
+) -> list:
+    "The column names of a paper's spectral inputs, in order (e.g. fs_000..fs_109)."
+    if kind not in PAPER_INPUTS:
+        raise ParameterError(f"unknown input kind {kind!r}; known: {sorted(PAPER_INPUTS)}")
+    prefix, n = PAPER_INPUTS[kind]
+    return [f"{prefix}{i:03d}" for i in range(n)]
+
+# %% ../nbs/lib/05_features.ipynb #5214a181
+#: The raw XP columns a sample table keeps (archive names, one array per row), by how much is kept:
+#: "coefficients" (coefficients and errors: every paper's inputs, and F&S's covariance without the correlations)
+#: and "covariance" (also the 1,485 packed correlations per band: 12 kB per star in float32, which F&S's full
+#: input covariance needs).
+XP_TABLE_COLUMNS = {
+    "none": (),
+    "coefficients": (
+        "bp_coefficients",
+        "rp_coefficients",
+        "bp_coefficient_errors",
+        "rp_coefficient_errors",
+    ),
+    "covariance": ("bp_coefficient_correlations", "rp_coefficient_correlations"),
+}
+
+
+def xp_table_columns(
+    xp: dict,  # read_xp layout
+    rows,  # per table row, the index into `xp` (-1: no XP, NaN arrays)
+    keep: str = "coefficients",  # an XP_TABLE_COLUMNS key
+) -> dict:
+    "The raw XP columns of a sample table (float32 arrays, one per row; correlations only where `xp` has them)."
+    if keep not in XP_TABLE_COLUMNS:
+        raise ParameterError(f"keep={keep!r}: choose one of {sorted(XP_TABLE_COLUMNS)}")
+    names = list(XP_TABLE_COLUMNS[keep])
+    if keep == "covariance":
+        names = list(XP_TABLE_COLUMNS["coefficients"]) + names
+    rows = np.asarray(rows, int)
+    have, out = rows >= 0, {}
+    for n in names:
+        if n in XP_TABLE_COLUMNS["covariance"] and xp.get(n) is None:
+            continue  # no correlations in this source (a bulk ingest): none are made up
+        a = np.full(
+            (len(rows), XP_N_CORR if "correlations" in n else XP_N_COEFF), np.nan, np.float32
+        )
+        if xp.get(n) is not None and have.any():
+            a[have] = np.asarray(xp[n], np.float32)[rows[have]]
+        out[n] = list(a)
+    return out
+
+# %% ../nbs/lib/05_features.ipynb #5886ad99
+def xp_from_table(
+    df: pd.DataFrame,  # a sample table
+) -> dict | None:
+    "The read_xp layout of a table's raw XP columns (`XP_TABLE_COLUMNS`), or None where it keeps none."
+    if "bp_coefficients" not in df.columns or "rp_coefficients" not in df.columns:
+        return None
+    out = {"source_id": df["source_id"].to_numpy(np.int64)} if "source_id" in df else {}
+    for n in XP_TABLE_COLUMNS["coefficients"] + XP_TABLE_COLUMNS["covariance"]:
+        if n in df.columns:
+            w = XP_N_CORR if "correlations" in n else XP_N_COEFF
+            blank = np.full(w, np.nan)
+            out[n] = np.stack(
+                [blank if v is None else np.asarray(v, float) for v in df[n]] or [blank]
+            )[: len(df)]
+    return out
+
+# %% ../nbs/lib/05_features.ipynb #795a4c33
+def paper_inputs(
+    kind: str,  # a PAPER_INPUTS key
+    xp: dict,  # read_xp layout: bp/rp_coefficients (and errors)
+    g=None,  # Gaia G per star (AspGap's normalisation)
+) -> np.ndarray:
+    "A paper's spectral inputs (N, width) from XP coefficients; NaN rows where a band is missing."
+    bp, rp = (np.asarray(xp[f"{b}_coefficients"], float) for b in ("bp", "rp"))
+    if kind == "kane":
+        return kane_coefficient_features(bp, rp)
+    if kind == "fallows_sanders":
+        e = xp.get("rp_coefficient_errors")
+        return fallows_sanders_features(bp, rp, rp0_error=None if e is None else e[:, 0])[0]
+    if kind == "aspgap":
+        if g is None:
+            raise MissingColumnError(
+                "AspGap's inputs divide the coefficients by 10^{0.5(15 − G)}: give the table Gaia's "
+                "phot_g_mean_mag beside the XP coefficients"
+            )
+        return aspgap_features(bp, rp, g)
+    if kind == "guiglion":
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return guiglion_features(bp, rp)
+    paper_input_names(kind)  # raises ParameterError naming the kinds
+
+# %% ../nbs/lib/05_features.ipynb #47c1ca79
+def fs_input_covariance(
+    xp: dict,  # read_xp layout with coefficient errors (correlations used where present)
+    chunk: int = 2048,  # stars per block (memory: chunk x 110 x 110 float64)
+) -> np.ndarray:
+    """F&S Eq. 2: the covariance (N, 110, 110) of `fallows_sanders_features`, float32, RP block then BP block.
+
+    Σ̃ is the DR3 coefficient covariance diag(e) C diag(e) (C from the packed correlations; the identity
+    where the table keeps none). The LSQ standard deviation that GaiaXPy divides out of the errors and
+    multiplies back into sampled errors cancels here."""
+    bp, rp = (np.asarray(xp[f"{b}_coefficients"], float) for b in ("bp", "rp"))
+    if xp.get("bp_coefficient_errors") is None or xp.get("rp_coefficient_errors") is None:
+        raise MissingColumnError(
+            "Fallows & Sanders' input covariance needs the coefficient errors (bp/rp_coefficient_errors)"
+        )
+    n, w = len(bp), XP_N_COEFF
+    out = np.zeros((n, 2 * w, 2 * w), np.float32)
+    for lo in range(0, n, chunk):
+        r = slice(lo, lo + chunk)
+        cov = {}
+        for b in ("bp", "rp"):
+            corr = xp.get(f"{b}_coefficient_correlations")
+            e = np.asarray(xp[f"{b}_coefficient_errors"], float)[r]
+            cov[b] = xp_covariance(e, None if corr is None else np.asarray(corr, float)[r])
+        rp0_e = np.asarray(xp["rp_coefficient_errors"], float)[r, 0]
+        _, c_rp, c_bp = fallows_sanders_features(bp[r], rp[r], cov["bp"], cov["rp"], rp0_e)
+        out[r, :w, :w], out[r, w:, w:] = c_rp, c_bp
+    return out
+
+# %% ../nbs/lib/05_features.ipynb #413d118f
+def with_paper_inputs(
+    df: pd.DataFrame,  # a sample table, or a Parquet partition of ingested XP coefficients
+    names,  # the model's input names
+) -> pd.DataFrame:
+    """The table with the named inputs it lacks built from its raw XP columns (unchanged where it keeps none): a
+    paper's inputs (PAPER_INPUTS), and sampled `flux_###` with `eflux_###` and `medflux` on the embedded set's grid."""
+    lacking = [n for n in names if n not in df.columns]
+    kinds = [k for k, (p, _) in PAPER_INPUTS.items() if any(str(n).startswith(p) for n in lacking)]
+    flux = any(str(n).startswith("flux_") for n in lacking)
+    xp = xp_from_table(df) if kinds or flux else None
+    if xp is None:
+        return df
+    g = df["phot_g_mean_mag"].to_numpy(float) if "phot_g_mean_mag" in df else None
+    new = {}
+    for k in kinds:
+        new.update(zip(paper_input_names(k), paper_inputs(k, xp, g).T))
+    if flux:  # the demo's and the released models' representation, as for an archive XP file
+        F, E, med, _ = xp_model_flux(xp)
+        new.update({f"flux_{i:03d}": F[:, i] for i in range(F.shape[1])})
+        new.update({f"eflux_{i:03d}": E[:, i] for i in range(E.shape[1])})
+        new.setdefault("medflux", med)
+    new = {k: v for k, v in new.items() if k not in df.columns}
+    return pd.concat([df, pd.DataFrame(new, index=df.index)], axis=1)
+
+# %% ../nbs/lib/05_features.ipynb #98732327
+def paper_input_covariance(
+    df: pd.DataFrame,  # a sample table keeping the raw XP columns
+    names,  # the model's input names, in order
+) -> np.ndarray | None:
+    "(N, D, D) input covariance: F&S's propagated one at the fs_### positions, 0 elsewhere; None without fs_ inputs or errors."
+    pos = [j for j, n in enumerate(names) if str(n).startswith(PAPER_INPUTS["fallows_sanders"][0])]
+    xp = xp_from_table(df) if pos else None
+    if xp is None or "bp_coefficient_errors" not in xp:
+        return None
+    C = fs_input_covariance(xp)
+    order = [int(str(names[j])[3:]) for j in pos]
+    out = np.zeros((len(df), len(names), len(names)), np.float32)
+    out[np.ix_(np.arange(len(df)), pos, pos)] = C[np.ix_(np.arange(len(df)), order, order)]
+    return out
+
+# %% ../nbs/lib/05_features.ipynb #8f829cb8
+def scale_input_variance(
+    V,  # raw input variances (N, D) or covariances (N, D, D)
+    span,  # the feature scaler's per-feature divisor (D,)
+) -> np.ndarray:
+    "Variances in the scaled inputs' units: V / span² (covariances: / span_i span_j), float32."
+    s = np.asarray(span, np.float64)
+    V = np.asarray(V, np.float64)
+    return (V / (s[:, None] * s[None, :]) if V.ndim == 3 else V / s**2).astype(np.float32)
+
 # %% ../nbs/lib/05_features.ipynb #61862b3b
 _CONVERTERS = {}  # one XPConverter per process and grid: GaiaXPy's design matrices are built once
 
@@ -334,10 +582,10 @@ def xp_model_flux(
 
 # %% ../nbs/lib/05_features.ipynb #a7aabd1b
 def _input_index(names, where: str) -> dict:
-    "Model input names -> (kind, index): `flux_###` pixels of the 343-pixel grid, `xp_###` Kane features; others refused."
+    "Model input names -> (prefix, index): `flux_###` pixels of the 343-pixel grid, or a paper's inputs (PAPER_INPUTS); others refused."
     from spectra_ml.core import MissingColumnError
 
-    limits = {"flux_": len(XP_WAVELENGTH_NM), "xp_": 2 * (XP_N_COEFF - 1)}
+    limits = {"flux_": len(XP_WAVELENGTH_NM), **dict(PAPER_INPUTS.values())}
     out, bad = {}, []
     for n in names:
         kind = next((p for p in limits if n.startswith(p) and n[len(p) :].isdigit()), None)
@@ -346,9 +594,10 @@ def _input_index(names, where: str) -> dict:
         else:
             out[n] = (kind, int(n[len(kind) :]))
     if bad:
+        known = ", ".join(f"{p}000..{p}{w - 1:03d}" for p, w in limits.items())
         raise MissingColumnError(
-            f"{where}: the model's input(s) {bad[:5]} cannot be built from XP coefficients (only flux_000..flux_342, "
-            "the embedded set's pixels, and xp_000..xp_107, Kane's features); give a Parquet table holding them"
+            f"{where}: the model's input(s) {bad[:5]} cannot be built from XP coefficients (only {known}); "
+            "give a Parquet table holding them"
         )
     return out
 
@@ -359,20 +608,31 @@ def xp_input_table(
     where: str = "the XP file",  # the file, for messages
     converter: XPConverter | None = None,
 ) -> "pd.DataFrame":
-    "One row per star of `xp`: source_id, the model's inputs built by name, eflux_### for flux inputs, medflux and the XP flags."
+    """One row per star of `xp`: source_id, the model's inputs built by name, eflux_### for flux inputs, medflux and
+    the XP flags. For Fallows & Sanders' fs_### inputs the raw XP columns come along, so that
+    `checkpoint.select_input_variances` can build their propagated covariance."""
     import pandas as pd
 
     idx = _input_index(list(names), where)
     flux, eflux, med, ok = xp_model_flux(xp, converter)
-    kane = kane_coefficient_features(xp["bp_coefficients"], xp["rp_coefficients"])
-    kane[~ok] = np.nan
+    kinds = {p: k for k, (p, _) in PAPER_INPUTS.items()}
+    built = {}
+    for p in {kind for kind, _ in idx.values() if kind != "flux_"}:
+        try:
+            built[p] = np.asarray(paper_inputs(kinds[p], xp), float)
+        except MissingColumnError as e:
+            raise MissingColumnError(f"{where}: {e}") from None
+        built[p][~ok] = np.nan
     cols = {"source_id": np.asarray(xp["source_id"], np.int64)}
     for n, (kind, i) in idx.items():
-        cols[n] = flux[:, i] if kind == "flux_" else kane[:, i]
+        cols[n] = flux[:, i] if kind == "flux_" else built[kind][:, i]
     for n, (kind, i) in idx.items():
         if kind == "flux_":
             cols["e" + n] = eflux[:, i]
     cols["medflux"] = med
+    if PAPER_INPUTS["fallows_sanders"][0] in built:
+        keep = "covariance" if xp.get("bp_coefficient_correlations") is not None else "coefficients"
+        cols.update(xp_table_columns(xp, np.arange(len(cols["source_id"])), keep))
     # the reader's per-row flags (flag_missing_bp, flag_parse, ...) and reasons travel with the rows
     for k, v in xp.items():
         if k.startswith("flag_") and np.ndim(v) == 1:
@@ -381,59 +641,6 @@ def xp_input_table(
         cols["parse_problem"] = np.asarray(xp["parse_problem"], object)
     cols["flag_xp_unconvertible"] = ~ok
     return pd.DataFrame(cols)
-
-# %% ../nbs/lib/05_features.ipynb #ea084085
-def fallows_sanders_features(
-    bp,
-    rp,  # (N, 55) each
-    cov_bp=None,
-    cov_rp=None,  # (N, 55, 55) DR3 covariances (None: no propagation)
-):
-    "Fallows & Sanders Eq. 1–2: x = x̃ / x̃_RP0 for both bands, with the covariance propagated to first order."
-    bp, rp = np.asarray(bp, float), np.asarray(rp, float)
-    r0 = rp[:, :1]
-    x_bp, x_rp = bp / r0, rp / r0
-    if cov_bp is None or cov_rp is None:
-        return np.hstack([rp / r0, bp / r0]), None, None
-    inv2 = 1.0 / r0[:, :, None] ** 2
-    S = np.asarray(cov_rp, float)
-    c_rp = inv2 * (
-        S
-        - x_rp[:, :, None] * S[:, None, 0, :]
-        - x_rp[:, None, :] * S[:, :, 0, None]
-        + x_rp[:, :, None] * x_rp[:, None, :] * S[:, 0, 0][:, None, None]
-    )
-    # Eq. 2 for BP as printed (BP-RP cross-covariance is zero in DR3; the RP0 error term is dropped there)
-    c_bp = inv2 * np.asarray(cov_bp, float)
-    return np.hstack([x_rp, x_bp]), c_rp, c_bp
-
-# %% ../nbs/lib/05_features.ipynb #f7cccf85
-def aspgap_features(
-    bp,
-    rp,
-    g,  # coefficients and the Gaia G magnitude
-) -> np.ndarray:
-    "AspGap §2: both bands divided by 10^{0.5(15 − G)} (110 features), before median/IQR scaling."
-    f = 10 ** (0.5 * (15.0 - np.asarray(g, float)))[:, None]
-    return np.hstack([np.asarray(bp, float) / f, np.asarray(rp, float) / f]).astype(np.float32)
-
-# %% ../nbs/lib/05_features.ipynb #6ce590c8
-def guiglion_features(bp, rp) -> np.ndarray:
-    "Guiglion et al. §3: each band divided by its first coefficient (first kept, = 1): 110 features."
-    bp, rp = np.asarray(bp, float), np.asarray(rp, float)
-    return np.hstack([bp / bp[:, :1], rp / rp[:, :1]]).astype(np.float32)
-
-# %% ../nbs/lib/05_features.ipynb #c131b8fa
-def xp_snr(
-    coefficients,
-    errors,
-    blocks=((0, 10), (10, 55)),  # AspGap: coefficients 1-10 and 11-55
-) -> np.ndarray:
-    "AspGap's XP S/N = ‖c‖₂/‖σ‖₂ per block of coefficients: (N, n_blocks)."
-    c, e = np.asarray(coefficients, float), np.asarray(errors, float)
-    return np.column_stack(
-        [np.linalg.norm(c[:, a:b], axis=1) / np.linalg.norm(e[:, a:b], axis=1) for a, b in blocks]
-    )
 
 # %% ../nbs/lib/05_features.ipynb #3933edd5
 class _StatScaler:
@@ -534,6 +741,43 @@ def sample_arrays(
     "The (N, n_features) float32 array stored in a sample table's `prefix###` columns."
     return df[feature_columns(df, prefix)].to_numpy(np.float32)
 
+# %% ../nbs/lib/05_features.ipynb #5272a8c3
+def spectral_inputs(
+    kind: str,  # the model's paper input kind (PAPER_INPUTS)
+    df: pd.DataFrame,  # a sample table
+) -> tuple:
+    "`(names, note)`: the paper's input names where the table can give them (note None), else the table's own spectral columns and a note naming what the paper's need."
+    names = paper_input_names(kind)
+    if names[0] in df.columns or xp_from_table(df.head(0)) is not None:
+        return names, None
+    own = feature_columns(df)
+    return own, (
+        f"the paper's spectral inputs {names[0]}..{names[-1]} ({kind}) need XP coefficients, which this "
+        f"sample lacks: trained on its {own[0]}..{own[-1]}"
+    )
+
+# %% ../nbs/lib/05_features.ipynb #3cdd3a77
+def describe_inputs(
+    names,  # a model's input names, in order
+) -> str:
+    "A short account of input names: numbered runs as `fs_000..fs_109 (110)`, the others by name."
+    parts, run = [], []
+
+    def close():
+        if run:
+            parts.append(f"{run[0]}..{run[-1]} ({len(run)})" if len(run) > 1 else run[0])
+            run.clear()
+
+    for n in map(str, names):
+        head = n.rstrip("0123456789")
+        if head != n and run and run[-1].rstrip("0123456789") == head:
+            run.append(n)
+        else:
+            close()
+            (run if head != n else parts).append(n)
+    close()
+    return " + ".join(parts)
+
 # %% ../nbs/lib/05_features.ipynb #c5a3a8e4
 #: Non-spectral inputs a model may add (Guiglion's photometry branch, Fallows & Sanders' colours):
 #: name -> how it is computed from a sample table's columns.
@@ -558,13 +802,11 @@ AUX_FEATURES = {
 }
 
 
-def model_inputs(
+def aux_inputs(
     df: pd.DataFrame,  # a sample table
-    aux=(),  # names from AUX_FEATURES appended after the spectral features
-    with_variance: bool = False,  # also return input variances (eflux² for the spectrum, 0 for aux)
-):
-    "The model's input rows: spectral features, then the auxiliary ones (and their variances)."
-    X = sample_arrays(df)
+    aux=(),  # names from AUX_FEATURES
+) -> list:
+    "Each auxiliary input as a float32 column; an unknown name or a missing column is refused by name."
     cols = []
     for a in aux:
         if a not in AUX_FEATURES:
@@ -576,6 +818,17 @@ def model_inputs(
                 f"auxiliary feature {a!r} needs column {e} that this table lacks "
                 "(the demo profile has no astrometry: parallax and pmag need the full profile)"
             ) from None
+    return cols
+
+
+def model_inputs(
+    df: pd.DataFrame,  # a sample table
+    aux=(),  # names from AUX_FEATURES appended after the spectral features
+    with_variance: bool = False,  # also return input variances (eflux² for the spectrum, 0 for aux)
+):
+    "The model's input rows: spectral features, then the auxiliary ones (and their variances)."
+    X = sample_arrays(df)
+    cols = aux_inputs(df, aux)
     Xa = np.column_stack([X] + cols).astype(np.float32) if cols else X
     if not with_variance:
         return Xa
@@ -621,13 +874,39 @@ def fallows_sanders_cuts(
         name = f"{col} bits {', '.join(map(str, bits))} unset"
         checks.append((name, col, lambda c, b=bits: ~bits_set(c, b)))
     for name, col, ok in checks:
-        if col in df:
-            f.cut(name, ok(df[col]))
+        values = df[col] if col in df else None
+        if values is not None and values.notna().any():
+            f.cut(name, np.asarray(ok(values), bool))  # a star without the value fails the cut
         else:
-            why = f"this profile's sample has no {col} column"
+            why = f"this profile's sample has no {col} " + ("column" if values is None else "value")
             f.rows.append(_not_applied(name, f.keep.sum(), why))
+    return f
+
+# %% ../nbs/lib/05_features.ipynb #c229d644
+#: AspGap §2: XP S/N = ‖c‖₂/‖σ‖₂ per band and block, > 100 for coefficients 1–10 and > 1 for 11–55, BP and RP.
+ASPGAP_SNR_MIN = {(0, 10): 100.0, (10, 55): 1.0}
+
+
+def aspgap_snr_cuts(
+    df: pd.DataFrame,  # a sample table keeping the raw XP columns (XP_TABLE_COLUMNS)
+) -> CutFlow:
+    "AspGap §2's XP S/N cuts of the training rows, counted block by block; not applied where the table keeps no coefficient errors."
+    f = CutFlow(len(df))
+    xp = xp_from_table(df)
+    for b in ("bp", "rp"):
+        for (lo, hi), smin in ASPGAP_SNR_MIN.items():
+            name = f"{b.upper()} XP S/N of coefficients {lo + 1}-{hi} > {smin:g}"
+            if xp is None or f"{b}_coefficient_errors" not in xp:
+                why = "this profile's sample keeps no XP coefficients and errors"
+                f.rows.append(_not_applied(name, f.keep.sum(), why))
+                continue
+            with np.errstate(invalid="ignore", divide="ignore"):
+                snr = xp_snr(xp[f"{b}_coefficients"], xp[f"{b}_coefficient_errors"], ((lo, hi),))[
+                    :, 0
+                ]
+            f.cut(name, snr > smin)  # NaN (no XP) fails
     return f
 
 
 #: A paper's own training-row cuts by name (models.ModelSpec.train_cuts).
-TRAIN_CUTS = {"fallows_sanders": fallows_sanders_cuts}
+TRAIN_CUTS = {"fallows_sanders": fallows_sanders_cuts, "aspgap": aspgap_snr_cuts}

@@ -18,7 +18,7 @@ from spectra_ml.checkpoint import (
 from .checkpoint import select_input_variances, select_inputs
 from .models.registry import model_spec
 from .models.guiglion import flag_boundary, tsne_training_like
-from .features import check_features
+from .features import check_features, scale_input_variance
 from fastcore.basics import patch
 
 # %% auto #0
@@ -42,7 +42,7 @@ def predict_table(
     shared_masks: bool = False,
     calibration: dict
     | None = None,  # label -> σ scale (model/calibration.json): adds sigma_cal_<label>
-    X_var=None,  # raw input variances (N, n_in), e.g. eflux² (used by Fallows & Sanders' σ²_input)
+    X_var=None,  # raw input variances (N, n_in) or covariances (N, n_in, n_in) (Fallows & Sanders' σ²_input)
 ) -> pd.DataFrame:
     "Predictions per star: `mu_<l>`, `sigma_<l>` (total) and its parts `sigma_<part>_<l>`, plus `flag_bad_input`."
     X, ok = check_features(X, n_features=feature_scaler.n_features)
@@ -53,7 +53,7 @@ def predict_table(
         Vs = (
             None
             if X_var is None
-            else np.asarray(X_var, np.float64)[ok] / feature_scaler.span.astype(np.float64) ** 2
+            else scale_input_variance(np.asarray(X_var)[ok], feature_scaler.span)
         )
         m, pv = model.predict_parts(
             feature_scaler.transform(X[ok]),

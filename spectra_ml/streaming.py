@@ -21,7 +21,7 @@ from spectra_ml.core import (
 from .checkpoint import Checkpoint, TrainConfig, checkpoint_fingerprint, rebuild_model
 from .checkpoint import select_input_variances, select_inputs
 from .prediction import Predictor, domain_flag, flag_any
-from .features import check_features
+from .features import XP_TABLE_COLUMNS, check_features
 import pyarrow as pa
 
 # %% auto #0
@@ -268,6 +268,9 @@ def _chunk_table(batch, cols, names, features, predictor, seed, extra) -> "pa.Ta
         p[k] = v
     out = pa.Table.from_pandas(p.reindex(columns=cols), preserve_index=False)
     skip = set(cols) | set(names) | {"e" + n for n in names}
+    skip |= {
+        c for v in XP_TABLE_COLUMNS.values() for c in v
+    }  # raw XP arrays: inputs' makings, not output
     for name in [
         c for c in batch.schema.names if c not in skip
     ]:  # every other input column, unchanged

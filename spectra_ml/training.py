@@ -22,15 +22,16 @@ from spectra_ml.core import (
 )
 from .checkpoint import Checkpoint, LabelScaler, TrainConfig, save_checkpoint
 from .models.registry import build_model, default_passes, model_spec
-from .features import PercentileScaler, SCALERS, check_features
+from .features import PercentileScaler, SCALERS, check_features, scale_input_variance
 
 # %% auto #0
 __all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'MISSING_LABELS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS',
            'PROFILE_TRAIN_CONFIG', 'TREE_FIELDS', 'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits',
            'stacked_adam', 'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances',
-           'named_config', 'density_flatten', 'training_rows', 'usable_label_rows', 'label_coverage', 'train_model',
-           'repeated_two_fold', 'config_overrides', 'stage_config', 'fit_boosting_baseline', 'fit_baseline',
-           'predict_baseline', 'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
+           'named_config', 'density_flatten', 'training_rows', 'model_training_inputs', 'usable_label_rows',
+           'label_coverage', 'train_model', 'repeated_two_fold', 'config_overrides', 'stage_config',
+           'fit_boosting_baseline', 'fit_baseline', 'predict_baseline', 'TreeEnsemble', 'save_baseline',
+           'load_baseline', 'plot_history']
 
 # %% ../nbs/lib/21_training.ipynb #219a37c8
 #: How an ensemble's members are trained (`TrainConfig.ensemble_training`): "batched" (one stacked model
@@ -113,7 +114,10 @@ def _train_epoch(
         b = perm[i : i + batch_size]
         xb = Xt[b]
         if augment:
-            xb = xb + augment * torch.sqrt(VXt[b]) * torch.randn(xb.shape, generator=noise)
+            vb = (
+                VXt[b] if VXt.ndim == 2 else torch.diagonal(VXt[b], dim1=1, dim2=2)
+            )  # σ² of each input
+            xb = xb + augment * torch.sqrt(vb) * torch.randn(xb.shape, generator=noise)
         phase = _phase(step < warmup_steps if warmup_steps else None)
         loss = model.loss(xb, Yt[b], _rows(VYt, b), _rows(VXt, b), epoch, **phase)
         opt.zero_grad()
@@ -604,6 +608,7 @@ class Trained:
             self.label_scaler,
             self.ood_scaler,
             self.info.get("label_ranges"),
+            inputs=self.info.get("input_columns"),  # by name, as the saved checkpoint records them
         )
 
     def save_fresh(self, path, extra: dict | None = None) -> Path:
@@ -765,6 +770,23 @@ def _paper_inputs_and_cuts(
         cfg.aux = list(dict.fromkeys(list(cfg.aux) + present))
     return missing, TRAIN_CUTS[spec.train_cuts](sample) if spec.train_cuts else None
 
+# %% ../nbs/lib/21_training.ipynb #ef1ca681
+def model_training_inputs(
+    spec,  # the model's registry entry (its `inputs`: the paper's spectral input kind)
+    sample: pd.DataFrame,  # a sample table
+    aux=(),  # auxiliary input names, after the spectrum
+) -> tuple:
+    """`(names, X, VX, lacking)`: the model's inputs by name, their variances (N, D) or covariance (N, D, D) or None,
+    and a note where the sample cannot give the paper's spectral inputs (the demo: sampled spectra only)."""
+    from spectra_ml.checkpoint import select_input_variances, select_inputs
+    from spectra_ml.features import aux_inputs, spectral_inputs
+
+    spectral, lacking = spectral_inputs(spec.inputs, sample)
+    aux_inputs(sample.head(1), aux)  # an unknown or unbuildable auxiliary input: its own message
+    names = spectral + list(aux)
+    X = select_inputs(sample, names, "the sample table")
+    return names, X, select_input_variances(sample, names), lacking
+
 # %% ../nbs/lib/21_training.ipynb #8daa70e5
 def usable_label_rows(
     Y,  # (N, L) labels, NaN where missing
@@ -817,14 +839,12 @@ def train_model(
     **overrides,  # TrainConfig fields (seed, max_epochs, lr, options={...}, aux=[...]) and TRAIN_OPTIONS; None = default
 ) -> Trained:
     "Train any registered model on a sample table's training split, early-stopping on its validation split."
-    from spectra_ml.features import feature_columns, model_inputs
-
     spec = model_spec(model)
     overrides, topt = named_config(config, **overrides)
     cfg = TrainConfig.for_model(model, labels, 0, **overrides)
     missing, paper_flow = _paper_inputs_and_cuts(spec, sample, cfg, overrides.get("aux") is None)
     cfg.aux = list(cfg.aux) + [a for a in topt["extra_aux"] if a not in cfg.aux]
-    X, VX = model_inputs(sample, cfg.aux, with_variance=True)
+    names, X, VX, lacking = model_training_inputs(spec, sample, cfg.aux)
     X, ok = check_features(X)
     Y = sample[list(labels)].to_numpy(float)
     ok &= usable_label_rows(Y, topt["missing_labels"], spec.cls)
@@ -839,7 +859,7 @@ def train_model(
     ls = LabelScaler().fit(Y[is_tr], kind=cfg.label_scaling)  # AspGap §2: median, y97.5 − y2.5
     Xs, Ys = fs.transform(X), ls.transform(Y)
     VY = label_variances(sample, labels, ls)
-    VXs = None if VX is None else (VX / fs.span.astype(np.float64) ** 2).astype(np.float32)
+    VXs = None if VX is None else scale_input_variance(VX, fs.span)
     rows = training_rows(sample, is_tr, cfg, topt)
     pair = lambda A: None if A is None else (A[rows], A[is_va])
     fitter = fit_ensemble if spec.ensemble else fit
@@ -864,7 +884,11 @@ def train_model(
             # cut flow over the whole table (None: the seed has none)
             "paper_training_cuts": None if paper_flow is None else paper_flow.rows,
             # the exact input columns, in order (checkpoint.select_inputs matches them by name)
-            "input_columns": feature_columns(sample) + list(cfg.aux),
+            "input_columns": names,
+            # whose spectral inputs these are (features.PAPER_INPUTS; None: the sample's own, see above)
+            "input_kind": None if lacking else spec.inputs,
+            "paper_spectral_inputs_missing": lacking,  # e.g. the demo: sampled spectra, no coefficients
+            "input_covariance": VX is not None and VX.ndim == 3,
             "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in topt.items()},
         }
     )

@@ -271,8 +271,14 @@ def test_xp_feature_frame_on_real_coefficients(local_data):
     )  # star 1 has no BP
     xp2 = {k: np.concatenate([v, v[:1]]) for k, v in xp.items()}  # the first star twice
     ids = [int(xp["source_id"][2]), 12345, int(xp["source_id"][0]), int(xp["source_id"][1])]
-    feats, has = xp_feature_frame(ids, xp2)
-    assert feats.shape == (4, 108) and has.tolist() == [True, False, True, False]
+    frame, has = xp_feature_frame(ids, xp2)
+    feats = frame[[f"xp_{i:03d}" for i in range(108)]]
+    assert len(frame) == 4 and has.tolist() == [True, False, True, False]
+    # the raw coefficients ride along, row for row, for the other papers' inputs (NaN for the absent star)
+    np.testing.assert_array_equal(
+        np.asarray(frame.rp_coefficients[2]), xp["rp_coefficients"][0].astype(np.float32)
+    )
+    assert np.isnan(np.asarray(frame.rp_coefficients[1])).all()
     np.testing.assert_array_equal(
         feats.iloc[0].to_numpy(),
         kane_coefficient_features(xp["bp_coefficients"][2:3], xp["rp_coefficients"][2:3])[0],

@@ -217,3 +217,31 @@ def test_the_full_profile_trains_with_the_masked_loss(plumbing_run):
     prov = json.loads((run / "provenance" / "08_training.json").read_text())
     assert prov["parameters"]["config"] == "kane_masked"
     assert summary["train"]["train_options"]["missing_labels"] == "mask"
+
+
+def test_the_full_profile_sample_gives_every_papers_inputs(plumbing_run):
+    """The full profile's sample keeps the raw XP columns (correlations where the source has them), so each model
+    trains on its paper's inputs; Fallows & Sanders' σ²_input then comes from the propagated covariance (> 0 on
+    every row with XP).
+    Plumbing only: the mirror's rows are synthetic and nothing here is a result."""
+    from spectra_ml.features import PAPER_INPUTS, paper_input_names
+    from spectra_ml.prediction import predict_sample
+    from spectra_ml.training import train_model
+
+    run, summary = plumbing_run
+    sample = pd.read_parquet(run / "products" / "samples.parquet")
+    raw = {"bp_coefficients", "rp_coefficients", "bp_coefficient_errors", "rp_coefficient_errors"}
+    assert raw <= set(sample)
+    assert "bp_coefficient_correlations" not in sample  # the bulk files have none: none are made up
+    meta = json.loads((run / "model" / "config.json").read_text())
+    assert meta["training"]["input_kind"] == "kane"  # the pipeline's default model: Kane's xp_###
+    assert meta["input_columns"][:108] == paper_input_names("kane")
+    labels = ["teff", "logg"]
+    tr = train_model(sample, labels, model="uncertain_nn", progress=False, max_iterations=3)
+    assert tr.info["input_kind"] == "fallows_sanders" and tr.info["input_covariance"]
+    assert tr.info["input_columns"][: PAPER_INPUTS["fallows_sanders"][1]] == paper_input_names(
+        "fallows_sanders"
+    )
+    pred, _ = predict_sample(tr.checkpoint(), sample, n_passes=2, progress=False)
+    ok = ~pred.flag_bad_input
+    assert ok.any() and (pred.loc[ok, f"sigma_input_{labels[0]}"] > 0).all()

@@ -117,6 +117,11 @@ def test_fallows_sanders_inputs_are_theirs_where_the_demo_has_them(sample):
     t = train_model(sample, LABELS, "uncertain_nn", progress=False, max_epochs=1, max_iterations=2)
     assert t.config.aux == ["bp_rp", "j_h"]
     assert t.info["paper_inputs_missing"] == ["w1_w2", "h_w2", "pmag"]
+    # the demo keeps sampled spectra, not coefficients: the RP₀-normalised inputs are named as lacking
+    assert (
+        t.info["input_kind"] is None and "fs_000..fs_109" in t.info["paper_spectral_inputs_missing"]
+    )
+    assert t.info["input_columns"][0] == "flux_000"
     assert t.info["input_columns"][-2:] == ["bp_rp", "j_h"]
     cuts = t.info["paper_training_cuts"][1:]  # F&S §2's cuts: none of their columns in the demo
     assert len(cuts) == 5 and all(c["removed"] is None and "not applied" in c["note"] for c in cuts)

@@ -308,9 +308,12 @@ def _vb21(allow_download: bool) -> pd.DataFrame:
 def xp_feature_frame(
     source_ids,  # the sample's ids, in its row order
     xp: dict,  # read_xp layout (any order; duplicated ids: the first row is used)
+    keep: str = "coefficients",  # raw XP columns kept for the other papers' inputs (features.XP_TABLE_COLUMNS)
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    "Kane's 108 coefficient features per sample row (NaN without both XP bands) and the mask of rows that have them."
-    from spectra_ml.features import kane_coefficient_features
+    """Kane's 108 coefficient features per sample row (NaN without both XP bands) and the mask of rows that have
+    them; beside them the raw XP columns `keep` names, from which any paper's inputs are built by name
+    (`features.with_paper_inputs`)."""
+    from spectra_ml.features import kane_coefficient_features, xp_table_columns
 
     ids = np.asarray(source_ids, np.int64)
     first = pd.Series(np.arange(len(xp["source_id"])), index=np.asarray(xp["source_id"], np.int64))
@@ -327,7 +330,9 @@ def xp_feature_frame(
     feats[~has] = (
         np.nan
     )  # one band alone is not Kane's input: the whole row is missing, and flagged
-    return pd.DataFrame(feats, columns=[f"xp_{i:03d}" for i in range(108)]), has
+    frame = pd.DataFrame(feats, columns=[f"xp_{i:03d}" for i in range(108)])
+    raw = xp_table_columns(xp, np.where(np.isnan(rows), -1, rows).astype(int), keep)
+    return pd.concat([frame, pd.DataFrame(raw, index=frame.index)], axis=1), has
 
 # %% ../../nbs/kane/01_samples.ipynb #509256f6
 def build_full_training(
@@ -355,7 +360,7 @@ def build_full_training(
     t["ebv_sfd"] = np.nan  # Kane Fig. 4 / B1-B4's E(B-V) row (NaN: no Gaia position)
     if known.any():
         t.loc[known, "ebv_sfd"] = ebv_sfd(t.ra[known], t.dec[known])[0]
-    feats, has = xp_feature_frame(t.source_id, xp)
+    feats, has = xp_feature_frame(t.source_id, xp, keep="covariance")  # F&S: the full covariance
     f2 = CutFlow(len(t))
     f2.rows = []  # continues the APOGEE flow on its survivors
     f2.cut("has Gaia XP coefficients (both bands)", has)
@@ -794,7 +799,7 @@ def build_galah_sample(
         xp_loader, gaia_loader = _gaia_loaders(xp_loader, gaia_loader, allow_download)
         ids = g.source_id.to_numpy()
         g = g.merge(gaia_loader(ids), on="source_id", how="left", suffixes=("", "_gaia"))
-        feats, has = xp_feature_frame(g.source_id, xp_loader(ids))
+        feats, has = xp_feature_frame(g.source_id, xp_loader(ids), keep="covariance")
         g = pd.concat([g, feats], axis=1)
     if members is None:
         vb21 = fetch_optional("vb21_members", [], allow_download)

@@ -103,8 +103,14 @@ def input_variance(
     return propagate_variance(model(x)[0], x, var_x, cov_x, create_graph)
 
 # %% ../../nbs/lib/12_models_fallows_sanders.ipynb #571d9272
-def jacobian_variance(J, var_x=None, cov_x=None):
+def jacobian_variance(
+    J,  # ∂ŷ/∂x (N, L, D)
+    var_x=None,  # (N, D) input variances, or (N, D, D): taken as the full covariance
+    cov_x=None,  # (N, D, D) full input covariance
+):
     "diag(J Σ_x Jᵀ) for J (N, L, D) and a diagonal (N, D) or full (N, D, D) input covariance."
+    if cov_x is None and var_x is not None and var_x.ndim == 3:
+        cov_x, var_x = var_x, None  # a sample's full covariance travels where variances do
     if cov_x is not None:
         return torch.einsum("nld,nde,nle->nl", J, torch.as_tensor(cov_x, dtype=J.dtype), J)
     return (J**2 * torch.as_tensor(var_x, dtype=J.dtype)[:, None, :]).sum(-1)

@@ -42,6 +42,7 @@ class ModelSpec:
     cls: type  # the network; it owns `loss` and `predict_parts`
     paper: str  # the paper and sections its defaults come from
     scaler: str = "percentile"  # feature scaler kind (xp.SCALERS)
+    inputs: str = "kane"  # the paper's spectral inputs (features.PAPER_INPUTS), where the sample has coefficients
     aux: tuple = ()  # inputs after the spectrum (samples.AUX_FEATURES names)
     paper_aux: tuple = ()  # the paper's further inputs: used where the sample has them, the others named
     train_cuts: str | None = (
@@ -109,6 +110,7 @@ register(
         UncertainNN,
         paper="Fallows & Sanders §3, §3.1.1",
         scaler="percentile",
+        inputs="fallows_sanders",  # §2.2 Eq. 1–2: / RP₀, with the propagated DR3 covariance (σ²_input)
         # §2: colours G_BP − G_RP, W1 − W2, J − H, H − W2 and the pseudo-absolute magnitude ϖ 10^{0.2 G_RP};
         # the demo has BP − RP and J − H only (no unWISE, no parallax): the others are named as missing
         paper_aux=("bp_rp", "w1_w2", "j_h", "h_w2", "pmag"),
@@ -145,6 +147,8 @@ register(
         AspGapNet,
         paper="AspGap §2-3",
         scaler="median_iqr",  # §2 Eq. 1: (x − x_50) / (x_75 − x_25) per input
+        inputs="aspgap",  # §2: the coefficients / 10^{0.5(15 − G)}
+        train_cuts="aspgap",  # §2: XP S/N > 100 (coefficients 1–10) and > 1 (11–55), BP and RP
         defaults={
             "dropout": 0.0,  # §3: none
             # decoder widths and activations [not given]: one hidden layer of 256, LeakyReLU
@@ -174,6 +178,7 @@ register(
         GuiglionEnsemble,
         paper="Guiglion et al. §3, §5",
         scaler="minmax",
+        inputs="guiglion",  # §3: BP / BP₀ and RP / RP₀, 110 features
         # photometry branch: G, BP, RP and parallax in the paper (the demo has no parallax)
         aux=("g", "bp", "rp"),
         paper_aux=("parallax",),

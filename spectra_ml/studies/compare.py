@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from ..core import DEFAULT_SEED, LABEL_TEX, figure_style
 from ..metrics import PUBLISHED_RMSE
+from ..features import describe_inputs
 from ..prediction import predict_sample
 from ..metrics import fit_calibration, per_bin_summary, per_bin_tables
 from ..models.fallows_sanders import gradient_attention
@@ -492,6 +493,17 @@ def comparison_summary(
         },
         "guiglion_flags": flags,
         "members": {n: t.info.get("members") for n, t in trained.items() if t.info.get("members")},
+        # each model's inputs as trained: whose spectral inputs (None: the sample's own), the columns, and
+        # whether σ²_input came from a full input covariance (Fallows & Sanders with coefficients)
+        "inputs": {
+            n: {
+                "kind": t.info.get("input_kind"),
+                "columns": describe_inputs(t.info.get("input_columns") or []),
+                "input_covariance": bool(t.info.get("input_covariance")),
+                "paper_spectral_inputs_missing": t.info.get("paper_spectral_inputs_missing"),
+            }
+            for n, t in trained.items()
+        },
         # the paper's inputs this profile lacks: each such model was trained without them
         "paper_inputs_missing": {
             n: t.info["paper_inputs_missing"]
