@@ -773,6 +773,28 @@ def _synthetic_published_as_demo(tmp_path, capsys, local_data):
     return _one_line_error(capsys)
 
 
+def _xp_file_for_a_g_normalised_model(tmp_path, capsys, local_data):
+    "An AspGap-input checkpoint (trained on real coefficients, SYNTHETIC labels: plumbing) given an XP file, which has no G."
+    import pandas as pd
+    from spectra_ml.features import xp_table_columns
+    from spectra_ml.training import train_model
+
+    xp = xp_io.read_xp(local_data / "gaia_xp" / "xp_continuous_combined_chunk0.fits")
+    n = len(xp["source_id"])
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"source_id": xp["source_id"], **xp_table_columns(xp, np.arange(n))}).assign(
+        phot_g_mean_mag=rng.uniform(12, 17, n),
+        teff=rng.normal(4800, 300, n),
+        teff_err=50.0,
+        split=np.where(np.arange(n) % 5 == 0, "validation", "train"),
+    )
+    train_model(df, ["teff"], "aspgap", progress=False, max_epochs=1).save(tmp_path / "m")
+    src = local_data / "gaia_xp" / "XP_CONTINUOUS_RAW.csv"
+    args = ["predict", "--model", str(tmp_path / "m"), "--input", str(src)]
+    assert main(args + ["--output", str(tmp_path / "out")]) == 2
+    return _one_line_error(capsys)
+
+
 WHAT_HAPPENS_WHEN = [
     # (what the user did, what the message names, the fix it gives, how the case is made)
     (
@@ -816,6 +838,12 @@ WHAT_HAPPENS_WHEN = [
         "SYNTHETIC mirror",
         "run without --publish",
         _synthetic_published_as_demo,
+    ),
+    (
+        "an archive XP file given to a model with AspGap's G-normalised inputs (the file has no Gaia G)",
+        "XP_CONTINUOUS_RAW.csv: AspGap's inputs",
+        "give the table Gaia's phot_g_mean_mag",
+        _xp_file_for_a_g_normalised_model,
     ),
 ]
 
