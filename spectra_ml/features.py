@@ -17,7 +17,7 @@ __all__ = ['SCALER_PERCENTILES', 'XP_WAVELENGTH_NM', 'FS_BP_RP_EXCESS_MAX', 'FS_
            'xp_covariance', 'xp_unit_response', 'XPConverter', 'fallows_sanders_features', 'aspgap_features',
            'guiglion_features', 'xp_snr', 'paper_input_names', 'xp_table_columns', 'xp_from_table', 'paper_inputs',
            'fs_input_covariance', 'with_paper_inputs', 'paper_input_covariance', 'scale_input_variance',
-           'default_converter', 'xp_model_flux', 'xp_input_table', 'MedianIQRScaler', 'MinMaxScaler',
+           'default_converter', 'xp_model_flux', 'xp_input_table', 'MedianIQRScaler', 'MinMaxScaler', 'ZScoreAuxScaler',
            'scaler_from_dict', 'feature_columns', 'sample_arrays', 'spectral_inputs', 'describe_inputs', 'aux_inputs',
            'model_inputs', 'available_aux', 'fallows_sanders_cuts', 'aspgap_snr_cuts']
 
@@ -706,9 +706,32 @@ class MinMaxScaler(_StatScaler):
         lo, hi = X.min(0), X.max(0)
         return lo, hi - lo
 
+# %% ../nbs/lib/05_features.ipynb #da04a496
+class ZScoreAuxScaler(_StatScaler):
+    """Fallows & Sanders §3.1.3: "x and y are normalised ... using either zscore standardization, or the BP/RP
+    normalisation method described in Sec. 2.2": the spectral inputs are left as Eq. 1 made them, the last
+    `n_aux` inputs (colours, pseudo-magnitude) are z-scored on the training split."""
+
+    kind = "zscore_aux"
+
+    def __init__(
+        self,
+        n_aux: int = 0,  # the auxiliary inputs after the spectrum
+    ):
+        self.n_aux = int(n_aux)
+
+    def _stats(self, X):
+        loc, scale = np.zeros(X.shape[1]), np.ones(X.shape[1])
+        if self.n_aux:
+            loc[-self.n_aux :], scale[-self.n_aux :] = (
+                X[:, -self.n_aux :].mean(0),
+                X[:, -self.n_aux :].std(0),
+            )
+        return loc, scale
+
 # %% ../nbs/lib/05_features.ipynb #0468869b
-#: Feature scalers by name: Kane percentile, AspGap median/IQR, Guiglion min-max.
-SCALERS = {c.kind: c for c in (PercentileScaler, MedianIQRScaler, MinMaxScaler)}
+#: Feature scalers by name: Kane percentile, AspGap median/IQR, Guiglion min-max, F&S z-scored aux.
+SCALERS = {c.kind: c for c in (PercentileScaler, MedianIQRScaler, MinMaxScaler, ZScoreAuxScaler)}
 
 
 def scaler_from_dict(d: dict):

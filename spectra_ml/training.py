@@ -28,9 +28,9 @@ from .features import PercentileScaler, SCALERS, check_features, scale_input_var
 __all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'MISSING_LABELS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS',
            'PROFILE_TRAIN_CONFIG', 'TREE_FIELDS', 'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits',
            'stacked_adam', 'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances',
-           'named_config', 'density_flatten', 'training_rows', 'model_training_inputs', 'usable_label_rows',
-           'label_coverage', 'train_model', 'repeated_two_fold', 'config_overrides', 'stage_config',
-           'fit_boosting_baseline', 'fit_baseline', 'predict_baseline', 'TreeEnsemble', 'save_baseline',
+           'named_config', 'density_flatten', 'training_rows', 'model_training_inputs', 'feature_scaler',
+           'usable_label_rows', 'label_coverage', 'train_model', 'repeated_two_fold', 'config_overrides',
+           'stage_config', 'fit_boosting_baseline', 'fit_baseline', 'predict_baseline', 'TreeEnsemble', 'save_baseline',
            'load_baseline', 'plot_history']
 
 # %% ../nbs/lib/21_training.ipynb #219a37c8
@@ -684,6 +684,8 @@ TRAIN_CONFIGS = {
     # AspGap with our label standardisation (mean, std) instead of §2's median over y_97.5 − y_2.5:
     # on 2,100 demo giants, 25 epochs at lr 1e-3, the paper's scaling left Teff RMSE at 1.2 σ
     "aspgap_std_labels": {"label_scaling": "std"},
+    # F&S with Kane's percentile scaling of every input (our earlier reading of §3.1.3)
+    "fs_percentile": {"scaler": "percentile"},
     # our earlier F&S variant: batches of 128 reshuffled every epoch, early-stopped on the
     # validation split (patience 25), the first 10 epochs without σ²_input
     "fs_early_stop": {
@@ -787,6 +789,17 @@ def model_training_inputs(
     X = select_inputs(sample, names, "the sample table")
     return names, X, select_input_variances(sample, names), lacking
 
+# %% ../nbs/lib/21_training.ipynb #a63f5852
+def feature_scaler(
+    cfg,  # the TrainConfig (its scaler kind and aux inputs)
+):
+    "An unfitted feature scaler of `cfg.scaler`; one that treats the auxiliary inputs apart is told how many there are."
+    import inspect
+
+    cls = SCALERS[cfg.scaler]
+    takes_aux = "n_aux" in inspect.signature(cls.__init__).parameters
+    return cls(n_aux=len(cfg.aux)) if takes_aux else cls()
+
 # %% ../nbs/lib/21_training.ipynb #8daa70e5
 def usable_label_rows(
     Y,  # (N, L) labels, NaN where missing
@@ -855,7 +868,7 @@ def train_model(
     cfg.n_in = X.shape[1]
     if spec.aux_width_option:  # e.g. Guiglion's photometry branch width
         cfg.options = {spec.aux_width_option: len(cfg.aux), **cfg.options}
-    fs, ood = SCALERS[cfg.scaler]().fit(X[is_tr]), PercentileScaler().fit(X[is_tr])
+    fs, ood = feature_scaler(cfg).fit(X[is_tr]), PercentileScaler().fit(X[is_tr])
     ls = LabelScaler().fit(Y[is_tr], kind=cfg.label_scaling)  # AspGap §2: median, y97.5 − y2.5
     Xs, Ys = fs.transform(X), ls.transform(Y)
     VY = label_variances(sample, labels, ls)

@@ -109,7 +109,9 @@ register(
         "uncertain_nn",
         UncertainNN,
         paper="Fallows & Sanders §3, §3.1.1",
-        scaler="percentile",
+        # §3.1.3: the RP₀-normalised coefficients as Eq. 1 made them, the colours and pseudo-magnitude z-scored
+        # (Kane's percentile scaling of every input, our earlier reading, is the named config fs_percentile)
+        scaler="zscore_aux",
         inputs="fallows_sanders",  # §2.2 Eq. 1–2: / RP₀, with the propagated DR3 covariance (σ²_input)
         # §2: colours G_BP − G_RP, W1 − W2, J − H, H − W2 and the pseudo-absolute magnitude ϖ 10^{0.2 G_RP};
         # the demo has BP − RP and J − H only (no unWISE, no parallax): the others are named as missing
