@@ -17,6 +17,12 @@ Everything else lives in the submodules (`spectra_ml.prediction`, `spectra_ml.st
 Names are imported on first use, so `import spectra_ml` stays light (no torch until needed).
 """
 
+import warnings as _warnings
+
+# tqdm.auto in a Jupyter kernel without ipywidgets (the executed chapters') warns "IProgress not found" and falls
+# back to its text bars: the same bars, without that warning printed in every chapter
+_warnings.filterwarnings("ignore", message="IProgress not found")
+
 __all__ = ["__version__", "load_model", "label_stars", "Predictor", "read_xp"]
 
 _LAZY = {

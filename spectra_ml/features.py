@@ -427,8 +427,9 @@ def xp_from_table(
         if n in df.columns:
             w = XP_N_CORR if "correlations" in n else XP_N_COEFF
             blank = np.full(w, np.nan)
-            out[n] = np.stack(
-                [blank if v is None else np.asarray(v, float) for v in df[n]] or [blank]
+            out[n] = np.stack(  # a missing cell (None, NaN from a merge) is a NaN array
+                [np.asarray(v, float) if np.ndim(v) == 1 and len(v) == w else blank for v in df[n]]
+                or [blank]
             )[: len(df)]
     return out
 
@@ -515,27 +516,43 @@ def with_paper_inputs(
 def paper_input_covariance(
     df: pd.DataFrame,  # a sample table keeping the raw XP columns
     names,  # the model's input names, in order
+    chunk: int = 2048,  # stars per block
 ) -> np.ndarray | None:
-    "(N, D, D) input covariance: F&S's propagated one at the fs_### positions, 0 elsewhere; None without fs_ inputs or errors."
+    """(N, D, D) float32 input covariance: F&S's propagated one at the fs_### positions, 0 elsewhere; None without
+    fs_ inputs or coefficient errors. 4·D² bytes a star (53 kB for F&S's 115 inputs), built block by block."""
     pos = [j for j, n in enumerate(names) if str(n).startswith(PAPER_INPUTS["fallows_sanders"][0])]
     xp = xp_from_table(df) if pos else None
     if xp is None or "bp_coefficient_errors" not in xp:
         return None
-    C = fs_input_covariance(xp)
     order = [int(str(names[j])[3:]) for j in pos]
+    a = pos[0]
+    plain = pos == list(range(a, a + len(pos))) and order == list(range(len(order)))
     out = np.zeros((len(df), len(names), len(names)), np.float32)
-    out[np.ix_(np.arange(len(df)), pos, pos)] = C[np.ix_(np.arange(len(df)), order, order)]
+    for lo in range(0, len(df), chunk):
+        r = slice(lo, lo + chunk)
+        C = fs_input_covariance({k: v[r] for k, v in xp.items()})
+        if plain:  # the usual layout: fs_000.. in order, then the aux inputs
+            out[r, a : a + len(pos), a : a + len(pos)] = C[:, : len(pos), : len(pos)]
+        else:
+            out[r][:, np.array(pos)[:, None], np.array(pos)[None, :]] = C[:, np.array(order)[:, None], order]
     return out
 
 # %% ../nbs/lib/05_features.ipynb #8f829cb8
 def scale_input_variance(
     V,  # raw input variances (N, D) or covariances (N, D, D)
     span,  # the feature scaler's per-feature divisor (D,)
+    inplace: bool = False,  # divide V itself when it is float32 already (no copy of a large covariance)
 ) -> np.ndarray:
-    "Variances in the scaled inputs' units: V / span² (covariances: / span_i span_j), float32."
-    s = np.asarray(span, np.float64)
-    V = np.asarray(V, np.float64)
-    return (V / (s[:, None] * s[None, :]) if V.ndim == 3 else V / s**2).astype(np.float32)
+    "Variances in the scaled inputs' units, float32: V / span² (covariances: / span_i span_j)."
+    s = np.asarray(span, np.float32)
+    V = np.asarray(V, np.float32)
+    V = V if inplace else V.copy()
+    if V.ndim == 3:
+        V /= s[None, :, None]
+        V /= s[None, None, :]
+    else:
+        V /= s[None, :] ** 2
+    return V
 
 # %% ../nbs/lib/05_features.ipynb #61862b3b
 _CONVERTERS = {}  # one XPConverter per process and grid: GaiaXPy's design matrices are built once

@@ -28,10 +28,10 @@ from .features import PercentileScaler, SCALERS, check_features, scale_input_var
 __all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'MISSING_LABELS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS',
            'PROFILE_TRAIN_CONFIG', 'TREE_FIELDS', 'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits',
            'stacked_adam', 'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances',
-           'named_config', 'density_flatten', 'training_rows', 'model_training_inputs', 'feature_scaler',
-           'usable_label_rows', 'label_coverage', 'train_model', 'repeated_two_fold', 'config_overrides',
-           'stage_config', 'fit_boosting_baseline', 'fit_baseline', 'predict_baseline', 'TreeEnsemble', 'save_baseline',
-           'load_baseline', 'plot_history']
+           'named_config', 'density_flatten', 'training_rows', 'model_training_inputs', 'input_covariance_kind',
+           'feature_scaler', 'usable_label_rows', 'label_coverage', 'train_model', 'repeated_two_fold',
+           'config_overrides', 'stage_config', 'fit_boosting_baseline', 'fit_baseline', 'predict_baseline',
+           'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
 
 # %% ../nbs/lib/21_training.ipynb #219a37c8
 #: How an ensemble's members are trained (`TrainConfig.ensemble_training`): "batched" (one stacked model
@@ -789,6 +789,20 @@ def model_training_inputs(
     X = select_inputs(sample, names, "the sample table")
     return names, X, select_input_variances(sample, names), lacking
 
+# %% ../nbs/lib/21_training.ipynb #b18f8b35
+def input_covariance_kind(
+    sample: pd.DataFrame,  # the sample table
+    VX,  # the input variances model_training_inputs gave (None, (N, D) or (N, D, D))
+) -> str | None:
+    "What σ²_input was built from: the full DR3 covariance, the errors alone (no correlations kept), flux errors, or None."
+    if VX is None:
+        return None
+    if VX.ndim == 2:
+        return "diagonal (flux errors)"
+    if "bp_coefficient_correlations" in sample.columns:
+        return "full (DR3 errors and correlations)"
+    return "DR3 errors only (the sample keeps no correlations)"
+
 # %% ../nbs/lib/21_training.ipynb #a63f5852
 def feature_scaler(
     cfg,  # the TrainConfig (its scaler kind and aux inputs)
@@ -872,7 +886,7 @@ def train_model(
     ls = LabelScaler().fit(Y[is_tr], kind=cfg.label_scaling)  # AspGap §2: median, y97.5 − y2.5
     Xs, Ys = fs.transform(X), ls.transform(Y)
     VY = label_variances(sample, labels, ls)
-    VXs = None if VX is None else scale_input_variance(VX, fs.span)
+    VXs = None if VX is None else scale_input_variance(VX, fs.span, inplace=True)  # VX not used again
     rows = training_rows(sample, is_tr, cfg, topt)
     pair = lambda A: None if A is None else (A[rows], A[is_va])
     fitter = fit_ensemble if spec.ensemble else fit
@@ -901,7 +915,7 @@ def train_model(
             # whose spectral inputs these are (features.PAPER_INPUTS; None: the sample's own, see above)
             "input_kind": None if lacking else spec.inputs,
             "paper_spectral_inputs_missing": lacking,  # e.g. the demo: sampled spectra, no coefficients
-            "input_covariance": VX is not None and VX.ndim == 3,
+            "input_covariance": input_covariance_kind(sample, VX),
             "train_options": {k: list(v) if isinstance(v, tuple) else v for k, v in topt.items()},
         }
     )

@@ -204,7 +204,11 @@ def test_training_takes_the_papers_inputs(xp2000, tmp_path, model, kind, kw):
     tr = train_model(df, ["teff", "logg"], model=model, progress=False, **kw)
     assert tr.info["input_kind"] == kind
     assert tr.info["input_columns"][:110] == paper_input_names(kind)
-    assert tr.info["input_covariance"] == (kind == "fallows_sanders")
+    # the sample keeps errors but no correlations: said, not hidden
+    want = (
+        "DR3 errors only (the sample keeps no correlations)" if kind == "fallows_sanders" else None
+    )
+    assert tr.info["input_covariance"] == want
     tr.save(tmp_path / "m")
     meta = json.loads((tmp_path / "m" / "config.json").read_text())
     assert meta["input_columns"][:110] == paper_input_names(kind)
@@ -294,3 +298,51 @@ def test_predict_reads_ingested_bulk_partitions(local_data, tmp_path):
     assert got.source_id.tolist() == read_xp(csv)["source_id"].tolist()
     assert got.flag_bad_input.tolist() == [False, True, False] and got.mu_teff.notna().sum() == 2
     assert not [c for c in got.columns if "coefficient" in c or c.startswith("flux_")]
+
+
+def test_sigma_input_uses_the_whole_covariance_in_scaled_units():
+    """diag(J Σ Jᵀ) from a 3-D var_x equals autograd's J with a non-diagonal Σ (the off-diagonal terms count), and
+    σ²_input is the same whatever the feature scaling (Σ scaled by span_i span_j, the Jacobian by span_j)."""
+    import torch
+    from spectra_ml.features import scale_input_variance
+    from spectra_ml.models.fallows_sanders import UncertainNN, input_variance, jacobian_variance
+
+    torch.manual_seed(0)
+    net = UncertainNN(6, 2).eval()
+    x = torch.randn(5, 6, dtype=torch.float32)
+    A = torch.randn(5, 6, 6)
+    C = A @ A.transpose(1, 2) / 6  # synthetic: a full covariance per star
+    J = torch.autograd.functional.jacobian(lambda z: net(z)[0].sum(0), x).permute(
+        1, 0, 2
+    )  # (N, L, D)
+    ref = torch.einsum("nld,nde,nle->nl", J, C, J)
+    got = jacobian_variance(J, C)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-7)
+    diag_only = jacobian_variance(J, torch.diagonal(C, dim1=1, dim2=2))
+    assert (
+        got - diag_only
+    ).abs().max() > 1e-3 * ref.abs().max()  # dropping the off-diagonals would show
+    torch.testing.assert_close(input_variance(net, x, var_x=C), ref, rtol=1e-4, atol=1e-6)
+    # a rescaled input x' = x / s: Σ' = Σ / s s^T and J' = J s give the same σ²_input
+    s = np.array([2.0, 0.5, 3.0, 1.0, 4.0, 0.25], np.float32)
+    Cs = torch.as_tensor(scale_input_variance(C.numpy(), s))
+    torch.testing.assert_close(
+        jacobian_variance(J * torch.as_tensor(s), Cs), ref, rtol=1e-4, atol=1e-6
+    )
+    np.testing.assert_allclose(scale_input_variance(np.ones((1, 6)), s)[0], 1 / s**2, rtol=1e-6)
+
+
+def test_rp_halves_and_a_missing_cell(xp2000):
+    "Kane's and Guiglion's RP halves are RP/RP₀; a table cell without XP (NaN from a merge) reads as a NaN row."
+    bp, rp = xp2000["bp_coefficients"].astype(float), xp2000["rp_coefficients"].astype(float)
+    t = _table(xp2000)
+    df = with_paper_inputs(t, paper_input_names("guiglion") + paper_input_names("kane"))
+    np.testing.assert_allclose(
+        df[paper_input_names("guiglion")[56:]], rp[:, 1:] / rp[:, :1], rtol=1e-5
+    )
+    np.testing.assert_allclose(df[paper_input_names("kane")[54:]], rp[:, 1:] / rp[:, :1], rtol=1e-5)
+    t.loc[3, "bp_coefficients"] = np.nan
+    back = xp_from_table(t)
+    assert (
+        np.isnan(back["bp_coefficients"][3]).all() and np.isfinite(back["bp_coefficients"][4]).all()
+    )

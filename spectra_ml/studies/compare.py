@@ -499,7 +499,7 @@ def comparison_summary(
             n: {
                 "kind": t.info.get("input_kind"),
                 "columns": describe_inputs(t.info.get("input_columns") or []),
-                "input_covariance": bool(t.info.get("input_covariance")),
+                "input_covariance": t.info.get("input_covariance"),
                 "paper_spectral_inputs_missing": t.info.get("paper_spectral_inputs_missing"),
             }
             for n, t in trained.items()
