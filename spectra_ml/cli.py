@@ -22,8 +22,8 @@ __all__ = ['LOCK_FILE', 'FORMATS', 'PLAIN_UNITS', 'ASCII_WORDS', 'PREDICT_SUMMAR
            'input_key_folder', 'no_network_error', 'is_network_failure', 'prepare_predict_input', 'fetch_predict_input',
            'released_api', 'resolve_model', 'load_predictor', 'model_line', 'cmd_models', 'OutputLockedError',
            'output_lock', 'column_descriptions', 'fits_comment_lines', 'write_table_file', 'export_predictions',
-           'prediction_counts', 'predict_closing_line', 'run_predict', 'cmd_predict', 'label_stars', 'OneLineParser',
-           'build_parser', 'main']
+           'prediction_counts', 'predict_closing_line', 'run_predict', 'discard_work', 'cmd_predict', 'label_stars',
+           'OneLineParser', 'build_parser', 'main']
 
 # %% ../nbs/lib/31_cli.ipynb #54dc7646
 def print_run_summary(
@@ -1017,8 +1017,29 @@ def run_predict(
         "n_outside_domain": n_dom,
         "closing_line": line,
     }
+    if getattr(a, "discard_inputs", False):
+        summary["discarded"] = discard_work(work, prepared.get("work"), None if direct else pred_dir)
     (Path(a.output) / PREDICT_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
+
+# %% ../nbs/lib/31_cli.ipynb #0effc425
+def discard_work(
+    work: Path,  # the --work folder
+    converted,  # the folder of converted or fetched inputs predict made (None: the input was used as it is)
+    predictions,  # the Parquet copy behind a non-Parquet output (None: written straight to --output)
+) -> list:
+    "`--discard-inputs`: delete what predict made in --work for this request, and --work itself once empty; the paths deleted."
+    import shutil
+
+    gone = []
+    for p in (converted, predictions):
+        if p is not None and Path(p).is_dir() and Path(p).resolve().parent == Path(work).resolve():
+            shutil.rmtree(p)
+            gone.append(str(p))
+    if Path(work).is_dir() and not any(Path(work).iterdir()):
+        Path(work).rmdir()
+        gone.append(str(work))
+    return gone
 
 # %% ../nbs/lib/31_cli.ipynb #0b2d3e68
 def cmd_predict(
@@ -1245,6 +1266,12 @@ def _add_predict(
         type=int,
         default=None,
         help="prediction passes (default: the model's own; Kane 100)",
+    )
+    pr.add_argument(
+        "--discard-inputs",
+        action="store_true",
+        help="delete the converted inputs (and the Parquet copy behind a non-Parquet output) once the output is "
+        "written; a rerun converts again",
     )
     pr.add_argument("--seed", type=int, default=42, help="dropout-mask seed")
     pr.add_argument("--batch-size", type=int, default=512, help="stars per forward call")

@@ -534,7 +534,9 @@ def paper_input_covariance(
         if plain:  # the usual layout: fs_000.. in order, then the aux inputs
             out[r, a : a + len(pos), a : a + len(pos)] = C[:, : len(pos), : len(pos)]
         else:
-            out[r][:, np.array(pos)[:, None], np.array(pos)[None, :]] = C[:, np.array(order)[:, None], order]
+            out[r][:, np.array(pos)[:, None], np.array(pos)[None, :]] = C[
+                :, np.array(order)[:, None], order
+            ]
     return out
 
 # %% ../nbs/lib/05_features.ipynb #8f829cb8

@@ -886,7 +886,9 @@ def train_model(
     ls = LabelScaler().fit(Y[is_tr], kind=cfg.label_scaling)  # AspGap §2: median, y97.5 − y2.5
     Xs, Ys = fs.transform(X), ls.transform(Y)
     VY = label_variances(sample, labels, ls)
-    VXs = None if VX is None else scale_input_variance(VX, fs.span, inplace=True)  # VX not used again
+    VXs = (
+        None if VX is None else scale_input_variance(VX, fs.span, inplace=True)
+    )  # VX not used again
     rows = training_rows(sample, is_tr, cfg, topt)
     pair = lambda A: None if A is None else (A[rows], A[is_va])
     fitter = fit_ensemble if spec.ensemble else fit

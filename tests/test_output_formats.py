@@ -281,3 +281,40 @@ def test_label_stars_is_the_cli_from_python(release_dir, local_data, tmp_path):
         assert df.source_id.tolist() == cli.source_id.tolist()
         np.testing.assert_allclose(df.mu_teff, cli.mu_teff, rtol=1e-6)
         assert df.attrs["model"]["name"] == "giants" and df.attrs["units"]["mu_teff"] == "K"
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_discard_inputs_leaves_only_the_output(release_dir, local_data, tmp_path, fmt):
+    """--discard-inputs: the converted spectra (and, for a non-Parquet output, its Parquet copy) are deleted once the
+    output is written, and the summary names them; without it they stay in OUTPUT_inputs/ for a rerun."""
+    src = str(local_data / "gaia_xp" / RAW_CSV)
+    for discard in (False, True):
+        out_dir = tmp_path / f"out_{discard}"
+        argv = [
+            "predict",
+            "--input",
+            src,
+            "--output",
+            str(out_dir),
+            "--format",
+            fmt,
+            "--passes",
+            "2",
+        ]
+        rc, out, err = _run(argv + (["--discard-inputs"] if discard else []))
+        assert rc == 0, err
+        work = tmp_path / f"out_{discard}_inputs"
+        assert work.exists() != discard
+        summary = json.loads((out_dir / "predict_summary.json").read_text())
+        assert ("discarded" in summary) == discard
+        if discard:
+            assert str(work) in summary["discarded"]
+        labels = [p for p in out_dir.iterdir() if p.name != "predict_summary.json"]
+        assert (
+            labels
+            and sum(
+                len(pd.read_csv(p, comment="#")) if fmt == "csv" else len(pd.read_parquet(p))
+                for p in labels
+            )
+            == 3
+        )
