@@ -1018,7 +1018,9 @@ def run_predict(
         "closing_line": line,
     }
     if getattr(a, "discard_inputs", False):
-        summary["discarded"] = discard_work(work, prepared.get("work"), None if direct else pred_dir)
+        summary["discarded"] = discard_work(
+            work, prepared.get("work"), None if direct else pred_dir
+        )
     (Path(a.output) / PREDICT_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n")
     return summary
 

@@ -178,10 +178,9 @@ def plot_one_to_one_grid(
                 ax.set_title(
                     f"{name}: RMSE {np.sqrt(np.mean((mu[ok] - y[ok]) ** 2)):.3g}", fontsize=8
                 )
-                if i == len(preds) - 1:
-                    ax.set_xlabel("APOGEE " + LABEL_TEX.get(l, l))
-                if j == 0:
-                    ax.set_ylabel("predicted")
+                # every panel has its own limits and ticks, so every panel names its axes
+                ax.set_xlabel("APOGEE " + LABEL_TEX.get(l, l), fontsize=7)
+                ax.set_ylabel("predicted " + LABEL_TEX.get(l, l), fontsize=7)
     return fig
 
 # %% ../../nbs/studies/01_compare.ipynb #8e9bf954
