@@ -400,6 +400,7 @@ def _rows(out):
     )
 
 
+@pytest.mark.slow  # a few seconds: the full suite runs it
 def test_named_inputs_reversed_columns_same_numbers_and_wrong_names_refused(tiny, tmp_path, capsys):
     """with the flux columns reversed, 96 of 100 rows used to come out unflagged with |ΔTeff|
     ≈ 190 K; `xp_###` columns were accepted for a flux model."""
@@ -544,6 +545,7 @@ def test_an_unexpected_exception_is_one_line_exit_1_and_debug_reraises(
     assert "resume" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a few seconds: the full suite runs it
 def test_damaged_xp_csv_through_predict_keeps_every_row_flagged(tiny, xp_dir, tmp_path, capsys):
     """`spectra_ml predict` on an archive CSV with a cut last row and a float source_id: exit 0 with
     every row, the reader's flag carried, no prediction for the row whose spectrum was cut."""

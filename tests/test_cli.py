@@ -216,6 +216,7 @@ def test_xp_input_table_reproduces_the_embedded_flux_by_name(local_data, demo_da
         xp_input_table(xp, ["flux_000", "flux_343", "parallax"])
 
 
+@pytest.mark.slow  # a few seconds: the full suite runs it
 def test_cli_predicts_archive_xp_files_of_every_format(local_data, tiny_model, tmp_path):
     """CSV, VOTable and FITS files in one folder: every star a row, the star without BP kept and flagged, and the
     two stars also in the embedded set predicted as from their embedded flux."""

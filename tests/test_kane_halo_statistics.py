@@ -124,6 +124,7 @@ def test_overlapping_ratio_reduces_to_the_disjoint_one_without_shared_rows():
         assert np.allclose(o[col], d[col], equal_nan=True), col
 
 
+@pytest.mark.slow  # a few seconds: the full suite runs it
 def test_overlapping_ratio_band_covers_68_percent_where_the_disjoint_band_does_not():
     """Halo stars in one bin, multinomial: 4% candidates only, 12% both, 8% in situ only, the rest neither.
     The ratio (a + b)/(b + c) is 0.16/0.20 = 0.8. The z = 1 band must cover it ~68% of the time; the

@@ -47,6 +47,7 @@ def test_cmd_highlights_the_members_it_is_given(demo_data):
     plt.close(fig)
 
 
+@pytest.mark.slow  # a few seconds: the full suite runs it
 def test_sample_figures_on_the_real_library_and_xp_file(local_data, demo_data, tmp_path):
     """Fig. 1 over the whole embedded library, and Fig. 2 from the real archive coefficients of the stars
     the local XP file shares with it (the figures the cluster stage used to draw)."""
@@ -168,6 +169,7 @@ def test_application_flux_and_error_match_gaiaxpy(small_xp_files, converter):
     )
 
 
+@pytest.mark.slow  # a few seconds: the full suite runs it
 def test_build_demo_application_writes_its_products(
     small_xp_files, converter, tmp_path, monkeypatch
 ):

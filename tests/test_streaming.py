@@ -148,6 +148,7 @@ def test_notebook_streams_a_catalogue(catalogue, tmp_path):
     assert s["n_rows_computed"] == 900 and len(list((tmp_path / "cat").glob("*.parquet"))) == 3
 
 
+@pytest.mark.slow  # a few seconds: the full suite runs it
 def test_catalogue_uses_the_models_own_passes_unless_told(tmp_path):
     """`predict_catalogue(n_passes=None)` (the CLI default): the checkpoint model's registry passes."""
     from spectra_ml.kane.samples import build_demo_sample
