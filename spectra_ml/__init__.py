@@ -23,6 +23,15 @@ import warnings as _warnings
 # back to its text bars: the same bars, without that warning printed in every chapter
 _warnings.filterwarnings("ignore", message="IProgress not found")
 
+import os as _os
+
+if _os.environ.get("SPECTRA_ML_STAGE"):
+    # a pipeline stage's kernel (pipeline.stage_environment): astropy's notes on a FITS file's own metadata (unit
+    # strings such as '[Sun]' or 'dex', column names such as '[Fe/H]') would fill the executed chapter; the values
+    # read are unchanged, and outside the stages these notes show as usual
+    _warnings.filterwarnings("ignore", message=r".*did not parse as fits unit")
+    _warnings.filterwarnings("ignore", message="It is strongly recommended that column names contain only")
+
 __all__ = ["__version__", "load_model", "label_stars", "Predictor", "read_xp"]
 
 _LAZY = {

@@ -24,13 +24,13 @@ from spectra_ml.core import (
 )
 
 # %% auto #0
-__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'SYNTHETIC_WARNING', 'QUICK_WARNING', 'FIRST_STAGES',
-           'STAGE_LABEL_NEEDS', 'STAGE_SPLIT_NEEDS', 'FIGURE_CAPTIONS', 'FIGURE_ORDER', 'N_KANE_FIGURES', 'LABEL_HTML',
-           'REPORT_GLOSSARY', 'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters', 'parse_param', 'pick_kernel',
-           'StageError', 'RunBusyError', 'run_lock', 'stderr_to', 'merge_parameters', 'stale_after',
-           'record_stage_alone', 'received_parameters', 'stage_times', 'check_run_parameters', 'check_stage_needs',
-           'run_pipeline', 'figure_sort_key', 'stale_sections', 'refresh_command', 'write_report', 'publish_figures',
-           'refuse_synthetic_publish']
+__all__ = ['DEMO_STAGES', 'COMPARE_STAGES', 'QUICK_PARAMS', 'KERNEL_NAME', 'STAGE_ENVIRONMENT', 'SYNTHETIC_WARNING',
+           'QUICK_WARNING', 'FIRST_STAGES', 'STAGE_LABEL_NEEDS', 'STAGE_SPLIT_NEEDS', 'FIGURE_CAPTIONS', 'FIGURE_ORDER',
+           'N_KANE_FIGURES', 'LABEL_HTML', 'REPORT_GLOSSARY', 'REPORT_TEMPLATE', 'notebooks_dir', 'stage_parameters',
+           'parse_param', 'pick_kernel', 'StageError', 'RunBusyError', 'run_lock', 'stderr_to', 'stage_environment',
+           'merge_parameters', 'stale_after', 'record_stage_alone', 'received_parameters', 'stage_times',
+           'check_run_parameters', 'check_stage_needs', 'run_pipeline', 'figure_sort_key', 'stale_sections',
+           'refresh_command', 'write_report', 'publish_figures', 'refuse_synthetic_publish']
 
 # %% ../nbs/lib/30_pipeline.ipynb #9795cb08
 #: The demo pipeline, in order. Each entry is a chapter notebook in `nbs/chapters/`.
@@ -231,6 +231,29 @@ def stderr_to(
     finally:
         os.close(saved)
 
+# %% ../nbs/lib/30_pipeline.ipynb #89e2ae23
+#: What a stage's kernel is told, so that its executed chapter reads as text: tqdm bars off (their updates would
+#: fill the chapter) and `SPECTRA_ML_STAGE`, on which spectra_ml quiets astropy's notes on a FITS file's own metadata.
+STAGE_ENVIRONMENT = {"TQDM_DISABLE": "1"}
+
+
+@contextlib.contextmanager
+def stage_environment(
+    stage: str,  # the stage notebook's name
+):
+    "The environment of one stage's kernel (`STAGE_ENVIRONMENT` and SPECTRA_ML_STAGE) for the block; restored after."
+    new = {**STAGE_ENVIRONMENT, "SPECTRA_ML_STAGE": stage}
+    old = {k: os.environ.get(k) for k in new}
+    os.environ.update(new)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
 # %% ../nbs/lib/30_pipeline.ipynb #3ea4bab7
 def _execute_stage(
     run: RunDir,  # the run directory
@@ -251,7 +274,7 @@ def _execute_stage(
     out = run.notebooks / f"{stage}.ipynb"
     log = run.root / "logs" / f"{stage}.log"
     try:
-        with stderr_to(log):  # the kernel's warnings and the per-cell bar go to the stage's log
+        with stderr_to(log), stage_environment(stage):  # the kernel's stderr goes to the stage's log
             pm.execute_notebook(
                 str(notebooks_dir() / f"{stage}.ipynb"),
                 str(out),

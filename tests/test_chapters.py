@@ -33,6 +33,20 @@ def normal_form_changes(nb: dict) -> int:
     return changes + (new != nb)
 
 
+#: What must not fill an executed chapter: tqdm's bar updates and astropy's notes on a FITS file's metadata
+NOISE = ("it/s]", "epoch/s", "star/s]", "did not parse as fits unit", "IProgress not found")
+
+
+def noisy_outputs(nb: dict) -> list:
+    "The stderr outputs of a notebook that carry progress bars or file-metadata warnings (first 80 characters)."
+    return [
+        "".join(o["text"])[:80]
+        for c in nb["cells"]
+        for o in c.get("outputs", [])
+        if o.get("name") == "stderr" and any(n in "".join(o["text"]) for n in NOISE)
+    ]
+
+
 @pytest.mark.slow
 def test_every_saved_figure_is_displayed(quick_run):
     run_root, _ = quick_run
@@ -83,3 +97,18 @@ def test_checks_can_fail():
     no_id = copy.deepcopy(full)
     del no_id["cells"][0]["id"]
     assert normal_form_changes(no_id) > 0
+
+
+@pytest.mark.slow
+def test_executed_chapters_hold_no_progress_bars_or_metadata_warnings(quick_run):
+    """The stage kernels run without tqdm bars and without astropy's notes on the FITS files' own units and column
+    names (pipeline.stage_environment), so the chapters read as text; the check fails on a hand-made noisy output."""
+    run_root, _ = quick_run
+    for f in sorted((run_root / "notebooks").glob("*.ipynb")):
+        assert noisy_outputs(json.loads(f.read_text())) == [], f.name
+    bar = {
+        "cells": [
+            {"outputs": [{"name": "stderr", "text": ["training: 10%| 3/30 [00:01, 2.1epoch/s]"]}]}
+        ]
+    }
+    assert noisy_outputs(bar)
