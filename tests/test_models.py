@@ -283,7 +283,7 @@ def test_checkpoint_round_trip_every_model(trained, sample, tmp_path, name):
         meta["feature_scaler"]["kind"]
         == {
             "kane_mlp": "percentile",
-            "uncertain_nn": "percentile",
+            "uncertain_nn": "zscore_aux",  # F&S §3.1.3: spectral inputs as Eq. 1 leaves them
             "aspgap": "median_iqr",
             "guiglion_cnn": "minmax",
         }[name]
