@@ -274,7 +274,10 @@ def _execute_stage(
     out = run.notebooks / f"{stage}.ipynb"
     log = run.root / "logs" / f"{stage}.log"
     try:
-        with stderr_to(log), stage_environment(stage):  # the kernel's stderr goes to the stage's log
+        with (
+            stderr_to(log),
+            stage_environment(stage),
+        ):  # the kernel's stderr goes to the stage's log
             pm.execute_notebook(
                 str(notebooks_dir() / f"{stage}.ipynb"),
                 str(out),

@@ -4,7 +4,7 @@
 
 # %% ../nbs/lib/21_training.ipynb #515304a0
 from __future__ import annotations
-import copy, time
+import copy, os, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 import numpy as np
@@ -26,12 +26,12 @@ from .features import PercentileScaler, SCALERS, check_features, scale_input_var
 
 # %% auto #0
 __all__ = ['ENSEMBLE_TRAINING', 'TRAIN_OPTIONS', 'MISSING_LABELS', 'FLATTEN_CAP', 'TRAIN_CONFIGS', 'STAGE_FIELDS', 'TRAIN_FIELDS',
-           'PROFILE_TRAIN_CONFIG', 'TREE_FIELDS', 'BASELINE_FORMAT', 'iteration_schedule', 'fit', 'member_splits',
-           'stacked_adam', 'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained', 'label_variances',
-           'named_config', 'density_flatten', 'training_rows', 'model_training_inputs', 'input_covariance_kind',
-           'feature_scaler', 'usable_label_rows', 'label_coverage', 'train_model', 'repeated_two_fold',
-           'config_overrides', 'stage_config', 'fit_boosting_baseline', 'fit_baseline', 'predict_baseline',
-           'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
+           'PROFILE_TRAIN_CONFIG', 'TREE_FIELDS', 'BASELINE_FORMAT', 'bars_off', 'iteration_schedule', 'fit',
+           'member_splits', 'stacked_adam', 'adam_step_per_member', 'fit_members_batched', 'fit_ensemble', 'Trained',
+           'label_variances', 'named_config', 'density_flatten', 'training_rows', 'model_training_inputs',
+           'input_covariance_kind', 'feature_scaler', 'usable_label_rows', 'label_coverage', 'train_model',
+           'repeated_two_fold', 'config_overrides', 'stage_config', 'fit_boosting_baseline', 'fit_baseline',
+           'predict_baseline', 'TreeEnsemble', 'save_baseline', 'load_baseline', 'plot_history']
 
 # %% ../nbs/lib/21_training.ipynb #219a37c8
 #: How an ensemble's members are trained (`TrainConfig.ensemble_training`): "batched" (one stacked model
@@ -128,6 +128,11 @@ def _train_epoch(
         step += 1
     return tr / max(n, 1), step
 
+# %% ../nbs/lib/21_training.ipynb #874916e0
+def bars_off() -> bool:
+    "tqdm's own switch, TQDM_DISABLE, set (as each pipeline stage's kernel has it): no progress bars, whatever `progress` says."
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in ("1", "true", "yes")
+
 # %% ../nbs/lib/21_training.ipynb #549f666c
 def iteration_schedule(
     n_train: int,  # training rows per epoch
@@ -209,7 +214,7 @@ def fit(
     gen = torch.Generator().manual_seed(config.seed)
     fixed = torch.randperm(len(train[0]), generator=gen) if config.fixed_order else None
     best, best_state, bad, hist, step = np.inf, copy.deepcopy(model.state_dict()), 0, [], 0
-    desc, quiet = f"training {config.model}", not progress
+    desc, quiet = f"training {config.model}", not progress or bars_off()
     bar = tqdm(range(sch["epochs"]), desc, unit="epoch", disable=quiet, mininterval=2.0)
     t0 = time.time()
     for epoch in bar:
@@ -410,7 +415,7 @@ def fit_members_batched(
     best, bad = np.full(M, np.inf), np.zeros(M, int)
     best_params = {k: v.detach().clone() for k, v in params.items()}
     active, hist = np.arange(M), [[] for _ in range(M)]
-    bar = tqdm(range(config.max_epochs or 10**9), "training members", disable=not progress)
+    bar = tqdm(range(config.max_epochs or 10**9), "training members", disable=not progress or bars_off())
     for epoch in bar:
         order = torch.stack([fit_rows[j][torch.randperm(n_fit, generator=gens[j])] for j in active])
         base.train()
@@ -1057,7 +1062,7 @@ def fit_boosting_baseline(
     if Y.ndim != 2 or Y.shape[1] != len(labels):
         raise ValueError(f"Y has shape {Y.shape} for labels {labels}")
     models = {}
-    for j, lab in enumerate(tqdm(labels, desc="boosting baseline", disable=not progress)):
+    for j, lab in enumerate(tqdm(labels, desc="boosting baseline", disable=not progress or bars_off())):
         models[lab] = HistGradientBoostingRegressor(
             max_iter=max_iter,
             learning_rate=learning_rate,
