@@ -415,7 +415,8 @@ def fit_members_batched(
     best, bad = np.full(M, np.inf), np.zeros(M, int)
     best_params = {k: v.detach().clone() for k, v in params.items()}
     active, hist = np.arange(M), [[] for _ in range(M)]
-    bar = tqdm(range(config.max_epochs or 10**9), "training members", disable=not progress or bars_off())
+    quiet = not progress or bars_off()
+    bar = tqdm(range(config.max_epochs or 10**9), "training members", disable=quiet)
     for epoch in bar:
         order = torch.stack([fit_rows[j][torch.randperm(n_fit, generator=gens[j])] for j in active])
         base.train()
@@ -1062,7 +1063,9 @@ def fit_boosting_baseline(
     if Y.ndim != 2 or Y.shape[1] != len(labels):
         raise ValueError(f"Y has shape {Y.shape} for labels {labels}")
     models = {}
-    for j, lab in enumerate(tqdm(labels, desc="boosting baseline", disable=not progress or bars_off())):
+    for j, lab in enumerate(
+        tqdm(labels, desc="boosting baseline", disable=not progress or bars_off())
+    ):
         models[lab] = HistGradientBoostingRegressor(
             max_iter=max_iter,
             learning_rate=learning_rate,
